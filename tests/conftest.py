@@ -1,0 +1,81 @@
+"""Shared fixtures.
+
+Before Keras is imported, ``KERAS_HOME`` points at a temporary folder holding
+copies of the real ImageNet weights from ``../shared/weights``, so the real
+``weights="imagenet"`` code path runs without any network. Caches go to a
+temporary folder too, never to the user's home.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TL_SHARED_DIR", REPO.parent / "shared"))
+WEIGHTS = SHARED / "weights"
+ANTS_BEES = SHARED / "datasets" / "ants_bees"
+MOBILENET_V2_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+_session_folder = Path(tempfile.mkdtemp(prefix="tl_core_tests_"))
+atexit.register(shutil.rmtree, _session_folder, ignore_errors=True)
+os.environ["KERAS_HOME"] = str(_session_folder / "keras_home")
+os.environ["TL_CORE_CACHE_DIR"] = str(_session_folder / "cache")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+(_session_folder / "keras_home" / "models").mkdir(parents=True)
+for weights_file in WEIGHTS.glob("*.h5"):
+    shutil.copy(weights_file, _session_folder / "keras_home" / "models" / weights_file.name)
+
+
+@pytest.fixture
+def imagenet_weights() -> Path:
+    """The offline MobileNetV2 weights, or a skip that says they are missing."""
+    path = WEIGHTS / MOBILENET_V2_WEIGHTS
+    if not path.exists():
+        pytest.skip(f"skipped: real ImageNet weights not found at {path} (../shared/weights is absent)")
+    return path
+
+
+@pytest.fixture
+def ants_bees() -> Path:
+    if not ANTS_BEES.is_dir():
+        pytest.skip(f"skipped: the real dataset {ANTS_BEES} is absent")
+    return ANTS_BEES
+
+
+def write_image(path: Path, array: np.ndarray, image_format: str | None = None, **save_options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=image_format, **save_options)
+    return path
+
+
+def pattern_image(class_index: int, index: int, size: int = 48) -> np.ndarray:
+    """A small picture whose class is easy to learn: the class decides colour and stripe direction."""
+    rng = np.random.default_rng(1000 * class_index + index)
+    base = np.zeros((size, size, 3), dtype=np.float64)
+    base[..., class_index % 3] = 200
+    coordinates = np.arange(size)
+    stripes = ((coordinates // 4) % 2 == 0).astype(np.float64) * 55
+    base += stripes[None, :, None] if class_index % 2 == 0 else stripes[:, None, None]
+    base += rng.normal(0, 12, base.shape)
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def make_class_folders(root: Path, classes: dict[str, int], size: int = 48, image_format: str = "PNG", extension: str = ".png") -> Path:
+    for class_index, (name, count) in enumerate(classes.items()):
+        for index in range(count):
+            write_image(root / name / f"{name}_{index:03d}{extension}", pattern_image(class_index, index, size), image_format)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Three classes of 10 generated 48 px images, no split folders."""
+    return make_class_folders(tmp_path / "tiny", {"circles": 10, "squares": 10, "stripes": 10})

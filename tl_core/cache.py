@@ -1,0 +1,196 @@
+"""Decoded-image cache: every image is decoded and resized once per image size.
+
+Decoded pixels are kept as one ``uint8`` array per (file list, image size) in
+``<cache dir>/images/``. A later epoch, run or process reads that array
+instead of decoding JPEGs again: fully into memory when it fits the memory
+budget, otherwise memory-mapped from disk so a large dataset never has to
+fit in RAM. Files are written under a temporary name and renamed, so an
+interrupted run never leaves a half-written cache entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.data import ImageRecord, SkippedFile, files_fingerprint, load_image
+from tl_core.events import StopRequest
+
+DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
+CACHE_DIR_ENVIRONMENT_VARIABLE = "TL_CORE_CACHE_DIR"
+
+
+class Interrupted(Exception):
+    """Raised inside the engine when a stop request arrives during a non-training phase."""
+
+
+def default_cache_dir() -> Path:
+    """``$TL_CORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/tl_core``, else ``~/.cache/tl_core``."""
+    if os.environ.get(CACHE_DIR_ENVIRONMENT_VARIABLE):
+        return Path(os.environ[CACHE_DIR_ENVIRONMENT_VARIABLE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tl_core"
+
+
+def cache_key(*parts: object) -> str:
+    """A short stable hash of the given parts."""
+    return hashlib.sha256("|".join(str(part) for part in parts).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    """Pixels of a list of images, row ``i`` for ``records[i]``.
+
+    Attributes:
+        pixels: ``uint8`` array ``(n, size, size, 3)``, in memory or memory-mapped.
+        row_of: Row index of each image path.
+        failed: Images that could not be decoded (their rows are zeros; drop them).
+        from_cache: True when nothing had to be decoded.
+        in_memory: True when the pixels are held in RAM rather than memory-mapped.
+        key: The cache key (also keys the feature cache).
+    """
+
+    pixels: np.ndarray
+    row_of: dict[str, int]
+    failed: list[SkippedFile]
+    from_cache: bool
+    in_memory: bool
+    key: str
+
+    def rows(self, records: Sequence[ImageRecord]) -> np.ndarray:
+        """Row indices of ``records`` in ``pixels``."""
+        return np.array([self.row_of[record.path] for record in records], dtype=np.int64)
+
+
+def decode_images(
+    records: Sequence[ImageRecord],
+    size: int,
+    cache_dir: Path | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    on_progress: Callable[[int, int], None] | None = None,
+    stop: StopRequest | None = None,
+    workers: int | None = None,
+) -> DecodedImages:
+    """Decodes and resizes every image once, reusing the on-disk cache when it is current.
+
+    Args:
+        records: The images, in a fixed order (a dataset's ``records``).
+        size: Side of the square images in pixels.
+        cache_dir: Root of the cache; ``default_cache_dir()`` when None.
+        memory_budget_bytes: Pixels up to this size are loaded into RAM; larger
+            arrays are memory-mapped from disk.
+        on_progress: Called with (images done, total) while decoding.
+        stop: Checked between images; when set, decoding ends with ``Interrupted``.
+        workers: Decoding threads (Pillow releases the GIL while decoding).
+
+    Returns:
+        The pixels and the list of files that failed to decode.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = cache_key("images-v1", size, files_fingerprint(records))
+    folder = cache_dir / "images"
+    array_path = folder / f"{key}.npy"
+    meta_path = folder / f"{key}.json"
+    row_of = {record.path: index for index, record in enumerate(records)}
+    total = len(records)
+    if array_path.exists() and meta_path.exists():
+        failed = [SkippedFile(**item) for item in json.loads(meta_path.read_text())["failed"]]
+        pixels, in_memory = _open_array(array_path, memory_budget_bytes)
+        if on_progress:
+            on_progress(total, total)
+        return DecodedImages(pixels, row_of, failed, from_cache=True, in_memory=in_memory, key=key)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary_name = tempfile.mkstemp(dir=folder, prefix=f".{key}-", suffix=".npy")
+    os.close(handle)
+    try:
+        target = np.lib.format.open_memmap(temporary_name, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
+        failed = _decode_into(target, records, size, on_progress, stop, workers)
+        target.flush()
+        del target
+        os.replace(temporary_name, array_path)
+    except BaseException:
+        Path(temporary_name).unlink(missing_ok=True)
+        raise
+    _write_json_atomically(meta_path, {"size": size, "count": total, "failed": [vars(item) for item in failed], "created": time.time()})
+    pixels, in_memory = _open_array(array_path, memory_budget_bytes)
+    return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=in_memory, key=key)
+
+
+def _decode_into(
+    target: np.ndarray,
+    records: Sequence[ImageRecord],
+    size: int,
+    on_progress: Callable[[int, int], None] | None,
+    stop: StopRequest | None,
+    workers: int | None,
+) -> list[SkippedFile]:
+    """Fills ``target`` row by row using a pool of threads; returns the files that failed."""
+
+    def decode(index: int) -> SkippedFile | None:
+        if stop is not None and stop.requested:
+            return None
+        record = records[index]
+        try:
+            target[index] = load_image(record.path, size)
+        except Exception as error:  # noqa: BLE001 - any decoder failure is reported per file
+            return SkippedFile(record.path, f"could not be decoded: {type(error).__name__}: {error}")
+        return None
+
+    failed: list[SkippedFile] = []
+    total = len(records)
+    report_every = max(1, total // 100)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, result in enumerate(pool.map(decode, range(total)), start=1):
+            if result is not None:
+                failed.append(result)
+            if on_progress and (done % report_every == 0 or done == total):
+                on_progress(done, total)
+    if stop is not None and stop.requested:
+        raise Interrupted(stop.reason)
+    return failed
+
+
+def _open_array(path: Path, memory_budget_bytes: int) -> tuple[np.ndarray, bool]:
+    mapped = np.load(path, mmap_mode="r")
+    if mapped.nbytes <= memory_budget_bytes:
+        return np.ascontiguousarray(mapped), True
+    return mapped, False
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)
+
+
+class FeatureCache:
+    """Bottleneck features on disk: one ``float32`` array per key, written atomically."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "features"
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npy"
+
+    def load(self, key: str) -> np.ndarray | None:
+        """The cached features for ``key``, or None when there are none."""
+        path = self.path(key)
+        return np.load(path) if path.exists() else None
+
+    def save(self, key: str, features: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(dir=self.folder, prefix=f".{key}-", suffix=".npy")
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, features)
+        os.replace(temporary_name, self.path(key))
