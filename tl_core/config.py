@@ -1,0 +1,139 @@
+"""The settings of a training run, and their limits.
+
+Limits are data (``_NUMBER_LIMITS``), checked in one place before any work
+starts, and every message names the option, the value found, what is
+allowed and an example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tl_core.errors import ConfigError
+from tl_core.models import AugmentConfig
+
+STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
+
+STRATEGY_DESCRIPTIONS = {
+    "feature_extraction": "backbone frozen; its pooled features are computed once and cached, and only a new head is trained on them",
+    "fine_tune": "the first K backbone layers frozen, the rest retrained at a low learning rate after a warm-up of the head",
+    "full_fine_tune": "every backbone layer retrained at a low learning rate after a warm-up of the head",
+    "from_scratch": "same architecture with random weights, everything trained from the start",
+}
+
+# option name -> (lowest allowed, highest allowed, example)
+_NUMBER_LIMITS: dict[str, tuple[float, float, str]] = {
+    "epochs": (1, 10_000, "10"),
+    "warmup_epochs": (0, 10_000, "5"),
+    "batch_size": (1, 4096, "32"),
+    "learning_rate": (1e-7, 1.0, "0.001"),
+    "fine_tune_learning_rate": (1e-8, 1.0, "0.0001"),
+    "image_size": (32, 1024, "224"),
+    "augment_views": (0, 50, "2"),
+    "head_units": (0, 16_384, "0 or 256"),
+    "dropout": (0.0, 0.95, "0.2"),
+    "early_stopping_patience": (0, 10_000, "5 (0 turns early stopping off)"),
+    "val_fraction": (0.01, 0.9, "0.15"),
+    "test_fraction": (0.0, 0.9, "0.15 (0 to evaluate on validation)"),
+    "memory_budget_mb": (0, 1_048_576, "2048"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a run does.
+
+    Attributes:
+        data_dir: Folder of labelled images (see ``tl_core.data.scan_dataset``).
+        out_dir: Run folder that receives the model files and reports.
+        backbone: Name in the backbone table (``python -m tl_core backbones``).
+        weights: ``"imagenet"``, ``"none"`` or a weights file path.
+        strategy: One of ``STRATEGIES``.
+        freeze_layers: For ``fine_tune``: how many backbone layers stay frozen
+            (None: the first two thirds of its blocks).
+        epochs: Epochs of the main training phase.
+        warmup_epochs: Head-only epochs on cached features before fine-tuning (0 to skip).
+        image_size: Side of the square input; None for the backbone's default.
+        batch_size: Images per training step.
+        learning_rate: Learning rate of the head (and of training from scratch).
+        fine_tune_learning_rate: Learning rate when backbone layers train; None for
+            ``learning_rate / 10``.
+        augment: Randomly change training images. Feature extraction can only use
+            augmentation through ``augment_views`` cached augmented copies.
+        augment_views: Augmented copies of the training images whose features are
+            cached for feature extraction (0: none).
+        augmentation: What the random changes are.
+        head_units: Width of an optional hidden layer in the head (0: none).
+        dropout: Dropout rate in the head.
+        class_weights: Weight the loss by inverse class frequency (for imbalanced data).
+        early_stopping_patience: Epochs without a better validation loss before
+            stopping (0: never stop early). The best epoch's weights are kept either way.
+        seed: Seed of the split, the initial weights, shuffling and augmentation.
+        val_fraction: Share of each class kept for validation when the data has no val/ folder.
+        test_fraction: Share of each class kept for testing when the data has no split folders.
+        cache_dir: Where decoded images and features are cached (None: the default).
+        memory_budget_mb: Decoded images up to this size are held in memory, larger
+            sets are read from the disk cache.
+    """
+
+    data_dir: str
+    out_dir: str
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    strategy: str = "feature_extraction"
+    freeze_layers: int | None = None
+    epochs: int = 10
+    warmup_epochs: int = 5
+    image_size: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float | None = None
+    augment: bool = True
+    augment_views: int = 0
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    head_units: int = 0
+    dropout: float = 0.2
+    class_weights: bool = False
+    early_stopping_patience: int = 5
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    cache_dir: str | None = None
+    memory_budget_mb: int = 2048
+
+    def validated(self) -> TrainConfig:
+        """Checks every option against its limits; returns the config with the strategy normalised.
+
+        Raises:
+            ConfigError: Naming the first option that is out of range and what is allowed.
+        """
+        strategy = self.strategy.strip().lower().replace("-", "_")
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"Unknown strategy '{self.strategy}'. Choose one of: {', '.join(STRATEGIES)}.")
+        for name, (low, high, example) in _NUMBER_LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"{name} is {value!r} while it must be between {low:g} and {high:g}. Use e.g. {example}.")
+        if self.freeze_layers is not None and self.freeze_layers < 0:
+            raise ConfigError(f"freeze_layers is {self.freeze_layers} while it must be 0 or more (layers of the backbone kept frozen).")
+        if self.freeze_layers is not None and strategy != "fine_tune":
+            raise ConfigError(
+                f"freeze_layers is set ({self.freeze_layers}) but strategy is '{strategy}'; freezing only applies to fine_tune. "
+                "Use --strategy fine_tune, or drop --freeze."
+            )
+        if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
+            raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
+        return replace(self, strategy=strategy)
+
+    @property
+    def head_learning_rate(self) -> float:
+        return self.learning_rate
+
+    @property
+    def backbone_learning_rate(self) -> float:
+        return self.fine_tune_learning_rate if self.fine_tune_learning_rate is not None else self.learning_rate / 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)

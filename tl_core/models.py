@@ -1,0 +1,306 @@
+"""Building blocks of a classifier: backbone with its weights, preprocessing, head, augmentation.
+
+Every model this package builds has the same shape, so the file a user
+downloads is the same kind of object whatever strategy trained it::
+
+    image (RGB, 0-255, size x size)
+      -> preprocessing (standard layers: Rescaling, or a fixed per-channel Dense)
+      -> backbone (keras.applications, no top)
+      -> global average pooling        ("bottleneck features")
+      -> head (dropout, optional hidden layer, softmax)
+
+No Lambda layers and no custom classes are used, so ``keras.models.load_model``
+opens the exported files in any Python with Keras, without this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tl_core.backbones import BackboneSpec
+from tl_core.errors import ConfigError, WeightsError
+
+# The per-channel constants keras.applications' preprocess_input functions use.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes applied to training images (only the training split, only while training).
+
+    Attributes:
+        flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or ``"none"``.
+        rotation: Largest rotation as a fraction of a full turn (0.1 = up to 36 degrees either way).
+        zoom: Largest zoom in or out, as a fraction of the image size.
+        translation: Largest shift, as a fraction of width and height.
+        contrast: Largest contrast change, as a fraction.
+    """
+
+    flip: str = "horizontal"
+    rotation: float = 0.1
+    zoom: float = 0.2
+    translation: float = 0.1
+    contrast: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+
+
+def keras_models_folder() -> Path:
+    """The folder Keras looks in for downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def weights_identity(spec: BackboneSpec, weights: str) -> str:
+    """A string that changes whenever the weights a backbone starts from change (for cache keys)."""
+    if weights == "none":
+        return "none"
+    if weights == "imagenet":
+        cached = keras_models_folder() / spec.weights_file
+        stamp = f"{cached.stat().st_size}:{cached.stat().st_mtime_ns}" if cached.exists() else "download"
+        return f"imagenet:{spec.weights_file}:{stamp}"
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    return f"file:{digest}"
+
+
+def check_weights_option(weights: str) -> str:
+    """Normalises ``--weights`` to ``"imagenet"``, ``"none"`` or an existing file path."""
+    lowered = weights.strip().lower()
+    if lowered in ("imagenet", "none"):
+        return lowered
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"Weights file '{weights}' does not exist. Pass 'imagenet', 'none', or the path of a "
+            ".h5 / .weights.h5 file saved from the same backbone without its top."
+        )
+    return str(path.resolve())
+
+
+def build_backbone(spec: BackboneSpec, weights: str) -> keras.Model:
+    """Builds a backbone without its classifier top, with the requested starting weights.
+
+    The backbone takes images of any size (``input_shape=(None, None, 3)``),
+    so one weights file serves every image size; for the MobileNets this
+    means Keras uses its 224-pixel ImageNet weights whatever size is trained.
+
+    Args:
+        spec: The backbone's row in the table.
+        weights: ``"imagenet"`` (Keras' download-and-cache), ``"none"`` (random
+            initialisation) or the path of a weights file.
+
+    Returns:
+        The backbone model.
+
+    Raises:
+        WeightsError: When the ImageNet weights cannot be downloaded or a file does not fit.
+    """
+    constructor = getattr(keras.applications, spec.constructor)
+    keras_weights = None if weights == "none" else weights
+    try:
+        with warnings.catch_warnings():
+            # Expected: with no fixed input size Keras loads the default-size weights, which is what we want.
+            warnings.filterwarnings("ignore", message=".*Weights for input shape.*will be loaded as the default")
+            return constructor(include_top=False, weights=keras_weights, input_shape=(None, None, 3), **dict(spec.constructor_kwargs))
+    except Exception as error:  # noqa: BLE001 - translated into a message that says what to do
+        raise _weights_error(spec, weights, error) from error
+
+
+def _weights_error(spec: BackboneSpec, weights: str, error: Exception) -> WeightsError:
+    text = " ".join(str(error).split())
+    if weights == "imagenet":
+        target = keras_models_folder() / spec.weights_file
+        if target.exists():
+            return WeightsError(
+                f"The ImageNet weights file '{target}' for {spec.display_name} could not be loaded ({text[:200]}). "
+                "It is probably incomplete: delete it and run again, or pass a good copy with --weights PATH."
+            )
+        return WeightsError(
+            f"Could not download the ImageNet weights for {spec.display_name} (no network?): Keras wanted the file "
+            f"'{spec.weights_file}'. Put a copy at '{target}' ($KERAS_HOME/models/, default ~/.keras/models/), "
+            f"pass a local weights file with --weights PATH, or train without pretrained weights with --weights none."
+        )
+    return WeightsError(
+        f"The weights file '{weights}' does not fit the {spec.display_name} backbone ({text[:200]}). "
+        "Use a file saved from the same architecture without its classifier top."
+    )
+
+
+def preprocessing_layers(mode: str) -> list[keras.layers.Layer]:
+    """Standard Keras layers that turn 0-255 RGB into what a backbone expects.
+
+    Args:
+        mode: ``"tf"`` (scale to -1..1), ``"caffe"`` (RGB to BGR, subtract the
+            ImageNet mean), ``"torch"`` (scale to 0..1, standardise per channel)
+            or ``"none"`` (the backbone preprocesses by itself).
+
+    Returns:
+        The layers to apply in order (possibly none). They run in float32.
+    """
+    if mode == "none":
+        return []
+    if mode == "tf":
+        return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale", dtype="float32")]
+    if mode == "caffe":
+        # A fixed 1x1 linear map over the channel axis: swap R and B, then subtract the mean.
+        kernel = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float32)
+        bias = -np.array(_CAFFE_BGR_MEAN, dtype=np.float32)
+    elif mode == "torch":
+        std = np.array(_TORCH_STD, dtype=np.float32)
+        kernel = np.diag(1.0 / (255.0 * std)).astype(np.float32)
+        bias = -np.array(_TORCH_MEAN, dtype=np.float32) / std
+    else:
+        raise ValueError(f"Unknown preprocessing mode {mode!r}; expected tf, caffe, torch or none.")
+    layer = keras.layers.Dense(
+        3,
+        name="preprocess_channels",
+        trainable=False,
+        dtype="float32",
+        kernel_initializer=keras.initializers.Constant(kernel),
+        bias_initializer=keras.initializers.Constant(bias),
+    )
+    return [layer]
+
+
+def build_head(feature_dim: int, num_classes: int, hidden_units: int = 0, dropout: float = 0.2, seed: int = 0) -> keras.Sequential:
+    """The new classifier that replaces the backbone's top: it reads pooled features.
+
+    Args:
+        feature_dim: Length of the pooled feature vector.
+        num_classes: Number of output classes (softmax, float32 even under mixed precision).
+        hidden_units: Width of an optional hidden ReLU layer (0 for none).
+        dropout: Dropout rate before each dense layer.
+        seed: Seed of the initial weights.
+
+    Returns:
+        A Sequential model named ``head``.
+    """
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(feature_dim,), name="features")]
+    if dropout > 0:
+        layers.append(keras.layers.Dropout(dropout, seed=seed, name="head_dropout"))
+    if hidden_units > 0:
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="head_hidden", kernel_initializer=keras.initializers.GlorotUniform(seed)))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, seed=seed + 1, name="head_hidden_dropout"))
+    layers.append(
+        keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions", kernel_initializer=keras.initializers.GlorotUniform(seed + 2))
+    )
+    return keras.Sequential(layers, name="head")
+
+
+def build_classifier(
+    spec: BackboneSpec,
+    backbone: keras.Model,
+    head: keras.Model,
+    image_size: int,
+    backbone_in_inference_mode: bool = True,
+) -> tuple[keras.Model, keras.Model]:
+    """Joins preprocessing, backbone, pooling and head into one model.
+
+    Args:
+        spec: The backbone's row in the table (for its preprocessing).
+        backbone: The backbone model.
+        head: The head model.
+        image_size: Side of the square input images.
+        backbone_in_inference_mode: Call the backbone with ``training=False`` so its
+            BatchNormalization layers keep their ImageNet statistics even when
+            layers are unfrozen (the fine-tuning pitfall the articles warn about).
+            False only when training from scratch, where there are no statistics yet.
+
+    Returns:
+        ``(classifier, feature_model)``: the whole model and the model up to the pooled features.
+    """
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    features = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        features = layer(features)
+    if backbone_in_inference_mode:
+        features = backbone(features, training=False)
+    else:
+        features = backbone(features)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(features)
+    outputs = head(pooled)
+    classifier = keras.Model(inputs, outputs, name=f"{spec.name.replace('.', '_')}_classifier")
+    feature_model = keras.Model(inputs, pooled, name=f"{spec.name.replace('.', '_')}_features")
+    return classifier, feature_model
+
+
+def freeze_layers(backbone: keras.Model, frozen: int, train_batchnorm: bool = False) -> None:
+    """Freezes the backbone's first ``frozen`` layers and unfreezes the rest.
+
+    BatchNormalization layers stay frozen unless ``train_batchnorm``: their
+    statistics were learned on ImageNet, and updating them on a small batch of
+    new images is the usual way fine-tuning collapses accuracy.
+
+    Raises:
+        ConfigError: When ``frozen`` is outside 0..number of layers.
+    """
+    count = len(backbone.layers)
+    if not 0 <= frozen <= count:
+        raise ConfigError(f"freeze_layers is {frozen} but the backbone has {count} layers. Use a number from 0 to {count}.")
+    backbone.trainable = True
+    for index, layer in enumerate(backbone.layers):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= frozen and (train_batchnorm or not is_batchnorm)
+
+
+def trainable_parameter_count(model: keras.Model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential:
+    """Keras preprocessing layers that change training images at random (0-255 float in and out).
+
+    Raises:
+        ConfigError: When a setting is out of range.
+    """
+    if config.flip not in FLIP_MODES:
+        raise ConfigError(f"augmentation flip is {config.flip!r} while it must be one of {', '.join(FLIP_MODES)}.")
+    for name in ("rotation", "zoom", "translation", "contrast"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise ConfigError(f"augmentation {name} is {value} while it must be at least 0 and below 1 (e.g. 0.1).")
+    layers: list[keras.layers.Layer] = []
+    if config.flip != "none":
+        layers.append(keras.layers.RandomFlip(config.flip, seed=seed))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed + 1))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed + 2))
+    if config.translation:
+        layers.append(keras.layers.RandomTranslation(config.translation, config.translation, fill_mode="reflect", seed=seed + 3))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def augment_preview(pixels: np.ndarray, config: AugmentConfig, versions: int = 4, seed: int = 0) -> np.ndarray:
+    """Augmented copies of a few images, for a preview grid.
+
+    Args:
+        pixels: ``uint8`` images ``(n, size, size, 3)``.
+        config: The augmentation settings.
+        versions: Augmented versions per image.
+        seed: Seed, so the same settings give the same preview.
+
+    Returns:
+        ``uint8`` array ``(n, versions, size, size, 3)``.
+    """
+    augmenter = build_augmenter(config, seed)
+    batch = np.repeat(pixels.astype(np.float32), versions, axis=0)
+    changed = keras.ops.convert_to_numpy(augmenter(batch, training=True))
+    changed = np.clip(np.rint(changed), 0, 255).astype(np.uint8)
+    return changed.reshape((pixels.shape[0], versions) + pixels.shape[1:])

@@ -1,0 +1,598 @@
+"""Train a classifier from a folder of images with one of four strategies, then evaluate and export it.
+
+A run goes through named phases, each announced with a ``PhaseStarted`` event:
+
+1. ``decode``: every image is decoded and resized once (cached on disk for later runs).
+2. ``features``: for the strategies that start from a frozen pretrained backbone,
+   its pooled outputs ("bottleneck features") are computed once and cached.
+3. ``head``: a new head is trained on the cached features. For feature
+   extraction this is the whole training; for fine-tuning it is the warm-up
+   that keeps a random head from wrecking the pretrained layers.
+4. ``fine_tune`` / ``from_scratch``: backbone layers train on the images, with
+   augmentation, at a low learning rate (or from random weights).
+5. ``evaluate`` and ``export``.
+
+The run listens to a ``StopRequest`` after every batch; a stopped run keeps
+the best weights of the epochs it completed and still evaluates and exports
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_core.backbones import BackboneSpec, blocks_from_layer_names, get_backbone
+from tl_core.cache import FeatureCache, Interrupted, cache_key, decode_images
+from tl_core.config import TrainConfig
+from tl_core.data import Dataset, scan_dataset
+from tl_core.device import DeviceInfo, detect_device
+from tl_core.errors import ConfigError, TLError
+from tl_core.evaluation import Evaluation, evaluate_predictions
+from tl_core.events import (
+    BatchEnded,
+    EpochEnded,
+    EventHandler,
+    Notice,
+    PhaseStarted,
+    ProgressUpdated,
+    StopRequest,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingStarted,
+    TrainingStopped,
+    ignore_event,
+)
+from tl_core.export import write_run_folder
+from tl_core.models import (
+    build_augmenter,
+    build_backbone,
+    build_classifier,
+    build_head,
+    check_weights_option,
+    freeze_layers,
+    trainable_parameter_count,
+    weights_identity,
+)
+
+FEATURE_BATCH_SIZE = 64
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        status: ``"finished"`` or ``"stopped"``.
+        run_dir: The run folder.
+        evaluation: Metrics on the evaluation split (None when stopped before any epoch).
+        history: One dict per completed epoch.
+        summary: The contents of ``run.json``.
+    """
+
+    status: str
+    run_dir: Path
+    evaluation: Evaluation | None
+    history: list[dict]
+    summary: dict = field(default_factory=dict)
+
+
+def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None) -> RunResult:
+    """Runs the whole workflow: check, decode, train, evaluate, export.
+
+    Args:
+        config: The run's settings.
+        on_event: Called with every event of the run (see ``tl_core.events``).
+        stop: Set it (from any thread) to stop the run after the current batch.
+
+    Returns:
+        The run's result; the files are in ``config.out_dir``.
+
+    Raises:
+        TLError: For problems the user can fix (data, options, weights); a
+            ``TrainingFailed`` event carries the same message.
+    """
+    run = _Run(config, on_event, stop or StopRequest())
+    try:
+        return run.execute()
+    except TLError as error:
+        on_event(TrainingFailed(str(error), type(error).__name__))
+        raise
+    except Exception as error:
+        on_event(TrainingFailed(describe_failure(error), type(error).__name__))
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def describe_failure(error: BaseException) -> str:
+    """A message for an unexpected failure, with a suggestion where one is known."""
+    text = f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"
+    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)) or "out of memory" in text.lower():
+        return f"{text}. The run ran out of memory: try a smaller batch size or image size."
+    return text
+
+
+class _Run:
+    """One training run; holds what the phases share."""
+
+    def __init__(self, config: TrainConfig, on_event: EventHandler, stop: StopRequest) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.stop = stop
+        self.history: list[dict] = []
+        self.seconds: dict[str, float] = {}
+        self.cache_use: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.best = _BestWeights()
+
+    # ------------------------------------------------------------------ orchestration
+
+    def execute(self) -> RunResult:
+        started = time.perf_counter()
+        config = self.config = self.config.validated()
+        spec = get_backbone(config.backbone)
+        weights = "none" if config.strategy == "from_scratch" else check_weights_option(config.weights)
+        image_size = config.image_size or spec.default_size
+        if image_size < spec.min_size:
+            raise ConfigError(f"image_size is {image_size} but {spec.display_name} needs at least {spec.min_size} pixels. Use --image-size {max(spec.min_size, 96)} or more.")
+        self.spec, self.weights, self.image_size = spec, weights, image_size
+        dataset = self._timed("scan", lambda: scan_dataset(config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction))
+        keras.utils.set_random_seed(config.seed)
+        device = detect_device()
+        self.on_event(TrainingStarted(config=config.to_dict(), device=device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
+        out_dir = Path(config.out_dir)
+        try:
+            decoded = self._decode(dataset, image_size)
+            dataset = dataset.without(decoded.failed)
+            if device.mixed_precision:
+                keras.mixed_precision.set_global_policy(device.mixed_precision)
+            model = self._train_model(dataset, decoded)
+        except Interrupted:
+            self.on_event(TrainingStopped(reason=self.stop.reason, epochs_done=len(self.history)))
+            summary = self._summary("stopped", spec, weights, image_size, dataset, device, None, started)
+            write_run_folder(out_dir, summary=summary)
+            self.on_event(TrainingFinished(status="stopped", run_dir=str(out_dir), test_accuracy=None, seconds=time.perf_counter() - started))
+            return RunResult("stopped", out_dir, None, self.history, summary)
+        status = "stopped" if self.stop.requested else "finished"
+        if status == "stopped":
+            self.on_event(TrainingStopped(reason=self.stop.reason, epochs_done=len(self.history)))
+        evaluation = self._timed("evaluate", lambda: self._evaluate(model, dataset, decoded))
+        export_model = self._float32_copy(model, spec, image_size, len(dataset.class_names)) if device.mixed_precision else model.classifier
+        summary = self._summary(status, spec, weights, image_size, dataset, device, model, started)
+        self.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
+        self._timed("export", lambda: write_run_folder(out_dir, summary=summary, model=export_model, class_names=dataset.class_names, evaluation=evaluation, history=self.history))
+        summary["seconds"] = dict(self.seconds)
+        summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        write_run_folder(out_dir, summary=summary)
+        self.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - started))
+        return RunResult(status, out_dir, evaluation, self.history, summary)
+
+    def _timed(self, phase: str, work: Callable):
+        start = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 3)
+
+    def _notice(self, message: str) -> None:
+        self.notes.append(message)
+        self.on_event(Notice(message))
+
+    # ------------------------------------------------------------------ phases
+
+    def _decode(self, dataset: Dataset, image_size: int):
+        self.on_event(PhaseStarted("decode", f"Reading and resizing {len(dataset.records)} images to {image_size}x{image_size}", total=len(dataset.records)))
+
+        def progress(done: int, total: int) -> None:
+            self.on_event(ProgressUpdated("decode", done, total))
+
+        decoded = self._timed(
+            "decode",
+            lambda: decode_images(
+                dataset.records,
+                image_size,
+                cache_dir=self.config.cache_dir,
+                memory_budget_bytes=self.config.memory_budget_mb * 1024**2,
+                on_progress=progress,
+                stop=self.stop,
+            ),
+        )
+        self.cache_use["images"] = "hit" if decoded.from_cache else "miss"
+        where = "memory" if decoded.in_memory else "disk (memory-mapped: larger than the memory budget)"
+        self._notice(f"Decoded images {'reused from the cache' if decoded.from_cache else 'cached'}; held in {where}.")
+        for item in decoded.failed:
+            self._notice(f"Skipped {item.path}: {item.reason}")
+        return decoded
+
+    def _train_model(self, dataset: Dataset, decoded) -> _Model:
+        config, spec, weights, image_size = self.config, self.spec, self.weights, self.image_size
+        strategy = config.strategy
+        backbone = self._timed("build", lambda: build_backbone(spec, weights))
+        head = build_head(spec.feature_dim, dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
+        classifier, feature_model = build_classifier(spec, backbone, head, image_size, backbone_in_inference_mode=strategy != "from_scratch")
+        model = _Model(classifier, feature_model, backbone, head, features=None)
+        labels = np.array([record.label for record in dataset.records], dtype=np.int64)
+        split_rows = {name: decoded.rows(dataset.split(name)) for name in ("train", "val", "test")}
+        split_labels = {name: labels[_positions(dataset, name)] for name in split_rows}
+        class_weight = self._class_weight(split_labels["train"], dataset.num_classes)
+
+        if strategy == "from_scratch":
+            freeze_layers(backbone, 0, train_batchnorm=True)
+            model.frozen_layers = 0
+            self._fit_images(model, decoded, split_rows, split_labels, class_weight, config.learning_rate, config.epochs, "from_scratch")
+            return model
+
+        model.features = self._features(model, decoded)
+        head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
+        backbone.trainable = False
+        model.frozen_layers = len(backbone.layers)
+        if head_epochs:
+            self._fit_head(model, decoded, split_rows, split_labels, class_weight, head_epochs)
+        if strategy == "feature_extraction" or self.stop.requested:
+            return model
+
+        frozen = 0 if strategy == "full_fine_tune" else self._freeze_depth(spec, backbone)
+        freeze_layers(backbone, frozen)
+        model.frozen_layers = frozen
+        self._notice(
+            f"Fine-tuning {spec.display_name}: first {frozen} of {len(backbone.layers)} layers frozen, "
+            f"{trainable_parameter_count(classifier):,} parameters train at learning rate {config.backbone_learning_rate:g}; "
+            "BatchNormalization layers stay in inference mode."
+        )
+        self._fit_images(model, decoded, split_rows, split_labels, class_weight, config.backbone_learning_rate, config.epochs, "fine_tune")
+        return model
+
+    def _freeze_depth(self, spec: BackboneSpec, backbone: keras.Model) -> int:
+        if self.config.freeze_layers is not None:
+            if self.config.freeze_layers > len(backbone.layers):
+                raise ConfigError(
+                    f"freeze_layers is {self.config.freeze_layers} but {spec.display_name} has {len(backbone.layers)} layers. "
+                    f"Use a number from 0 to {len(backbone.layers)}."
+                )
+            return self.config.freeze_layers
+        return default_freeze_layers(spec, [layer.name for layer in backbone.layers])
+
+    def _class_weight(self, train_labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+        if not self.config.class_weights:
+            return None
+        counts = np.bincount(train_labels, minlength=num_classes)
+        weights = {index: float(len(train_labels) / (num_classes * count)) for index, count in enumerate(counts) if count}
+        self._notice("Class weights: " + ", ".join(f"{index}: {weight:.2f}" for index, weight in weights.items()))
+        return weights
+
+    def _features(self, model: _Model, decoded) -> np.ndarray:
+        """Pooled backbone outputs for every image, from the cache when they were computed before."""
+        spec = self.spec
+        cache = FeatureCache(self.config.cache_dir)
+        key = cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights_identity(spec, self.weights), self.image_size, decoded.key)
+        cached = cache.load(key)
+        total = decoded.pixels.shape[0]
+        self.on_event(PhaseStarted("features", f"Computing bottleneck features of {total} images with the frozen {spec.display_name}", total=total))
+        if cached is not None:
+            self.cache_use["features"] = "hit"
+            self.on_event(ProgressUpdated("features", total, total))
+            self._notice("Bottleneck features reused from the cache: the backbone did not run again.")
+            return cached
+        self.cache_use["features"] = "miss"
+        rows = np.arange(total)
+        features = self._timed("features", lambda: self._forward(model.feature_model, decoded.pixels, rows, "features", augmenter=None))
+        cache.save(key, features)
+        return features
+
+    def _forward(self, feature_model: keras.Model, pixels: np.ndarray, rows: np.ndarray, phase: str, augmenter) -> np.ndarray:
+        """Runs ``feature_model`` over the given rows in compiled batches, checking for a stop request."""
+
+        size = pixels.shape[1]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+        def forward(batch):
+            images = tf.cast(batch, tf.float32)
+            if augmenter is not None:
+                images = augmenter(images, training=True)
+            return tf.cast(feature_model(images, training=False), tf.float32)
+
+        outputs = []
+        batches = _pixel_batches(pixels, rows, None, FEATURE_BATCH_SIZE)
+        done = 0
+        for batch, _ in batches:
+            if self.stop.requested:
+                raise Interrupted(self.stop.reason)
+            outputs.append(forward(batch).numpy())
+            done += int(batch.shape[0])
+            self.on_event(ProgressUpdated(phase, done, len(rows)))
+        return np.concatenate(outputs).astype(np.float32)
+
+    def _augmented_views(self, model: _Model, decoded, train_rows: np.ndarray) -> list[np.ndarray]:
+        """Features of ``augment_views`` randomly changed copies of the training images (cached)."""
+        config, spec = self.config, self.spec
+        views = []
+        cache = FeatureCache(config.cache_dir)
+        for view in range(config.augment_views):
+            key = cache_key(
+                "augmented-features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights_identity(spec, self.weights), self.image_size, decoded.key,
+                sorted(config.augmentation.to_dict().items()), config.seed, view, train_rows.tobytes(),
+            )
+            cached = cache.load(key)
+            if cached is None:
+                self.on_event(PhaseStarted("features", f"Computing features of augmented view {view + 1}/{config.augment_views} of the training images", total=len(train_rows)))
+                augmenter = build_augmenter(config.augmentation, seed=config.seed * 1000 + view)
+                cached = self._timed("features", lambda augmenter=augmenter: self._forward(model.feature_model, decoded.pixels, train_rows, "features", augmenter))
+                cache.save(key, cached)
+            views.append(cached)
+        return views
+
+    def _fit_head(self, model: _Model, decoded, split_rows, split_labels, class_weight, epochs: int) -> None:
+        config, strategy = self.config, self.config.strategy
+        phase = "head"
+        features = model.features
+        train_x = features[split_rows["train"]]
+        train_y = split_labels["train"]
+        if config.augment and strategy == "feature_extraction":
+            if config.augment_views:
+                views = self._augmented_views(model, decoded, split_rows["train"])
+                train_x = np.concatenate([train_x, *views])
+                train_y = np.concatenate([train_y] * (1 + len(views)))
+                self._notice(f"Head trains on the original and {len(views)} augmented views of each training image ({len(train_y)} feature vectors).")
+            else:
+                self._notice(
+                    "Augmentation is not applied: feature extraction trains on cached features, which are computed once. "
+                    "Cache augmented copies with --augment-views N, or fine-tune to augment every epoch."
+                )
+        description = "Training the new head on cached features" if strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
+        self.on_event(PhaseStarted(phase, description, total=epochs))
+        model.head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        bridge = _EventBridge(self, phase, model.head, math.ceil(len(train_y) / config.batch_size), config.learning_rate)
+        self._timed(
+            phase,
+            lambda: model.head.fit(
+                train_x,
+                train_y,
+                batch_size=config.batch_size,
+                epochs=len(self.history) + epochs,
+                initial_epoch=len(self.history),
+                validation_data=(features[split_rows["val"]], split_labels["val"]),
+                class_weight=class_weight,
+                shuffle=True,
+                callbacks=[bridge],
+                verbose=0,
+            ),
+        )
+        bridge.restore_best()
+
+    def _fit_images(self, model: _Model, decoded, split_rows, split_labels, class_weight, learning_rate: float, epochs: int, phase: str) -> None:
+        config = self.config
+        augmenter = build_augmenter(config.augmentation, seed=config.seed) if config.augment else None
+        train_data = _pixel_batches(decoded.pixels, split_rows["train"], split_labels["train"], config.batch_size, shuffle_seed=config.seed, augmenter=augmenter)
+        val_data = _pixel_batches(decoded.pixels, split_rows["val"], split_labels["val"], config.batch_size)
+        description = {
+            "fine_tune": "Fine-tuning the unfrozen backbone layers and the head on the images",
+            "from_scratch": "Training the whole network from random weights on the images",
+        }[phase]
+        self.on_event(PhaseStarted(phase, description + (" (augmented)" if augmenter is not None else ""), total=epochs))
+        model.classifier.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        bridge = _EventBridge(self, phase, model.classifier, math.ceil(len(split_rows["train"]) / config.batch_size), learning_rate)
+        self._timed(
+            phase,
+            lambda: model.classifier.fit(
+                train_data,
+                epochs=len(self.history) + epochs,
+                initial_epoch=len(self.history),
+                validation_data=val_data,
+                class_weight=class_weight,
+                callbacks=[bridge],
+                verbose=0,
+            ),
+        )
+        bridge.restore_best()
+
+    def _evaluate(self, model: _Model, dataset: Dataset, decoded) -> Evaluation:
+        split = dataset.evaluation_split
+        records = dataset.split(split)
+        rows = decoded.rows(records)
+        self.on_event(PhaseStarted("evaluate", f"Evaluating on the {split} split ({len(records)} images)", total=len(records)))
+        if model.features is not None and self.config.strategy == "feature_extraction":
+            probabilities = model.head.predict(model.features[rows], batch_size=256, verbose=0)
+        else:
+            probabilities = predict_pixels(model.classifier, decoded.pixels, rows)
+        return evaluate_predictions(
+            [record.label for record in records],
+            np.asarray(probabilities, dtype=np.float64),
+            dataset.class_names,
+            [record.path for record in records],
+        )
+
+    def _float32_copy(self, model: _Model, spec: BackboneSpec, image_size: int, num_classes: int) -> keras.Model:
+        """The trained model rebuilt in float32 (mixed precision is for training speed, not for the file)."""
+        keras.mixed_precision.set_global_policy("float32")
+        backbone = build_backbone(spec, "none")
+        head = build_head(spec.feature_dim, num_classes, self.config.head_units, self.config.dropout)
+        classifier, _ = build_classifier(spec, backbone, head, image_size, backbone_in_inference_mode=self.config.strategy != "from_scratch")
+        classifier.set_weights(model.classifier.get_weights())
+        return classifier
+
+    def _summary(self, status, spec, weights, image_size, dataset, device: DeviceInfo, model: _Model | None, started: float) -> dict:
+        import PIL
+        import sklearn
+
+        return {
+            "status": status,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": self.config.to_dict(),
+            "backbone": {"name": spec.name, "display_name": spec.display_name, "parameters": spec.parameters, "preprocessing": spec.preprocessing},
+            "image_size": image_size,
+            "weights": weights_identity(spec, weights),
+            "strategy": self.config.strategy,
+            "frozen_layers": None if model is None else model.frozen_layers,
+            "backbone_layers": None if model is None else len(model.backbone.layers),
+            "trainable_parameters": None if model is None else trainable_parameter_count(model.classifier),
+            "device": device.to_dict(),
+            "data": {
+                "root": str(dataset.root),
+                "fingerprint": dataset.fingerprint(),
+                "class_names": dataset.class_names,
+                "counts": dataset.counts(),
+                "split_source": dataset.split_source,
+                "split_fractions": dataset.split_fractions,
+                "evaluation_split": dataset.evaluation_split,
+                "seed": dataset.seed,
+            },
+            "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
+            "cache": dict(self.cache_use),
+            "notes": list(self.notes),
+            "history": list(self.history),
+            "seconds": {**self.seconds, "total": round(time.perf_counter() - started, 3)},
+            "versions": {
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "numpy": np.__version__,
+                "pillow": PIL.__version__,
+                "scikit-learn": sklearn.__version__,
+            },
+        }
+
+
+@dataclass
+class _Model:
+    classifier: keras.Model
+    feature_model: keras.Model
+    backbone: keras.Model
+    head: keras.Model
+    features: np.ndarray | None
+    frozen_layers: int = 0
+
+
+class _BestWeights:
+    """The lowest validation loss seen in the run and the weights that gave it."""
+
+    def __init__(self) -> None:
+        self.loss = math.inf
+        self.epoch = 0
+
+
+class _EventBridge(keras.callbacks.Callback):
+    """Turns Keras callbacks into engine events, watches for stop requests and keeps the best weights."""
+
+    def __init__(self, run: _Run, phase: str, target: keras.Model, batches: int, learning_rate: float) -> None:
+        super().__init__()
+        self.run = run
+        self.phase = phase
+        self.target = target
+        self.batches = batches
+        self.learning_rate = learning_rate
+        self.best_weights = target.get_weights()  # the starting point counts until an epoch beats it
+        self.epochs_without_improvement = 0
+        self.epoch_started = 0.0
+        self.last_batch_event = 0.0
+        self.batch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+        self.batch = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch = batch + 1
+        now = time.perf_counter()
+        if now - self.last_batch_event >= 0.2 or self.batch == self.batches:
+            self.last_batch_event = now
+            metrics = {name: float(value) for name, value in (logs or {}).items()}
+            self.run.on_event(BatchEnded(self.phase, len(self.run.history) + 1, self.batch, self.batches, metrics))
+        if self.run.stop.requested:
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.run.stop.requested:
+            self.model.stop_evaluating = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.run.stop.requested:
+            self.run._notice(f"Stopped during epoch {len(self.run.history) + 1} after {self.batch} of {self.batches} batches; that epoch is not counted.")
+            return
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        seconds = time.perf_counter() - self.epoch_started
+        entry = {
+            "epoch": len(self.run.history) + 1,
+            "phase": self.phase,
+            "loss": logs.get("loss"),
+            "accuracy": logs.get("accuracy"),
+            "val_loss": logs.get("val_loss"),
+            "val_accuracy": logs.get("val_accuracy"),
+            "learning_rate": self.learning_rate,
+            "seconds": round(seconds, 3),
+        }
+        self.run.history.append(entry)
+        planned = self.run.config.epochs + (self.run.config.warmup_epochs if self.run.config.strategy in ("fine_tune", "full_fine_tune") else 0)
+        self.run.on_event(EpochEnded(self.phase, entry["epoch"], max(planned, entry["epoch"]), {key: value for key, value in entry.items() if key in ("loss", "accuracy", "val_loss", "val_accuracy")}, seconds))
+        val_loss = logs.get("val_loss", math.inf)
+        best = self.run.best
+        if val_loss < best.loss:
+            best.loss, best.epoch = val_loss, entry["epoch"]
+            self.best_weights = self.target.get_weights()
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+            patience = self.run.config.early_stopping_patience
+            if patience and self.epochs_without_improvement >= patience:
+                self.model.stop_training = True
+                self.run._notice(f"Early stopping: validation loss has not improved for {patience} epochs; keeping epoch {best.epoch} (val_loss {best.loss:.4f}).")
+
+    def restore_best(self) -> None:
+        self.target.set_weights(self.best_weights)
+
+
+def default_freeze_layers(spec: BackboneSpec, layer_names: list[str]) -> int:
+    """The default fine-tuning depth: freeze the first two thirds of the backbone's blocks."""
+    blocks = blocks_from_layer_names(spec, layer_names)
+    return blocks[min(len(blocks) - 1, round(len(blocks) * 2 / 3))].start
+
+
+def _positions(dataset: Dataset, split: str) -> np.ndarray:
+    return np.array([index for index, record in enumerate(dataset.records) if record.split == split], dtype=np.int64)
+
+
+def _pixel_batches(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray | None, batch_size: int, shuffle_seed: int | None = None, augmenter=None) -> tf.data.Dataset:
+    """A tf.data pipeline of (uint8 or augmented float32 images, labels) batches gathered from ``pixels``.
+
+    Gathering runs in tf.data's threads and is prefetched, so the next batch is
+    ready while the model works on the current one.
+    """
+    size = pixels.shape[1]
+    label_array = np.zeros(len(rows), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    positions = tf.data.Dataset.from_tensor_slices(np.arange(len(rows)))
+    if shuffle_seed is not None:
+        positions = positions.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return pixels[rows[indices]], label_array[indices]
+
+    def load(indices):
+        images, batch_labels = tf.numpy_function(gather, [indices], (tf.uint8, tf.int64))
+        images.set_shape([None, size, size, 3])
+        batch_labels.set_shape([None])
+        return images, batch_labels
+
+    batches = positions.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenter is not None:
+        batches = batches.map(lambda images, batch_labels: (augmenter(tf.cast(images, tf.float32), training=True), batch_labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_pixels(model: keras.Model, pixels: np.ndarray, rows: np.ndarray | None = None, batch_size: int = FEATURE_BATCH_SIZE) -> np.ndarray:
+    """Class probabilities for the given rows of a uint8 pixel array."""
+    rows = np.arange(pixels.shape[0]) if rows is None else rows
+    outputs = []
+    for images, _ in _pixel_batches(pixels, rows, None, batch_size):
+        outputs.append(keras.ops.convert_to_numpy(model(tf.cast(images, tf.float32), training=False)))
+    if not outputs:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32)
