@@ -1,0 +1,256 @@
+"""Command line: everything the app does, scriptable.
+
+    python -m tl_core inspect DATA
+    python -m tl_core train DATA --out RUN_DIR [options]
+    python -m tl_core evaluate RUN_DIR DATA
+    python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
+    python -m tl_core backbones
+
+A problem the user can fix ends the command with one line on stderr that
+names the problem and the fix, and exit status 2. No traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tl_core.errors import TLError
+
+EXIT_USER_ERROR = 2
+EXIT_SOME_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    arguments = parser.parse_args(argv)
+    _quiet_tensorflow()
+    try:
+        return arguments.handler(arguments)
+    except TLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ start-up chatter off the terminal (set before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tl_core", description="Guided transfer learning for images: from a folder of labelled photos to a trained model file.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", help="print a dataset summary as JSON", description="Scan a dataset folder and print its summary as JSON.")
+    inspect.add_argument("data", metavar="DATA", help="folder with one sub-folder per class (optionally inside train/ val/ test/)")
+    _add_split_options(inspect)
+    inspect.set_defaults(handler=_inspect)
+
+    train = commands.add_parser("train", help="train, evaluate and export a model", description="Train a classifier on DATA, evaluate it and write the model files to RUN_DIR.")
+    train.add_argument("data", metavar="DATA", help="folder with one sub-folder per class (optionally inside train/ val/ test/)")
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="folder that receives model.h5, model.keras, labels.json, metrics.json and run.json")
+    train.add_argument("--backbone", default="mobilenet_v2", help="pretrained network to start from (see 'backbones'; default mobilenet_v2)")
+    train.add_argument("--weights", default="imagenet", help="imagenet (Keras' download/cache), none (random), or a weights file path (default imagenet)")
+    train.add_argument("--strategy", default="feature_extraction", help="feature_extraction, fine_tune, full_fine_tune or from_scratch (default feature_extraction)")
+    train.add_argument("--freeze", type=int, default=None, metavar="K", dest="freeze_layers", help="fine_tune: backbone layers kept frozen (default: the first two thirds of its blocks)")
+    train.add_argument("--epochs", type=int, default=10, help="epochs of the main phase (default 10)")
+    train.add_argument("--warmup-epochs", type=int, default=5, help="fine-tuning: head-only epochs on cached features first (default 5, 0 to skip)")
+    train.add_argument("--image-size", type=int, default=None, help="side of the square input in pixels (default: the backbone's own, e.g. 224)")
+    train.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate of the head and of from_scratch (default 0.001)")
+    train.add_argument("--fine-tune-learning-rate", type=float, default=None, help="learning rate of unfrozen backbone layers (default: learning rate / 10)")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="randomly flip/rotate/zoom/shift/contrast training images (default on)")
+    train.add_argument("--augment-views", type=int, default=0, help="feature extraction: augmented copies of the training set to cache features of (default 0)")
+    train.add_argument("--flip", default="horizontal", help="augmentation flip: horizontal, vertical, horizontal_and_vertical or none")
+    train.add_argument("--rotation", type=float, default=0.1, help="augmentation: largest rotation as a fraction of a full turn (default 0.1 = 36 degrees)")
+    train.add_argument("--zoom", type=float, default=0.2, help="augmentation: largest zoom as a fraction (default 0.2)")
+    train.add_argument("--translation", type=float, default=0.1, help="augmentation: largest shift as a fraction (default 0.1)")
+    train.add_argument("--contrast", type=float, default=0.2, help="augmentation: largest contrast change as a fraction (default 0.2)")
+    train.add_argument("--head-units", type=int, default=0, help="width of a hidden layer in the new head (default 0: none)")
+    train.add_argument("--dropout", type=float, default=0.2, help="dropout in the head (default 0.2)")
+    train.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False, help="weight classes by inverse frequency (for imbalanced data)")
+    train.add_argument("--patience", type=int, default=5, dest="early_stopping_patience", help="stop after this many epochs without a better validation loss (default 5, 0: never)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights, shuffling and augmentation (default 0)")
+    train.add_argument("--cache-dir", default=None, help="cache folder for decoded images and features (default $TL_CORE_CACHE_DIR or ~/.cache/tl_core)")
+    train.add_argument("--memory-budget-mb", type=int, default=2048, help="decoded images up to this size stay in memory, larger sets are read from disk (default 2048)")
+    _add_split_options(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="re-evaluate a trained run on a dataset", description="Evaluate a trained run's model on a dataset and print the metrics as JSON.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("data", metavar="DATA")
+    evaluate.add_argument("--split", default="auto", choices=("auto", "all", "train", "val", "test"), help="which images to evaluate (default auto: the held-out split, or every image of a plain class folder)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="class and confidence for each image", description="Predict the class of each image with a trained run's model.")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("images", metavar="IMAGE", nargs="+")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to list per image in --json output (default 3)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    predict.set_defaults(handler=_predict)
+
+    backbones = commands.add_parser("backbones", help="list the available backbones", description="List the pretrained networks a run can start from.")
+    backbones.add_argument("--json", action="store_true", help="print JSON")
+    backbones.set_defaults(handler=_backbones)
+    return parser
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for validation when DATA has no val/ folder (default 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each class for testing when DATA has no split folders (default 0.15)")
+    if not any(action.dest == "seed" for action in parser._actions):
+        parser.add_argument("--seed", type=int, default=0, help="seed of the generated split (default 0)")
+
+
+def _inspect(arguments: argparse.Namespace) -> int:
+    from tl_core.data import scan_dataset
+
+    dataset = scan_dataset(arguments.data, seed=arguments.seed, val_fraction=arguments.val_fraction, test_fraction=arguments.test_fraction)
+    print(json.dumps(dataset.summary(), indent=2))
+    return 0
+
+
+def _train(arguments: argparse.Namespace) -> int:
+    from tl_core.config import TrainConfig
+    from tl_core.events import StopRequest
+    from tl_core.models import AugmentConfig
+    from tl_core.training import train
+
+    augmentation = AugmentConfig(flip=arguments.flip, rotation=arguments.rotation, zoom=arguments.zoom, translation=arguments.translation, contrast=arguments.contrast)
+    fields = {name: getattr(arguments, name) for name in (
+        "backbone", "weights", "strategy", "freeze_layers", "epochs", "warmup_epochs", "image_size", "batch_size",
+        "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "class_weights",
+        "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb",
+    )}
+    config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, **fields)
+    stop = StopRequest()
+    previous_handler = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
+    try:
+        result = train(config, on_event=ConsolePrinter(), stop=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    return 0 if result.status == "finished" else 130
+
+
+def _stop_on_first_interrupt(stop):
+    def handler(signal_number, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (press Ctrl-C again to abort without saving)", file=sys.stderr)
+        stop.request("interrupted with Ctrl-C")
+
+    return handler
+
+
+class ConsolePrinter:
+    """Prints a run's events as short lines: one per phase and epoch, progress every tenth."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.last_tenth: dict[str, int] = {}
+        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, event) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event)
+            self.stream.flush()
+
+    def _print(self, text: str) -> None:
+        if self.interactive:
+            text = "\r\033[K" + text
+        print(text, file=self.stream)
+
+    def _on_TrainingStarted(self, event) -> None:  # noqa: N802 - named after the event class
+        config = event.config
+        splits = ", ".join(f"{split} {sum(counts.values())}" for split, counts in event.counts.items())
+        device = event.device
+        where = f"GPU {device['name']}" if device["kind"] == "GPU" else f"CPU ({device['reason']})"
+        self._print(f"training {config['backbone']} ({config['strategy']}) on {len(event.class_names)} classes [{splits} images]; device: {where}")
+
+    def _on_PhaseStarted(self, event) -> None:  # noqa: N802
+        self._print(f"== {event.phase}: {event.description}")
+
+    def _on_ProgressUpdated(self, event) -> None:  # noqa: N802
+        tenth = int(10 * event.done / max(event.total, 1))
+        if tenth > self.last_tenth.get(event.phase, -1) or event.done == event.total:
+            if self.last_tenth.get(event.phase) == 10:
+                return
+            self.last_tenth[event.phase] = tenth
+            self._print(f"   {event.phase}: {event.done}/{event.total}")
+
+    def _on_BatchEnded(self, event) -> None:  # noqa: N802
+        if self.interactive:
+            loss = event.metrics.get("loss")
+            text = f"   epoch {event.epoch} batch {event.batch}/{event.batches}" + (f" loss {loss:.4f}" if loss is not None else "")
+            print("\r\033[K" + text, end="", file=self.stream)
+
+    def _on_EpochEnded(self, event) -> None:  # noqa: N802
+        metrics = event.metrics
+        parts = [f"epoch {event.epoch}/{event.epochs} [{event.phase}]"]
+        for name, label in (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc")):
+            if metrics.get(name) is not None:
+                parts.append(f"{label} {metrics[name]:.4f}")
+        parts.append(f"{event.seconds:.1f}s")
+        self._print("  ".join(parts))
+
+    def _on_Notice(self, event) -> None:  # noqa: N802
+        self._print(f"note: {event.message}")
+
+    def _on_TrainingStopped(self, event) -> None:  # noqa: N802
+        self._print(f"stopped ({event.reason}) after {event.epochs_done} epochs")
+
+    def _on_TrainingFinished(self, event) -> None:  # noqa: N802
+        if event.test_accuracy is None:
+            self._print(f"{event.status}: no epoch completed, so no model was saved; details in {event.run_dir}/run.json ({event.seconds:.1f}s)")
+            return
+        self._print(
+            f"{event.status}: accuracy {event.test_accuracy:.4f} on the held-out split; wrote model.h5, model.keras, labels.json, "
+            f"metrics.json, run.json to {event.run_dir} ({event.seconds:.1f}s)"
+        )
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    from tl_core.export import evaluate_run, load_run
+
+    run = load_run(arguments.run_dir)
+    evaluation, details = evaluate_run(run, arguments.data, split=arguments.split)
+    print(json.dumps({**details, "test_accuracy": evaluation.accuracy, **evaluation.to_dict()}, indent=2))
+    return 0
+
+
+def _predict(arguments: argparse.Namespace) -> int:
+    from tl_core.export import load_run, predict_files
+
+    run = load_run(arguments.run_dir)
+    predictions = predict_files(run, arguments.images, top_k=arguments.top)
+    if arguments.json:
+        print(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
+    else:
+        for prediction in predictions:
+            if prediction.error:
+                print(f"{prediction.path}\terror: {prediction.error}")
+            else:
+                print(f"{prediction.path}\t{prediction.predicted_class}\t{prediction.confidence:.4f}")
+    failed = [prediction for prediction in predictions if prediction.error]
+    for prediction in failed:
+        print(f"error: could not predict '{prediction.path}': {prediction.error}. Check the path and that the file is an image.", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def _backbones(arguments: argparse.Namespace) -> int:
+    from tl_core.backbones import list_backbones
+
+    specs = list_backbones()
+    if arguments.json:
+        print(json.dumps([{"name": spec.name, "display_name": spec.display_name, "default_size": spec.default_size, "min_size": spec.min_size, "parameters": spec.parameters, "feature_dim": spec.feature_dim, "description": spec.description} for spec in specs], indent=2))
+        return 0
+    for spec in specs:
+        print(f"{spec.name:<20} {spec.display_name:<24} {spec.default_size:>4}px  {spec.parameters / 1e6:6.1f}M params  {spec.description}")
+    return 0
+
+
