@@ -115,9 +115,8 @@ def _inspect(arguments: argparse.Namespace) -> int:
 
 
 def _train(arguments: argparse.Namespace) -> int:
-    from tl_core.config import TrainConfig
+    from tl_core.config import AugmentConfig, TrainConfig
     from tl_core.events import StopRequest
-    from tl_core.models import AugmentConfig
     from tl_core.training import train
 
     augmentation = AugmentConfig(flip=arguments.flip, rotation=arguments.rotation, zoom=arguments.zoom, translation=arguments.translation, contrast=arguments.contrast)

@@ -10,7 +10,32 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from tl_core.errors import ConfigError
-from tl_core.models import AugmentConfig
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes applied to training images (only the training split, only while training).
+
+    Attributes:
+        flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or ``"none"``.
+        rotation: Largest rotation as a fraction of a full turn (0.1 = up to 36 degrees either way).
+        zoom: Largest zoom in or out, as a fraction of the image size.
+        translation: Largest shift, as a fraction of width and height.
+        contrast: Largest contrast change, as a fraction.
+    """
+
+    flip: str = "horizontal"
+    rotation: float = 0.1
+    zoom: float = 0.2
+    translation: float = 0.1
+    contrast: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+
 
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
 

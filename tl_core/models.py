@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from tl_core.backbones import BackboneSpec
+from tl_core.config import FLIP_MODES, AugmentConfig
 from tl_core.errors import ConfigError, WeightsError
 
 # The per-channel constants keras.applications' preprocess_input functions use.
@@ -33,29 +33,6 @@ _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random changes applied to training images (only the training split, only while training).
-
-    Attributes:
-        flip: ``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or ``"none"``.
-        rotation: Largest rotation as a fraction of a full turn (0.1 = up to 36 degrees either way).
-        zoom: Largest zoom in or out, as a fraction of the image size.
-        translation: Largest shift, as a fraction of width and height.
-        contrast: Largest contrast change, as a fraction.
-    """
-
-    flip: str = "horizontal"
-    rotation: float = 0.1
-    zoom: float = 0.2
-    translation: float = 0.1
-    contrast: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 
 
 def keras_models_folder() -> Path:
