@@ -1,0 +1,77 @@
+"""Background training jobs: state folding, stop, failure, and the overfitting marker."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from fake_engine import CANNED_HISTORY, canned_events
+
+from tl_core.config import TrainConfig
+from tl_core.errors import DataError
+from tl_core.events import TrainingFailed, TrainingFinished
+from tl_core.jobs import TrainingJob, fold_event, overfitting_epoch
+
+
+def _config(tmp_path: Path) -> TrainConfig:
+    return TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), epochs=5)
+
+
+def test_events_fold_into_progress_history_and_eta(tmp_path: Path) -> None:
+    job = TrainingJob(_config(tmp_path))
+    for event in canned_events(_config(tmp_path), ["a", "b"], epochs=2):
+        job.handle(event)
+    state = job.state()
+    assert state.status == "running" and state.is_running
+    assert state.phase == "head" and state.epochs == 5 and state.epoch == 2
+    assert [entry["val_loss"] for entry in state.history] == [0.80, 0.55]
+    assert state.seconds_per_epoch == pytest.approx(0.5)
+    assert state.eta_seconds == pytest.approx(1.5)  # three epochs left at half a second each
+    assert any("Augmentation is not applied" in notice for notice in state.notices)
+    finished = fold_event(state, TrainingFinished(status="finished", run_dir="/runs/x", test_accuracy=0.9, seconds=3.0))
+    assert finished.status == "finished" and finished.test_accuracy == 0.9 and finished.eta_seconds is None
+
+
+def test_stop_reaches_the_trainer_and_the_state(tmp_path: Path) -> None:
+    release = threading.Event()
+    seen_stop = []
+
+    def trainer(config, on_event, stop):
+        release.wait(5)
+        seen_stop.append(stop.requested)
+
+    job = TrainingJob(_config(tmp_path), trainer=trainer).start()
+    job.stop("user pressed Stop")
+    assert job.state().stop_requested
+    release.set()
+    state = job.wait(5)
+    assert seen_stop == [True]
+    assert state.status == "stopped" and state.finished_at >= state.started_at
+
+
+def test_a_failing_trainer_leaves_a_failed_state_with_the_message(tmp_path: Path) -> None:
+    def trainer(config, on_event, stop):
+        raise MemoryError("cannot allocate 2.0 GiB")
+
+    state = TrainingJob(_config(tmp_path), trainer=trainer).start().wait(5)
+    assert state.status == "failed"
+    assert state.error == "MemoryError: cannot allocate 2.0 GiB. The run ran out of memory: try a smaller batch size or image size."
+
+
+def test_a_user_error_keeps_the_engine_message(tmp_path: Path) -> None:
+    def trainer(config, on_event, stop):
+        on_event(TrainingFailed("Found 1 class ('a') ...", "DataError"))
+        raise DataError("Found 1 class ('a') ...")
+
+    state = TrainingJob(_config(tmp_path), trainer=trainer).start().wait(5)
+    assert state.status == "failed" and state.error == "Found 1 class ('a') ..."
+
+
+def test_overfitting_epoch_marks_where_the_losses_part() -> None:
+    history = [{"epoch": number, **metrics} for number, metrics in enumerate(CANNED_HISTORY, start=1)]
+    assert overfitting_epoch(history) == 3
+    assert overfitting_epoch(history[:4]) is None  # one rising epoch is noise, not a trend
+    steady = [{"epoch": number, "loss": 1 / number, "val_loss": 1 / number} for number in range(1, 8)]
+    assert overfitting_epoch(steady) is None
+    assert overfitting_epoch([{"epoch": 1, "loss": 1.0, "val_loss": None}] * 4) is None

@@ -1,0 +1,212 @@
+"""A training run in a background thread, with a state anyone can poll.
+
+The app starts a ``TrainingJob`` and returns at once; a page that wants to
+show progress asks ``job.state()`` (cheap, thread-safe) as often as it
+likes, and ``job.stop()`` asks the run to end after the current batch.
+The job knows nothing about Streamlit: it folds the engine's events into a
+``JobState`` snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from tl_core.config import TrainConfig
+from tl_core.events import (
+    BatchEnded,
+    EpochEnded,
+    Event,
+    Notice,
+    PhaseStarted,
+    ProgressUpdated,
+    StopRequest,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingStarted,
+    TrainingStopped,
+)
+
+RUNNING = "running"
+FINISHED = "finished"
+STOPPED = "stopped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a training job is doing, as of the last event.
+
+    Attributes:
+        status: ``"starting"``, ``"running"``, ``"finished"``, ``"stopped"`` or ``"failed"``.
+        phase: The current phase (``"decode"``, ``"features"``, ``"head"``, ``"fine_tune"`` ...).
+        phase_description: The phase in words.
+        done: Items done in the current phase (images, or batches in an epoch).
+        total: Items in the current phase.
+        epoch: The epoch under way or last finished (1-based, counted across phases).
+        epochs: Planned epochs.
+        history: One dict per finished epoch (loss, accuracy, val_loss, val_accuracy, seconds, phase).
+        notices: Messages of the run worth showing (cache hits, skipped files, early stopping).
+        error: The failure message, when the run failed.
+        run_dir: The run folder.
+        device: The device description from the start event.
+        started_at: ``time.time()`` when the job started.
+        finished_at: ``time.time()`` when it ended (0 while running).
+        stop_requested: True once a stop was asked for.
+        test_accuracy: Accuracy on the held-out split, when finished.
+    """
+
+    status: str = "starting"
+    phase: str = ""
+    phase_description: str = ""
+    done: int = 0
+    total: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    history: tuple[dict, ...] = ()
+    notices: tuple[str, ...] = ()
+    error: str = ""
+    run_dir: str = ""
+    device: dict = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    stop_requested: bool = False
+    test_accuracy: float | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in ("starting", RUNNING)
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Mean duration of the finished epochs of the current phase (phases differ a lot in speed)."""
+        same_phase = [entry["seconds"] for entry in self.history if entry.get("phase") == self.phase] or [entry["seconds"] for entry in self.history]
+        return sum(same_phase) / len(same_phase) if same_phase else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Rough time left for the planned epochs, from the recent pace; None before an epoch finished."""
+        pace = self.seconds_per_epoch
+        if pace is None or not self.is_running:
+            return None
+        remaining = max(self.epochs - len(self.history), 0)
+        return remaining * pace
+
+    @property
+    def elapsed_seconds(self) -> float:
+        end = self.finished_at or time.time()
+        return max(end - self.started_at, 0.0) if self.started_at else 0.0
+
+
+class TrainingJob:
+    """Runs ``tl_core.training.train`` in a daemon thread and folds its events into a ``JobState``.
+
+    Args:
+        config: The run's settings.
+        trainer: The function that trains (``train(config, on_event, stop)``); the
+            real one by default, a fake in tests.
+    """
+
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None) -> None:
+        self.config = config
+        self._trainer = trainer
+        self._stop = StopRequest()
+        self._lock = threading.Lock()
+        self._state = JobState(run_dir=config.out_dir)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TrainingJob:
+        self._state = replace(self._state, status="starting", started_at=time.time())
+        self._thread = threading.Thread(target=self._work, name=f"training {self.config.out_dir}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, reason: str = "stop requested by the user") -> None:
+        self._stop.request(reason)
+        with self._lock:
+            self._state = replace(self._state, stop_requested=True)
+
+    def state(self) -> JobState:
+        with self._lock:
+            return self._state
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Blocks until the job ends (or ``timeout`` seconds pass) and returns its state."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state()
+
+    def _work(self) -> None:
+        trainer = self._trainer
+        try:
+            if trainer is None:
+                from tl_core.training import train as trainer
+            trainer(self.config, on_event=self.handle, stop=self._stop)
+        except Exception as error:  # noqa: BLE001 - the failure is shown in the state, never lost
+            if self.state().status != FAILED:
+                from tl_core.training import describe_failure
+
+                self.handle(TrainingFailed(describe_failure(error), type(error).__name__))
+        finally:
+            with self._lock:
+                if self._state.is_running:  # the trainer returned without a final event
+                    self._state = replace(self._state, status=STOPPED if self._stop.requested else FINISHED)
+                self._state = replace(self._state, finished_at=time.time())
+
+    def handle(self, event: Event) -> None:
+        """Folds one event into the state (public so tests can feed canned events)."""
+        with self._lock:
+            self._state = fold_event(self._state, event)
+
+
+def fold_event(state: JobState, event: Event) -> JobState:
+    """The state after ``event``: a pure function, so it is easy to test."""
+    if isinstance(event, TrainingStarted):
+        planned = event.config.get("epochs", 0)
+        if event.config.get("strategy") in ("fine_tune", "full_fine_tune"):
+            planned += event.config.get("warmup_epochs", 0)
+        return replace(state, status=RUNNING, device=event.device, epochs=planned)
+    if isinstance(event, PhaseStarted):
+        return replace(state, phase=event.phase, phase_description=event.description, done=0, total=event.total)
+    if isinstance(event, ProgressUpdated):
+        return replace(state, done=event.done, total=event.total)
+    if isinstance(event, BatchEnded):
+        return replace(state, epoch=event.epoch, done=event.batch, total=event.batches)
+    if isinstance(event, EpochEnded):
+        entry = {"epoch": event.epoch, "phase": event.phase, "seconds": event.seconds, **event.metrics}
+        return replace(state, epoch=event.epoch, epochs=event.epochs, history=state.history + (entry,))
+    if isinstance(event, Notice):
+        return replace(state, notices=state.notices + (event.message,))
+    if isinstance(event, TrainingStopped):
+        return replace(state, notices=state.notices + (f"Stopped: {event.reason}.",))
+    if isinstance(event, TrainingFinished):
+        return replace(state, status=event.status, test_accuracy=event.test_accuracy, run_dir=event.run_dir)
+    if isinstance(event, TrainingFailed):
+        return replace(state, status=FAILED, error=event.message)
+    return state
+
+
+def overfitting_epoch(history: list[dict] | tuple[dict, ...], patience: int = 2) -> int | None:
+    """The first epoch after which validation loss kept rising while training loss kept falling.
+
+    Args:
+        history: Epoch entries with ``loss`` and ``val_loss``.
+        patience: Consecutive epochs the two losses must move apart.
+
+    Returns:
+        The 1-based epoch where the divergence starts (the last epoch before
+        validation loss began to rise), or None when there is none.
+    """
+    losses = [(entry.get("loss"), entry.get("val_loss")) for entry in history]
+    for start in range(len(losses) - patience):
+        window = losses[start : start + patience + 1]
+        if any(value is None or (isinstance(value, float) and math.isnan(value)) for pair in window for value in pair):
+            continue
+        train_falls = all(later[0] < earlier[0] for earlier, later in zip(window, window[1:], strict=False))
+        validation_rises = all(later[1] > earlier[1] for earlier, later in zip(window, window[1:], strict=False))
+        if train_falls and validation_rises:
+            return history[start].get("epoch", start + 1)
+    return None

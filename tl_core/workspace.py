@@ -1,0 +1,167 @@
+"""A per-session working folder: where uploaded images, unpacked zips and runs live.
+
+Each browser session gets its own folder under the system's temporary
+directory, so two sessions never see or overwrite each other's files; the
+folder is deleted when the session ends (``Workspace.cleanup``) and stale
+folders of sessions that vanished are removed on start-up.
+
+Uploads are written only inside the folder: a file name with ``..`` or an
+absolute path is refused, and so is a zip whose entries would land outside,
+or that unpacks to more than the configured limits (a "zip bomb").
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from tl_core.errors import DataError
+
+WORKSPACE_PREFIX = "tl_core_session_"
+STALE_AFTER_SECONDS = 24 * 3600
+MAX_UNPACKED_BYTES = 4 * 1024**3
+MAX_ZIP_ENTRIES = 200_000
+MAX_COMPRESSION_RATIO = 200
+
+
+class UploadedFile(Protocol):
+    """What Streamlit's uploader returns: a name (relative path in directory mode) and bytes."""
+
+    name: str
+
+    def getvalue(self) -> bytes: ...
+
+
+@dataclass
+class Workspace:
+    """A folder owned by one session.
+
+    Attributes:
+        root: The folder; ``data/`` holds datasets, ``runs/`` training runs.
+    """
+
+    root: Path
+
+    @classmethod
+    def create(cls, base: Path | None = None) -> Workspace:
+        base = Path(base) if base else Path(tempfile.gettempdir())
+        remove_stale_workspaces(base)
+        root = base / f"{WORKSPACE_PREFIX}{uuid.uuid4().hex[:12]}"
+        (root / "data").mkdir(parents=True)
+        (root / "runs").mkdir()
+        return cls(root)
+
+    def new_run_dir(self, label: str = "run") -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = self.root / "runs" / f"{stamp}-{_safe_component(label)}"
+        suffix = 1
+        while folder.exists():
+            suffix += 1
+            folder = self.root / "runs" / f"{stamp}-{_safe_component(label)}-{suffix}"
+        return folder
+
+    def fresh_data_dir(self, label: str) -> Path:
+        """An empty folder for a new dataset (an earlier upload with the same label is replaced)."""
+        folder = self.root / "data" / _safe_component(label)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+    def save_uploaded_files(self, files: list[UploadedFile], label: str = "upload") -> Path:
+        """Writes files from a folder upload, keeping their relative paths.
+
+        Returns:
+            The folder that now holds the uploaded tree.
+
+        Raises:
+            DataError: When nothing was uploaded or a name tries to leave the folder.
+        """
+        if not files:
+            raise DataError("No files were uploaded. Choose a folder that holds one sub-folder per class.")
+        target = self.fresh_data_dir(label)
+        for uploaded in files:
+            relative = _checked_relative_path(uploaded.name)
+            destination = target.joinpath(*relative.parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(uploaded.getvalue())
+        return target
+
+    def unpack_zip(self, stream: BinaryIO | str | os.PathLike, label: str = "zip") -> Path:
+        """Unpacks a zip into a fresh folder after checking every entry.
+
+        Raises:
+            DataError: When the file is not a zip, an entry would be written outside
+                the folder, or the archive unpacks to more than the limits allow.
+        """
+        target = self.fresh_data_dir(label)
+        try:
+            archive = zipfile.ZipFile(stream)
+        except zipfile.BadZipFile as error:
+            raise DataError(f"The uploaded file is not a readable .zip archive ({error}). Zip the folder again, or upload the folder itself.") from error
+        with archive:
+            entries = [entry for entry in archive.infolist() if not entry.is_dir()]
+            _check_zip_limits(entries)
+            for entry in entries:
+                relative = _checked_relative_path(entry.filename)
+                if relative.parts[0] == "__MACOSX":
+                    continue  # resource forks macOS adds to zips: never images
+                destination = target.joinpath(*relative.parts)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(entry) as source, open(destination, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+        return target
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _checked_relative_path(name: str) -> PurePosixPath:
+    cleaned = name.replace("\\", "/")
+    path = PurePosixPath(cleaned)
+    if path.is_absolute() or cleaned.startswith("/") or (len(cleaned) > 1 and cleaned[1] == ":"):
+        raise DataError(f"Refused '{name}': an absolute path in an upload could write outside the session folder. Upload a folder or a zip with relative paths.")
+    parts = [part for part in path.parts if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise DataError(f"Refused '{name}': a path with '..' could write outside the session folder. Zip the folder again from its parent.")
+    return PurePosixPath(*parts)
+
+
+def _check_zip_limits(entries: list[zipfile.ZipInfo]) -> None:
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise DataError(f"The zip holds {len(entries):,} files while at most {MAX_ZIP_ENTRIES:,} are accepted. Split the dataset, or give its local folder path instead.")
+    unpacked = sum(entry.file_size for entry in entries)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DataError(
+            f"The zip would unpack to {unpacked / 1024**3:.1f} GB while at most {MAX_UNPACKED_BYTES / 1024**3:.0f} GB are accepted. "
+            "Give the dataset's local folder path instead of uploading it."
+        )
+    packed = sum(entry.compress_size for entry in entries)
+    if packed and unpacked / packed > MAX_COMPRESSION_RATIO and unpacked > 100 * 1024**2:
+        raise DataError(
+            f"The zip unpacks to {unpacked / packed:.0f} times its size (over {MAX_COMPRESSION_RATIO}x): that is a zip bomb, not a folder of photos. "
+            "Upload the real dataset."
+        )
+
+
+def _safe_component(label: str) -> str:
+    cleaned = "".join(character if character.isalnum() or character in "-_." else "_" for character in label).strip("._")
+    return cleaned[:60] or "data"
+
+
+def remove_stale_workspaces(base: Path, older_than_seconds: float = STALE_AFTER_SECONDS) -> None:
+    """Deletes session folders nobody touched for a day (sessions whose browser tab went away)."""
+    cutoff = time.time() - older_than_seconds
+    for folder in base.glob(f"{WORKSPACE_PREFIX}*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
