@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_class_folders
 
 from tl_core.cli import main
+
+from conftest import REPO, make_class_folders
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -66,9 +67,14 @@ def test_train_predict_evaluate_round_trip(capsys, tmp_path: Path, tiny_dataset:
     assert report["test_accuracy"] == metrics["test_accuracy"]
 
 
-def test_evaluate_rejects_classes_the_model_does_not_know(capsys, tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+def test_evaluate_on_new_data_and_unknown_classes(capsys, tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     run_dir = tmp_path / "run"
     assert _cli(capsys, "train", tiny_dataset, "--out", run_dir, "--epochs", "1", "--image-size", "32", "--cache-dir", tmp_path / "cache")[0] == 0
+    fresh = make_class_folders(tmp_path / "fresh", {"circles": 1, "squares": 2})  # new data: too small to split, all of it is evaluated
+    code, out, _ = _cli(capsys, "evaluate", run_dir, fresh)
+    report = json.loads(out)
+    assert code == 0 and report["split"] == "all" and report["images"] == 3 and report["count"] == 3
+
     other = make_class_folders(tmp_path / "other", {"circles": 3, "hexagons": 3})
     code, _, err = _cli(capsys, "evaluate", run_dir, other)
     assert code == 2

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_class_folders
 
 from tl_core.data import scan_dataset
 from tl_core.sample import SAMPLE_CLASSES, write_sample_dataset
 from tl_core.scenario import classify_size, recommend, scenario_number
+
+from conftest import make_class_folders
 
 
 @pytest.mark.parametrize(

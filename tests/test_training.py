@@ -70,6 +70,16 @@ def test_events_follow_the_documented_order(tmp_path: Path, tiny_dataset: Path, 
     assert isinstance(finished, TrainingFinished) and finished.status == "finished" and finished.test_accuracy == result.evaluation.accuracy
 
 
+def test_feature_extraction_can_train_on_cached_augmented_views(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=1, image_size=32, augment_views=2, cache_dir=str(tmp_path / "cache"))
+    result, events = _run(config)
+    notices = [event.message for event in events if isinstance(event, Notice)]
+    assert "Head trains on the original and 2 augmented views of each training image (54 feature vectors)." in notices
+    again, events = _run(config)
+    assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["decode", "features", "head", "evaluate", "export"]  # views came from the cache
+    assert again.summary["cache"]["features"] == "hit"
+
+
 def test_same_seed_gives_same_split_and_metrics(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     histories = []
     for name in ("a", "b"):

@@ -206,6 +206,7 @@ def scan_dataset(
     seed: int = 0,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    make_splits: bool = True,
 ) -> Dataset:
     """Finds the classes and images under ``path``, checks them and splits them.
 
@@ -216,6 +217,9 @@ def scan_dataset(
         val_fraction: Share of each class for validation when there is no ``val/``.
         test_fraction: Share of each class for testing when no split folders exist
             (0 to evaluate on validation).
+        make_splits: False to skip generating a split for a folder without split
+            folders: every image is then in the ``test`` split (for evaluating a
+            trained model on new data, where classes may be tiny).
 
     Returns:
         The dataset, its split and everything that was skipped.
@@ -253,6 +257,9 @@ def scan_dataset(
         ignored_system_files=scan.ignored,
     )
     _check_classes_not_empty(dataset)
+    if not make_splits and not split_folders:
+        records = [replace(record, split="test") for record in dataset.records]
+        return replace(dataset, records=records, split_source="not split: every image is used for evaluation")
     return _assign_splits(dataset, given_splits=set(split_folders), val_fraction=val_fraction, test_fraction=test_fraction)
 
 

@@ -210,16 +210,20 @@ def evaluate_run(run: TrainedRun, data_dir: str | os.PathLike, split: str = "aut
         RunError: When the dataset has classes the model does not know or the split is empty.
     """
     data = run.summary.get("data", {})
-    dataset = scan_dataset(data_dir, seed=int(data.get("seed", 0)), **_fractions(data.get("split_fractions")))
+    split_options = {"seed": int(data.get("seed", 0)), **_fractions(data.get("split_fractions"))}
+    # Scanned without a generated split first: new evaluation data may have classes too small to split.
+    dataset = scan_dataset(data_dir, make_splits=False, **split_options)
     unknown = [name for name in dataset.class_names if name not in run.class_names]
     if unknown:
         raise RunError(
             f"The dataset has class{'es' if len(unknown) > 1 else ''} {', '.join(repr(name) for name in unknown)} that the model does not know "
             f"(it knows {', '.join(run.class_names)}). Evaluate on folders named like the model's classes."
         )
+    same_data = dataset.fingerprint() == data.get("fingerprint")
     if split == "auto":
-        same_data = dataset.fingerprint() == data.get("fingerprint")
-        split = data.get("evaluation_split", "test") if same_data else ("all" if dataset.split_source.startswith("generated") else dataset.evaluation_split)
+        split = data.get("evaluation_split", "test") if same_data else ("all" if dataset.split_source.startswith("not split") else dataset.evaluation_split)
+    if split in ("train", "val") or (split == "test" and same_data):
+        dataset = scan_dataset(data_dir, **split_options)  # the run's own split, recreated from its seed
     records = dataset.records if split == "all" else dataset.split(split)
     if not records:
         raise RunError(f"The {split} split of '{dataset.root}' has no images. Choose another split with --split.")
