@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -40,8 +41,17 @@ def test_sessions_get_separate_folders_and_uploads_keep_their_paths(tmp_path: Pa
     folder = first.save_uploaded_files([Upload("train/cats/1.jpg", b"a"), Upload("train/dogs/2.jpg", b"b")])
     assert (folder / "train" / "cats" / "1.jpg").read_bytes() == b"a"
     assert not any(second.root.joinpath("data").iterdir())
+    assert first.new_run_dir("fine_tune") != second.new_run_dir("fine_tune")
     first.cleanup()
     assert not first.root.exists()
+
+
+def test_uploads_go_when_the_session_state_is_dropped(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path, runs_root=tmp_path / "runs")
+    root = workspace.root
+    del workspace
+    gc.collect()
+    assert not root.exists()
 
 
 @pytest.mark.parametrize("name", ["../evil.jpg", "cats/../../evil.jpg", "/etc/passwd", "C:\\evil.jpg"])

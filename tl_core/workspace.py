@@ -1,9 +1,14 @@
-"""A per-session working folder: where uploaded images, unpacked zips and runs live.
+"""A per-session working folder for uploaded images and unpacked zips, and where runs are kept.
 
 Each browser session gets its own folder under the system's temporary
-directory, so two sessions never see or overwrite each other's files; the
-folder is deleted when the session ends (``Workspace.cleanup``) and stale
-folders of sessions that vanished are removed on start-up.
+directory, so two sessions never see or overwrite each other's files. The
+folder is deleted when the session's state is dropped (the browser tab
+closed and Streamlit forgot the session) or the server stops, and folders
+of sessions that vanished without that are removed after a day.
+
+Trained runs are *not* temporary: they go to the runs folder
+(``$TL_CORE_RUNS_DIR``, default ``~/tl_core_runs``), one uniquely named
+folder per run, so a model survives the session that trained it.
 
 Uploads are written only inside the folder: a file name with ``..`` or an
 absolute path is refused, and so is a zip whose entries would land outside,
@@ -17,6 +22,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +31,7 @@ from typing import BinaryIO, Protocol
 from tl_core.errors import DataError
 
 WORKSPACE_PREFIX = "tl_core_session_"
+RUNS_DIR_ENVIRONMENT_VARIABLE = "TL_CORE_RUNS_DIR"
 STALE_AFTER_SECONDS = 24 * 3600
 MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_ZIP_ENTRIES = 200_000
@@ -39,33 +46,38 @@ class UploadedFile(Protocol):
     def getvalue(self) -> bytes: ...
 
 
+def default_runs_dir() -> Path:
+    """``$TL_CORE_RUNS_DIR``, else ``~/tl_core_runs``."""
+    return Path(os.environ.get(RUNS_DIR_ENVIRONMENT_VARIABLE) or Path.home() / "tl_core_runs").expanduser()
+
+
 @dataclass
 class Workspace:
     """A folder owned by one session.
 
     Attributes:
-        root: The folder; ``data/`` holds datasets, ``runs/`` training runs.
+        root: The session's temporary folder; ``data/`` holds its datasets.
+        runs_root: Where this session's runs are kept (shared, persistent; names never collide).
     """
 
     root: Path
+    runs_root: Path
 
     @classmethod
-    def create(cls, base: Path | None = None) -> Workspace:
+    def create(cls, base: Path | None = None, runs_root: Path | None = None) -> Workspace:
         base = Path(base) if base else Path(tempfile.gettempdir())
         remove_stale_workspaces(base)
         root = base / f"{WORKSPACE_PREFIX}{uuid.uuid4().hex[:12]}"
         (root / "data").mkdir(parents=True)
-        (root / "runs").mkdir()
-        return cls(root)
+        workspace = cls(root, Path(runs_root) if runs_root else default_runs_dir())
+        # Remove the uploads when the session's state is garbage-collected, or at the latest when the server exits.
+        weakref.finalize(workspace, shutil.rmtree, root, ignore_errors=True)
+        return workspace
 
     def new_run_dir(self, label: str = "run") -> Path:
+        """A new, not yet existing run folder: time stamp, label and a random suffix (unique across sessions)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = self.root / "runs" / f"{stamp}-{_safe_component(label)}"
-        suffix = 1
-        while folder.exists():
-            suffix += 1
-            folder = self.root / "runs" / f"{stamp}-{_safe_component(label)}-{suffix}"
-        return folder
+        return self.runs_root / f"{stamp}-{_safe_component(label)}-{uuid.uuid4().hex[:6]}"
 
     def fresh_data_dir(self, label: str) -> Path:
         """An empty folder for a new dataset (an earlier upload with the same label is replaced)."""
