@@ -39,6 +39,13 @@ FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
 
+STRATEGY_TITLES = {
+    "feature_extraction": "Feature extraction",
+    "fine_tune": "Fine-tuning with the first layers frozen",
+    "full_fine_tune": "Full fine-tuning",
+    "from_scratch": "Training from scratch",
+}
+
 STRATEGY_DESCRIPTIONS = {
     "feature_extraction": "backbone frozen; its pooled features are computed once and cached, and only a new head is trained on them",
     "fine_tune": "the first K backbone layers frozen, the rest retrained at a low learning rate after a warm-up of the head",

@@ -1,0 +1,51 @@
+"""Guided transfer learning: `streamlit run app.py`.
+
+This file only routes. Each step of the path is a page in ``pages/``; the
+state they share lives in ``st.session_state``, set up here once:
+
+- ``engine``: the ``tl_core.app_engine.Engine`` the pages call (tests put a fake here).
+- ``workspace``: this session's working folder (uploads, runs), never shared with other sessions.
+- ``data_dir`` / ``dataset``: the dataset in use and its scan.
+- ``similarity`` / ``recommendation``: the scenario step's answer.
+- ``chosen_strategy``: the strategy the user adopted on the Scenario page (Setup's default).
+- ``train_config``: the settings chosen on the Setup page.
+- ``job``: the training job of this session (at most one runs at a time).
+- ``run_dir``: the folder of the run the Evaluate and Export pages show.
+"""
+
+import streamlit as st
+
+from tl_core.app_engine import Engine
+from tl_core.workspace import Workspace
+
+st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/model_training:", layout="wide")
+
+state = st.session_state
+state.setdefault("engine", Engine())
+if "workspace" not in state:
+    state["workspace"] = Workspace.create()
+for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir"):
+    state.setdefault(key, None)
+
+pages = [
+    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+    st.Page("pages/scenario.py", title="Scenario", icon=":material/grid_view:"),
+    st.Page("pages/setup.py", title="Setup", icon=":material/tune:"),
+    st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    st.Page("pages/export.py", title="Export & try", icon=":material/download:"),
+]
+navigation = st.navigation(pages)
+
+with st.sidebar:
+    st.caption("Transfer Learning Studio")
+    dataset = state["dataset"]
+    st.markdown(f"**Data:** {len(dataset.records):,} images, {dataset.num_classes} classes" if dataset else "**Data:** none loaded yet")
+    job = state["job"]
+    if job is not None:
+        job_state = job.state()
+        st.markdown(f"**Training:** {job_state.status}" + (f", epoch {job_state.epoch}/{job_state.epochs}" if job_state.is_running and job_state.epochs else ""))
+    if state["run_dir"]:
+        st.markdown("**Model:** trained, see Evaluate and Export")
+
+navigation.run()

@@ -1,0 +1,117 @@
+"""Step 1, Data: bring in a folder of labelled images and see what is in it."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from tl_core.errors import TLError
+
+state = st.session_state
+engine = state["engine"]
+workspace = state["workspace"]
+
+st.title("1 · Your data")
+st.markdown(
+    "Give the app a folder with **one sub-folder per class** (for example `photos/cats/…`, `photos/dogs/…`). "
+    "If it already has `train/`, `val/` and `test/` folders they are kept as they are; otherwise each class is split "
+    "70/15/15 for training, validation and testing."
+)
+
+SOURCES = {
+    "sample": "Sample dataset (no download)",
+    "folder": "Upload a folder",
+    "zip": "Upload a .zip",
+    "path": "Folder on this computer",
+}
+source = st.radio("Where are your images?", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="data_source")
+
+
+def use_folder(folder: Path, description: str) -> None:
+    """Scans the folder and makes it the dataset of this session (clearing results that belonged to the old one)."""
+    with st.spinner(f"Scanning {description}…"):
+        dataset = engine.scan(folder)
+    state["data_dir"], state["dataset"] = str(folder), dataset
+    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config"):
+        state[stale] = None  # they described the previous dataset
+    st.rerun()  # redraw everything, the sidebar included, with the new dataset
+
+
+try:
+    if source == "sample":
+        from tl_core.sample import SAMPLE_DESCRIPTION
+
+        st.caption(SAMPLE_DESCRIPTION)
+        if st.button("Use the sample dataset", type="primary"):
+            use_folder(engine.write_sample(workspace), "the sample dataset")
+    elif source == "folder":
+        uploaded = st.file_uploader(
+            "Choose the folder that holds the class folders", accept_multiple_files="directory", key="folder_upload",
+            help="Each file keeps its path inside the folder, e.g. train/cats/1.jpg, so classes and splits come from the folder names.",
+        )
+        if uploaded and st.button("Use these files", type="primary"):
+            progress = st.progress(0.0, text="Saving the uploaded files…")
+            folder = workspace.save_uploaded_files(uploaded, label="folder_upload")
+            progress.progress(1.0, text=f"Saved {len(uploaded):,} files")
+            use_folder(folder, f"{len(uploaded):,} uploaded files")
+    elif source == "zip":
+        archive = st.file_uploader("Choose a .zip of the folder", type=["zip"], key="zip_upload")
+        if archive is not None and st.button("Unpack and use", type="primary"):
+            with st.spinner(f"Unpacking {archive.name}…"):
+                folder = workspace.unpack_zip(io.BytesIO(archive.getvalue()), label=Path(archive.name).stem)
+            use_folder(folder, archive.name)
+    else:
+        typed = st.text_input("Folder path", placeholder="/home/me/photos", key="data_path")
+        if st.button("Use this folder", type="primary", disabled=not typed):
+            use_folder(Path(typed).expanduser(), typed)
+except TLError as error:
+    st.error(str(error))
+
+dataset = state["dataset"]
+if dataset is None:
+    st.info("No dataset loaded yet. The sample dataset walks you through the whole path in about a minute.")
+    st.stop()
+
+summary = dataset.summary()
+st.divider()
+st.subheader(f"{summary['num_images']:,} images in {summary['num_classes']} classes")
+st.caption(f"Folder: `{summary['root']}` · Split: {summary['split_source']}")
+
+size = summary["image_size"]
+columns = st.columns(5)
+columns[0].metric("Classes", summary["num_classes"])
+columns[1].metric("Images used", f"{summary['num_images']:,}")
+columns[2].metric("Smallest image", f"{size['min_width']}×{size['min_height']}", help="Smallest width × height found (pixels). Every image is resized to the model's input size.")
+columns[3].metric("Largest image", f"{size['max_width']}×{size['max_height']}", help="Largest width × height found (pixels).")
+columns[4].metric("Imbalance", f"{summary['imbalance_ratio']:.1f}×", help="Images in the largest class divided by images in the smallest.")
+
+if summary["imbalance_ratio"] >= 3:
+    st.warning(
+        f"The classes are imbalanced: the largest has {summary['imbalance_ratio']:.1f}× the images of the smallest. "
+        "A model can score well by favouring the big classes; turn on class weights on the Setup page, or add images to the small classes."
+    )
+
+rows = [{"class": name, "split": split, "images": count} for split, per_class in summary["counts"].items() for name, count in per_class.items()]
+chart = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group", title="Images per class and split")
+chart.update_layout(height=320, margin={"t": 40, "b": 10})
+st.plotly_chart(chart, width="stretch")
+
+st.subheader("Samples")
+per_class = 6
+for name in dataset.class_names:
+    paths = [record.path for record in dataset.records if record.class_name == name][:per_class]
+    previews = [preview for preview in engine.thumbnails(paths) if preview is not None]
+    st.markdown(f"**{name}**")
+    if previews:
+        st.image(previews, width=96, caption=[Path(path).name for path in paths][: len(previews)])
+
+skipped = summary["skipped"]
+if skipped:
+    with st.expander(f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped, with the reason", expanded=len(skipped) <= 20):
+        st.dataframe(pd.DataFrame(skipped), width="stretch", hide_index=True)
+else:
+    st.success(f"Every file was used ({summary['ignored_system_files']} system files such as .DS_Store passed over).")
+
+st.page_link("pages/scenario.py", label="Next: where your data sits in the decision matrix", icon=":material/arrow_forward:")

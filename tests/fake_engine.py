@@ -1,0 +1,139 @@
+"""A stand-in engine for page tests: the real scan, table and scenario logic, canned training.
+
+AppTest runs a page in a few seconds at most, so nothing here builds a Keras
+model: the device, layer map, augmentation preview, training and prediction
+are replaced with small deterministic answers in the shapes the real engine
+returns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.app_engine import Engine, LayerInfo, LayerMap
+from tl_core.backbones import blocks_from_layer_names, get_backbone
+from tl_core.config import TrainConfig
+from tl_core.device import DeviceInfo
+from tl_core.evaluation import evaluate_predictions
+from tl_core.events import (
+    EpochEnded,
+    Notice,
+    PhaseStarted,
+    ProgressUpdated,
+    TrainingFinished,
+    TrainingStarted,
+)
+from tl_core.export import Prediction
+from tl_core.jobs import TrainingJob
+
+# Canned learning curves: validation loss turns up after epoch 3 while training loss keeps falling.
+CANNED_HISTORY = [
+    {"loss": 0.90, "accuracy": 0.55, "val_loss": 0.80, "val_accuracy": 0.60},
+    {"loss": 0.60, "accuracy": 0.75, "val_loss": 0.55, "val_accuracy": 0.78},
+    {"loss": 0.40, "accuracy": 0.86, "val_loss": 0.45, "val_accuracy": 0.84},
+    {"loss": 0.30, "accuracy": 0.91, "val_loss": 0.50, "val_accuracy": 0.83},
+    {"loss": 0.20, "accuracy": 0.95, "val_loss": 0.58, "val_accuracy": 0.82},
+]
+
+
+def canned_events(config: TrainConfig, class_names: list[str], epochs: int | None = None) -> list:
+    """The events a short feature-extraction run emits, in order (without the final one)."""
+    epochs = len(CANNED_HISTORY) if epochs is None else epochs
+    events = [
+        TrainingStarted(config={**config.to_dict(), "epochs": len(CANNED_HISTORY)}, device=FakeEngine.fake_device().to_dict(), class_names=class_names, counts={}),
+        PhaseStarted("decode", "Reading and resizing 30 images to 32x32", total=30),
+        ProgressUpdated("decode", 30, 30),
+        PhaseStarted("features", "Computing bottleneck features of 30 images with the frozen MobileNetV2", total=30),
+        ProgressUpdated("features", 30, 30),
+        Notice("Augmentation is not applied: feature extraction trains on cached features."),
+        PhaseStarted("head", "Training the new head on cached features", total=len(CANNED_HISTORY)),
+    ]
+    for number, metrics in enumerate(CANNED_HISTORY[:epochs], start=1):
+        events.append(EpochEnded("head", number, len(CANNED_HISTORY), dict(metrics), 0.5))
+    return events
+
+
+def write_canned_run(run_dir: Path, class_names: list[str], paths: list[str] | None = None) -> Path:
+    """A run folder with real-looking reports and placeholder model files (pages only offer their bytes)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    count = 4 * len(class_names)
+    true_labels = np.arange(count) % len(class_names)
+    probabilities = np.full((count, len(class_names)), 0.1 / max(len(class_names) - 1, 1))
+    predicted = true_labels.copy()
+    predicted[:2] = (true_labels[:2] + 1) % len(class_names)  # two mistakes
+    probabilities[np.arange(count), predicted] = 0.9
+    paths = paths or [f"/data/{class_names[label]}/img_{index}.png" for index, label in enumerate(true_labels)]
+    evaluation = evaluate_predictions(true_labels, probabilities, class_names, paths[:count])
+    history = [{"epoch": number, "phase": "head", "seconds": 0.5, **metrics} for number, metrics in enumerate(CANNED_HISTORY, start=1)]
+    metrics = {**evaluation.to_dict(), "test_accuracy": evaluation.accuracy, "evaluated_split": "test", "history": history}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    summary = {
+        "status": "finished", "strategy": "feature_extraction", "image_size": 32,
+        "backbone": {"name": "mobilenet_v2", "display_name": "MobileNetV2"},
+        "seconds": {"total": 2.5}, "history": history, "skipped": [],
+    }
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    (run_dir / "labels.json").write_text(json.dumps(class_names))
+    (run_dir / "model.h5").write_bytes(b"fake h5 bytes")
+    (run_dir / "model.keras").write_bytes(b"fake keras bytes")
+    return run_dir
+
+
+class FakeEngine(Engine):
+    """The real engine's cheap parts, with canned answers where TensorFlow would run."""
+
+    def __init__(self) -> None:
+        self.started_configs: list[TrainConfig] = []
+
+    @staticmethod
+    def fake_device() -> DeviceInfo:
+        return DeviceInfo(kind="CPU", name="CPU", reason="this TensorFlow build has no GPU support (fake engine)", cpu_count=2)
+
+    def device(self) -> DeviceInfo:
+        return self.fake_device()
+
+    def layer_map(self, backbone: str) -> LayerMap:
+        spec = get_backbone(backbone)
+        names = ["input_layer", "Conv1", "bn_Conv1", "Conv1_relu"]
+        for block in range(1, 6):
+            names += [f"block_{block}_expand", f"block_{block}_expand_BN", f"block_{block}_project"]
+        names += ["Conv_1", "Conv_1_bn", "out_relu"]
+        layers = []
+        for index, name in enumerate(names):
+            is_batchnorm = "BN" in name or "bn" in name
+            parameters = 0 if index == 0 else 1000 * index
+            layers.append(LayerInfo(index, name, "BatchNormalization" if is_batchnorm else "Conv2D", parameters, is_batchnorm, parameters // 2 if is_batchnorm else parameters))
+        return LayerMap(spec.name, layers, blocks_from_layer_names(get_backbone("mobilenet_v2"), names))
+
+    def default_freeze_layers(self, backbone: str) -> int:
+        return 10
+
+    def augment_preview(self, paths, image_size, augmentation, versions=4, seed=0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, 256, size=(len(paths), versions + 1, image_size, image_size, 3), dtype=np.uint8)
+
+    def start_training(self, config: TrainConfig) -> TrainingJob:
+        self.started_configs.append(config)
+
+        def fake_train(config, on_event, stop):
+            class_names = sorted(path.name for path in Path(config.data_dir).iterdir() if path.is_dir())
+            for event in canned_events(config, class_names):
+                on_event(event)
+            write_canned_run(Path(config.out_dir), class_names)
+            on_event(TrainingFinished(status="finished", run_dir=config.out_dir, test_accuracy=0.83, seconds=2.5))
+
+        return TrainingJob(config, trainer=fake_train).start()
+
+    def load_run(self, run_dir: str):
+        raise AssertionError("pages must not load the model except to predict")
+
+    def predict(self, run_dir, paths, top_k=3) -> list[Prediction]:
+        class_names = json.loads((Path(run_dir) / "labels.json").read_text())
+        predictions = []
+        for index, path in enumerate(paths):
+            first, second = class_names[index % len(class_names)], class_names[(index + 1) % len(class_names)]
+            predictions.append(Prediction(str(path), first, 0.8, [(first, 0.8), (second, 0.2)]))
+        return predictions

@@ -1,0 +1,62 @@
+"""The Data page: every way in, the summary, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from conftest import make_class_folders
+from fake_engine import FakeEngine
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    return at.run()
+
+
+def test_empty_state_offers_the_sample(tmp_path: Path) -> None:
+    at = _app()
+    assert not at.exception
+    assert "No dataset loaded yet" in at.info[0].value
+    assert at.radio(key="data_source").value == "sample"
+
+
+def test_sample_dataset_loads_and_is_summarised() -> None:
+    at = _app()
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.subheader[0].value == "240 images in 4 classes"
+    assert [metric.value for metric in at.metric][:2] == ["4", "240"]
+    assert at.session_state["dataset"].class_names == ["0", "1", "2", "3"]
+    assert at.get("plotly_chart"), "the per-class bar chart is drawn"
+    assert len(at.get("image")) == 4  # one sample row per class
+    assert "Every file was used" in at.success[0].value
+
+
+def test_local_folder_with_skipped_files_and_imbalance(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "photos", {"big": 12, "small": 3})
+    (root / "big" / "notes.txt").write_text("not an image")
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    at.text_input(key="data_path").set_value(str(root)).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert "imbalanced" in at.warning[0].value and "4.0×" in at.warning[0].value
+    expander = at.expander[0]
+    assert expander.label == "1 file skipped, with the reason"
+    assert "notes.txt" in expander.dataframe[0].value["path"][0]
+
+
+def test_bad_folder_shows_the_engine_message(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "one", {"only": 3})
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    at.text_input(key="data_path").set_value(str(root)).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.error[0].value == f"Found 1 class ('only') in '{root.resolve()}' while at least 2 are required. Add a second sub-folder with images of another class."
+    assert at.session_state["dataset"] is None

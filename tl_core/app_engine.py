@@ -1,0 +1,161 @@
+"""The engine as the app sees it: one object whose methods return data to draw.
+
+Pages receive an ``Engine`` from the session state and call its methods; they
+never import TensorFlow or Keras themselves. Page tests put a fake with the
+same methods in its place. Heavy modules are imported inside the methods
+that need them, so building an ``Engine`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.backbones import BackboneSpec, Block, get_backbone, list_backbones
+from tl_core.config import AugmentConfig, TrainConfig
+from tl_core.data import Dataset, load_image, scan_dataset
+from tl_core.device import DeviceInfo
+from tl_core.evaluation import Evaluation, evaluation_from_dict
+from tl_core.export import Prediction, TrainedRun
+from tl_core.jobs import TrainingJob
+from tl_core.scenario import Recommendation, recommend
+from tl_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One backbone layer, for the freeze map."""
+
+    index: int
+    name: str
+    kind: str
+    parameters: int
+    is_batchnorm: bool
+    trainable_parameters: int  # parameters that train when the layer is unfrozen (a BatchNorm layer's scale and offset, not its statistics)
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """A backbone's layers grouped into blocks, for the freeze-depth slider and its picture."""
+
+    backbone: str
+    layers: list[LayerInfo]
+    blocks: list[Block]
+
+    def trainable_parameters(self, frozen_layers: int, train_batchnorm: bool = False) -> int:
+        """Backbone parameters that train when the first ``frozen_layers`` layers are frozen.
+
+        BatchNormalization layers stay frozen when fine-tuning pretrained weights
+        (``train_batchnorm=False``); training from scratch trains them too.
+        """
+        return sum(
+            layer.trainable_parameters if layer.is_batchnorm else layer.parameters
+            for layer in self.layers[frozen_layers:]
+            if train_batchnorm or not layer.is_batchnorm
+        )
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A finished run as the Evaluate and Export pages show it."""
+
+    run_dir: Path
+    evaluation: Evaluation
+    history: list[dict]
+    summary: dict
+    class_names: list[str]
+
+
+class Engine:
+    """Everything the pages ask of the engine."""
+
+    def scan(self, path: str | os.PathLike, seed: int = 0) -> Dataset:
+        return scan_dataset(path, seed=seed)
+
+    def write_sample(self, workspace: Workspace) -> Path:
+        from tl_core.sample import SAMPLE_NAME, write_sample_dataset
+
+        return write_sample_dataset(workspace.fresh_data_dir(SAMPLE_NAME))
+
+    def thumbnails(self, paths: list[str], size: int = 96) -> list[np.ndarray | None]:
+        """Small square previews; None for a file that cannot be read."""
+        previews: list[np.ndarray | None] = []
+        for path in paths:
+            try:
+                previews.append(load_image(path, size))
+            except Exception:  # noqa: BLE001 - a preview that fails shows as missing, the scan lists the file
+                previews.append(None)
+        return previews
+
+    def backbones(self) -> list[BackboneSpec]:
+        return list_backbones()
+
+    @functools.cache  # noqa: B019 - one engine per process; the device does not change while it runs
+    def device(self) -> DeviceInfo:
+        from tl_core.device import detect_device
+
+        return detect_device()
+
+    @functools.cache  # noqa: B019 - layer maps are pure functions of the backbone name
+    def layer_map(self, backbone: str) -> LayerMap:
+        import keras
+
+        from tl_core.backbones import blocks_from_layer_names, build_backbone_for_inspection
+
+        spec = get_backbone(backbone)
+        model = build_backbone_for_inspection(spec)
+        layers = [
+            LayerInfo(
+                index,
+                layer.name,
+                type(layer).__name__,
+                int(layer.count_params()) if layer.built else 0,
+                isinstance(layer, keras.layers.BatchNormalization),
+                int(sum(np.prod(weight.shape) for weight in layer.trainable_weights)),
+            )
+            for index, layer in enumerate(model.layers)
+        ]
+        return LayerMap(spec.name, layers, blocks_from_layer_names(spec, [layer.name for layer in layers]))
+
+    def default_freeze_layers(self, backbone: str) -> int:
+        from tl_core.training import default_freeze_layers
+
+        layer_map = self.layer_map(backbone)
+        return default_freeze_layers(get_backbone(backbone), [layer.name for layer in layer_map.layers])
+
+    def augment_preview(self, paths: list[str], image_size: int, augmentation: AugmentConfig, versions: int = 4, seed: int = 0) -> np.ndarray:
+        """``uint8`` array (images, versions + 1, size, size, 3): the original first, then augmented versions."""
+        from tl_core.models import augment_preview
+
+        originals = np.stack([load_image(path, image_size) for path in paths])
+        changed = augment_preview(originals, augmentation, versions=versions, seed=seed)
+        return np.concatenate([originals[:, None], changed], axis=1)
+
+    def recommend(self, dataset: Dataset, similarity: str) -> Recommendation:
+        return recommend(dataset, similarity)
+
+    def start_training(self, config: TrainConfig) -> TrainingJob:
+        return TrainingJob(config).start()
+
+    def load_report(self, run_dir: str | os.PathLike) -> RunReport:
+        import json
+
+        folder = Path(run_dir)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        summary = json.loads((folder / "run.json").read_text())
+        return RunReport(folder, evaluation_from_dict(metrics), metrics.get("history", []), summary, metrics["class_names"])
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - keeps the last loaded models; run folders do not change
+    def load_run(self, run_dir: str) -> TrainedRun:
+        from tl_core.export import load_run
+
+        return load_run(run_dir)
+
+    def predict(self, run_dir: str | os.PathLike, paths: list[str], top_k: int = 3) -> list[Prediction]:
+        from tl_core.export import predict_files
+
+        return predict_files(self.load_run(str(run_dir)), paths, top_k=top_k)
