@@ -1,0 +1,203 @@
+"""Step 2, Scenario: place the dataset in the size x similarity matrix and recommend a strategy."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from tl_core.config import STRATEGY_TITLES
+from tl_core.errors import TLError
+from tl_core.scenario import SCENARIOS, Recommendation, SizeVerdict, classify_size
+
+state = st.session_state
+engine = state["engine"]
+
+# Shorter names that fit a cell of the matrix.
+MATRIX_STRATEGY_NAMES = {
+    "feature_extraction": "feature extraction",
+    "fine_tune": "freeze early layers,<br>retrain the rest",
+    "full_fine_tune": "fine-tune everything",
+    "from_scratch": "train from scratch",
+}
+SIMILARITY_CHOICES = {
+    "high": "Yes: everyday photos of objects, animals, people, plants or scenes",
+    "low": "No: something else, such as X-rays, microscope slides, satellite images, handwriting, spectrograms or industrial textures",
+}
+SIMILARITY_WORDS = {"high": "similar to ImageNet", "low": "unlike ImageNet"}
+# One colour per cell of the matrix, by scenario number.
+CELL_COLOURS = {1: "#4C78A8", 2: "#F58518", 3: "#B279A2", 4: "#54A24B"}
+# Cell corners in the figure: similarity low|high on x, size small|large on y.
+COLUMN_OF = {"low": 0, "high": 1}
+ROW_OF = {"small": 0, "large": 1}
+
+st.title("2 · Where your data sits")
+st.markdown(
+    "Which strategy suits your data depends on two things: **how many images** each class has, and **how much they look like "
+    "ImageNet**, the 1.2 million everyday photos the pretrained networks learned from. Together they place your data in one "
+    "of four cells, and each cell has its own way to reuse a pretrained network."
+)
+
+dataset = state["dataset"]
+if dataset is None:
+    st.info("No dataset loaded yet. Load a folder of images (or the sample dataset) first; this page then measures its size and places it in the matrix.")
+    st.page_link("pages/data.py", label="Go to step 1 · Data", icon=":material/folder_open:")
+    st.stop()
+
+
+def strategy_name(strategy: str) -> str:
+    return STRATEGY_TITLES[strategy].lower()
+
+
+def ask_similarity() -> str | None:
+    """The user's answer to "do the images look like ImageNet photos?" (None until answered)."""
+    if "scenario_similarity" not in state and state["similarity"] in SIMILARITY_CHOICES:
+        state["scenario_similarity"] = state["similarity"]
+    answer = st.radio(
+        "Do your images look like the everyday photos ImageNet is made of?",
+        list(SIMILARITY_CHOICES),
+        index=None,
+        format_func=SIMILARITY_CHOICES.get,
+        key="scenario_similarity",
+        help="Pretrained networks learned edges and textures that help almost everywhere, and object parts (fur, wheels, faces) "
+        "that help mostly on photos like ImageNet's. The further your images are from such photos, the more layers must relearn.",
+    )
+    state["similarity"] = answer
+    return answer
+
+
+def similarity_text(recommendation: Recommendation) -> str:
+    """How the similarity was decided: a measured score when there is one, otherwise the user's answer."""
+    if recommendation.similarity_source == "measured" and recommendation.similarity_score is not None:
+        return f"measured similarity {recommendation.similarity_score:.2f} (0 = unlike, 1 = alike): **{recommendation.similarity}**"
+    return f"your answer: **{recommendation.similarity}** ({SIMILARITY_WORDS[recommendation.similarity]})"
+
+
+def matrix_figure(verdict: SizeVerdict, recommendation: Recommendation | None) -> go.Figure:
+    """The 2x2 decision matrix with the dataset's cell highlighted (its row only, while similarity is unknown)."""
+    figure = go.Figure()
+    ours = recommendation.scenario if recommendation else None
+    for number, cell in SCENARIOS.items():
+        left, bottom = COLUMN_OF[cell["similarity"]], ROW_OF[cell["size"]]
+        highlighted = number == ours
+        in_row = ours is None and cell["size"] == verdict.size
+        figure.add_shape(
+            type="rect", x0=left + 0.02, x1=left + 0.98, y0=bottom + 0.02, y1=bottom + 0.98, layer="below",
+            fillcolor=CELL_COLOURS[number], opacity=0.55 if highlighted else 0.28 if in_row else 0.14,
+            line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
+        )
+        figure.add_annotation(
+            x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
+            text=f"<b>Scenario {number}</b><br>{cell['title']}<br><i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>",
+            font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
+        )
+        # An invisible point per cell carries the hover text (shapes cannot be hovered).
+        figure.add_trace(go.Scatter(
+            x=[left + 0.5], y=[bottom + 0.5], mode="markers", marker={"size": 120, "opacity": 0}, showlegend=False,
+            hovertemplate=f"Scenario {number}: {cell['title']}<br>Strategy: {strategy_name(cell['strategy'])}<extra></extra>",
+        ))
+    numbers = f"{verdict.images_per_class:,.0f} images/class<br>(small below {verdict.threshold:,})"
+    if recommendation is not None:
+        marker_x = COLUMN_OF[recommendation.similarity] + 0.5
+        label = f"<b>your data</b><br>{numbers}"
+        if recommendation.similarity_source == "measured" and recommendation.similarity_score is not None:
+            label += f"<br>measured similarity {recommendation.similarity_score:.2f}"
+    else:
+        marker_x = 1.0
+        label = f"<b>your data</b>: {verdict.size}<br>{numbers}<br>which column? answer the question"
+    marker_y = ROW_OF[verdict.size] + 0.42
+    figure.add_trace(go.Scatter(
+        x=[marker_x], y=[marker_y], mode="markers", showlegend=False, hoverinfo="skip",
+        marker={"symbol": "star", "size": 24, "color": "#111827", "line": {"color": "white", "width": 1.5}},
+    ))
+    figure.add_annotation(
+        x=marker_x, y=marker_y, yshift=-16, yanchor="top", showarrow=False, align="center", text=label,
+        font={"size": 12, "color": "#111827"}, bgcolor="rgba(255,255,255,0.9)", bordercolor="#111827", borderwidth=1, borderpad=4,
+    )
+    figure.update_xaxes(
+        range=[0, 2], tickvals=[0.5, 1.5], ticktext=["low: unlike ImageNet", "high: like ImageNet photos"],
+        title="Similarity to the pretraining data", showgrid=False, zeroline=False, fixedrange=True,
+    )
+    figure.update_yaxes(
+        range=[0, 2], tickvals=[0.5, 1.5], ticktext=[f"small<br>< {verdict.threshold:,}/class", f"large<br>≥ {verdict.threshold:,}/class"],
+        title="Training images per class", showgrid=False, zeroline=False, fixedrange=True,
+    )
+    figure.update_layout(height=520, margin={"t": 20, "b": 10, "l": 10, "r": 10}, plot_bgcolor="rgba(0,0,0,0)", hovermode="closest")
+    return figure
+
+
+left_column, right_column = st.columns([2, 3], gap="large")
+with left_column:
+    st.subheader("How much data?")
+    size_slot = st.container()  # filled in below, once the size verdict is known
+    st.subheader("How similar to ImageNet?")
+    similarity = ask_similarity()
+
+recommendation = None
+if similarity is not None:
+    try:
+        recommendation = engine.recommend(dataset, similarity)
+    except TLError as error:
+        st.error(str(error))
+state["recommendation"] = recommendation
+verdict = recommendation.size_verdict if recommendation is not None and recommendation.size_verdict else classify_size(dataset)
+
+with size_slot:
+    metrics = st.columns(3)
+    metrics[0].metric("Training images", f"{verdict.train_images:,}")
+    metrics[1].metric("Per class", f"{verdict.images_per_class:,.0f}", help=f"Mean training images per class. Below {verdict.threshold:,} per class counts as small data.")
+    metrics[2].metric("Smallest class", f"{verdict.smallest_class:,}")
+    st.markdown(f"Measured: your data is **{verdict.size}**. {verdict.reason}")
+
+with right_column:
+    st.plotly_chart(matrix_figure(verdict, recommendation), width="stretch", config={"displayModeBar": False})
+
+if recommendation is None:
+    st.info("Answer the similarity question to see which cell your data falls in and what to do about it.")
+    st.stop()
+
+st.divider()
+strategy = strategy_name(recommendation.strategy)
+st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
+st.caption(f"Size measured from the training split; similarity from {similarity_text(recommendation)}.")
+st.markdown("\n".join(f"- {reason}" for reason in recommendation.reasons))
+
+if recommendation.scenario == 2:
+    st.markdown("##### Two views on small data that is unlike ImageNet")
+    views = st.columns(2)
+    with views[0].container(border=True):
+        st.markdown(
+            "**Freeze the early layers, retrain the rest.** The first layers detect edges, blobs and textures, which are useful "
+            "on almost any image. Keep them frozen and retrain the later layers, which learned ImageNet's object parts, at a "
+            "low learning rate so your few images are not enough to wreck them."
+        )
+    with views[1].container(border=True):
+        st.markdown(
+            "**Transfer may barely help.** When the images are this different, even the later features may not fit, and a fresh, "
+            "smaller model trained only on your data can do as well. Then the pretrained start mostly adds cost."
+        )
+    st.markdown(
+        "Neither view is right in general; your data decides. A side-by-side comparison of both will come with measured advice. "
+        "Until then, settle it with a quick run of each on the Setup page: one with *fine-tuning*, one with *training from scratch*, "
+        "same epochs and seed, then compare their test accuracy on the Evaluate page."
+    )
+
+chosen = state.get("chosen_strategy")
+if st.button(f"Use {strategy} on the Setup page", type="primary", icon=":material/check:"):
+    state["chosen_strategy"] = recommendation.strategy
+    chosen = recommendation.strategy
+if chosen == recommendation.strategy:
+    st.success(f"The Setup page will start from {strategy}. You can still change the strategy there.")
+elif chosen:
+    st.warning(
+        f"The Setup page is set to {strategy_name(chosen)} from an earlier choice, not the {strategy} recommended here. "
+        "Use the button above to switch it."
+    )
+
+with st.expander("What the other cells would mean for your data"):
+    cells = st.columns(len(recommendation.alternatives))
+    for column, (number, advice) in zip(cells, sorted(recommendation.alternatives.items()), strict=True):
+        cell = SCENARIOS[number]
+        with column:
+            st.markdown(f"**Scenario {number} · {cell['title']}**")
+            st.caption(f"Strategy: {strategy_name(cell['strategy'])}")
+            st.markdown(advice)
+
+st.page_link("pages/setup.py", label="Next: choose the model and training settings", icon=":material/arrow_forward:")

@@ -1,0 +1,235 @@
+"""The Scenario page, run through the router with the fake engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core.data import Dataset, ImageRecord, scan_dataset
+from tl_core.scenario import recommend
+
+from conftest import make_class_folders
+from fake_engine import FakeEngine
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    """Four classes, 40 training images: about 10 per class, far below the threshold."""
+    return make_class_folders(tmp_path / "small", {"ants": 14, "bees": 14, "flies": 14, "wasps": 14})
+
+
+def large_dataset(root: Path) -> Dataset:
+    """A dataset of 2 x 1,200 training images that exist only as records (the page never opens them)."""
+    records = [
+        ImageRecord(str(root / name / f"{index}.png"), f"{name}/{index}.png", name, label, "train", 64, 64, "PNG", "RGB", 100, 0)
+        for label, name in enumerate(("cats", "dogs"))
+        for index in range(1200)
+    ]
+    return Dataset(root, ["cats", "dogs"], records, [], "generated for the test", {"train": 1.0}, 0)
+
+
+def open_scenario(dataset: Dataset | None, data_dir: str | None = None, engine: FakeEngine | None = None, **preset) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = engine or FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = data_dir
+    for key, value in preset.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/scenario.py").run()
+    return at
+
+
+def all_text(at: AppTest) -> str:
+    parts = [element.value for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader", "title") for element in at.get(kind)]
+    return "\n".join(str(part) for part in parts)
+
+
+def links_to(at: AppTest, page: str) -> bool:
+    """Whether the page shows an ``st.page_link`` to ``pages/<page>.py`` (AppTest reports the page's URL name)."""
+    return any(link.proto.page.removesuffix(".py").endswith(page) for link in at.get("page_link"))
+
+
+def figure_of(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def figure_text(figure: dict) -> str:
+    return " ".join(annotation.get("text", "") for annotation in figure["layout"].get("annotations", []))
+
+
+def test_empty_state_points_to_the_data_page() -> None:
+    at = open_scenario(None)
+
+    assert not at.exception
+    assert at.title[0].value == "2 · Where your data sits"
+    assert "No dataset loaded yet" in at.info[0].value
+    assert links_to(at, "data")
+    assert not at.get("plotly_chart")
+    assert not at.radio
+
+
+def test_size_is_measured_before_similarity_is_answered(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder))
+
+    assert not at.exception
+    text = all_text(at)
+    assert "your data is **small**" in text
+    assert "10 per class on average" in text and "1,000" in text
+    assert at.radio(key="scenario_similarity").value is None
+    assert "Answer the similarity question" in text
+    assert at.session_state["recommendation"] is None
+    # The matrix is drawn with the row known and the column still open.
+    figure = figure_of(at)
+    assert "which column?" in figure_text(figure)
+    assert not at.button
+
+
+def test_preset_low_similarity_explains_scenario_two(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="low")
+
+    assert not at.exception
+    assert at.radio(key="scenario_similarity").value == "low"
+    recommendation = at.session_state["recommendation"]
+    assert recommendation.scenario == 2 and recommendation.strategy == "fine_tune"
+    assert "Scenario 2 · Small data, unlike ImageNet" in at.subheader[-1].value
+    text = all_text(at)
+    # The reasons come as a list, with the measured numbers.
+    assert "- 40 training images in 4 classes: 10 per class on average" in text
+    assert "- The smallest class has only" in text
+    # Both views, and what settles them.
+    assert "Freeze the early layers, retrain the rest." in text
+    assert "Transfer may barely help." in text
+    assert "side-by-side comparison" in text and "quick run of each on the Setup page" in text
+    assert links_to(at, "setup")
+
+
+def test_matrix_has_four_cells_and_marks_the_data(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="low")
+
+    assert not at.exception
+    figure = figure_of(at)
+    text = figure_text(figure)
+    for number in range(1, 5):
+        assert f"Scenario {number}" in text
+    assert "your data" in text and "10 images/class" in text and "small below 1,000" in text
+    rectangles = [shape for shape in figure["layout"]["shapes"] if shape["type"] == "rect"]
+    assert len(rectangles) == 4
+    highlighted = [shape for shape in rectangles if shape["line"]["width"] == 4]
+    # Exactly one cell stands out: small (bottom row) and unlike ImageNet (left column).
+    assert len(highlighted) == 1 and highlighted[0]["x0"] < 1 and highlighted[0]["y0"] < 1
+
+
+def test_answering_high_moves_the_data_to_scenario_one(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder))
+
+    at.radio(key="scenario_similarity").set_value("high").run()
+
+    assert not at.exception
+    assert at.session_state["similarity"] == "high"
+    assert at.session_state["recommendation"].scenario == 1
+    assert "use feature extraction" in at.subheader[-1].value
+    assert "Transfer may barely help." not in all_text(at)
+    assert at.button[0].label == "Use feature extraction on the Setup page"
+
+
+def test_button_stores_the_strategy_for_the_setup_page(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="low")
+
+    at.button[0].click().run()
+
+    assert not at.exception
+    assert at.session_state["chosen_strategy"] == "fine_tune"
+    assert "The Setup page will start from fine-tuning" in at.success[0].value
+    at.switch_page("pages/setup.py").run()
+    assert not at.exception
+    assert at.radio(key="setup_strategy").value == "fine_tune"
+
+
+def test_earlier_choice_that_differs_is_pointed_out(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="high", chosen_strategy="from_scratch")
+
+    assert not at.exception
+    assert "set to training from scratch from an earlier choice" in at.warning[0].value
+    at.button[0].click().run()
+    assert at.session_state["chosen_strategy"] == "feature_extraction"
+    assert not at.warning
+
+
+def test_large_similar_data_lands_in_scenario_four(tmp_path: Path) -> None:
+    at = open_scenario(large_dataset(tmp_path), str(tmp_path), similarity="high")
+
+    assert not at.exception
+    recommendation = at.session_state["recommendation"]
+    assert (recommendation.scenario, recommendation.strategy) == (4, "full_fine_tune")
+    assert "your data is **large**" in all_text(at)
+    assert "1,200 images/class" in figure_text(figure_of(at))
+
+
+def test_a_measured_similarity_shows_its_score(small_folder: Path) -> None:
+    class MeasuringEngine(FakeEngine):
+        def recommend(self, dataset, similarity):
+            return recommend(dataset, "low", similarity_source="measured", similarity_score=0.23)
+
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), engine=MeasuringEngine(), similarity="high")
+
+    assert not at.exception
+    assert "measured similarity 0.23" in all_text(at)
+    assert "similarity 0.23" in figure_text(figure_of(at))
+    assert at.session_state["recommendation"].scenario == 2
+
+
+def test_alternatives_describe_the_other_cells(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="high")
+
+    assert not at.exception
+    expander_text = " ".join(element.value for element in at.expander[0].markdown)
+    for number in (2, 3, 4):
+        assert f"Scenario {number} ·" in expander_text
+    assert "Scenario 1 ·" not in expander_text
+
+
+def test_a_stale_recommendation_is_replaced(small_folder: Path) -> None:
+    dataset = scan_dataset(small_folder)
+    at = open_scenario(dataset, str(small_folder), similarity="low", recommendation=replace(recommend(dataset, "high"), reasons=["stale"]))
+
+    assert not at.exception
+    assert at.session_state["recommendation"].reasons != ["stale"]
+    assert at.session_state["recommendation"].scenario == 2
+
+
+def test_page_imports_no_tensorflow(small_folder: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+        from streamlit.testing.v1 import AppTest
+        from fake_engine import FakeEngine
+        from tl_core.data import scan_dataset
+        at = AppTest.from_file({APP!r}, default_timeout=30)
+        at.session_state["engine"] = FakeEngine()
+        at.session_state["dataset"] = scan_dataset({str(small_folder)!r})
+        at.session_state["data_dir"] = {str(small_folder)!r}
+        at.session_state["similarity"] = "low"
+        at.run()
+        at.switch_page("pages/scenario.py").run()
+        assert not at.exception, at.exception
+        assert at.session_state["recommendation"] is not None
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False False"
