@@ -37,15 +37,39 @@ pages = [
 ]
 navigation = st.navigation(pages)
 
-with st.sidebar:
-    st.caption("Transfer Learning Studio")
+
+def adopt_finished_run() -> None:
+    """A run that ended while the user was elsewhere becomes the model Evaluate and Export show."""
+    job = state["job"]
+    if job is None:
+        return
+    finished = job.state()
+    if not finished.is_running and finished.test_accuracy is not None and state["run_dir"] != finished.run_dir:
+        state["run_dir"] = finished.run_dir
+
+
+training = state["job"] is not None and state["job"].state().is_running
+
+
+@st.fragment(run_every=2.0 if training else None)
+def sidebar_status() -> None:
+    """Where the session stands; refreshes itself while a run trains, on whatever page is open."""
     dataset = state["dataset"]
     st.markdown(f"**Data:** {len(dataset.records):,} images, {dataset.num_classes} classes" if dataset else "**Data:** none loaded yet")
     job = state["job"]
     if job is not None:
         job_state = job.state()
-        st.markdown(f"**Training:** {job_state.status}" + (f", epoch {job_state.epoch}/{job_state.epochs}" if job_state.is_running and job_state.epochs else ""))
+        progress = f", epoch {job_state.epoch}/{job_state.epochs}" if job_state.is_running and job_state.epochs else ""
+        st.markdown(f"**Training:** {job_state.status}{progress}")
+        if not job_state.is_running and job_state.test_accuracy is not None and state["run_dir"] != job_state.run_dir:
+            st.rerun()  # the run just ended: redraw the page so it can show the new model
     if state["run_dir"]:
         st.markdown("**Model:** trained, see Evaluate and Export")
+
+
+adopt_finished_run()
+with st.sidebar:
+    st.caption("Transfer Learning Studio")
+    sidebar_status()
 
 navigation.run()

@@ -19,6 +19,7 @@ from tl_core.backbones import BackboneSpec, Block, get_backbone, list_backbones
 from tl_core.config import AugmentConfig, TrainConfig
 from tl_core.data import Dataset, load_image, scan_dataset
 from tl_core.device import DeviceInfo
+from tl_core.errors import RunError
 from tl_core.evaluation import Evaluation, evaluation_from_dict
 from tl_core.export import Prediction, TrainedRun
 from tl_core.jobs import TrainingJob
@@ -68,6 +69,7 @@ class RunReport:
     history: list[dict]
     summary: dict
     class_names: list[str]
+    evaluated_split: str
 
 
 class Engine:
@@ -142,12 +144,22 @@ class Engine:
         return TrainingJob(config).start()
 
     def load_report(self, run_dir: str | os.PathLike) -> RunReport:
+        """The evaluation and summary of a run folder.
+
+        Raises:
+            RunError: When the folder lacks its reports or they cannot be read.
+        """
         import json
 
         folder = Path(run_dir)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        summary = json.loads((folder / "run.json").read_text())
-        return RunReport(folder, evaluation_from_dict(metrics), metrics.get("history", []), summary, metrics["class_names"])
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+            summary = json.loads((folder / "run.json").read_text())
+            evaluation = evaluation_from_dict(metrics)
+        except (OSError, ValueError, KeyError) as error:
+            raise RunError(f"The run folder '{folder}' has no readable metrics.json and run.json ({error}). Train the model again, or pick another run.") from error
+        split = metrics.get("evaluated_split") or "held-out"
+        return RunReport(folder, evaluation, metrics.get("history", []), summary, metrics["class_names"], split)
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - keeps the last loaded models; run folders do not change
     def load_run(self, run_dir: str) -> TrainedRun:

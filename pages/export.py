@@ -1,0 +1,125 @@
+"""Step 6, Export and try: take the model files away, and try the model on new images.
+
+The model files are offered as they are in the run folder; they are read
+only when a download is clicked. Uploaded images are written into this
+session's workspace under their base file name and sent to the engine.
+"""
+
+import functools
+from pathlib import Path
+
+import streamlit as st
+
+from app_charts import show_predictions
+from tl_core.errors import TLError
+
+state = st.session_state
+engine = state["engine"]
+workspace = state["workspace"]
+
+DOWNLOADS = (
+    ("model.h5", "The whole model in Keras' HDF5 format: loads with `keras.models.load_model`.", "application/octet-stream"),
+    ("model.keras", "The same model in the native Keras 3 format.", "application/octet-stream"),
+    ("labels.json", "Class names, in the order of the model's outputs.", "application/json"),
+    ("run.json", "Run summary: settings, data fingerprint, timings, versions.", "application/json"),
+    ("metrics.json", "Evaluation on held-out images and the training history.", "application/json"),
+)
+IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+
+st.title("6 · Export and try")
+
+run_dir = state["run_dir"]
+if run_dir is None:
+    st.info("No trained model yet. Train one first; its files can be downloaded and tried here.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+
+try:
+    report = engine.load_report(run_dir)
+except TLError as error:
+    st.error(str(error))
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+
+folder = Path(run_dir)
+image_size = report.summary.get("image_size")
+backbone = report.summary.get("backbone", {}).get("display_name", "model")
+st.markdown(
+    f"**{backbone}**, {len(report.class_names)} classes ({', '.join(report.class_names[:8])}{', …' if len(report.class_names) > 8 else ''}), "
+    f"accuracy **{report.evaluation.accuracy:.1%}** on {report.evaluation.count:,} held-out images, input {image_size}×{image_size} px."
+)
+
+
+def size_text(byte_count: int) -> str:
+    """Bytes in words: "812 B", "14 KB", "9.4 MB"."""
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if byte_count >= scale:
+            return f"{byte_count / scale:.1f} {unit}" if byte_count < 10 * scale else f"{byte_count / scale:.0f} {unit}"
+    return f"{byte_count} B"
+
+
+st.subheader("Download")
+columns = st.columns(len(DOWNLOADS))
+for column, (name, description, mime) in zip(columns, DOWNLOADS, strict=True):
+    path = folder / name
+    with column:
+        if path.is_file():
+            # The bytes are read only when the button is clicked: model files can be hundreds of MB.
+            st.download_button(
+                f"{name} · {size_text(path.stat().st_size)}", data=functools.partial(path.read_bytes), file_name=name, mime=mime,
+                icon=":material/download:", on_click="ignore", key=f"download_{name}", width="stretch",
+            )
+        else:
+            st.button(f"{name} · missing", disabled=True, key=f"download_{name}", width="stretch")
+        st.caption(description)
+
+st.markdown(
+    f"The model takes **RGB images with values 0-255, resized to {image_size}×{image_size}** (its preprocessing is built in), "
+    "and returns one probability per class in the order of `labels.json`. It loads in plain Python with only Keras installed:"
+)
+st.code(
+    f"""import json
+import keras
+import numpy as np
+from PIL import Image
+
+model = keras.models.load_model("model.h5", compile=False)
+labels = json.load(open("labels.json"))
+image = Image.open("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))
+probabilities = model.predict(np.asarray(image, dtype="float32")[None])[0]
+print(labels[probabilities.argmax()], f"{{probabilities.max():.0%}}")""",
+    language="python",
+)
+
+st.subheader("Try the model")
+uploads = st.file_uploader(
+    "Images the model has not seen", type=IMAGE_TYPES, accept_multiple_files=True, key="try_uploads",
+    help="They are saved in this session's private folder only, and replaced by the next upload.",
+)
+if not uploads:
+    st.caption("Upload one or more photos to see the classes the model gives them, with its confidence.")
+else:
+    signature = (str(run_dir), tuple(upload.file_id for upload in uploads))
+    cached = state.get("try_results")
+    if cached is None or cached[0] != signature:
+        # Each file is saved under its base name only: a name from the browser never chooses the folder.
+        target = workspace.fresh_data_dir("try")
+        paths, names = [], []
+        for number, upload in enumerate(uploads, start=1):
+            base = upload.name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "image"
+            path = target / f"{number:03d}_{base}"
+            path.write_bytes(upload.getvalue())
+            paths.append(str(path))
+            names.append(base)
+        try:
+            with st.spinner(f"Loading the model and classifying {len(paths)} image{'s' if len(paths) != 1 else ''}…"):
+                predictions = engine.predict(run_dir, paths, top_k=3)
+            state["try_results"] = (signature, predictions, engine.thumbnails(paths, size=160), names)
+        except TLError as error:
+            st.error(str(error))
+            state["try_results"] = None
+    if state.get("try_results"):
+        _, predictions, previews, names = state["try_results"]
+        show_predictions(predictions, previews, names)
+
+st.page_link("pages/data.py", label="Start over with other data", icon=":material/restart_alt:")

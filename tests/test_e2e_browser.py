@@ -1,0 +1,174 @@
+"""The whole path in a real browser: `streamlit run app.py`, Debian's chromium driven by Playwright.
+
+Upload ../shared/datasets/ants_bees as a folder, read the summary, accept the
+scenario, pick feature extraction at a small image size for 2 epochs, train
+and watch the chart, see the confusion matrix, download model.h5 and load it
+with plain Keras in a separate Python. A screenshot of every page is saved in
+a temporary folder (printed at the end; set TL_E2E_SHOTS to keep them elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright_api = pytest.importorskip("playwright.sync_api", reason="skipped: Playwright's Python package is not installed (.ci/run installs it)")
+if not Path(CHROMIUM).exists():
+    pytest.skip("skipped: Debian's chromium is not installed (.ci/run installs it with apt-get)", allow_module_level=True)
+
+CHROMIUM_ARGUMENTS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path: Path):
+    port = _free_port()
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture
+def shots_folder() -> Path:
+    folder = Path(os.environ.get("TL_E2E_SHOTS") or tempfile.mkdtemp(prefix="tl_core_e2e_shots_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder: Path, ants_bees: Path, imagenet_weights: Path) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=90_000)  # the first page that needs TensorFlow waits for it to load
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        # Tall: Streamlit scrolls inside its own container, so a screenshot shows only the viewport.
+        page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+        page.set_default_timeout(60_000)
+
+        def shot(name: str) -> None:
+            page.wait_for_timeout(800)  # let charts finish drawing
+            page.screenshot(path=str(shots_folder / f"{name}.png"), full_page=True)
+
+        def open_page(title: str) -> None:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+            page.wait_for_load_state("networkidle")
+
+        # 1. Data: upload the folder, see the summary.
+        page.goto(app_url)
+        expect(page.get_by_text("No dataset loaded yet")).to_be_visible()
+        page.get_by_text("Upload a folder").click()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(ants_bees))
+        page.get_by_role("button", name="Use these files").click()
+        expect(page.get_by_text("398 images in 2 classes")).to_be_visible()
+        shot("1_data")
+
+        # 2. Scenario: small data, similar to ImageNet -> feature extraction.
+        open_page("Scenario")
+        page.get_by_text("Yes: everyday photos", exact=False).first.click()
+        expect(page.get_by_text("Scenario 1", exact=False).first).to_be_visible()
+        page.get_by_role("button", name="Use feature extraction on the Setup page").click()
+        shot("2_scenario")
+
+        # 3. Setup: MobileNetV2 at a small size, 2 epochs.
+        open_page("Setup")
+        expect(page.get_by_text("CPU", exact=False).first).to_be_visible()
+        _choose_option(page, "Image size", "96 px")
+        epochs = page.get_by_label("Epochs", exact=True)
+        epochs.fill("2")
+        epochs.press("Enter")
+        page.wait_for_timeout(1500)
+        shot("3_setup")
+
+        # 4. Train: the chart appears and updates, the run finishes.
+        open_page("Train")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=180_000)
+        expect(page.get_by_text("accuracy", exact=False).first).to_be_visible()
+        expect(page.get_by_text("Accuracy on held-out images", exact=False).first).to_be_visible(timeout=300_000)
+        shot("4_train")
+
+        # 5. Evaluate: the confusion matrix.
+        open_page("Evaluate")
+        expect(page.get_by_text("Confusion matrix", exact=False).first).to_be_visible()
+        expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+        shot("5_evaluate")
+
+        # 6. Export: download model.h5 and load it in a fresh Python without tl_core.
+        open_page("Export")
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="model.h5", exact=False).first.click()
+        model_path = tmp_path / "downloaded_model.h5"
+        download_info.value.save_as(model_path)
+        tries = sorted((ants_bees / "val" / "bees").glob("*.jpg"))[:2]
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(path) for path in tries])
+        expect(page.get_by_text(tries[0].name, exact=False).first).to_be_visible()
+        expect(page.get_by_text("bees", exact=False).first).to_be_visible()
+        shot("6_export")
+        browser.close()
+
+    script = textwrap.dedent(
+        f"""
+        import json, numpy as np, keras
+        model = keras.models.load_model({str(model_path)!r})
+        size = model.input_shape[1]
+        probabilities = model.predict(np.full((1, size, size, 3), 128, dtype="float32"), verbose=0)
+        print(json.dumps({{"size": size, "outputs": model.output_shape[-1], "sum": float(probabilities.sum())}}))
+        """
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert loaded["size"] == 96 and loaded["outputs"] == 2 and abs(loaded["sum"] - 1) < 1e-4
+    print(f"screenshots in {shots_folder}")
+
+
+def _choose_option(page, label: str, option: str) -> None:
+    """Picks an option of a Streamlit selectbox (an ARIA combobox) found by its label."""
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+    page.wait_for_timeout(500)
