@@ -178,7 +178,7 @@ if train_config is not None and dataset is not None:
     if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="train_start", width="stretch"):
         try:
             config = dataclasses.replace(train_config, out_dir=str(workspace.new_run_dir(train_config.strategy)))
-            state["job"] = engine.start_training(config)
+            state["job"] = engine.start_training(config, workspace)
         except TLError as error:
             st.error(str(error))
         else:

@@ -115,7 +115,7 @@ class FakeEngine(Engine):
         rng = np.random.default_rng(seed)
         return rng.integers(0, 256, size=(len(paths), versions + 1, image_size, image_size, 3), dtype=np.uint8)
 
-    def start_training(self, config: TrainConfig) -> TrainingJob:
+    def start_training(self, config: TrainConfig, workspace=None) -> TrainingJob:
         self.started_configs.append(config)
 
         def fake_train(config, on_event, stop):

@@ -52,11 +52,14 @@ def app_url(tmp_path: Path):
         cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    # A fresh opener without proxies: urllib caches the proxies of the first request in the process,
+    # and another test may have pointed them at a closed port.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                with opener.open(f"{url}/_stcore/health", timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:

@@ -6,12 +6,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from fake_engine import CANNED_HISTORY, canned_events
 
 from tl_core.config import TrainConfig
 from tl_core.errors import DataError
 from tl_core.events import TrainingFailed, TrainingFinished
 from tl_core.jobs import TrainingJob, fold_event, overfitting_epoch
+
+from fake_engine import CANNED_HISTORY, canned_events
 
 
 def _config(tmp_path: Path) -> TrainConfig:
@@ -75,3 +76,18 @@ def test_overfitting_epoch_marks_where_the_losses_part() -> None:
     steady = [{"epoch": number, "loss": 1 / number, "val_loss": 1 / number} for number in range(1, 8)]
     assert overfitting_epoch(steady) is None
     assert overfitting_epoch([{"epoch": 1, "loss": 1.0, "val_loss": None}] * 4) is None
+
+
+def test_a_running_job_keeps_its_workspace_files_after_the_session_is_dropped(tmp_path: Path) -> None:
+    import gc
+
+    from tl_core.workspace import Workspace
+
+    release = threading.Event()
+    workspace = Workspace.create(tmp_path, runs_root=tmp_path / "runs")
+    root = workspace.root
+    job = TrainingJob(_config(tmp_path), trainer=lambda config, on_event, stop: release.wait(5), keep_alive=(workspace,)).start()
+    del workspace, job  # what Streamlit does when a closed tab's session is forgotten
+    gc.collect()
+    assert root.exists()  # the run may still read the uploaded images
+    release.set()

@@ -140,8 +140,9 @@ class Engine:
     def recommend(self, dataset: Dataset, similarity: str) -> Recommendation:
         return recommend(dataset, similarity)
 
-    def start_training(self, config: TrainConfig) -> TrainingJob:
-        return TrainingJob(config).start()
+    def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
+        """Starts a run in the background; the session's workspace stays alive until the run ends."""
+        return TrainingJob(config, keep_alive=(workspace,)).start()
 
     def load_report(self, run_dir: str | os.PathLike) -> RunReport:
         """The evaluation and summary of a run folder.

@@ -108,11 +108,15 @@ class TrainingJob:
         config: The run's settings.
         trainer: The function that trains (``train(config, on_event, stop)``); the
             real one by default, a fake in tests.
+        keep_alive: Objects the run needs until it ends, such as the session
+            workspace holding the images: a browser tab closed mid-run drops the
+            session, but the running thread keeps these (and so their files) alive.
     """
 
-    def __init__(self, config: TrainConfig, trainer: Callable | None = None) -> None:
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = ()) -> None:
         self.config = config
         self._trainer = trainer
+        self._keep_alive = keep_alive
         self._stop = StopRequest()
         self._lock = threading.Lock()
         self._state = JobState(run_dir=config.out_dir)
