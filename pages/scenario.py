@@ -3,6 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
+from tl_core.advisor import best_row, candidate_strategies
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
 from tl_core.scenario import SCENARIOS, Recommendation, SizeVerdict, classify_size
@@ -123,15 +124,65 @@ def matrix_figure(verdict: SizeVerdict, recommendation: Recommendation | None) -
     return figure
 
 
+def current_advice():
+    """The measured advice for this dataset, if it was measured (advice for another dataset is ignored)."""
+    stored = state.get("advice")
+    return stored[1] if stored and stored[0] == dataset.fingerprint() else None
+
+
+def measure_similarity() -> None:
+    st.caption(
+        "Or let the app **measure** it on up to 500 of your images (about a minute on a CPU): how well the pretrained features "
+        "separate your classes compared with random ones, how far your images shift the network's internal statistics, and how "
+        "sure an ImageNet classifier is about them."
+    )
+    if st.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
+        try:
+            with st.spinner("Measuring: running the pretrained network, a random one and an ImageNet classifier on your images…"):
+                state["advice"] = (dataset.fingerprint(), engine.advise(dataset))
+        except TLError as error:
+            st.error(str(error))
+        else:
+            st.rerun()  # redraw the page from the measurement
+
+
+def show_measurement(advice) -> None:
+    measurement = advice.measurement
+    st.markdown(f"**Measured similarity: {measurement.similarity_score:.2f}** ({measurement.similarity}; 0.5 and above counts as high)")
+    columns = st.columns(3)
+    columns[0].metric("Probe gain", f"{measurement.probe_similarity:.2f}", help=(
+        f"Pretrained features: {measurement.probe_accuracy:.0%} cross-validated accuracy; random weights: {measurement.random_probe_accuracy:.0%}; "
+        f"chance: {measurement.chance_accuracy:.0%}. The share of the headroom above random features that pretraining wins."))
+    columns[1].metric("Domain shift", f"{measurement.shift_similarity:.2f}", help=(
+        f"Your images move the BatchNorm statistics by {measurement.mean_shift:.2f} on average (ImageNet-like photos: about 0.1). "
+        "Less shift, higher similarity."))
+    if measurement.confidence_similarity is not None:
+        columns[2].metric("ImageNet confidence", f"{measurement.confidence_similarity:.2f}", help=(
+            f"An ImageNet classifier is {measurement.imagenet_confidence:.0%} sure of its top class on average."))
+    else:
+        columns[2].metric("ImageNet confidence", "n/a", help="; ".join(measurement.notes) or "Not measured.")
+    if st.button("Use my own answer instead", key="scenario_forget_measurement"):
+        state["advice"] = None
+        st.rerun()
+
+
 left_column, right_column = st.columns([2, 3], gap="large")
 with left_column:
     st.subheader("How much data?")
     size_slot = st.container()  # filled in below, once the size verdict is known
     st.subheader("How similar to ImageNet?")
-    similarity = ask_similarity()
+    advice = current_advice()
+    if advice is None:
+        similarity = ask_similarity()
+        measure_similarity()
+    else:
+        show_measurement(advice)
+        similarity = advice.recommendation.similarity
 
 recommendation = None
-if similarity is not None:
+if advice is not None:
+    recommendation = advice.recommendation
+elif similarity is not None:
     try:
         recommendation = engine.recommend(dataset, similarity)
     except TLError as error:
@@ -159,6 +210,27 @@ st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use
 st.caption(f"Size measured from the training split; similarity from {similarity_text(recommendation)}.")
 st.markdown("\n".join(f"- {reason}" for reason in recommendation.reasons))
 
+if advice is not None:
+    with st.expander("How it was measured: the domain-shift profile and the freeze depth"):
+        profile = advice.measurement.shift_profile
+        figure = go.Figure(go.Scatter(
+            x=[entry.index for entry in profile], y=[entry.shift for entry in profile], mode="lines+markers",
+            text=[entry.name for entry in profile], hovertemplate="layer %{x} · %{text}<br>shift %{y:.2f}<extra></extra>",
+        ))
+        if advice.freeze_layers < advice.backbone_layers:
+            figure.add_vline(x=advice.freeze_layers, line_dash="dash", annotation_text=f"freeze up to here ({advice.freeze_layers} layers)")
+        figure.update_layout(height=300, margin={"t": 30, "b": 10}, xaxis_title="layer of the backbone (input → output)", yaxis_title="shift of BatchNorm statistics")
+        st.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+        st.caption(
+            f"Each point is one BatchNormalization layer: how far your images move the statistics it learned on ImageNet. "
+            f"Where the shift grows, the pretrained layers stop fitting your images: a natural place to stop freezing. "
+            f"Suggested for fine-tuning: freeze the first {advice.freeze_layers} of {advice.backbone_layers} layers (block '{advice.freeze_block}'), "
+            f"learning rate {advice.learning_rate:g}, augmentation {'on' if advice.augment else 'optional'}. "
+            f"Measured on {advice.measurement.sample_size} images in {advice.measurement.seconds:.0f} s."
+        )
+        for note in advice.measurement.notes:
+            st.caption(note)
+
 if recommendation.scenario == 2:
     st.markdown("##### Two views on small data that is unlike ImageNet")
     views = st.columns(2)
@@ -173,11 +245,7 @@ if recommendation.scenario == 2:
             "**Transfer may barely help.** When the images are this different, even the later features may not fit, and a fresh, "
             "smaller model trained only on your data can do as well. Then the pretrained start mostly adds cost."
         )
-    st.markdown(
-        "Neither view is right in general; your data decides. A side-by-side comparison of both will come with measured advice. "
-        "Until then, settle it with a quick run of each on the Setup page: one with *fine-tuning*, one with *training from scratch*, "
-        "same epochs and seed, then compare their test accuracy on the Evaluate page."
-    )
+    st.markdown("Neither view is right in general; your data decides. **Compare them side by side** below: same split, same seed, a few epochs each.")
 
 chosen = state.get("chosen_strategy")
 if st.button(f"Use {strategy} on the Setup page", type="primary", icon=":material/check:"):
@@ -190,6 +258,65 @@ elif chosen:
         f"The Setup page is set to {strategy_name(chosen)} from an earlier choice, not the {strategy} recommended here. "
         "Use the button above to switch it."
     )
+
+def show_comparison(rows) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [{"strategy": STRATEGY_TITLES[row.strategy], "validation accuracy": row.val_accuracy, "validation loss": row.val_loss,
+          "held-out accuracy": row.held_out_accuracy, "seconds": row.seconds, "epochs": row.epochs, "status": row.status + (f": {row.error}" if row.error else "")}
+         for row in rows]
+    )
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "validation accuracy": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+        "held-out accuracy": st.column_config.NumberColumn(format="percent"), "seconds": st.column_config.NumberColumn(format="%.1f s"),
+    })
+    finished = [row for row in rows if row.val_accuracy is not None]
+    if finished:
+        figure = go.Figure()
+        figure.add_trace(go.Bar(x=[STRATEGY_TITLES[row.strategy] for row in finished], y=[row.val_accuracy for row in finished], name="validation accuracy", yaxis="y"))
+        figure.add_trace(go.Scatter(x=[STRATEGY_TITLES[row.strategy] for row in finished], y=[row.seconds for row in finished], name="seconds", yaxis="y2", mode="markers", marker={"size": 14, "symbol": "diamond"}))
+        figure.update_layout(
+            height=320, margin={"t": 20, "b": 10}, yaxis={"title": "validation accuracy", "tickformat": ".0%", "range": [0, 1]},
+            yaxis2={"title": "seconds", "overlaying": "y", "side": "right", "rangemode": "tozero"}, legend={"orientation": "h"},
+        )
+        st.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+
+
+st.markdown("##### Compare strategies side by side")
+st.caption(
+    "Trains each strategy briefly on the same split (a subsample of the training images, a few epochs, a small image size) "
+    "and reports validation accuracy and time. Feature extraction reuses cached features. Expect a minute or a few on a CPU."
+)
+candidates = st.multiselect("Strategies", list(STRATEGY_TITLES), default=candidate_strategies(recommendation.scenario), format_func=STRATEGY_TITLES.get, key="compare_strategies")
+settings = st.columns(3)
+compare_epochs = settings[0].number_input("Epochs each", 1, 50, 3, key="compare_epochs")
+compare_size = settings[1].selectbox("Image size", [96, 128, 160, 224], index=1, format_func=lambda size: f"{size} px", key="compare_size")
+compare_per_class = settings[2].number_input("Training images per class (at most)", 5, 100_000, 100, key="compare_per_class")
+if st.button("Run the comparison", icon=":material/compare_arrows:", disabled=not candidates, key="compare_run"):
+    progress = st.status(f"Comparing {len(candidates)} strategies…", expanded=True)
+    try:
+        rows = engine.compare(
+            str(state["data_dir"] or dataset.root), candidates, state["workspace"].new_run_dir("compare"), int(compare_epochs), int(compare_size), int(compare_per_class),
+            advice.freeze_layers if advice is not None else None,
+            on_row=lambda row: progress.write(f"{STRATEGY_TITLES[row.strategy]}: validation accuracy {row.val_accuracy or 0:.1%} in {row.seconds:.0f} s"),
+        )
+    except TLError as error:
+        progress.update(label="The comparison failed", state="error")
+        st.error(str(error))
+    else:
+        progress.update(label="Comparison done", state="complete", expanded=False)
+        state["comparison"] = (dataset.fingerprint(), rows)
+stored = state.get("comparison")
+if stored and stored[0] == dataset.fingerprint():
+    rows = stored[1]
+    show_comparison(rows)
+    winner = best_row(rows)
+    if winner is not None:
+        if st.button(f"Adopt the winner: {STRATEGY_TITLES[winner.strategy].lower()}", type="primary", key="compare_adopt"):
+            state["chosen_strategy"] = winner.strategy
+            st.rerun()
+        st.caption(f"Best validation accuracy: {STRATEGY_TITLES[winner.strategy].lower()} ({winner.val_accuracy:.1%}). Measured on a short run: a full run usually scores higher.")
 
 with st.expander("What the other cells would mean for your data"):
     cells = st.columns(len(recommendation.alternatives))

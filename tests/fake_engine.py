@@ -127,6 +127,17 @@ class FakeEngine(Engine):
 
         return TrainingJob(config, trainer=fake_train).start()
 
+    def advise(self, dataset, backbone="mobilenet_v2"):
+        self.advised = getattr(self, "advised", 0) + 1
+        return canned_advice(dataset, "low")
+
+    def compare(self, data_dir, strategies, out_root, epochs, image_size, per_class, freeze_layers, on_row=None):
+        rows = canned_comparison(strategies)
+        for row in rows:
+            if on_row is not None:
+                on_row(row)
+        return rows
+
     def load_run(self, run_dir: str):
         raise AssertionError("pages must not load the model except to predict")
 
@@ -137,3 +148,28 @@ class FakeEngine(Engine):
             first, second = class_names[index % len(class_names)], class_names[(index + 1) % len(class_names)]
             predictions.append(Prediction(str(path), first, 0.8, [(first, 0.8), (second, 0.2)]))
         return predictions
+
+
+def canned_advice(dataset, similarity: str = "low"):
+    """Advice with fixed measurements, built from the real dataclasses."""
+    from tl_core.advisor import Advice, LayerShift, Measurement
+    from tl_core.scenario import recommend
+
+    score = 0.12 if similarity == "low" else 0.84
+    measurement = Measurement(
+        sample_size=len(dataset.records), chance_accuracy=0.34, probe_accuracy=0.97, random_probe_accuracy=0.99, probe_similarity=0.0,
+        shift_profile=[LayerShift(index, f"bn_{index}", 0.1 + 0.05 * number) for number, index in enumerate(range(2, 40, 4))],
+        mean_shift=0.72, shift_similarity=0.13, imagenet_confidence=0.23, confidence_similarity=0.16,
+        similarity_score=score, similarity=similarity, seconds=1.5,
+    )
+    recommendation = recommend(dataset, similarity, similarity_source="measured", similarity_score=score)
+    reasons = ["Probe: pretrained features separate your classes with 97% cross-validated accuracy, random-weight features with 99% (chance 34%): similarity 0.00."]
+    views = ["Freeze the first 12 layers and retrain the rest.", "Transfer may barely help: compare side by side."] if recommendation.scenario == 2 else []
+    return Advice(recommendation, measurement, "mobilenet_v2", 12, "block_2", 22, 1e-4, True, reasons, views)
+
+
+def canned_comparison(strategies: list[str]):
+    from tl_core.advisor import ComparisonRow
+
+    accuracies = {"feature_extraction": 0.81, "fine_tune": 0.86, "full_fine_tune": 0.84, "from_scratch": 0.40}
+    return [ComparisonRow(strategy, accuracies[strategy], 1 - accuracies[strategy], accuracies[strategy] - 0.02, 3.0 + number, 3, "finished") for number, strategy in enumerate(strategies)]

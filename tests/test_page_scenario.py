@@ -70,6 +70,10 @@ def figure_text(figure: dict) -> str:
     return " ".join(annotation.get("text", "") for annotation in figure["layout"].get("annotations", []))
 
 
+def use_button(at: AppTest):
+    return next(button for button in at.button if button.label.startswith("Use ") and button.label.endswith("on the Setup page"))
+
+
 def test_empty_state_points_to_the_data_page() -> None:
     at = open_scenario(None)
 
@@ -94,7 +98,7 @@ def test_size_is_measured_before_similarity_is_answered(small_folder: Path) -> N
     # The matrix is drawn with the row known and the column still open.
     figure = figure_of(at)
     assert "which column?" in figure_text(figure)
-    assert not at.button
+    assert [button.key for button in at.button] == ["scenario_measure"]  # nothing to adopt before the question is answered
 
 
 def test_preset_low_similarity_explains_scenario_two(small_folder: Path) -> None:
@@ -112,7 +116,8 @@ def test_preset_low_similarity_explains_scenario_two(small_folder: Path) -> None
     # Both views, and what settles them.
     assert "Freeze the early layers, retrain the rest." in text
     assert "Transfer may barely help." in text
-    assert "side-by-side comparison" in text and "quick run of each on the Setup page" in text
+    assert "Compare them side by side" in text
+    assert at.multiselect(key="compare_strategies").value == ["feature_extraction", "fine_tune", "from_scratch"]
     assert links_to(at, "setup")
 
 
@@ -142,13 +147,13 @@ def test_answering_high_moves_the_data_to_scenario_one(small_folder: Path) -> No
     assert at.session_state["recommendation"].scenario == 1
     assert "use feature extraction" in at.subheader[-1].value
     assert "Transfer may barely help." not in all_text(at)
-    assert at.button[0].label == "Use feature extraction on the Setup page"
+    assert use_button(at).label == "Use feature extraction on the Setup page"
 
 
 def test_button_stores_the_strategy_for_the_setup_page(small_folder: Path) -> None:
     at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="low")
 
-    at.button[0].click().run()
+    use_button(at).click().run()
 
     assert not at.exception
     assert at.session_state["chosen_strategy"] == "fine_tune"
@@ -163,7 +168,7 @@ def test_earlier_choice_that_differs_is_pointed_out(small_folder: Path) -> None:
 
     assert not at.exception
     assert "set to training from scratch from an earlier choice" in at.warning[0].value
-    at.button[0].click().run()
+    use_button(at).click().run()
     assert at.session_state["chosen_strategy"] == "feature_extraction"
     assert not at.warning
 
@@ -233,3 +238,34 @@ def test_page_imports_no_tensorflow(small_folder: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_measured_similarity_replaces_the_question_and_shows_its_components(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder))
+    at.button(key="scenario_measure").click().run()
+
+    assert not at.exception
+    text = all_text(at)
+    assert "**Measured similarity: 0.12** (low; 0.5 and above counts as high)" in text
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Probe gain"] == "0.00" and metrics["Domain shift"] == "0.13" and metrics["ImageNet confidence"] == "0.16"
+    assert at.session_state["recommendation"].similarity_source == "measured"
+    assert "Scenario 2" in text and "measured similarity 0.12" in text
+    assert "Suggested for fine-tuning: freeze the first 12 of 22 layers (block 'block_2')" in text
+    assert len(at.get("plotly_chart")) == 2  # the matrix and the shift profile
+    at.button(key="scenario_forget_measurement").click().run()
+    assert at.radio(key="scenario_similarity") is not None and not at.exception
+
+
+def test_comparison_table_and_adopting_the_winner(small_folder: Path) -> None:
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), similarity="low")
+    at.button(key="compare_run").click().run()
+
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["strategy"]) == ["Feature extraction", "Fine-tuning with the first layers frozen", "Training from scratch"]
+    assert list(table["validation accuracy"]) == [0.81, 0.86, 0.40]
+    adopt = at.button(key="compare_adopt")
+    assert adopt.label == "Adopt the winner: fine-tuning with the first layers frozen"
+    adopt.click().run()
+    assert at.session_state["chosen_strategy"] == "fine_tune" and not at.exception

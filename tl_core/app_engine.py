@@ -140,6 +140,20 @@ class Engine:
     def recommend(self, dataset: Dataset, similarity: str) -> Recommendation:
         return recommend(dataset, similarity)
 
+    def advise(self, dataset: Dataset, backbone: str = "mobilenet_v2"):
+        """Measured advice (``tl_core.advisor.Advice``): about a minute on a CPU for a few hundred images."""
+        from tl_core.advisor import advise
+
+        return advise(dataset, backbone=backbone)
+
+    def compare(self, data_dir: str, strategies: list[str], out_root: Path, epochs: int, image_size: int | None, per_class: int | None, freeze_layers: int | None, on_row=None) -> list:
+        """Trains each strategy briefly on the same split (``tl_core.advisor.compare_strategies``)."""
+        from tl_core.advisor import compare_strategies
+
+        return compare_strategies(
+            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, on_row=on_row
+        )
+
     def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
         """Starts a run in the background; the session's workspace stays alive until the run ends."""
         return TrainingJob(config, keep_alive=(workspace,)).start()

@@ -4,6 +4,8 @@
     python -m tl_core train DATA --out RUN_DIR [options]
     python -m tl_core evaluate RUN_DIR DATA
     python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
+    python -m tl_core advise DATA
+    python -m tl_core compare DATA
     python -m tl_core backbones
 
 A problem the user can fix ends the command with one line on stderr that
@@ -17,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from tl_core.errors import TLError
@@ -37,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_tensorflow() -> None:
-    """Keeps TensorFlow's C++ start-up chatter off the terminal (set before TensorFlow is imported)."""
+    """Keeps TensorFlow's start-up chatter and Keras' internal warnings off the terminal (set before TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?$")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -55,7 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="folder that receives model.h5, model.keras, labels.json, metrics.json and run.json")
     train.add_argument("--backbone", default="mobilenet_v2", help="pretrained network to start from (see 'backbones'; default mobilenet_v2)")
     train.add_argument("--weights", default="imagenet", help="imagenet (Keras' download/cache), none (random), or a weights file path (default imagenet)")
-    train.add_argument("--strategy", default="feature_extraction", help="feature_extraction, fine_tune, full_fine_tune or from_scratch (default feature_extraction)")
+    train.add_argument(
+        "--strategy", default="feature_extraction",
+        help="feature_extraction, fine_tune, full_fine_tune, from_scratch, or auto (measure the data and follow the advice) (default feature_extraction)",
+    )
     train.add_argument("--freeze", type=int, default=None, metavar="K", dest="freeze_layers", help="fine_tune: backbone layers kept frozen (default: the first two thirds of its blocks)")
     train.add_argument("--epochs", type=int, default=10, help="epochs of the main phase (default 10)")
     train.add_argument("--warmup-epochs", type=int, default=5, help="fine-tuning: head-only epochs on cached features first (default 5, 0 to skip)")
@@ -92,6 +99,27 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, help="how many classes to list per image in --json output (default 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     predict.set_defaults(handler=_predict)
+
+    advise = commands.add_parser("advise", help="measure the data and recommend a strategy (JSON)", description="Place DATA in the four-scenario matrix by measurement and recommend strategy, freeze depth, learning rate and augmentation.")
+    advise.add_argument("data", metavar="DATA")
+    advise.add_argument("--backbone", default="mobilenet_v2", help="backbone to advise for (default mobilenet_v2)")
+    advise.add_argument("--sample", type=int, default=500, help="images measured at most (default 500)")
+    advise.add_argument("--cache-dir", default=None, help="cache folder shared with training")
+    advise.add_argument("--seed", type=int, default=0)
+    advise.set_defaults(handler=_advise)
+
+    compare = commands.add_parser("compare", help="train candidate strategies briefly, side by side", description="Train each strategy briefly on the same split and print validation accuracy and time.")
+    compare.add_argument("data", metavar="DATA")
+    compare.add_argument("--strategies", default=None, help="comma-separated strategies (default: the advice's candidates for the data's scenario)")
+    compare.add_argument("--out", default=None, metavar="FOLDER", help="where the runs go (default: a temporary folder)")
+    compare.add_argument("--backbone", default="mobilenet_v2")
+    compare.add_argument("--epochs", type=int, default=3, help="epochs per strategy (default 3)")
+    compare.add_argument("--image-size", type=int, default=None)
+    compare.add_argument("--per-class", type=int, default=100, help="training images per class at most (default 100)")
+    compare.add_argument("--cache-dir", default=None)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    compare.set_defaults(handler=_compare)
 
     backbones = commands.add_parser("backbones", help="list the available backbones", description="List the pretrained networks a run can start from.")
     backbones.add_argument("--json", action="store_true", help="print JSON")
@@ -239,6 +267,52 @@ def _predict(arguments: argparse.Namespace) -> int:
     for prediction in failed:
         print(f"error: could not predict '{prediction.path}': {prediction.error}. Check the path and that the file is an image.", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
+
+
+def _advise(arguments: argparse.Namespace) -> int:
+    from tl_core.advisor import advise
+
+    advice = advise(arguments.data, backbone=arguments.backbone, sample_size=arguments.sample, cache_dir=arguments.cache_dir, seed=arguments.seed)
+    print(json.dumps(advice.to_dict(), indent=2))
+    return 0
+
+
+def _compare(arguments: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+
+    from tl_core.advisor import advise, best_row, candidate_strategies, compare_strategies
+    from tl_core.config import STRATEGIES
+    from tl_core.errors import ConfigError
+
+    freeze = None
+    if arguments.strategies:
+        strategies = [name.strip() for name in arguments.strategies.split(",") if name.strip()]
+        unknown = [name for name in strategies if name not in STRATEGIES]
+        if unknown:
+            raise ConfigError(f"Unknown strateg{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} in --strategies. Choose from: {', '.join(STRATEGIES)}.")
+    else:
+        advice = advise(arguments.data, backbone=arguments.backbone, cache_dir=arguments.cache_dir, seed=arguments.seed)
+        strategies = candidate_strategies(advice.recommendation.scenario)
+        freeze = advice.freeze_layers if advice.recommendation.strategy == "fine_tune" else None
+        print(f"scenario {advice.recommendation.scenario} ({advice.recommendation.title}); comparing {', '.join(strategies)}", file=sys.stderr)
+    out_root = arguments.out or tempfile.mkdtemp(prefix="tl_core_compare_")
+    rows = compare_strategies(
+        arguments.data, strategies, out_root, backbone=arguments.backbone, epochs=arguments.epochs, image_size=arguments.image_size,
+        train_images_per_class=arguments.per_class, freeze_layers=freeze, cache_dir=arguments.cache_dir, seed=arguments.seed,
+    )
+    winner = best_row(rows)
+    if arguments.json:
+        print(json.dumps({"rows": [dataclasses.asdict(row) for row in rows], "best": winner.strategy if winner else None, "runs": str(out_root)}, indent=2))
+        return 0
+    print(f"{'strategy':<20} {'val_accuracy':>12} {'val_loss':>9} {'held_out':>9} {'seconds':>8} {'epochs':>6}  status")
+    for row in rows:
+        def number(value, width):
+            return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+        print(f"{row.strategy:<20} {number(row.val_accuracy, 12)} {number(row.val_loss, 9)} {number(row.held_out_accuracy, 9)} {row.seconds:>8.1f} {row.epochs:>6}  {row.status}{' ' + row.error if row.error else ''}")
+    if winner:
+        print(f"best: {winner.strategy} (validation accuracy {winner.val_accuracy:.4f}); runs in {out_root}")
+    return 0
 
 
 def _backbones(arguments: argparse.Namespace) -> int:

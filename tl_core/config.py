@@ -38,6 +38,7 @@ FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 
 
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
+AUTO_STRATEGY = "auto"  # measure the data first and follow the advice (tl_core.advisor)
 
 STRATEGY_TITLES = {
     "feature_extraction": "Feature extraction",
@@ -68,6 +69,7 @@ _NUMBER_LIMITS: dict[str, tuple[float, float, str]] = {
     "val_fraction": (0.01, 0.9, "0.15"),
     "test_fraction": (0.0, 0.9, "0.15 (0 to evaluate on validation)"),
     "memory_budget_mb": (0, 1_048_576, "2048"),
+    "max_train_images_per_class": (1, 10_000_000, "100"),
 }
 
 
@@ -106,6 +108,8 @@ class TrainConfig:
         cache_dir: Where decoded images and features are cached (None: the default).
         memory_budget_mb: Decoded images up to this size are held in memory, larger
             sets are read from the disk cache.
+        max_train_images_per_class: Train on at most this many images per class (a
+            seeded subsample of the training split, for quick comparisons); None for all.
     """
 
     data_dir: str
@@ -132,6 +136,7 @@ class TrainConfig:
     test_fraction: float = 0.15
     cache_dir: str | None = None
     memory_budget_mb: int = 2048
+    max_train_images_per_class: int | None = None
 
     def validated(self) -> TrainConfig:
         """Checks every option against its limits; returns the config with the strategy normalised.
@@ -140,8 +145,8 @@ class TrainConfig:
             ConfigError: Naming the first option that is out of range and what is allowed.
         """
         strategy = self.strategy.strip().lower().replace("-", "_")
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"Unknown strategy '{self.strategy}'. Choose one of: {', '.join(STRATEGIES)}.")
+        if strategy not in STRATEGIES + (AUTO_STRATEGY,):
+            raise ConfigError(f"Unknown strategy '{self.strategy}'. Choose one of: {', '.join(STRATEGIES + (AUTO_STRATEGY,))}.")
         for name, (low, high, example) in _NUMBER_LIMITS.items():
             value = getattr(self, name)
             if value is None:
@@ -150,7 +155,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} is {value!r} while it must be between {low:g} and {high:g}. Use e.g. {example}.")
         if self.freeze_layers is not None and self.freeze_layers < 0:
             raise ConfigError(f"freeze_layers is {self.freeze_layers} while it must be 0 or more (layers of the backbone kept frozen).")
-        if self.freeze_layers is not None and strategy != "fine_tune":
+        if self.freeze_layers is not None and strategy not in ("fine_tune", AUTO_STRATEGY):
             raise ConfigError(
                 f"freeze_layers is set ({self.freeze_layers}) but strategy is '{strategy}'; freezing only applies to fine_tune. "
                 "Use --strategy fine_tune, or drop --freeze."
@@ -158,10 +163,6 @@ class TrainConfig:
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
         return replace(self, strategy=strategy)
-
-    @property
-    def head_learning_rate(self) -> float:
-        return self.learning_rate
 
     @property
     def backbone_learning_rate(self) -> float:

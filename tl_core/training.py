@@ -23,7 +23,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tl_core.backbones import BackboneSpec, blocks_from_layer_names, get_backbone
 from tl_core.cache import FeatureCache, Interrupted, cache_key, decode_images
-from tl_core.config import TrainConfig
+from tl_core.config import AUTO_STRATEGY, TrainConfig
 from tl_core.data import Dataset, scan_dataset
 from tl_core.device import DeviceInfo, detect_device
 from tl_core.errors import ConfigError, TLError
@@ -141,12 +141,16 @@ class _Run:
         started = time.perf_counter()
         config = self.config = self.config.validated()
         spec = get_backbone(config.backbone)
-        weights = "none" if config.strategy == "from_scratch" else check_weights_option(config.weights)
         image_size = config.image_size or spec.default_size
         if image_size < spec.min_size:
             raise ConfigError(f"image_size is {image_size} but {spec.display_name} needs at least {spec.min_size} pixels. Use --image-size {max(spec.min_size, 96)} or more.")
-        self.spec, self.weights, self.image_size = spec, weights, image_size
         dataset = self._timed("scan", lambda: scan_dataset(config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction))
+        if config.max_train_images_per_class:
+            dataset = subsample_training_split(dataset, config.max_train_images_per_class, config.seed)
+        if config.strategy == AUTO_STRATEGY:
+            config = self.config = self._timed("advise", lambda: self._follow_advice(dataset))
+        weights = "none" if config.strategy == "from_scratch" else check_weights_option(config.weights)
+        self.spec, self.weights, self.image_size = spec, weights, image_size
         keras.utils.set_random_seed(config.seed)
         device = detect_device()
         self.on_event(TrainingStarted(config=config.to_dict(), device=device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
@@ -176,6 +180,17 @@ class _Run:
         write_run_folder(out_dir, summary=summary)
         self.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - started))
         return RunResult(status, out_dir, evaluation, self.history, summary)
+
+    def _follow_advice(self, dataset: Dataset) -> TrainConfig:
+        """``--strategy auto``: measure the data, then train as the advice says."""
+        from tl_core.advisor import advise
+
+        self.on_event(PhaseStarted("advise", "Measuring how similar the images are to ImageNet to choose the strategy"))
+        advice = advise(dataset, backbone=self.config.backbone, cache_dir=self.config.cache_dir, seed=self.config.seed)
+        strategy = advice.recommendation.strategy
+        for reason in advice.reasons:
+            self._notice(f"Advice: {reason}")
+        return replace(self.config, strategy=strategy, freeze_layers=advice.freeze_layers if strategy == "fine_tune" else None)
 
     def _timed(self, phase: str, work: Callable):
         start = time.perf_counter()
@@ -274,7 +289,7 @@ class _Run:
         """Pooled backbone outputs for every image, from the cache when they were computed before."""
         spec = self.spec
         cache = FeatureCache(self.config.cache_dir)
-        key = cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights_identity(spec, self.weights), self.image_size, decoded.key)
+        key = feature_cache_key(spec, weights_identity(spec, self.weights), self.image_size, decoded.key)
         cached = cache.load(key)
         total = decoded.pixels.shape[0]
         self.on_event(PhaseStarted("features", f"Computing bottleneck features of {total} images with the frozen {spec.display_name}", total=total))
@@ -550,10 +565,26 @@ class _EventBridge(keras.callbacks.Callback):
         self.target.set_weights(self.best_weights)
 
 
+def feature_cache_key(spec: BackboneSpec, weights: str, image_size: int, images_key: str) -> str:
+    """The key of a dataset's bottleneck features: backbone, its weights, image size and the decoded images' key."""
+    return cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key)
+
+
 def default_freeze_layers(spec: BackboneSpec, layer_names: list[str]) -> int:
     """The default fine-tuning depth: freeze the first two thirds of the backbone's blocks."""
     blocks = blocks_from_layer_names(spec, layer_names)
     return blocks[min(len(blocks) - 1, round(len(blocks) * 2 / 3))].start
+
+
+def subsample_training_split(dataset: Dataset, per_class: int, seed: int) -> Dataset:
+    """Keeps at most ``per_class`` training images of each class (seeded); validation and test stay whole."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for name in dataset.class_names:
+        members = [record for record in dataset.records if record.split == "train" and record.class_name == name]
+        kept.extend(members[index] for index in sorted(rng.permutation(len(members))[:per_class]))
+    others = [record for record in dataset.records if record.split != "train"]
+    return replace(dataset, records=sorted(kept + others, key=lambda record: record.relative_path))
 
 
 def _positions(dataset: Dataset, split: str) -> np.ndarray:

@@ -1,0 +1,143 @@
+"""Measured advice: the combination rule at its edges, and real measurements on real and dissimilar data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tl_core.advisor import (
+    HIGH_SIMILARITY_THRESHOLD,
+    SHIFT_GROWTH_THRESHOLD,
+    ComparisonRow,
+    LayerShift,
+    advise,
+    best_row,
+    combine,
+    confidence_similarity,
+    freeze_depth_from_shift,
+    probe_similarity,
+    shift_similarity,
+)
+from tl_core.backbones import get_backbone
+from tl_core.cli import main
+from tl_core.config import TrainConfig
+from tl_core.sample import write_sample_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+# --------------------------------------------------------------------------- the rule, at its edges
+
+
+def test_probe_similarity_edges() -> None:
+    assert probe_similarity(0.95, 0.70) == pytest.approx(0.25 / 0.30)
+    assert probe_similarity(0.60, 0.70) == 0.0  # pretrained worse than random: no transfer
+    assert probe_similarity(1.0, 1.0) == 0.0  # random features already perfect: nothing to win
+    assert probe_similarity(1.0, 0.5) == 1.0
+
+
+def test_shift_and_confidence_mappings() -> None:
+    assert shift_similarity(0.0) == 1.0
+    assert shift_similarity(0.35) == pytest.approx(math.exp(-1))
+    assert shift_similarity(-0.1) == 1.0
+    assert confidence_similarity(None) is None
+    assert confidence_similarity(0.15) == 0.0 and confidence_similarity(0.10) == 0.0
+    assert confidence_similarity(0.65) == 1.0 and confidence_similarity(0.90) == 1.0
+    assert confidence_similarity(0.40) == pytest.approx(0.5)
+
+
+def test_combination_threshold() -> None:
+    assert combine({"probe": 0.5, "shift": 0.5}) == (0.5, "high")
+    assert combine({"probe": 0.4999, "shift": 0.4999})[1] == "low"
+    assert combine({"probe": 1.0, "shift": 0.0, "confidence": 0.2}) == (pytest.approx(0.4), "low")
+    assert HIGH_SIMILARITY_THRESHOLD == 0.5
+    with pytest.raises(ValueError, match="No similarity component was measured"):
+        combine({})
+
+
+def test_freeze_depth_follows_the_shift_profile() -> None:
+    spec = get_backbone("vgg16")
+    names = ["input"] + [f"block{block}_conv{conv}" for block in range(1, 6) for conv in (1, 2)]  # 5 blocks of 2 layers after the input
+    calm = [LayerShift(index, names[index], 0.1) for index in range(1, 11)]
+    assert freeze_depth_from_shift(calm, names, spec, "large")[:2] == (9, "block5")  # nothing moves: retrain only the last block
+    moved = [LayerShift(index, names[index], 0.1 if index < 5 else SHIFT_GROWTH_THRESHOLD + 0.1) for index in range(1, 11)]
+    depth, block, why = freeze_depth_from_shift(moved, names, spec, "large")
+    assert (depth, block) == (5, "block3") and "first exceeds 0.35 at layer 'block3_conv1'" in why
+    early = [LayerShift(index, names[index], 1.0) for index in range(1, 11)]
+    assert freeze_depth_from_shift(early, names, spec, "large")[:2] == (1, "block1")
+    small = freeze_depth_from_shift(early, names, spec, "small")
+    assert small[:2] == (3, "block2") and "first third of the blocks stays frozen" in small[2]
+
+
+def test_best_row_prefers_accuracy_then_loss_then_time() -> None:
+    rows = [
+        ComparisonRow("feature_extraction", 0.80, 0.50, 0.8, 2.0, 3, "finished"),
+        ComparisonRow("fine_tune", 0.80, 0.40, 0.8, 9.0, 3, "finished"),
+        ComparisonRow("from_scratch", None, None, None, 1.0, 0, "failed", "boom"),
+    ]
+    assert best_row(rows).strategy == "fine_tune"
+    assert best_row(rows[2:]) is None
+
+
+# --------------------------------------------------------------------------- real measurements
+
+
+def test_ants_bees_is_small_and_similar_and_shares_features_with_training(tmp_path: Path, ants_bees: Path, imagenet_weights: Path) -> None:
+    from tl_core.training import train
+
+    advice = advise(ants_bees, cache_dir=str(tmp_path / "cache"))
+    result = advice.to_dict()
+    assert (result["scenario"], result["size"], result["similarity"], result["strategy"]) == (1, "small", "high", "feature_extraction")
+    assert result["similarity_score"] >= 0.65, result["components"]
+    assert set(result["components"]) == {"probe", "shift", "confidence"}
+    measurement = advice.measurement
+    assert measurement.sample_size == 398 and measurement.probe_accuracy > measurement.random_probe_accuracy
+    # The explanations name the measured numbers.
+    assert any(f"{measurement.probe_accuracy:.0%} cross-validated accuracy" in reason for reason in advice.reasons)
+    assert any(f"by {measurement.mean_shift:.2f} on average" in reason for reason in advice.reasons)
+    assert any(f"Combined similarity {measurement.similarity_score:.2f}" in reason for reason in advice.reasons)
+
+    # The features measured for the advice are the ones training reads: the backbone does not run again.
+    run = train(TrainConfig(data_dir=str(ants_bees), out_dir=str(tmp_path / "run"), epochs=2, cache_dir=str(tmp_path / "cache")))
+    assert run.summary["cache"] == {"images": "hit", "features": "hit"}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """Handwritten digits, upscaled: strokes on paper, nothing like ImageNet photos."""
+    return write_sample_dataset(tmp_path_factory.mktemp("digits") / "digits")
+
+
+def test_handwritten_digits_are_judged_dissimilar_on_the_command_line(capsys, tmp_path: Path, digits: Path, imagenet_weights: Path) -> None:
+    code = main(["advise", str(digits), "--cache-dir", str(tmp_path / "cache")])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {"scenario", "size", "similarity", "similarity_score", "strategy", "freeze_layers", "reasons", "components"} <= set(result)
+    assert (result["scenario"], result["similarity"], result["strategy"]) == (2, "low", "fine_tune")
+    assert result["similarity_score"] <= 0.35, result["components"]
+    assert 0 < result["freeze_layers"] < result["backbone_layers"]
+    assert len(result["views"]) == 2 and "Transfer may barely help" in result["views"][1]
+
+
+def test_compare_and_auto_strategy(capsys, tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    code = main([
+        "compare", str(tiny_dataset), "--strategies", "feature_extraction,fine_tune", "--epochs", "1", "--image-size", "32",
+        "--per-class", "4", "--out", str(tmp_path / "compare"), "--cache-dir", str(tmp_path / "cache"), "--json",
+    ])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [row["strategy"] for row in report["rows"]] == ["feature_extraction", "fine_tune"]
+    assert all(row["status"] == "finished" and 0 <= row["val_accuracy"] <= 1 and row["seconds"] > 0 for row in report["rows"])
+    assert report["best"] in ("feature_extraction", "fine_tune")
+    run = json.loads((tmp_path / "compare" / "fine_tune" / "run.json").read_text())
+    assert run["data"]["counts"]["train"] == {"circles": 4, "squares": 4, "stripes": 4}  # subsampled training split
+    assert run["data"]["counts"]["val"] == {"circles": 2, "squares": 2, "stripes": 2}  # validation kept whole
+
+    code = main(["train", str(tiny_dataset), "--out", str(tmp_path / "auto"), "--strategy", "auto", "--epochs", "1", "--warmup-epochs", "1", "--image-size", "32", "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    run = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert code == 0 and "== advise:" in out and "note: Advice: Combined similarity" in out
+    assert run["strategy"] in ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch") and run["config"]["strategy"] == run["strategy"]
