@@ -8,6 +8,7 @@ state they share lives in ``st.session_state``, set up here once:
 - ``data_dir`` / ``dataset``: the dataset in use and its scan.
 - ``similarity`` / ``recommendation``: the scenario step's answer.
 - ``chosen_strategy``: the strategy the user adopted on the Scenario page (Setup's default).
+- ``advice`` / ``comparison``: (dataset fingerprint, measured advice / side-by-side rows), set on the Scenario page.
 - ``train_config``: the settings chosen on the Setup page.
 - ``job``: the training job of this session (at most one runs at a time).
 - ``run_dir``: the folder of the run the Evaluate and Export pages show.

@@ -199,7 +199,15 @@ head_parameters = spec.feature_dim * dataset.num_classes + dataset.num_classes
 
 if strategy == "fine_tune":
     block_ends = {block.end: block for block in layer_map.blocks[:-1]}
-    suggested = previous.freeze_layers if previous is not None and previous.backbone == backbone and previous.freeze_layers is not None else engine.default_freeze_layers(backbone)
+    measured = state.get("advice")
+    measured = measured[1] if measured and measured[0] == dataset.fingerprint() and measured[1].backbone == backbone else None
+    if previous is not None and previous.backbone == backbone and previous.freeze_layers is not None:
+        suggested = previous.freeze_layers
+    elif measured is not None and 0 < measured.freeze_layers < total_layers:
+        suggested = measured.freeze_layers  # where the measured domain shift grows (Scenario page)
+        st.caption(f"Starting from the measured suggestion: freeze the first {suggested} layers, up to block '{measured.freeze_block}'.")
+    else:
+        suggested = engine.default_freeze_layers(backbone)
     if block_ends:
         start_value = min(block_ends, key=lambda end: abs(end - suggested))
         frozen_layers = st.select_slider(

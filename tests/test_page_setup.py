@@ -331,3 +331,20 @@ def test_page_imports_no_tensorflow(folder: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = str(folder)
+    at.session_state["chosen_strategy"] = "fine_tune"
+    at.session_state["advice"] = (dataset.fingerprint(), canned_advice(dataset, "low"))
+    at.run()
+    at.switch_page("pages/setup.py").run()
+    assert not at.exception
+    assert "Starting from the measured suggestion: freeze the first 12 layers, up to block 'block_2'." in " ".join(caption.value for caption in at.caption)
+    assert at.session_state["train_config"].freeze_layers == 13  # the nearest block boundary of the fake layer map
