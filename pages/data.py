@@ -93,6 +93,45 @@ if summary["imbalance_ratio"] >= 3:
         "A model can score well by favouring the big classes; turn on class weights on the Setup page, or add images to the small classes."
     )
 
+DUPLICATE_WARNINGS = {
+    "label conflict": (
+        "Label conflict: {pictures} {appear} in more than one class ({files} files). The model is taught that the same image "
+        "is two different things. Keep each picture only in the folder of its right class."
+    ),
+    "split leakage": (
+        "Split leakage: {pictures} {appear} in more than one of train, validation and test ({files} files). The model is then "
+        "tested on images it trained on, so its scores look better than they are. Remove the extra copies."
+    ),
+}
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 picture``, ``2 pictures``."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def show_duplicates(groups: list[dict]) -> None:
+    """Warns about identical files (label conflicts and leakage prominently) and lists every group."""
+    if not groups:
+        return
+    for kind, template in DUPLICATE_WARNINGS.items():
+        found = [group for group in groups if group["kind"] == kind]
+        if found:
+            files = sum(len(group["paths"]) for group in found)
+            st.warning(template.format(pictures=plural(len(found), "picture"), appear="appears" if len(found) == 1 else "appear", files=files), icon=":material/content_copy:")
+    same = [group for group in groups if group["kind"] == "same class"]
+    if same:
+        st.info(
+            f"{plural(len(same), 'picture')} {'is' if len(same) == 1 else 'are'} in the same class folder more than once, so "
+            f"{'it counts' if len(same) == 1 else 'they count'} more than once in training. Remove the copies unless that is what you want."
+        )
+    rows = [{"kind": group["kind"], "classes": ", ".join(group["classes"]), "splits": ", ".join(group["splits"]), "files": "\n".join(group["paths"])} for group in groups]
+    with st.expander(f"{plural(len(groups), 'group')} of identical files (all are used)", expanded=len(groups) <= 20):
+        st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
+
+
+show_duplicates(summary.get("duplicates", []))
+
 rows = [{"class": name, "split": split, "images": count} for split, per_class in summary["counts"].items() for name, count in per_class.items()]
 chart = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group", title="Images per class and split")
 chart.update_layout(height=320, margin={"t": 40, "b": 10})
@@ -113,5 +152,11 @@ if skipped:
         st.dataframe(pd.DataFrame(skipped), width="stretch", hide_index=True)
 else:
     st.success(f"Every file was used ({summary['ignored_system_files']} system files such as .DS_Store passed over).")
+
+suspicious = summary.get("suspicious", [])
+if suspicious:
+    with st.expander(f"{plural(len(suspicious), 'file')} used but worth a look", expanded=len(suspicious) <= 20):
+        st.caption("These files are used. A name that does not match the content trips up other tools; a file that looks truncated is dropped, with a notice, if it fails to decode when training starts.")
+        st.dataframe(pd.DataFrame(suspicious), width="stretch", hide_index=True)
 
 st.page_link("pages/scenario.py", label="Next: where your data sits in the decision matrix", icon=":material/arrow_forward:")

@@ -325,7 +325,8 @@ def test_block_starts_at_the_expected_layer(
 ) -> None:
     layer_names = built[name].layer_names
     block = {block.name: block for block in built[name].blocks}[block_name]
-    assert layer_names[block.start] == first_layer
+    # Keras numbers auto-named layers once another model was built in the process (input_layer_15).
+    assert re.sub(r"_\d+$", "", layer_names[block.start]) == first_layer if first_layer == "input_layer" else layer_names[block.start] == first_layer
 
 
 def test_mobilenet_v2_block_names(built: dict[str, BuiltBackbone]) -> None:

@@ -30,6 +30,7 @@ def test_ants_bees_is_read_as_published(ants_bees: Path) -> None:
     assert summary["files_seen"] == 398
     assert summary["imbalance_ratio"] == pytest.approx(204 / 194, abs=1e-3)
     assert summary["image_size"]["max_width"] >= summary["image_size"]["min_width"] > 0
+    assert summary["suspicious"] == [] and summary["duplicates"] == []
 
 
 def test_generated_split_is_stratified_seeded_and_stated(tiny_dataset: Path) -> None:
@@ -206,3 +207,43 @@ def test_decoded_images_are_cached_and_memory_mapped_over_budget(tmp_path: Path,
     np.testing.assert_array_equal(first.pixels, second.pixels)
     np.testing.assert_array_equal(first.pixels[first.row_of[dataset.records[3].path]], load_image(dataset.records[3].path, 32))
     assert decode_images(dataset.records, 40, cache_dir=tmp_path / "cache").from_cache is False  # another size decodes again
+
+
+def test_only_files_that_share_a_size_are_hashed(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    (root / "b" / "copy.png").write_bytes((root / "a" / "a_000.png").read_bytes())
+    dataset = scan_dataset(root)
+    hashed = sorted(Path(record.path).name for record in dataset.records if record.content_hash)
+    sizes = Counter(record.file_size for record in dataset.records)
+    assert hashed == sorted(Path(record.path).name for record in dataset.records if sizes[record.file_size] > 1)
+    assert {"a_000.png", "copy.png"} <= set(hashed)
+    assert [group.kind for group in dataset.duplicate_groups()] == ["label conflict"]
+
+
+def test_a_label_conflict_across_splits_is_reported_as_a_label_conflict(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 3})
+    make_class_folders(tmp_path / "data" / "val", {"a": 1, "b": 1}, size=40)  # another size: not copies of train/
+    root = (tmp_path / "data").resolve()
+    (root / "val" / "b" / "same_as_train_a.png").write_bytes((root / "train" / "a" / "a_001.png").read_bytes())
+    summary = scan_dataset(root).summary()
+    assert summary["duplicates"] == [
+        {"kind": "label conflict", "paths": [str(root / "train" / "a" / "a_001.png"), str(root / "val" / "b" / "same_as_train_a.png")], "classes": ["a", "b"], "splits": ["train", "val"]}
+    ]
+
+
+def test_dropped_files_leave_the_duplicate_and_suspicious_lists(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "data", {"a": 4, "b": 4})
+    buffer = io.BytesIO()
+    Image.fromarray(pattern_image(0, 50, 64)).save(buffer, format="PNG")
+    cut = buffer.getvalue()[: len(buffer.getvalue()) - 40]  # header intact, pixel data and IEND cut off
+    (root / "a" / "cut.png").write_bytes(cut)
+    (root / "a" / "cut copy.png").write_bytes(cut)
+    dataset = scan_dataset(root, make_splits=False)  # the scan reads headers only, so both are used for now
+    note = "the PNG data stops before its end marker, so the file looks truncated; it is kept for now and dropped with a notice if it fails to decode when training starts"
+    assert [(Path(item.path).name, item.reason) for item in dataset.suspicious] == [("cut copy.png", note), ("cut.png", note)]
+    assert [(group.kind, group.splits) for group in dataset.duplicate_groups()] == [("same class", ["test"])]
+    decoded = decode_images(dataset.records, 16, cache_dir=tmp_path / "cache")
+    cleaned = dataset.without(decoded.failed)
+    assert sorted(Path(item.path).name for item in decoded.failed) == ["cut copy.png", "cut.png"]
+    assert cleaned.suspicious == [] and cleaned.duplicate_groups() == []
+    assert cleaned.summary()["files_seen"] == dataset.summary()["files_seen"] == 10

@@ -46,9 +46,28 @@ def test_local_folder_with_skipped_files_and_imbalance(tmp_path: Path) -> None:
     at.button[0].click().run()
     assert not at.exception
     assert "imbalanced" in at.warning[0].value and "4.0×" in at.warning[0].value
+    assert len(at.warning) == 1 and not at.info  # no duplicates, so no duplicate warnings
     expander = at.expander[0]
     assert expander.label == "1 file skipped, with the reason"
     assert "notes.txt" in expander.dataframe[0].value["path"][0]
+    assert [expander.label for expander in at.expander] == ["1 file skipped, with the reason"]
+
+
+def test_identical_files_in_one_class_are_noted_not_warned(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    make_class_folders(root / "train", {"a": 4, "b": 4})
+    make_class_folders(root / "val", {"a": 1, "b": 1}, size=40)  # another size: not copies of train/
+    (root / "train" / "a" / "again.png").write_bytes((root / "train" / "a" / "a_000.png").read_bytes())
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    at.text_input(key="data_path").set_value(str(root)).run()
+    at.button[0].click().run()
+    assert not at.exception and not at.warning
+    assert at.info[0].value == "1 picture is in the same class folder more than once, so it counts more than once in training. Remove the copies unless that is what you want."
+    assert at.expander[0].label == "1 group of identical files (all are used)"
+    table = at.expander[0].dataframe[0].value
+    copies = [str(root.resolve() / "train" / "a" / name) for name in ("a_000.png", "again.png")]
+    assert (table["kind"][0], table["classes"][0], table["splits"][0], table["files"][0]) == ("same class", "a", "train", "\n".join(copies))
 
 
 def test_bad_folder_shows_the_engine_message(tmp_path: Path) -> None:

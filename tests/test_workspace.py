@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import os
@@ -79,8 +80,131 @@ def test_zip_slip_is_refused_before_anything_is_written(tmp_path: Path) -> None:
 def test_zip_bomb_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("tl_core.workspace.MAX_UNPACKED_BYTES", 1024 * 1024)
     workspace = Workspace.create(tmp_path)
-    with pytest.raises(DataError, match=re.escape("The zip would unpack to 0.0 GB while at most 0 GB are accepted.")):
+    message = "The zip would unpack to 2.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead of uploading it."
+    with pytest.raises(DataError, match=re.escape(message)):
         workspace.unpack_zip(_zip({"cats/zeros.bin": bytes(2 * 1024 * 1024)}))
+    assert _data_folders(workspace) == []
+
+
+def test_zip_with_a_bomb_ratio_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("tl_core.workspace.RATIO_CHECKED_ABOVE_BYTES", 1024 * 1024)
+    archive = _zip({"cats/zeros.bin": bytes(4 * 1024 * 1024)})
+    entry = zipfile.ZipFile(archive).infolist()[0]
+    ratio = entry.file_size / entry.compress_size
+    workspace = Workspace.create(tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"The zip unpacks to {ratio:.0f} times its size (over 200x): that is a zip bomb, not a folder of photos. Upload the real dataset.")):
+        workspace.unpack_zip(archive)
+    assert ratio > 200 and _data_folders(workspace) == []
+
+
+def test_zip_with_too_many_entries_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("tl_core.workspace.MAX_ZIP_ENTRIES", 2)
+    message = "The zip holds 3 files while at most 2 are accepted. Split the dataset, or give its local folder path instead."
+    with pytest.raises(DataError, match=re.escape(message)):
+        Workspace.create(tmp_path).unpack_zip(_zip({"a/1.jpg": b"1", "a/2.jpg": b"2", "b/3.jpg": b"3"}))
+
+
+def test_zip_with_an_absolute_entry_is_refused(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"Refused '{tmp_path}/evil.jpg': an absolute path in an upload could write outside the session folder.")):
+        workspace.unpack_zip(_zip({"ok/a.jpg": b"a", f"{tmp_path}/evil.jpg": b"evil"}))
+    assert not (tmp_path / "evil.jpg").exists() and _data_folders(workspace) == []
+
+
+def test_encrypted_zip_entry_is_refused(tmp_path: Path) -> None:
+    data = bytearray(_zip({"cats/secret.jpg": b"scrambled"}).getvalue())
+    # Set the "encrypted" bit, as zips made with a password have it, in the local and the central header.
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        data[data.index(signature) + flag_offset] |= 0x1
+    buffer = io.BytesIO(bytes(data))
+    message = "The zip entry 'cats/secret.jpg' is encrypted, while the app can only unpack zips without a password. Zip the folder again without a password."
+    with pytest.raises(DataError, match=re.escape(message)):
+        Workspace.create(tmp_path).unpack_zip(buffer)
+
+
+def test_damaged_zip_keeps_the_previous_upload_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    first = workspace.unpack_zip(_zip({"cats/1.jpg": b"first"}), label="photos")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("cats/1.jpg", b"good bytes")
+        archive.writestr("cats/2.jpg", b"original bytes")
+    damaged = buffer.getvalue().replace(b"original bytes", b"ORIGINAL bytes")  # the CRC no longer matches
+    message = "The zip entry 'cats/2.jpg' cannot be unpacked (Bad CRC-32 for file 'cats/2.jpg'). Zip the folder again, or upload the folder itself."
+    with pytest.raises(DataError, match=re.escape(message)):
+        workspace.unpack_zip(io.BytesIO(damaged), label="photos")
+    assert (first / "cats" / "1.jpg").read_bytes() == b"first"
+    assert _data_folders(workspace) == ["photos"]
+
+
+def test_disk_full_while_unpacking_is_reported(tmp_path: Path, monkeypatch) -> None:
+    workspace = Workspace.create(tmp_path)
+
+    def full_disk(source, target, *arguments) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("tl_core.workspace.shutil.copyfileobj", full_disk)
+    message = (
+        "Could not save 'cats/1.jpg' in the session folder: No space left on device. "
+        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        workspace.unpack_zip(_zip({"cats/1.jpg": b"a"}))
+    assert _data_folders(workspace) == []
+
+
+def _data_folders(workspace: Workspace) -> list[str]:
+    """Everything under the session's data folder, staging folders included."""
+    return sorted(path.name for path in (workspace.root / "data").iterdir())
+
+
+def test_upload_count_limit_is_enforced_before_writing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("tl_core.workspace.MAX_UPLOAD_FILES", 2)
+    workspace = Workspace.create(tmp_path)
+    message = "The upload holds 3 files while at most 2 are accepted. Give the dataset's local folder path instead of uploading it."
+    with pytest.raises(DataError, match=re.escape(message)):
+        workspace.save_uploaded_files([Upload("a/1.jpg", b"1"), Upload("a/2.jpg", b"2"), Upload("b/3.jpg", b"3")])
+    assert _data_folders(workspace) == []
+
+
+@dataclass
+class SizedUpload(Upload):
+    size: int = 0  # Streamlit's uploaded files know their size without copying their bytes
+
+
+def test_upload_size_limit_is_enforced_before_writing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("tl_core.workspace.MAX_UPLOAD_BYTES", 1024 * 1024)
+    workspace = Workspace.create(tmp_path)
+    message = "The uploaded files total 3.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead of uploading it."
+    with pytest.raises(DataError, match=re.escape(message)):
+        workspace.save_uploaded_files([SizedUpload("a/1.jpg", b"", size=2 * 1024 * 1024), Upload("b/2.jpg", bytes(1024 * 1024))])
+    assert _data_folders(workspace) == []
+
+
+def test_a_bad_name_anywhere_in_an_upload_writes_nothing(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    with pytest.raises(DataError, match=re.escape("Refused 'b/../../evil.jpg': a path with '..' could write outside the session folder.")):
+        workspace.save_uploaded_files([Upload("a/1.jpg", b"1"), Upload("b/../../evil.jpg", b"x")])
+    assert _data_folders(workspace) == []
+
+
+def test_disk_full_while_saving_an_upload_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    workspace = Workspace.create(tmp_path)
+    first = workspace.save_uploaded_files([Upload("cats/1.jpg", b"first")], label="folder_upload")
+
+    def full_disk(self, data) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    message = (
+        "Could not save 'cats/1.jpg' in the session folder: No space left on device. "
+        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        workspace.save_uploaded_files([Upload("cats/1.jpg", b"second")], label="folder_upload")
+    monkeypatch.undo()
+    assert (first / "cats" / "1.jpg").read_bytes() == b"first"
+    assert _data_folders(workspace) == ["folder_upload"]
 
 
 def test_not_a_zip_gets_a_clear_message(tmp_path: Path) -> None:

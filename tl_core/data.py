@@ -7,23 +7,34 @@ given; without them a stratified, seeded split is made here.
 Nothing is dropped silently: every file that is not used is either a known
 system file (``.DS_Store``, ``__MACOSX/``, ``Thumbs.db``), counted in
 ``ignored_system_files``, or listed in ``skipped`` with its path and reason.
+Files that are used but deserve a look (an extension that does not match the
+content, a JPEG or PNG that looks truncated) are listed in ``suspicious``, and
+files with identical bytes are reported as duplicate groups (kept, not dropped).
+
+Every image is opened through ``open_image``, which refuses images with more
+pixels than a limit (a guard against "decompression bombs": small files that
+decode to gigabytes). The limit is ``DEFAULT_MAX_IMAGE_PIXELS`` unless the
+caller passes ``max_pixels`` or the environment variable
+``TL_CORE_MAX_IMAGE_PIXELS`` is set (read at every call, not at import).
 This module never imports TensorFlow, so the app can scan folders quickly.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from tl_core.errors import DataError
+from tl_core.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FOLDER_ALIASES = {
@@ -42,6 +53,35 @@ DEFAULT_TEST_FRACTION = 0.15
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
 
+MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE = "TL_CORE_MAX_IMAGE_PIXELS"
+# Pillow's own refusal threshold at its default settings (twice Image.MAX_IMAGE_PIXELS):
+# every image Pillow opened before still opens, and the ones it refused are now refused
+# with a message that says how to raise the limit. A 179-megapixel RGB image takes
+# about 540 MB of memory once decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+
+DUPLICATE_SAME_CLASS = "same class"
+DUPLICATE_LABEL_CONFLICT = "label conflict"
+DUPLICATE_SPLIT_LEAKAGE = "split leakage"
+# Formats Pillow names differently from the extension they are saved under.
+_FORMAT_FAMILIES = {"MPO": "JPEG", "DIB": "BMP"}
+# What a complete file ends with; checked on the last bytes only.
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+_TAIL_BYTES = 64
+
+
+class ImageTooLargeError(DataError):
+    """An image has more pixels than the decompression-bomb limit allows.
+
+    Attributes:
+        reason: The message without the file name, as the skipped list shows it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"'{path}': {reason}")
+        self.reason = reason
+
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -59,6 +99,9 @@ class ImageRecord:
         mode: Pillow's colour mode of the file ("RGB", "L", "P", ...).
         file_size: Size of the file in bytes.
         modified_ns: Modification time of the file, in nanoseconds.
+        content_hash: BLAKE2b hash of the file's bytes; only computed when another
+            file has exactly the same size (the only files that can be identical),
+            empty otherwise.
     """
 
     path: str
@@ -72,14 +115,37 @@ class ImageRecord:
     mode: str
     file_size: int
     modified_ns: int
+    content_hash: str = ""
 
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file that was found in the dataset but is not used, and why."""
+    """A file that was found in the dataset but is not used (or used but suspicious), and why."""
 
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Files with identical bytes. All of them are used; the group is reported.
+
+    Attributes:
+        kind: ``"label conflict"`` when the copies are in different classes,
+            else ``"split leakage"`` when they are in different splits, else
+            ``"same class"`` (same class and split: the image simply counts twice).
+        paths: The files, sorted.
+        classes: Their classes, sorted, each once.
+        splits: Their splits, in train/val/test order, each once.
+    """
+
+    kind: str
+    paths: list[str]
+    classes: list[str]
+    splits: list[str]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "paths": list(self.paths), "classes": list(self.classes), "splits": list(self.splits)}
 
 
 @dataclass(frozen=True)
@@ -95,6 +161,8 @@ class Dataset:
         split_fractions: Fractions of each class that went to each split.
         seed: Seed of the generated part of the split.
         ignored_system_files: Number of known system files (``.DS_Store`` ...) passed over.
+        suspicious: Files that are used but deserve a look (extension that does not
+            match the content, possibly truncated), each with the reason.
     """
 
     root: Path
@@ -105,6 +173,7 @@ class Dataset:
     split_fractions: dict[str, float]
     seed: int
     ignored_system_files: int = 0
+    suspicious: list[SkippedFile] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -145,12 +214,28 @@ class Dataset:
         if not dropped_paths:
             return self
         kept = [record for record in self.records if record.path not in dropped_paths]
-        dataset = replace(self, records=kept, skipped=self.skipped + dropped)
+        still_suspicious = [item for item in self.suspicious if item.path not in dropped_paths]
+        dataset = replace(self, records=kept, skipped=self.skipped + dropped, suspicious=still_suspicious)
         _check_classes_not_empty(dataset)
         return dataset
 
+    def duplicate_groups(self) -> list[DuplicateGroup]:
+        """Groups of used files with identical bytes, sorted by their first path."""
+        by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
+        for record in self.records:
+            if record.content_hash:
+                by_hash[record.content_hash].append(record)
+        groups = [_duplicate_group(members) for members in by_hash.values() if len(members) > 1]
+        return sorted(groups, key=lambda group: group.paths[0])
+
     def summary(self) -> dict:
-        """A JSON-ready description of the dataset, as ``python -m tl_core inspect`` prints it."""
+        """A JSON-ready description of the dataset, as ``python -m tl_core inspect`` prints it.
+
+        ``files_seen`` is ``num_images`` plus the number of ``skipped`` files
+        (system files such as ``.DS_Store`` are counted apart, in
+        ``ignored_system_files``). ``suspicious`` files and ``duplicates`` are
+        among the used images.
+        """
         widths = [record.width for record in self.records]
         heights = [record.height for record in self.records]
         return {
@@ -176,8 +261,23 @@ class Dataset:
             "files_seen": len(self.records) + len(self.skipped),
             "skipped": [{"path": item.path, "reason": item.reason} for item in self.skipped],
             "ignored_system_files": self.ignored_system_files,
+            "suspicious": [{"path": item.path, "reason": item.reason} for item in self.suspicious],
+            "duplicates": [group.to_dict() for group in self.duplicate_groups()],
             "fingerprint": self.fingerprint(),
         }
+
+
+def _duplicate_group(members: list[ImageRecord]) -> DuplicateGroup:
+    classes = sorted({record.class_name for record in members})
+    present = {record.split for record in members}
+    splits = [split for split in SPLIT_NAMES if split in present] + sorted(present - set(SPLIT_NAMES))
+    if len(classes) > 1:
+        kind = DUPLICATE_LABEL_CONFLICT
+    elif len(splits) > 1:
+        kind = DUPLICATE_SPLIT_LEAKAGE
+    else:
+        kind = DUPLICATE_SAME_CLASS
+    return DuplicateGroup(kind, sorted(record.path for record in members), classes, splits)
 
 
 def files_fingerprint(records: Iterable[ImageRecord], extra: Iterable[str] = ()) -> str:
@@ -207,6 +307,7 @@ def scan_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     make_splits: bool = True,
+    max_pixels: int | None = None,
 ) -> Dataset:
     """Finds the classes and images under ``path``, checks them and splits them.
 
@@ -220,15 +321,21 @@ def scan_dataset(
         make_splits: False to skip generating a split for a folder without split
             folders: every image is then in the ``test`` split (for evaluating a
             trained model on new data, where classes may be tiny).
+        max_pixels: Images with more pixels are skipped with a reason (a guard
+            against decompression bombs). None: ``$TL_CORE_MAX_IMAGE_PIXELS`` when
+            set, else ``DEFAULT_MAX_IMAGE_PIXELS``.
 
     Returns:
-        The dataset, its split and everything that was skipped.
+        The dataset, its split, everything that was skipped, the suspicious files
+        and (through ``duplicate_groups``) the files with identical bytes.
 
     Raises:
         DataError: When the folder is missing, has fewer than two classes, has an
             empty class, or a class too small to split.
+        ConfigError: When the pixel limit is not a positive whole number.
     """
     _check_fractions(val_fraction, test_fraction)
+    pixel_limit = max_image_pixels(max_pixels)
     given = Path(path).expanduser()
     if not given.exists():
         raise DataError(f"Dataset folder '{given}' does not exist. Check the path, or pass the folder that holds one sub-folder per class.")
@@ -243,18 +350,18 @@ def scan_dataset(
         candidates = scan.candidates_in_classes(root)
     class_names = sorted({candidate.class_name for candidate in candidates} | scan.empty_class_names)
     _check_class_count(root, class_names)
-    records, unreadable = _read_headers(root, candidates, class_names)
-    skipped = scan.skipped + unreadable
-    records.sort(key=lambda record: record.relative_path)
+    headers = _read_headers(root, candidates, class_names, pixel_limit)
+    skipped = scan.skipped + headers.skipped
     dataset = Dataset(
         root=root,
         class_names=class_names,
-        records=records,
+        records=sorted(headers.records, key=lambda record: record.relative_path),
         skipped=sorted(skipped, key=lambda item: item.path),
         split_source="",
         split_fractions={},
         seed=seed,
         ignored_system_files=scan.ignored,
+        suspicious=sorted(headers.suspicious, key=lambda item: item.path),
     )
     _check_classes_not_empty(dataset)
     if not make_splits and not split_folders:
@@ -357,38 +464,90 @@ def _descend_lone_folder(folder: Path) -> Path:
         folder = only
 
 
-def _read_headers(root: Path, candidates: list[_Candidate], class_names: list[str]) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    """Opens each candidate's header with Pillow (in threads: this is file I/O)."""
+@dataclass(frozen=True)
+class _Headers:
+    """What reading the candidates' headers found."""
+
+    records: list[ImageRecord]
+    skipped: list[SkippedFile]
+    suspicious: list[SkippedFile]
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The facts of one readable image, and a note when something about it looks wrong."""
+
+    width: int
+    height: int
+    image_format: str
+    mode: str
+    file_size: int
+    modified_ns: int
+    note: str
+
+
+def _read_headers(root: Path, candidates: list[_Candidate], class_names: list[str], pixel_limit: int) -> _Headers:
+    """Opens each candidate's header with Pillow, then hashes the files that could be copies.
+
+    Both steps run in threads (they are file I/O). Only files whose size another
+    file shares are hashed: files of different sizes cannot be identical, so most
+    datasets hash few files.
+    """
     label_of = {name: index for index, name in enumerate(class_names)}
     workers = min(16, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_probe_image, [candidate.path for candidate in candidates]))
-    records: list[ImageRecord] = []
-    skipped: list[SkippedFile] = []
-    for candidate, result in zip(candidates, results, strict=False):
-        if isinstance(result, str):
-            skipped.append(SkippedFile(str(candidate.path), result))
-            continue
-        width, height, image_format, mode, file_size, modified_ns = result
-        records.append(
-            ImageRecord(
-                path=str(candidate.path),
-                relative_path=candidate.path.relative_to(root).as_posix(),
-                class_name=candidate.class_name,
-                label=label_of[candidate.class_name],
-                split=candidate.split,
-                width=width,
-                height=height,
-                image_format=image_format,
-                mode=mode,
-                file_size=file_size,
-                modified_ns=modified_ns,
-            )
-        )
-    return records, skipped
+        probes = list(pool.map(functools.partial(_probe_image, pixel_limit=pixel_limit), [candidate.path for candidate in candidates]))
+        records: list[ImageRecord] = []
+        skipped: list[SkippedFile] = []
+        suspicious: list[SkippedFile] = []
+        for candidate, probe in zip(candidates, probes, strict=True):
+            if isinstance(probe, str):
+                skipped.append(SkippedFile(str(candidate.path), probe))
+                continue
+            if probe.note:
+                suspicious.append(SkippedFile(str(candidate.path), probe.note))
+            records.append(_record(root, candidate, probe, label_of[candidate.class_name]))
+        records = _with_content_hashes(records, pool)
+    return _Headers(records, skipped, suspicious)
 
 
-def _probe_image(path: Path) -> tuple[int, int, str, str, int, int] | str:
+def _record(root: Path, candidate: _Candidate, probe: _Probe, label: int) -> ImageRecord:
+    return ImageRecord(
+        path=str(candidate.path),
+        relative_path=candidate.path.relative_to(root).as_posix(),
+        class_name=candidate.class_name,
+        label=label,
+        split=candidate.split,
+        width=probe.width,
+        height=probe.height,
+        image_format=probe.image_format,
+        mode=probe.mode,
+        file_size=probe.file_size,
+        modified_ns=probe.modified_ns,
+    )
+
+
+def _with_content_hashes(records: list[ImageRecord], pool: ThreadPoolExecutor) -> list[ImageRecord]:
+    """Fills ``content_hash`` for the records whose file size is shared with another record."""
+    sizes = Counter(record.file_size for record in records)
+    positions = [index for index, record in enumerate(records) if sizes[record.file_size] > 1]
+    hashes = list(pool.map(content_hash, [records[index].path for index in positions]))
+    hashed = list(records)
+    for index, digest in zip(positions, hashes, strict=True):
+        hashed[index] = replace(records[index], content_hash=digest)
+    return hashed
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b (128-bit) hash of a file's bytes, hex; empty when the file cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            return hashlib.file_digest(stream, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    except OSError:
+        return ""
+
+
+def _probe_image(path: Path, pixel_limit: int) -> _Probe | str:
     """Reads an image's header. Returns its facts, or the reason it cannot be used."""
     try:
         stat = path.stat()
@@ -397,18 +556,183 @@ def _probe_image(path: Path) -> tuple[int, int, str, str, int, int] | str:
     if stat.st_size == 0:
         return "empty file (0 bytes)"
     try:
-        with Image.open(path) as image:
+        with open_image(path, pixel_limit) as image:
             width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-            if orientation in _TRANSPOSING_ORIENTATIONS:
+            if _header_orientation(image) in _TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
-            return width, height, image.format or "unknown", image.mode, stat.st_size, stat.st_mtime_ns
+            image_format = image.format or "unknown"
+            mode = image.mode
+    except ImageTooLargeError as error:
+        return error.reason
     except Image.DecompressionBombError as error:
         return f"image too large to open safely ({error})"
     except Image.UnidentifiedImageError:
         return "not an image Pillow can read (unknown or unsupported format)"
     except (OSError, SyntaxError, ValueError) as error:
         return f"not a readable image: {error}"
+    notes = [note for note in (_extension_note(path, image_format), _truncation_note(path, image_format, stat.st_size)) if note]
+    return _Probe(width, height, image_format, mode, stat.st_size, stat.st_mtime_ns, "; ".join(notes))
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation, read from the header only.
+
+    Pillow decodes a whole PNG to look for EXIF data stored after the pixels;
+    the scan does not (that would decode every PNG, bombs included). Such rare
+    files are still turned upright by ``load_image``; only their recorded
+    width and height stay as stored.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+
+
+@functools.cache
+def _extension_formats() -> dict[str, str]:
+    """Lower-case extension -> Pillow format, for every format this Pillow can read."""
+    return {extension.lower(): name for extension, name in Image.registered_extensions().items()}
+
+
+def _extension_note(path: Path, image_format: str) -> str:
+    """Says when a file's name does not tell its format; the content decides either way."""
+    suffix = path.suffix
+    if not suffix:
+        return f"no file extension; read as {image_format} by its content (tools that go by the extension skip it)"
+    named = _extension_formats().get(suffix.lower())
+    if named is None:
+        return f"extension '{suffix}' is not an image extension; read as {image_format} by its content (tools that go by the extension skip it)"
+    if _FORMAT_FAMILIES.get(named, named) != _FORMAT_FAMILIES.get(image_format, image_format):
+        return f"named {suffix} but the content is {image_format}; read as {image_format} (tools that trust the extension may fail on it)"
+    return ""
+
+
+def _truncation_note(path: Path, image_format: str, file_size: int) -> str:
+    """Says when a JPEG or PNG does not end the way a complete file does (cheap: reads the last bytes)."""
+    family = _FORMAT_FAMILIES.get(image_format, image_format)
+    if family not in ("JPEG", "PNG"):
+        return ""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(max(0, file_size - _TAIL_BYTES))
+            tail = stream.read(_TAIL_BYTES)
+    except OSError:
+        return ""
+    complete = tail.rstrip(b"\x00\r\n\t ").endswith(_JPEG_END) if family == "JPEG" else _PNG_END in tail
+    if complete:
+        return ""
+    return f"the {family} data stops before its end marker, so the file looks truncated; it is kept for now and dropped with a notice if it fails to decode when training starts"
+
+
+# --------------------------------------------------------------------------- the pixel limit
+
+
+def max_image_pixels(limit: int | None = None) -> int:
+    """The pixel limit in force: ``limit`` when given, else ``$TL_CORE_MAX_IMAGE_PIXELS``, else the default.
+
+    The environment variable is read at every call, so it can be changed
+    without reimporting anything.
+
+    Args:
+        limit: An explicit limit (pixels, width times height), or None.
+
+    Returns:
+        The largest number of pixels an image may have.
+
+    Raises:
+        ConfigError: When the limit is not a whole number above 0.
+    """
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"max_pixels is {limit!r} while it must be a whole number of pixels above 0. Pass e.g. 300000000 (300 megapixels), or None for the default.")
+        return limit
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE} is '{raw}' while it must be a whole number of pixels above 0. "
+            f"Set it to e.g. 300000000 (300 megapixels), or unset it for the default of {DEFAULT_MAX_IMAGE_PIXELS}."
+        )
+    return value
+
+
+def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Opens an image lazily (header only), refusing one with more pixels than the limit.
+
+    Args:
+        path: The image file; its format is found from its content.
+        max_pixels: The pixel limit; None for ``max_image_pixels()``.
+
+    Returns:
+        The opened image; close it (or use it in a ``with`` block).
+
+    Raises:
+        ImageTooLargeError: When width times height is over the limit.
+        OSError, ValueError, SyntaxError: When the file is not a readable image.
+    """
+    limit = max_image_pixels(max_pixels)
+    _let_pillow_open(limit)
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        size = _declared_size(path)
+        pixels = size[0] * size[1] if size else _pixels_in_pillow_message(str(error))
+        if not pixels or pixels <= limit:
+            raise  # refused by a Pillow limit someone else set lower; its own message stands
+        raise ImageTooLargeError(path, _too_large_reason(size, pixels, limit)) from error
+    width, height = image.size
+    if width * height > limit:
+        image.close()
+        raise ImageTooLargeError(path, _too_large_reason((width, height), width * height, limit))
+    return image
+
+
+def _let_pillow_open(limit: int) -> None:
+    """Raises Pillow's process-wide limit (never lowers it) so Pillow does not refuse what ``limit`` allows.
+
+    Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS``. That only
+    changes when a caller asks for a limit above Pillow's own.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < limit:
+        Image.MAX_IMAGE_PIXELS = -(-limit // 2)
+
+
+def _declared_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Width and height from the file's header, read without Pillow's size check (only to word a refusal)."""
+    try:
+        with open(path, "rb") as stream:
+            prefix = stream.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                verdict = accept(prefix) if accept is not None else True
+                if not verdict or isinstance(verdict, str):
+                    continue
+                stream.seek(0)
+                try:
+                    return tuple(factory(stream, os.fspath(path)).size)
+                except Exception:  # noqa: BLE001 - another plugin may read it; None when none does
+                    continue
+    except OSError:
+        return None
+    return None
+
+
+def _pixels_in_pillow_message(message: str) -> int:
+    found = re.search(r"\((\d+) pixels\)", message)
+    return int(found.group(1)) if found else 0
+
+
+def _too_large_reason(size: tuple[int, int] | None, pixels: int, limit: int) -> str:
+    found = f"image is {size[0]}×{size[1]} pixels ({pixels / 1e6:,.1f} megapixels)" if size else f"image has {pixels / 1e6:,.1f} megapixels"
+    return (
+        f"{found}, over the limit of {limit / 1e6:,.1f} megapixels that guards against decompression bombs; "
+        f"resize it, or raise the limit with scan_dataset(max_pixels={pixels}) or the environment variable {MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE}={pixels}"
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -520,7 +844,7 @@ def _split_sizes(total: int, fractions: dict[str, float]) -> dict[str, int]:
 # --------------------------------------------------------------------------- reading pixels
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
     """Reads an image as an RGB uint8 array of shape (size, size, 3).
 
     The picture is turned upright by its EXIF orientation, converted to RGB
@@ -532,14 +856,16 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     Args:
         path: The image file; its format is found from its content, not its name.
         size: Side of the square output in pixels.
+        max_pixels: The pixel limit (see ``open_image``); None for ``max_image_pixels()``.
 
     Returns:
         The pixels, ``uint8``, shape ``(size, size, 3)``.
 
     Raises:
-        OSError, ValueError, Image.DecompressionBombError: When the file cannot be decoded.
+        ImageTooLargeError: When the image has more pixels than the limit.
+        OSError, ValueError: When the file cannot be decoded.
     """
-    with Image.open(path) as image:
+    with open_image(path, max_pixels) as image:
         if image.format == "JPEG":
             # Let the JPEG decoder scale down by 2, 4 or 8 while decoding: much faster,
             # and the result stays at least ``size`` pixels on each side.

@@ -12,11 +12,18 @@ folder per run, so a model survives the session that trained it.
 
 Uploads are written only inside the folder: a file name with ``..`` or an
 absolute path is refused, and so is a zip whose entries would land outside,
-or that unpacks to more than the configured limits (a "zip bomb").
+or that unpacks to more than the configured limits (a "zip bomb"). Folder
+uploads have limits too (``MAX_UPLOAD_FILES``, ``MAX_UPLOAD_BYTES``). Every
+name and limit is checked before the first byte is written, and a dataset is
+written into a staging folder that only replaces the previous upload of the
+same name once it is complete, so a refused or failed upload (disk full)
+leaves nothing half-written behind. Uploaded bytes are only ever written
+to files: nothing from an upload is executed or unpickled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -24,6 +31,8 @@ import time
 import uuid
 import weakref
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -36,6 +45,11 @@ STALE_AFTER_SECONDS = 24 * 3600
 MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_ZIP_ENTRIES = 200_000
 MAX_COMPRESSION_RATIO = 200
+# The compression ratio is only judged for archives that unpack to more than this:
+# small archives of flat test images compress very well and are harmless.
+RATIO_CHECKED_ABOVE_BYTES = 100 * 1024**2
+MAX_UPLOAD_FILES = 200_000
+MAX_UPLOAD_BYTES = 4 * 1024**3
 
 
 class UploadedFile(Protocol):
@@ -94,26 +108,32 @@ class Workspace:
             The folder that now holds the uploaded tree.
 
         Raises:
-            DataError: When nothing was uploaded or a name tries to leave the folder.
+            DataError: When nothing was uploaded, there are more files or bytes than
+                the limits allow, a name tries to leave the folder, or the disk is
+                full (nothing is left half-written then).
         """
         if not files:
             raise DataError("No files were uploaded. Choose a folder that holds one sub-folder per class.")
-        target = self.fresh_data_dir(label)
-        for uploaded in files:
-            relative = _checked_relative_path(uploaded.name)
-            destination = target.joinpath(*relative.parts)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(uploaded.getvalue())
-        return target
+        _check_upload_limits(files)
+        relatives = [_checked_relative_path(uploaded.name) for uploaded in files]
+        with self._staging(label) as staging:
+            for uploaded, relative in zip(files, relatives, strict=True):
+                destination = staging.joinpath(*relative.parts)
+                try:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    destination.write_bytes(uploaded.getvalue())
+                except OSError as error:
+                    raise _write_error(uploaded.name, error) from error
+        return self.root / "data" / _safe_component(label)
 
     def unpack_zip(self, stream: BinaryIO | str | os.PathLike, label: str = "zip") -> Path:
         """Unpacks a zip into a fresh folder after checking every entry.
 
         Raises:
             DataError: When the file is not a zip, an entry would be written outside
-                the folder, or the archive unpacks to more than the limits allow.
+                the folder, is encrypted or damaged, the archive unpacks to more than
+                the limits allow, or the disk is full (nothing is left half-written then).
         """
-        target = self.fresh_data_dir(label)
         try:
             archive = zipfile.ZipFile(stream)
         except zipfile.BadZipFile as error:
@@ -121,15 +141,28 @@ class Workspace:
         with archive:
             entries = [entry for entry in archive.infolist() if not entry.is_dir()]
             _check_zip_limits(entries)
-            for entry in entries:
-                relative = _checked_relative_path(entry.filename)
-                if relative.parts[0] == "__MACOSX":
-                    continue  # resource forks macOS adds to zips: never images
-                destination = target.joinpath(*relative.parts)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(entry) as source, open(destination, "wb") as sink:
-                    shutil.copyfileobj(source, sink)
-        return target
+            planned = [(entry, _checked_relative_path(entry.filename)) for entry in entries]
+            _check_not_encrypted(entries)
+            with self._staging(label) as staging:
+                for entry, relative in planned:
+                    if relative.parts[0] == "__MACOSX":
+                        continue  # resource forks macOS adds to zips: never images
+                    _unpack_entry(archive, entry, staging.joinpath(*relative.parts))
+        return self.root / "data" / _safe_component(label)
+
+    @contextlib.contextmanager
+    def _staging(self, label: str) -> Iterator[Path]:
+        """A hidden folder to write a dataset into; it becomes ``data/<label>`` only when complete."""
+        staging = self.root / "data" / f".staging-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+            final = self.root / "data" / _safe_component(label)
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -146,21 +179,74 @@ def _checked_relative_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def _check_upload_limits(files: list[UploadedFile]) -> None:
+    if len(files) > MAX_UPLOAD_FILES:
+        raise DataError(
+            f"The upload holds {len(files):,} files while at most {MAX_UPLOAD_FILES:,} are accepted. "
+            "Give the dataset's local folder path instead of uploading it."
+        )
+    total = sum(_upload_size(uploaded) for uploaded in files)
+    if total > MAX_UPLOAD_BYTES:
+        raise DataError(
+            f"The uploaded files total {_format_bytes(total)} while at most {_format_bytes(MAX_UPLOAD_BYTES)} are accepted. "
+            "Give the dataset's local folder path instead of uploading it."
+        )
+
+
+def _upload_size(uploaded: UploadedFile) -> int:
+    """The upload's size: Streamlit's ``size`` when it has one, else the length of its bytes."""
+    size = getattr(uploaded, "size", None)
+    return int(size) if isinstance(size, int) else len(uploaded.getvalue())
+
+
 def _check_zip_limits(entries: list[zipfile.ZipInfo]) -> None:
     if len(entries) > MAX_ZIP_ENTRIES:
         raise DataError(f"The zip holds {len(entries):,} files while at most {MAX_ZIP_ENTRIES:,} are accepted. Split the dataset, or give its local folder path instead.")
     unpacked = sum(entry.file_size for entry in entries)
     if unpacked > MAX_UNPACKED_BYTES:
         raise DataError(
-            f"The zip would unpack to {unpacked / 1024**3:.1f} GB while at most {MAX_UNPACKED_BYTES / 1024**3:.0f} GB are accepted. "
+            f"The zip would unpack to {_format_bytes(unpacked)} while at most {_format_bytes(MAX_UNPACKED_BYTES)} are accepted. "
             "Give the dataset's local folder path instead of uploading it."
         )
     packed = sum(entry.compress_size for entry in entries)
-    if packed and unpacked / packed > MAX_COMPRESSION_RATIO and unpacked > 100 * 1024**2:
+    if packed and unpacked / packed > MAX_COMPRESSION_RATIO and unpacked > RATIO_CHECKED_ABOVE_BYTES:
         raise DataError(
             f"The zip unpacks to {unpacked / packed:.0f} times its size (over {MAX_COMPRESSION_RATIO}x): that is a zip bomb, not a folder of photos. "
             "Upload the real dataset."
         )
+
+
+def _check_not_encrypted(entries: list[zipfile.ZipInfo]) -> None:
+    for entry in entries:
+        if entry.flag_bits & 0x1:
+            raise DataError(f"The zip entry '{entry.filename}' is encrypted, while the app can only unpack zips without a password. Zip the folder again without a password.")
+
+
+def _unpack_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, destination: Path) -> None:
+    """Copies one entry's bytes to ``destination`` (a plain file; nothing in it is run)."""
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(entry) as source, open(destination, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as error:
+        raise DataError(f"The zip entry '{entry.filename}' cannot be unpacked ({error}). Zip the folder again, or upload the folder itself.") from error
+    except OSError as error:
+        raise _write_error(entry.filename, error) from error
+
+
+def _write_error(name: str, error: OSError) -> DataError:
+    return DataError(
+        f"Could not save '{name}' in the session folder: {error.strerror or error}. "
+        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
+    )
+
+
+def _format_bytes(count: int) -> str:
+    if count >= 1024**3:
+        return f"{count / 1024**3:.1f} GB"
+    if count >= 1024**2:
+        return f"{count / 1024**2:.1f} MB"
+    return f"{count:,} bytes"
 
 
 def _safe_component(label: str) -> str:
