@@ -154,6 +154,9 @@ class _Run:
         keras.utils.set_random_seed(config.seed)
         device = detect_device()
         self.on_event(TrainingStarted(config=config.to_dict(), device=device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
+        for group in dataset.duplicate_groups():
+            if group.kind != "same class":
+                self._notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
         out_dir = Path(config.out_dir)
         try:
             decoded = self._decode(dataset, image_size)
@@ -365,23 +368,10 @@ class _Run:
                 )
         description = "Training the new head on cached features" if strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
         self.on_event(PhaseStarted(phase, description, total=epochs))
-        model.head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         bridge = _EventBridge(self, phase, model.head, math.ceil(len(train_y) / config.batch_size), config.learning_rate)
-        self._timed(
-            phase,
-            lambda: model.head.fit(
-                train_x,
-                train_y,
-                batch_size=config.batch_size,
-                epochs=len(self.history) + epochs,
-                initial_epoch=len(self.history),
-                validation_data=(features[split_rows["val"]], split_labels["val"]),
-                class_weight=class_weight,
-                shuffle=True,
-                callbacks=[bridge],
-                verbose=0,
-            ),
-        )
+        trainer = HeadTrainer(model.head, config.learning_rate, config.batch_size, class_weight, seed=config.seed)
+        validation = (features[split_rows["val"]], split_labels["val"])
+        self._timed(phase, lambda: trainer.fit(train_x, train_y, validation, epochs, first_epoch=len(self.history), callback=bridge))
         bridge.restore_best()
 
     def _fit_images(self, model: _Model, decoded, split_rows, split_labels, class_weight, learning_rate: float, epochs: int, phase: str) -> None:
@@ -439,6 +429,7 @@ class _Run:
         import PIL
         import sklearn
 
+        data_summary = dataset.summary()
         return {
             "status": status,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -462,6 +453,8 @@ class _Run:
                 "seed": dataset.seed,
             },
             "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
+            "duplicates": data_summary.get("duplicates", []),
+            "suspicious": data_summary.get("suspicious", []),
             "cache": dict(self.cache_use),
             "notes": list(self.notes),
             "history": list(self.history),
@@ -563,6 +556,93 @@ class _EventBridge(keras.callbacks.Callback):
 
     def restore_best(self) -> None:
         self.target.set_weights(self.best_weights)
+
+
+class HeadTrainer:
+    """Trains a head on cached features with a compiled loop: many steps per call, one call for validation.
+
+    A step on a 1,280-long feature vector takes microseconds, so ``model.fit``'s
+    per-step and per-epoch bookkeeping would cost more than the learning. The
+    loop runs ``steps_per_call`` steps inside one ``tf.function`` call, gathers
+    each batch from the features already on the device, and reports to a Keras
+    callback as ``fit`` would (batch ends, epoch ends with the same log names),
+    so events, early stopping, best weights and stop requests work unchanged.
+
+    Args:
+        head: The head model (softmax outputs).
+        learning_rate: Adam's learning rate.
+        batch_size: Feature vectors per step.
+        class_weight: Loss weight per class index, or None.
+        seed: Seed of the shuffling.
+        steps_per_call: Steps run by one call of the compiled loop.
+    """
+
+    def __init__(self, head: keras.Model, learning_rate: float, batch_size: int, class_weight: dict[int, float] | None = None, seed: int = 0, steps_per_call: int = 64) -> None:
+        self.head = head
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.batch_size = batch_size
+        self.class_weight = class_weight
+        self.rng = np.random.default_rng(seed)
+        self.steps_per_call = steps_per_call
+        self.loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        self.train_steps = tf.function(self._train_steps, reduce_retracing=True)
+        self.evaluate = tf.function(self._evaluate, reduce_retracing=True)
+
+    def _train_steps(self, features, labels, weights, order, first_batch, batches):
+        total_loss, total_weight, correct = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+        count = tf.shape(order, out_type=tf.int64)[0]
+        for batch in tf.range(first_batch, first_batch + batches):
+            indices = order[batch * self.batch_size : tf.minimum((batch + 1) * self.batch_size, count)]
+            batch_features, batch_labels, batch_weights = tf.gather(features, indices), tf.gather(labels, indices), tf.gather(weights, indices)
+            with tf.GradientTape() as tape:
+                probabilities = self.head(batch_features, training=True)
+                losses = self.loss(batch_labels, probabilities) * batch_weights
+                loss = tf.reduce_sum(losses) / tf.reduce_sum(batch_weights)
+            gradients = tape.gradient(loss, self.head.trainable_variables)
+            self.optimizer.apply_gradients(zip(gradients, self.head.trainable_variables, strict=True))
+            total_loss += tf.reduce_sum(losses)
+            total_weight += tf.reduce_sum(batch_weights)
+            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, axis=1, output_type=tf.int64), batch_labels), tf.float32))
+        return total_loss, total_weight, correct
+
+    def _evaluate(self, features, labels):
+        probabilities = self.head(features, training=False)
+        loss = tf.reduce_mean(self.loss(labels, probabilities))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probabilities, axis=1, output_type=tf.int64), labels), tf.float32))
+        return loss, accuracy
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, validation: tuple[np.ndarray, np.ndarray], epochs: int, first_epoch: int = 0, callback: keras.callbacks.Callback | None = None) -> None:
+        """Trains for ``epochs``; ``callback`` sees batch and epoch ends and may set ``head.stop_training``."""
+        features_tensor, labels_tensor = tf.constant(features, tf.float32), tf.constant(labels, tf.int64)
+        weights = np.ones(len(labels), np.float32) if not self.class_weight else np.array([self.class_weight.get(int(label), 1.0) for label in labels], np.float32)
+        weights_tensor = tf.constant(weights)
+        validation_features, validation_labels = tf.constant(validation[0], tf.float32), tf.constant(validation[1], tf.int64)
+        batches = math.ceil(len(labels) / self.batch_size)
+        self.head.stop_training = False
+        if callback is not None:
+            callback.set_model(self.head)
+        for epoch in range(first_epoch, first_epoch + epochs):
+            if callback is not None:
+                callback.on_epoch_begin(epoch)
+            order = tf.constant(self.rng.permutation(len(labels)), tf.int64)
+            sums = np.zeros(3)
+            for first_batch in range(0, batches, self.steps_per_call):
+                count = min(self.steps_per_call, batches - first_batch)
+                sums += np.array([value.numpy() for value in self.train_steps(features_tensor, labels_tensor, weights_tensor, order, tf.constant(first_batch, tf.int64), tf.constant(count, tf.int64))])
+                logs = {"loss": sums[0] / max(sums[1], 1e-12), "accuracy": sums[2] / min((first_batch + count) * self.batch_size, len(labels))}
+                if callback is not None:
+                    callback.on_train_batch_end(first_batch + count - 1, logs)
+                if self.head.stop_training:
+                    break
+            if self.head.stop_training and callback is not None and getattr(callback.run, "stop", None) is not None and callback.run.stop.requested:
+                callback.on_epoch_end(epoch, logs)  # the bridge notes the unfinished epoch and does not count it
+                break
+            validation_loss, validation_accuracy = self.evaluate(validation_features, validation_labels)
+            logs = {**logs, "val_loss": float(validation_loss), "val_accuracy": float(validation_accuracy)}
+            if callback is not None:
+                callback.on_epoch_end(epoch, logs)
+            if self.head.stop_training:
+                break
 
 
 def feature_cache_key(spec: BackboneSpec, weights: str, image_size: int, images_key: str) -> str:
