@@ -11,6 +11,7 @@ import dataclasses
 import streamlit as st
 
 from app_charts import learning_curves
+from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
 from tl_core.jobs import overfitting_epoch
 
@@ -32,7 +33,6 @@ if train_config is None or dataset is None:
     st.page_link("pages/setup.py", label="Go to Setup", icon=":material/tune:")
     if job is None:
         st.stop()
-
 
 
 def augmentation_text(config) -> str:
@@ -162,7 +162,7 @@ if train_config is not None and dataset is not None:
         epochs += f" after {train_config.warmup_epochs} warm-up epochs"
     summary = [
         backbone.display_name if backbone else train_config.backbone,
-        train_config.strategy.replace("_", " "),
+        STRATEGY_TITLES.get(train_config.strategy, train_config.strategy).lower(),
         epochs,
         f"{size}×{size} px" if size else "default size",
         f"batch {train_config.batch_size}",

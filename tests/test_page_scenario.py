@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,31 +210,6 @@ def test_a_stale_recommendation_is_replaced(small_folder: Path) -> None:
     assert not at.exception
     assert at.session_state["recommendation"].reasons != ["stale"]
     assert at.session_state["recommendation"].scenario == 2
-
-
-def test_page_imports_no_tensorflow(small_folder: Path) -> None:
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-        from streamlit.testing.v1 import AppTest
-        from fake_engine import FakeEngine
-        from tl_core.data import scan_dataset
-        at = AppTest.from_file({APP!r}, default_timeout=30)
-        at.session_state["engine"] = FakeEngine()
-        at.session_state["dataset"] = scan_dataset({str(small_folder)!r})
-        at.session_state["data_dir"] = {str(small_folder)!r}
-        at.session_state["similarity"] = "low"
-        at.run()
-        at.switch_page("pages/scenario.py").run()
-        assert not at.exception, at.exception
-        assert at.session_state["recommendation"] is not None
-        print("tensorflow" in sys.modules, "keras" in sys.modules)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "False False"
 
 
 def test_measured_similarity_replaces_the_question_and_shows_its_components(small_folder: Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -306,31 +303,6 @@ def test_engine_errors_are_shown_plainly(folder: Path) -> None:
 
     assert not at.exception
     assert at.error[0].value == "No layers found for 'mobilenet_v2'. Choose another backbone."
-
-
-def test_page_imports_no_tensorflow(folder: Path) -> None:
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-        from streamlit.testing.v1 import AppTest
-        from fake_engine import FakeEngine
-        from tl_core.data import scan_dataset
-        at = AppTest.from_file({APP!r}, default_timeout=30)
-        at.session_state["engine"] = FakeEngine()
-        at.session_state["dataset"] = scan_dataset({str(folder)!r})
-        at.session_state["data_dir"] = {str(folder)!r}
-        at.session_state["chosen_strategy"] = "fine_tune"
-        at.run()
-        at.switch_page("pages/setup.py").run()
-        assert not at.exception, at.exception
-        assert at.session_state["train_config"] is not None
-        print("tensorflow" in sys.modules, "keras" in sys.modules)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "False False"
 
 
 def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
