@@ -157,10 +157,10 @@ def show_measurement(advice) -> None:
         f"Your images move the BatchNorm statistics by {measurement.mean_shift:.2f} on average (ImageNet-like photos: about 0.1). "
         "Less shift, higher similarity."))
     if measurement.confidence_similarity is not None:
-        columns[2].metric("ImageNet confidence", f"{measurement.confidence_similarity:.2f}", help=(
+        columns[2].metric("Confidence", f"{measurement.confidence_similarity:.2f}", help=(
             f"An ImageNet classifier is {measurement.imagenet_confidence:.0%} sure of its top class on average."))
     else:
-        columns[2].metric("ImageNet confidence", "n/a", help="; ".join(measurement.notes) or "Not measured.")
+        columns[2].metric("Confidence", "n/a", help="; ".join(measurement.notes) or "Not measured.")
     if st.button("Use my own answer instead", key="scenario_forget_measurement"):
         state["advice"] = None
         st.rerun()

@@ -220,7 +220,7 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     text = all_text(at)
     assert "**Measured similarity: 0.12** (low; 0.5 and above counts as high)" in text
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["Probe gain"] == "0.00" and metrics["Domain shift"] == "0.13" and metrics["ImageNet confidence"] == "0.16"
+    assert metrics["Probe gain"] == "0.00" and metrics["Domain shift"] == "0.13" and metrics["Confidence"] == "0.16"
     assert at.session_state["recommendation"].similarity_source == "measured"
     assert "Scenario 2" in text and "measured similarity 0.12" in text
     assert "Suggested for fine-tuning: freeze the first 12 of 22 layers (block 'block_2')" in text
