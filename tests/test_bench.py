@@ -23,4 +23,4 @@ def test_benchmark_smoke_run_prints_every_ratio(capsys, tmp_path: Path, ants_bee
     assert all(value > 0 for value in results["ratios"].values())
     assert results["second_run"]["cache"] == {"images": "hit", "features": "hit"}
     assert results["facts"]["cpu_count"] >= 1 and results["peak_memory_mb"] > 0
-    assert table.count("\n| ") == 8  # header, separator and seven measurements
+    assert table.count("\n| ") == 9  # header, separator, seven measurements and one reference line

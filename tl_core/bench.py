@@ -15,7 +15,8 @@ is a ratio to a baseline measured right there, never an absolute time:
 - ours, second run: another head configuration on the same data ("train again").
 - warm image cache: features of already decoded images (another backbone or fine-tuning epochs).
 - head on cached features: 20 epochs on the cached features.
-- fine-tuning: steps per second with augmentation against ``model.fit`` on in-memory tensors.
+- fine-tuning: steps per second with augmentation against ``model.fit`` of the same model, with the
+  same augmentation as its first layer, on in-memory tensors (and, for reference, without augmentation).
 - peak resident memory of the process.
 
 What was measured while profiling (2 CPU cores, MobileNetV2 at 224 px): decoding a
@@ -198,11 +199,19 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20) -> dict:
     timer = Timer()
     classifier.fit(ours_data, epochs=2, verbose=0, callbacks=[timer])  # the second epoch is timed: no tracing
     ours = (count / batch_size) / timer.seconds
+    # The baseline does the same work (the same augmentation, as the model's first layer) on tensors already in
+    # memory, so the ratio shows what our input pipeline costs: below 1 means it starves training.
+    inputs = keras.Input(classifier.input_shape[1:])
+    augmented_model = keras.Model(inputs, classifier(build_augmenter(AugmentConfig(), 0)(inputs, training=True)))
+    augmented_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     plain = tf.data.Dataset.from_tensor_slices((tf.cast(pixels[:count], tf.float32), labels[:count])).batch(batch_size).cache()
     timer = Timer()
-    classifier.fit(plain, epochs=2, verbose=0, callbacks=[timer])
+    augmented_model.fit(plain, epochs=2, verbose=0, callbacks=[timer])
     baseline = (count / batch_size) / timer.seconds
-    return {"ours_steps_per_second": ours, "plain_steps_per_second": baseline}
+    timer = Timer()
+    classifier.fit(plain, epochs=2, verbose=0, callbacks=[timer])  # for reference: what augmentation itself costs
+    without_augmentation = (count / batch_size) / timer.seconds
+    return {"ours_steps_per_second": ours, "plain_steps_per_second": baseline, "no_augmentation_steps_per_second": without_augmentation}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +300,8 @@ def format_table(results: dict) -> str:
         f"| second run, other head (\"train again\") | {second['seconds']:.1f} s | naive {naive['seconds']:.1f} s | {ratios['naive_end_to_end_over_second_run']:.1f}x faster | >= 4x |",
         f"| extraction with decoded images cached | {ratios['warm_image_cache_vs_forward_limit'] * results['forward_limit_images_per_second']:.0f} img/s | forward limit | {ratios['warm_image_cache_vs_forward_limit']:.2f}x | >= 0.9x |",
         f"| head on cached features, 3,000 x 20 epochs | {results['head_20_epochs_3000_seconds']:.2f} s | extracting 3,000 again {3000 / results['forward_limit_images_per_second']:.1f} s | {ratios['extraction_3000_over_head_20_epochs']:.0f}x faster | < 3 s, >= 20x |",
-        f"| fine-tuning, augmented | {results['fine_tune']['ours_steps_per_second']:.2f} steps/s | plain fit {results['fine_tune']['plain_steps_per_second']:.2f} steps/s | {ratios['fine_tune_steps_vs_plain_fit']:.2f}x | >= 0.9x |",
+        f"| fine-tuning, augmented | {results['fine_tune']['ours_steps_per_second']:.2f} steps/s | plain fit from memory, same augmentation {results['fine_tune']['plain_steps_per_second']:.2f} steps/s | {ratios['fine_tune_steps_vs_plain_fit']:.2f}x | >= 0.9x |",
+        f"| (reference) plain fit without augmentation | {results['fine_tune']['no_augmentation_steps_per_second']:.2f} steps/s | | | |",
         f"| peak resident memory | {results['peak_memory_mb']:.0f} MB | | | < 4 GB at 10,000 images |",
         "",
         f"Accuracy on val: ours {first['accuracy']:.3f}, naive {naive['accuracy']:.3f}.",
