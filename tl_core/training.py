@@ -634,8 +634,9 @@ class HeadTrainer:
                     callback.on_train_batch_end(first_batch + count - 1, logs)
                 if self.head.stop_training:
                     break
-            if self.head.stop_training and callback is not None and getattr(callback.run, "stop", None) is not None and callback.run.stop.requested:
-                callback.on_epoch_end(epoch, logs)  # the bridge notes the unfinished epoch and does not count it
+            if self.head.stop_training:  # set mid-epoch: a stop request, so the epoch is unfinished and not validated
+                if callback is not None:
+                    callback.on_epoch_end(epoch, logs)  # the bridge notes the unfinished epoch and does not count it
                 break
             validation_loss, validation_accuracy = self.evaluate(validation_features, validation_labels)
             logs = {**logs, "val_loss": float(validation_loss), "val_accuracy": float(validation_accuracy)}
