@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tl_core.augment import RandomAffine
 from tl_core.backbones import BackboneSpec
 from tl_core.config import FLIP_MODES, AugmentConfig
 from tl_core.errors import ConfigError, WeightsError
@@ -251,14 +252,9 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential:
         if not 0 <= value < 1:
             raise ConfigError(f"augmentation {name} is {value} while it must be at least 0 and below 1 (e.g. 0.1).")
     layers: list[keras.layers.Layer] = []
-    if config.flip != "none":
-        layers.append(keras.layers.RandomFlip(config.flip, seed=seed))
-    if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed + 1))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed + 2))
-    if config.translation:
-        layers.append(keras.layers.RandomTranslation(config.translation, config.translation, fill_mode="reflect", seed=seed + 3))
+    if config.flip != "none" or config.rotation or config.zoom or config.translation:
+        # One resampling for all four geometric changes (see tl_core.augment): about 3x cheaper than four layers.
+        layers.append(RandomAffine(config.flip, config.rotation, config.zoom, config.translation, fill_mode="reflect", seed=seed, name="random_affine"))
     if config.contrast:
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
     return keras.Sequential(layers, name="augmentation")
