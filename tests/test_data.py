@@ -209,6 +209,29 @@ def test_decoded_images_are_cached_and_memory_mapped_over_budget(tmp_path: Path,
     assert decode_images(dataset.records, 40, cache_dir=tmp_path / "cache").from_cache is False  # another size decodes again
 
 
+def test_decoding_hands_over_chunks_in_order_while_it_goes_on(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+    chunks = []
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda start, stop, pixels: chunks.append((start, stop, np.array(pixels))), chunk_rows=8)
+    assert [(start, stop) for start, stop, _ in chunks] == [(0, 8), (8, 16), (16, 24), (24, 30)]
+    np.testing.assert_array_equal(np.concatenate([pixels for _, _, pixels in chunks]), decoded.pixels)
+    hit = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda *chunk: pytest.fail("a cache hit decodes nothing"))
+    assert hit.from_cache
+
+
+def test_a_failing_chunk_consumer_leaves_no_cache_entry(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+
+    def consume(start: int, stop: int, pixels: np.ndarray) -> None:
+        if start:
+            raise MemoryError("out of memory in the model")
+
+    with pytest.raises(MemoryError):
+        decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=consume, chunk_rows=8)
+    assert list((tmp_path / "cache" / "images").iterdir()) == []
+    assert not decode_images(dataset.records, 32, cache_dir=tmp_path / "cache").from_cache
+
+
 def test_only_files_that_share_a_size_are_hashed(tmp_path: Path) -> None:
     root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
     (root / "b" / "copy.png").write_bytes((root / "a" / "a_000.png").read_bytes())

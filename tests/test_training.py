@@ -60,7 +60,7 @@ def test_events_follow_the_documented_order(tmp_path: Path, tiny_dataset: Path, 
     kinds = [event.kind for event in events]
     assert kinds[0] == "TrainingStarted" and kinds[-1] == "TrainingFinished"
     phases = [event.phase for event in events if isinstance(event, PhaseStarted)]
-    assert phases == ["decode", "features", "head", "evaluate", "export"]
+    assert phases == ["features", "head", "evaluate", "export"]  # first run: the backbone runs while the images are read
     started = events[0]
     assert isinstance(started, TrainingStarted) and started.device["kind"] in ("CPU", "GPU") and started.class_names == ["circles", "squares", "stripes"]
     epochs = [event for event in events if isinstance(event, EpochEnded)]
@@ -68,6 +68,20 @@ def test_events_follow_the_documented_order(tmp_path: Path, tiny_dataset: Path, 
     assert "BatchEnded" in kinds
     finished = events[-1]
     assert isinstance(finished, TrainingFinished) and finished.status == "finished" and finished.test_accuracy == result.evaluation.accuracy
+
+
+def test_features_computed_while_reading_equal_features_of_cached_images(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=1, image_size=32, cache_dir=str(tmp_path / "cache"))
+    first, _ = _run(config)
+    assert first.summary["cache"] == {"images": "miss", "features": "miss"}
+    (streamed,) = list((tmp_path / "cache" / "features").glob("*.npy"))
+    streamed_features = np.load(streamed)
+    streamed.unlink()
+    again, events = _run(config)  # the decoded images are cached now; the features are computed from them
+    assert again.summary["cache"] == {"images": "hit", "features": "miss"}
+    assert [event.phase for event in events if isinstance(event, PhaseStarted)][:2] == ["decode", "features"]
+    assert streamed_features.shape == (30, 1280)
+    np.testing.assert_allclose(np.load(streamed), streamed_features, rtol=1e-5, atol=1e-5)
 
 
 def test_feature_extraction_can_train_on_cached_augmented_views(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
@@ -104,7 +118,7 @@ def test_fine_tune_keeps_exactly_the_first_k_layers_unchanged(tmp_path: Path, ti
     result, events = _run(config)
     assert result.summary["frozen_layers"] == frozen
     # No warm-up here, so the one fine-tuning epoch is the best one and its weights are kept.
-    assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["decode", "features", "fine_tune", "evaluate", "export"]
+    assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["features", "fine_tune", "evaluate", "export"]
     pretrained = build_backbone(get_backbone("mobilenet_v2"), "imagenet")
     trained = keras.models.load_model(tmp_path / "run" / "model.keras").get_layer(pretrained.name)
     changed = []
@@ -177,3 +191,65 @@ def test_exported_h5_loads_without_tl_core_and_matches_predict(tmp_path: Path, t
     expected = np.array([[dict(prediction.top)[name] for name in load_run(run_dir).class_names] for prediction in predictions])
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert [prediction.predicted_class for prediction in predictions] == [load_run(run_dir).class_names[index] for index in probabilities.argmax(axis=1)]
+
+
+def _run_in_fresh_process(preamble: str, tmp_path: Path, tiny_dataset: Path, strategies: tuple[str, ...]) -> dict:
+    """Trains each strategy in a new Python process after ``preamble`` (device set-up that must come first)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from pathlib import Path
+        import numpy as np
+        import tensorflow as tf
+        import tl_core.training as training
+        from tl_core.config import TrainConfig
+        from tl_core.device import DeviceInfo
+        from tl_core.export import load_run, predict_files
+        """
+    ) + textwrap.dedent(preamble) + textwrap.dedent(
+        """
+        report = {}
+        for strategy in sys.argv[2:]:
+            config = TrainConfig(data_dir=sys.argv[1], out_dir=f"runs/{strategy}", strategy=strategy, epochs=1, warmup_epochs=1, image_size=32, batch_size=8, cache_dir="cache")
+            result = training.train(config)
+            run = load_run(f"runs/{strategy}")
+            predicted = predict_files(run, [sorted(path for path in Path(sys.argv[1]).rglob("*") if path.is_file())[0]])[0]
+            report[strategy] = {
+                "status": result.status, "epochs": len(result.history), "notes": result.summary["notes"],
+                "loss_finite": bool(np.isfinite([entry["loss"] for entry in result.history]).all()),
+                "saved_dtypes": sorted({str(weight.dtype) for weight in run.model.weights}), "predicted": predicted.predicted_class,
+            }
+        print(json.dumps(report))
+        """
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    completed = subprocess.run([sys.executable, "-c", script, str(tiny_dataset), *strategies], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_several_devices_train_one_mirrored_model(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    # Two logical CPUs stand in for two GPUs: MirroredStrategy treats them the same way.
+    preamble = """
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        training.distribution_strategy = lambda device: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    """
+    report = _run_in_fresh_process(preamble, tmp_path, tiny_dataset, ("feature_extraction", "fine_tune"))
+    for strategy, expected_epochs in (("feature_extraction", 1), ("fine_tune", 2)):
+        outcome = report[strategy]
+        assert outcome["status"] == "finished" and outcome["epochs"] == expected_epochs and outcome["loss_finite"], outcome
+        assert any(note.startswith("Training on 2 GPUs at once") for note in outcome["notes"])
+        assert outcome["predicted"] in ("circles", "squares", "stripes")
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    # The GPU path's policy, run on the CPU (slower there, but the same code).
+    preamble = """
+        training.detect_device = lambda: DeviceInfo(kind="CPU", name="CPU", reason="test", mixed_precision="mixed_float16")
+    """
+    report = _run_in_fresh_process(preamble, tmp_path, tiny_dataset, ("feature_extraction", "fine_tune"))
+    for strategy in ("feature_extraction", "fine_tune"):
+        outcome = report[strategy]
+        assert outcome["status"] == "finished" and outcome["loss_finite"], outcome
+        assert outcome["saved_dtypes"] == ["float32"], outcome  # mixed precision is for training speed; the file is plain float32

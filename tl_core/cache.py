@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,8 @@ def decode_images(
     on_progress: Callable[[int, int], None] | None = None,
     stop: StopRequest | None = None,
     workers: int | None = None,
+    on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
+    chunk_rows: int = 64,
 ) -> DecodedImages:
     """Decodes and resizes every image once, reusing the on-disk cache when it is current.
 
@@ -91,15 +94,17 @@ def decode_images(
         on_progress: Called with (images done, total) while decoding.
         stop: Checked between images; when set, decoding ends with ``Interrupted``.
         workers: Decoding threads (Pillow releases the GIL while decoding).
+        on_chunk: Called in row order with ``(start, stop, pixels)`` as soon as rows
+            ``start:stop`` (``chunk_rows`` at a time) are decoded, while the threads go
+            on decoding later rows: a caller can run a model on the first images
+            while the rest are still being read. Not called on a cache hit.
+        chunk_rows: Rows per ``on_chunk`` call.
 
     Returns:
         The pixels and the list of files that failed to decode.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = cache_key("images-v1", size, files_fingerprint(records))
-    folder = cache_dir / "images"
-    array_path = folder / f"{key}.npy"
-    meta_path = folder / f"{key}.json"
+    key = decoded_images_key(records, size)
+    folder, array_path, meta_path = _image_cache_paths(cache_dir, key)
     row_of = {record.path: index for index, record in enumerate(records)}
     total = len(records)
     if array_path.exists() and meta_path.exists():
@@ -114,7 +119,7 @@ def decode_images(
     os.close(handle)
     try:
         target = np.lib.format.open_memmap(temporary_name, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
-        failed = _decode_into(target, records, size, on_progress, stop, workers)
+        failed = _decode_into(target, records, size, on_progress, stop, workers, on_chunk, chunk_rows)
         target.flush()
         del target
         os.replace(temporary_name, array_path)
@@ -126,6 +131,22 @@ def decode_images(
     return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=in_memory, key=key)
 
 
+def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
+    """The cache key of these images decoded at this size (it also keys their features)."""
+    return cache_key("images-v1", size, files_fingerprint(records))
+
+
+def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None) -> bool:
+    """True when ``decode_images`` would read these images from the cache instead of decoding them."""
+    _, array_path, meta_path = _image_cache_paths(cache_dir, decoded_images_key(records, size))
+    return array_path.exists() and meta_path.exists()
+
+
+def _image_cache_paths(cache_dir: Path | None, key: str) -> tuple[Path, Path, Path]:
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "images"
+    return folder, folder / f"{key}.npy", folder / f"{key}.json"
+
+
 def _decode_into(
     target: np.ndarray,
     records: Sequence[ImageRecord],
@@ -133,11 +154,14 @@ def _decode_into(
     on_progress: Callable[[int, int], None] | None,
     stop: StopRequest | None,
     workers: int | None,
+    on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
+    chunk_rows: int = 64,
 ) -> list[SkippedFile]:
     """Fills ``target`` row by row using a pool of threads; returns the files that failed."""
+    abandoned = threading.Event()  # set when the caller's loop ends early, so queued images are not decoded for nothing
 
     def decode(index: int) -> SkippedFile | None:
-        if stop is not None and stop.requested:
+        if abandoned.is_set() or (stop is not None and stop.requested):
             return None
         record = records[index]
         try:
@@ -150,12 +174,20 @@ def _decode_into(
     total = len(records)
     report_every = max(1, total // 100)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    chunk_start = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, result in enumerate(pool.map(decode, range(total)), start=1):
-            if result is not None:
-                failed.append(result)
-            if on_progress and (done % report_every == 0 or done == total):
-                on_progress(done, total)
+        try:
+            # ``map`` hands results back in row order, so rows up to ``done`` are all written.
+            for done, result in enumerate(pool.map(decode, range(total)), start=1):
+                if result is not None:
+                    failed.append(result)
+                if on_progress and (done % report_every == 0 or done == total):
+                    on_progress(done, total)
+                if on_chunk and (done - chunk_start == chunk_rows or done == total) and not (stop is not None and stop.requested):
+                    on_chunk(chunk_start, done, target[chunk_start:done])
+                    chunk_start = done
+        finally:
+            abandoned.set()
     if stop is not None and stop.requested:
         raise Interrupted(stop.reason)
     return failed
@@ -163,9 +195,11 @@ def _decode_into(
 
 def _open_array(path: Path, memory_budget_bytes: int) -> tuple[np.ndarray, bool]:
     mapped = np.load(path, mmap_mode="r")
-    if mapped.nbytes <= memory_budget_bytes:
-        return np.ascontiguousarray(mapped), True
-    return mapped, False
+    if mapped.nbytes > memory_budget_bytes:
+        return mapped, False
+    del mapped
+    # Read, not copied out of the mapping: a copy would hold the file's pages and the copy in memory at once.
+    return np.load(path), True
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:

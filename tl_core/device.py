@@ -84,3 +84,17 @@ def _why_no_gpu(tf_module) -> str:
     if not (shutil.which("nvidia-smi") or os.path.exists("/proc/driver/nvidia/version")):
         return "no NVIDIA GPU driver found on this machine"
     return "an NVIDIA driver is present but TensorFlow could not load CUDA; install 'tensorflow[and-cuda]' matching your driver"
+
+
+def distribution_strategy(device: DeviceInfo):
+    """How a run spreads over the devices: ``MirroredStrategy`` over every GPU when there are several.
+
+    Each GPU holds a copy of the model and takes an equal share of every batch;
+    the gradients are summed across the copies. With one GPU or a CPU this is
+    TensorFlow's default strategy, which changes nothing.
+    """
+    import tensorflow as tf
+
+    if device.kind == "GPU" and device.count > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()

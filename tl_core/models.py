@@ -158,21 +158,23 @@ def build_head(feature_dim: int, num_classes: int, hidden_units: int = 0, dropou
 
     Args:
         feature_dim: Length of the pooled feature vector.
-        num_classes: Number of output classes (softmax, float32 even under mixed precision).
+        num_classes: Number of output classes (softmax).
         hidden_units: Width of an optional hidden ReLU layer (0 for none).
         dropout: Dropout rate before each dense layer.
         seed: Seed of the initial weights.
 
     Returns:
-        A Sequential model named ``head``.
+        A Sequential model named ``head``. Its layers compute in float32 even under a
+        mixed-precision policy: the head costs next to nothing, and its own training
+        loop (``HeadTrainer``) then needs no loss scaling.
     """
     layers: list[keras.layers.Layer] = [keras.Input(shape=(feature_dim,), name="features")]
     if dropout > 0:
-        layers.append(keras.layers.Dropout(dropout, seed=seed, name="head_dropout"))
+        layers.append(keras.layers.Dropout(dropout, seed=seed, dtype="float32", name="head_dropout"))
     if hidden_units > 0:
-        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="head_hidden", kernel_initializer=keras.initializers.GlorotUniform(seed)))
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", dtype="float32", name="head_hidden", kernel_initializer=keras.initializers.GlorotUniform(seed)))
         if dropout > 0:
-            layers.append(keras.layers.Dropout(dropout, seed=seed + 1, name="head_hidden_dropout"))
+            layers.append(keras.layers.Dropout(dropout, seed=seed + 1, dtype="float32", name="head_hidden_dropout"))
     layers.append(
         keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions", kernel_initializer=keras.initializers.GlorotUniform(seed + 2))
     )

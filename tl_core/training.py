@@ -4,7 +4,9 @@ A run goes through named phases, each announced with a ``PhaseStarted`` event:
 
 1. ``decode``: every image is decoded and resized once (cached on disk for later runs).
 2. ``features``: for the strategies that start from a frozen pretrained backbone,
-   its pooled outputs ("bottleneck features") are computed once and cached.
+   its pooled outputs ("bottleneck features") are computed once and cached. On a
+   first run both caches are empty, and the two phases run as one ``features``
+   phase: the backbone works on each batch of images as soon as it is decoded.
 3. ``head``: a new head is trained on the cached features. For feature
    extraction this is the whole training; for fine-tuning it is the warm-up
    that keeps a random head from wrecking the pretrained layers.
@@ -20,6 +22,7 @@ them.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -32,10 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from tl_core.backbones import BackboneSpec, blocks_from_layer_names, get_backbone
-from tl_core.cache import FeatureCache, Interrupted, cache_key, decode_images
+from tl_core.cache import FeatureCache, Interrupted, cache_key, decode_images, decoded_images_cached, decoded_images_key
 from tl_core.config import AUTO_STRATEGY, TrainConfig
 from tl_core.data import Dataset, scan_dataset
-from tl_core.device import DeviceInfo, detect_device
+from tl_core.device import DeviceInfo, detect_device, distribution_strategy
 from tl_core.errors import ConfigError, TLError
 from tl_core.evaluation import Evaluation, evaluate_predictions
 from tl_core.events import (
@@ -134,6 +137,8 @@ class _Run:
         self.cache_use: dict[str, str] = {}
         self.notes: list[str] = []
         self.best = _BestWeights()
+        self.distribution = tf.distribute.get_strategy()
+        self._compiled: dict[tuple[int, int], tuple[keras.Model, object, Callable]] = {}
 
     # ------------------------------------------------------------------ orchestration
 
@@ -159,11 +164,16 @@ class _Run:
                 self._notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
         out_dir = Path(config.out_dir)
         try:
-            decoded = self._decode(dataset, image_size)
-            dataset = dataset.without(decoded.failed)
             if device.mixed_precision:
                 keras.mixed_precision.set_global_policy(device.mixed_precision)
-            model = self._train_model(dataset, decoded)
+            self.distribution = distribution_strategy(device)
+            if self.distribution.num_replicas_in_sync > 1:
+                self._notice(f"Training on {self.distribution.num_replicas_in_sync} GPUs at once: each holds a copy of the model and takes an equal share of every batch.")
+            with self.distribution.scope():  # models and optimizers made here are mirrored on every GPU
+                model = self._build_model(dataset.num_classes)
+            decoded = self._read_images(dataset, model)
+            dataset = dataset.without(decoded.failed)
+            self._train_model(model, dataset, decoded)
         except Interrupted:
             self.on_event(TrainingStopped(reason=self.stop.reason, epochs_done=len(self.history)))
             summary = self._summary("stopped", spec, weights, image_size, dataset, device, None, started)
@@ -208,37 +218,71 @@ class _Run:
 
     # ------------------------------------------------------------------ phases
 
+    def _read_images(self, dataset: Dataset, model: _Model):
+        """Decodes the images; on a first run that needs features, runs the frozen backbone while they are read.
+
+        Reading runs in threads a few batches ahead of the backbone, so on a
+        first run decoding costs little more than the forward pass alone.
+        """
+        spec, size, total = self.spec, self.image_size, len(dataset.records)
+        feature_key = feature_cache_key(spec, weights_identity(spec, self.weights), size, decoded_images_key(dataset.records, size))
+        cache = FeatureCache(self.config.cache_dir)
+        if self.config.strategy == "from_scratch" or decoded_images_cached(dataset.records, size, self.config.cache_dir) or cache.path(feature_key).exists():
+            return self._decode(dataset, size)
+        self.on_event(PhaseStarted("features", f"Reading {total} images and computing their bottleneck features with the frozen {spec.display_name} as they arrive", total=total))
+        forward = self._compiled_forward(model.feature_model, None, size)
+        features = np.zeros((total, spec.feature_dim), dtype=np.float32)
+        extracted = []
+
+        def extract(start: int, stop: int, pixels: np.ndarray) -> None:
+            if self.stop.requested:
+                raise Interrupted(self.stop.reason)
+            features[start:stop] = forward(np.asarray(pixels)).numpy()
+            extracted.append(stop - start)
+            self.on_event(ProgressUpdated("features", stop, total))
+
+        # One decoding thread per core: measured on 2 cores, more threads only take turns away from the backbone.
+        decoded = self._timed("features", lambda: self._decode_images(dataset, size, on_chunk=extract, workers=os.cpu_count() or 1))
+        self._report_decoded(decoded)
+        if sum(extracted) == total:  # else another process cached the images meanwhile: features are computed the usual way
+            self.cache_use["features"] = "miss"
+            cache.save(feature_key, features)
+            model.features = features
+        return decoded
+
     def _decode(self, dataset: Dataset, image_size: int):
         self.on_event(PhaseStarted("decode", f"Reading and resizing {len(dataset.records)} images to {image_size}x{image_size}", total=len(dataset.records)))
 
         def progress(done: int, total: int) -> None:
             self.on_event(ProgressUpdated("decode", done, total))
 
-        decoded = self._timed(
-            "decode",
-            lambda: decode_images(
-                dataset.records,
-                image_size,
-                cache_dir=self.config.cache_dir,
-                memory_budget_bytes=self.config.memory_budget_mb * 1024**2,
-                on_progress=progress,
-                stop=self.stop,
-            ),
+        decoded = self._timed("decode", lambda: self._decode_images(dataset, image_size, on_progress=progress))
+        self._report_decoded(decoded)
+        return decoded
+
+    def _decode_images(self, dataset: Dataset, image_size: int, **callbacks):
+        return decode_images(
+            dataset.records, image_size, cache_dir=self.config.cache_dir, memory_budget_bytes=self.config.memory_budget_mb * 1024**2, stop=self.stop, chunk_rows=FEATURE_BATCH_SIZE, **callbacks
         )
+
+    def _report_decoded(self, decoded) -> None:
         self.cache_use["images"] = "hit" if decoded.from_cache else "miss"
         where = "memory" if decoded.in_memory else "disk (memory-mapped: larger than the memory budget)"
         self._notice(f"Decoded images {'reused from the cache' if decoded.from_cache else 'cached'}; held in {where}.")
         for item in decoded.failed:
             self._notice(f"Skipped {item.path}: {item.reason}")
-        return decoded
 
-    def _train_model(self, dataset: Dataset, decoded) -> _Model:
-        config, spec, weights, image_size = self.config, self.spec, self.weights, self.image_size
+    def _build_model(self, num_classes: int) -> _Model:
+        config, spec = self.config, self.spec
+        backbone = self._timed("build", lambda: build_backbone(spec, self.weights))
+        head = build_head(spec.feature_dim, num_classes, config.head_units, config.dropout, seed=config.seed)
+        classifier, feature_model = build_classifier(spec, backbone, head, self.image_size, backbone_in_inference_mode=config.strategy != "from_scratch")
+        return _Model(classifier, feature_model, backbone, head, features=None)
+
+    def _train_model(self, model: _Model, dataset: Dataset, decoded) -> None:
+        config, spec = self.config, self.spec
         strategy = config.strategy
-        backbone = self._timed("build", lambda: build_backbone(spec, weights))
-        head = build_head(spec.feature_dim, dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
-        classifier, feature_model = build_classifier(spec, backbone, head, image_size, backbone_in_inference_mode=strategy != "from_scratch")
-        model = _Model(classifier, feature_model, backbone, head, features=None)
+        backbone, classifier = model.backbone, model.classifier
         labels = np.array([record.label for record in dataset.records], dtype=np.int64)
         split_rows = {name: decoded.rows(dataset.split(name)) for name in ("train", "val", "test")}
         split_labels = {name: labels[_positions(dataset, name)] for name in split_rows}
@@ -248,7 +292,7 @@ class _Run:
             freeze_layers(backbone, 0, train_batchnorm=True)
             model.frozen_layers = 0
             self._fit_images(model, decoded, split_rows, split_labels, class_weight, config.learning_rate, config.epochs, "from_scratch")
-            return model
+            return
 
         model.features = self._features(model, decoded)
         head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
@@ -257,7 +301,7 @@ class _Run:
         if head_epochs:
             self._fit_head(model, decoded, split_rows, split_labels, class_weight, head_epochs)
         if strategy == "feature_extraction" or self.stop.requested:
-            return model
+            return
 
         frozen = 0 if strategy == "full_fine_tune" else self._freeze_depth(spec, backbone)
         freeze_layers(backbone, frozen)
@@ -268,7 +312,6 @@ class _Run:
             "BatchNormalization layers stay in inference mode."
         )
         self._fit_images(model, decoded, split_rows, split_labels, class_weight, config.backbone_learning_rate, config.epochs, "fine_tune")
-        return model
 
     def _freeze_depth(self, spec: BackboneSpec, backbone: keras.Model) -> int:
         if self.config.freeze_layers is not None:
@@ -290,6 +333,8 @@ class _Run:
 
     def _features(self, model: _Model, decoded) -> np.ndarray:
         """Pooled backbone outputs for every image, from the cache when they were computed before."""
+        if model.features is not None:  # computed while the images were read
+            return model.features
         spec = self.spec
         cache = FeatureCache(self.config.cache_dir)
         key = feature_cache_key(spec, weights_identity(spec, self.weights), self.image_size, decoded.key)
@@ -308,27 +353,36 @@ class _Run:
         return features
 
     def _forward(self, feature_model: keras.Model, pixels: np.ndarray, rows: np.ndarray, phase: str, augmenter) -> np.ndarray:
-        """Runs ``feature_model`` over the given rows in compiled batches, checking for a stop request."""
+        """Runs ``feature_model`` over the given rows in compiled batches, checking for a stop request.
 
-        size = pixels.shape[1]
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-        def forward(batch):
-            images = tf.cast(batch, tf.float32)
-            if augmenter is not None:
-                images = augmenter(images, training=True)
-            return tf.cast(feature_model(images, training=False), tf.float32)
-
-        outputs = []
-        batches = _pixel_batches(pixels, rows, None, FEATURE_BATCH_SIZE)
-        done = 0
-        for batch, _ in batches:
+        Batches are gathered straight from the (in-memory or memory-mapped) array:
+        copying 64 images takes milliseconds against the forward pass's hundreds,
+        and an input pipeline's threads would only compete with the model for the cores.
+        """
+        forward = self._compiled_forward(feature_model, augmenter, pixels.shape[1])
+        outputs = np.zeros((len(rows), feature_model.output_shape[-1]), dtype=np.float32)
+        for start in range(0, len(rows), FEATURE_BATCH_SIZE):
             if self.stop.requested:
                 raise Interrupted(self.stop.reason)
-            outputs.append(forward(batch).numpy())
-            done += int(batch.shape[0])
-            self.on_event(ProgressUpdated(phase, done, len(rows)))
-        return np.concatenate(outputs).astype(np.float32)
+            stop = min(start + FEATURE_BATCH_SIZE, len(rows))
+            outputs[start:stop] = forward(pixels[rows[start:stop]]).numpy()
+            self.on_event(ProgressUpdated(phase, stop, len(rows)))
+        return outputs
+
+    def _compiled_forward(self, feature_model: keras.Model, augmenter, size: int) -> Callable:
+        """``feature_model`` (after ``augmenter`` when given) as a ``tf.function`` on uint8 batches, traced once per run."""
+        key = (id(feature_model), id(augmenter))
+        if key not in self._compiled:
+
+            @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+            def forward(batch):
+                images = tf.cast(batch, tf.float32)
+                if augmenter is not None:
+                    images = augmenter(images, training=True)
+                return tf.cast(feature_model(images, training=False), tf.float32)
+
+            self._compiled[key] = (feature_model, augmenter, forward)  # the models are held so their ids stay theirs
+        return self._compiled[key][2]
 
     def _augmented_views(self, model: _Model, decoded, train_rows: np.ndarray) -> list[np.ndarray]:
         """Features of ``augment_views`` randomly changed copies of the training images (cached)."""
@@ -369,7 +423,8 @@ class _Run:
         description = "Training the new head on cached features" if strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
         self.on_event(PhaseStarted(phase, description, total=epochs))
         bridge = _EventBridge(self, phase, model.head, math.ceil(len(train_y) / config.batch_size), config.learning_rate)
-        trainer = HeadTrainer(model.head, config.learning_rate, config.batch_size, class_weight, seed=config.seed)
+        with self.distribution.scope():
+            trainer = HeadTrainer(model.head, config.learning_rate, config.batch_size, class_weight, seed=config.seed)
         validation = (features[split_rows["val"]], split_labels["val"])
         self._timed(phase, lambda: trainer.fit(train_x, train_y, validation, epochs, first_epoch=len(self.history), callback=bridge))
         bridge.restore_best()
@@ -384,7 +439,8 @@ class _Run:
             "from_scratch": "Training the whole network from random weights on the images",
         }[phase]
         self.on_event(PhaseStarted(phase, description + (" (augmented)" if augmenter is not None else ""), total=epochs))
-        model.classifier.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with self.distribution.scope():
+            model.classifier.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         bridge = _EventBridge(self, phase, model.classifier, math.ceil(len(split_rows["train"]) / config.batch_size), learning_rate)
         self._timed(
             phase,
@@ -580,6 +636,7 @@ class HeadTrainer:
     def __init__(self, head: keras.Model, learning_rate: float, batch_size: int, class_weight: dict[int, float] | None = None, seed: int = 0, steps_per_call: int = 64) -> None:
         self.head = head
         self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(head.trainable_variables)  # now, inside the caller's distribution scope, not lazily in the loop
         self.batch_size = batch_size
         self.class_weight = class_weight
         self.rng = np.random.default_rng(seed)
