@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.cache import decode_images
+from tl_core.cache import decode_images, decoded_images_cached
 from tl_core.data import load_image, scan_dataset
 from tl_core.errors import DataError
 
@@ -230,6 +230,27 @@ def test_a_failing_chunk_consumer_leaves_no_cache_entry(tmp_path: Path, tiny_dat
         decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=consume, chunk_rows=8)
     assert list((tmp_path / "cache" / "images").iterdir()) == []
     assert not decode_images(dataset.records, 32, cache_dir=tmp_path / "cache").from_cache
+
+
+def test_images_that_fit_are_used_from_memory_while_their_cache_file_is_written(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
+    assert decoded.in_memory and not decoded.from_cache and not decoded.pixels.flags.writeable
+    assert decoded_images_cached(dataset.records, 32, tmp_path / "cache")  # waits for the writing thread
+    (written,) = (tmp_path / "cache" / "images").glob("*.npy")
+    np.testing.assert_array_equal(np.load(written), decoded.pixels)
+
+
+def test_a_cache_file_that_cannot_be_written_costs_only_the_cache(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    dataset = scan_dataset(tiny_dataset)
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
+    assert decoded.pixels.shape == (30, 32, 32, 3) and decoded.pixels.any()
+    assert not decoded_images_cached(dataset.records, 32, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "images").iterdir()) == []  # no half-written file left behind
 
 
 def test_only_files_that_share_a_size_are_hashed(tmp_path: Path) -> None:

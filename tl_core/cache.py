@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -107,6 +108,7 @@ def decode_images(
     folder, array_path, meta_path = _image_cache_paths(cache_dir, key)
     row_of = {record.path: index for index, record in enumerate(records)}
     total = len(records)
+    _wait_for_writing(array_path)
     if array_path.exists() and meta_path.exists():
         failed = [SkippedFile(**item) for item in json.loads(meta_path.read_text())["failed"]]
         pixels, in_memory = _open_array(array_path, memory_budget_bytes)
@@ -115,10 +117,18 @@ def decode_images(
         return DecodedImages(pixels, row_of, failed, from_cache=True, in_memory=in_memory, key=key)
 
     folder.mkdir(parents=True, exist_ok=True)
+    shape = (total, size, size, 3)
+    if math.prod(shape) <= memory_budget_bytes:
+        # Decoded into memory and used from there; the cache file is written by a thread meanwhile.
+        pixels = np.zeros(shape, dtype=np.uint8)
+        failed = _decode_into(pixels, records, size, on_progress, stop, workers, on_chunk, chunk_rows)
+        pixels.flags.writeable = False
+        _write_in_background(array_path, lambda: _save_cache_entry(pixels, failed, array_path, meta_path))
+        return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=True, key=key)
     handle, temporary_name = tempfile.mkstemp(dir=folder, prefix=f".{key}-", suffix=".npy")
     os.close(handle)
     try:
-        target = np.lib.format.open_memmap(temporary_name, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
+        target = np.lib.format.open_memmap(temporary_name, mode="w+", dtype=np.uint8, shape=shape)
         failed = _decode_into(target, records, size, on_progress, stop, workers, on_chunk, chunk_rows)
         target.flush()
         del target
@@ -131,6 +141,37 @@ def decode_images(
     return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=in_memory, key=key)
 
 
+_writing: dict[Path, threading.Thread] = {}
+_writing_lock = threading.Lock()
+
+
+def _write_in_background(array_path: Path, write: Callable[[], None]) -> None:
+    """Runs ``write`` in a thread; Python waits for it before exiting, and ``decode_images`` before reading the entry."""
+    thread = threading.Thread(target=write, name=f"tl_core cache {array_path.name}", daemon=False)
+    with _writing_lock:
+        _writing[array_path] = thread
+    thread.start()
+
+
+def _wait_for_writing(array_path: Path) -> None:
+    with _writing_lock:
+        thread = _writing.pop(array_path, None)
+    if thread is not None:
+        thread.join()
+
+
+def _save_cache_entry(pixels: np.ndarray, failed: list[SkippedFile], array_path: Path, meta_path: Path) -> None:
+    """Writes the array under a temporary name, then renames it; a failure (a full disk) only loses the cache entry."""
+    handle, temporary_name = tempfile.mkstemp(dir=array_path.parent, prefix=f".{array_path.stem}-", suffix=".npy")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, pixels)
+        os.replace(temporary_name, array_path)
+        _write_json_atomically(meta_path, {"size": pixels.shape[1], "count": len(pixels), "failed": [vars(item) for item in failed], "created": time.time()})
+    except OSError:
+        Path(temporary_name).unlink(missing_ok=True)
+
+
 def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
     """The cache key of these images decoded at this size (it also keys their features)."""
     return cache_key("images-v1", size, files_fingerprint(records))
@@ -139,6 +180,7 @@ def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
 def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None) -> bool:
     """True when ``decode_images`` would read these images from the cache instead of decoding them."""
     _, array_path, meta_path = _image_cache_paths(cache_dir, decoded_images_key(records, size))
+    _wait_for_writing(array_path)
     return array_path.exists() and meta_path.exists()
 
 
