@@ -23,4 +23,7 @@ def test_benchmark_smoke_run_prints_every_ratio(capsys, tmp_path: Path, ants_bee
     assert all(value > 0 for value in results["ratios"].values())
     assert results["second_run"]["cache"] == {"images": "hit", "features": "hit"}
     assert results["facts"]["cpu_count"] >= 1 and results["peak_memory_mb"] > 0
-    assert table.count("\n| ") == 9  # header, separator, seven measurements and one reference line
+    assert results["advice_seconds"] > 0 and 0 < results["first_run"]["first_epoch_seconds"] < results["first_run"]["seconds"]
+    memory = results["memory_run"]
+    assert memory["images"] == 40 and memory["peak_memory_mb"] > 100 and memory["images_held_in"] == "memory"
+    assert table.count("\n| ") == 11  # header, six measurements, one reference line, advice, first epoch, memory run
