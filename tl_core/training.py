@@ -221,8 +221,8 @@ class _Run:
     def _read_images(self, dataset: Dataset, model: _Model):
         """Decodes the images; on a first run that needs features, runs the frozen backbone while they are read.
 
-        Reading runs in threads a few batches ahead of the backbone, so on a
-        first run decoding costs little more than the forward pass alone.
+        Threads decode ahead of the backbone, which takes each batch of 64 as soon
+        as it is complete, so on a first run decoding adds little to the forward pass.
         """
         spec, size, total = self.spec, self.image_size, len(dataset.records)
         feature_key = feature_cache_key(spec, weights_identity(spec, self.weights), size, decoded_images_key(dataset.records, size))
