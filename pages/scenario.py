@@ -320,11 +320,11 @@ if stored and stored[0] == dataset.fingerprint():
 
 with st.expander("What the other cells would mean for your data"):
     cells = st.columns(len(recommendation.alternatives))
-    for column, (number, advice) in zip(cells, sorted(recommendation.alternatives.items()), strict=True):
+    for column, (number, meaning) in zip(cells, sorted(recommendation.alternatives.items()), strict=True):
         cell = SCENARIOS[number]
         with column:
             st.markdown(f"**Scenario {number} · {cell['title']}**")
             st.caption(f"Strategy: {strategy_name(cell['strategy'])}")
-            st.markdown(advice)
+            st.markdown(meaning)
 
 st.page_link("pages/setup.py", label="Next: choose the model and training settings", icon=":material/arrow_forward:")

@@ -136,8 +136,16 @@ def test_compare_and_auto_strategy(capsys, tmp_path: Path, tiny_dataset: Path, i
     assert run["data"]["counts"]["train"] == {"circles": 4, "squares": 4, "stripes": 4}  # subsampled training split
     assert run["data"]["counts"]["val"] == {"circles": 2, "squares": 2, "stripes": 2}  # validation kept whole
 
-    code = main(["train", str(tiny_dataset), "--out", str(tmp_path / "auto"), "--strategy", "auto", "--epochs", "1", "--warmup-epochs", "1", "--image-size", "32", "--cache-dir", str(tmp_path / "cache")])
+    code = main([
+        "train", str(tiny_dataset), "--out", str(tmp_path / "auto"), "--strategy", "auto", "--freeze", "5", "--epochs", "1", "--warmup-epochs", "1",
+        "--image-size", "32", "--cache-dir", str(tmp_path / "cache"),
+    ])
     out = capsys.readouterr().out
     run = json.loads((tmp_path / "auto" / "run.json").read_text())
     assert code == 0 and "== advise:" in out and "note: Advice: Combined similarity" in out
     assert run["strategy"] in ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch") and run["config"]["strategy"] == run["strategy"]
+    # The user's --freeze is never dropped silently: fine-tuning keeps it, any other strategy says it is not used.
+    if run["strategy"] == "fine_tune":
+        assert run["frozen_layers"] == 5 and any(note.startswith("Fine-tuning keeps your freeze depth of 5 layers") for note in run["notes"])
+    else:
+        assert any(note.startswith("Your freeze depth (5 layers) is not used") for note in run["notes"])

@@ -167,7 +167,7 @@ def combine(components: dict[str, float]) -> tuple[float, str]:
     return score, "high" if score >= HIGH_SIMILARITY_THRESHOLD else "low"
 
 
-def freeze_depth_from_shift(profile: list[LayerShift], layer_names: list[str], spec: BackboneSpec, size: str) -> tuple[int, str]:
+def freeze_depth_from_shift(profile: list[LayerShift], layer_names: list[str], spec: BackboneSpec, size: str) -> tuple[int, str, str]:
     """Where to stop freezing: the start of the block in which the data first moves the statistics a lot.
 
     On small data at least the first third of the blocks stays frozen (a few

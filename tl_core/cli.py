@@ -305,10 +305,11 @@ def _compare(arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps({"rows": [dataclasses.asdict(row) for row in rows], "best": winner.strategy if winner else None, "runs": str(out_root)}, indent=2))
         return 0
+    def number(value, width):
+        return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+
     print(f"{'strategy':<20} {'val_accuracy':>12} {'val_loss':>9} {'held_out':>9} {'seconds':>8} {'epochs':>6}  status")
     for row in rows:
-        def number(value, width):
-            return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
         print(f"{row.strategy:<20} {number(row.val_accuracy, 12)} {number(row.val_loss, 9)} {number(row.held_out_accuracy, 9)} {row.seconds:>8.1f} {row.epochs:>6}  {row.status}{' ' + row.error if row.error else ''}")
     if winner:
         print(f"best: {winner.strategy} (validation accuracy {winner.val_accuracy:.4f}); runs in {out_root}")

@@ -203,7 +203,17 @@ class _Run:
         strategy = advice.recommendation.strategy
         for reason in advice.reasons:
             self._notice(f"Advice: {reason}")
-        return replace(self.config, strategy=strategy, freeze_layers=advice.freeze_layers if strategy == "fine_tune" else None)
+        given = self.config.freeze_layers
+        if strategy != "fine_tune":
+            freeze = None
+            if given is not None:
+                self._notice(f"Your freeze depth ({given} layers) is not used: the advice chose {strategy}, which does not freeze a chosen number of layers.")
+        elif given is not None:
+            freeze = given
+            self._notice(f"Fine-tuning keeps your freeze depth of {given} layers (the advice suggested {advice.freeze_layers}).")
+        else:
+            freeze = advice.freeze_layers
+        return replace(self.config, strategy=strategy, freeze_layers=freeze)
 
     def _timed(self, phase: str, work: Callable):
         start = time.perf_counter()

@@ -93,9 +93,13 @@ class Workspace:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return self.runs_root / f"{stamp}-{_safe_component(label)}-{uuid.uuid4().hex[:6]}"
 
+    def data_dir(self, label: str) -> Path:
+        """Where the dataset uploaded under ``label`` lives."""
+        return self.root / "data" / _safe_component(label)
+
     def fresh_data_dir(self, label: str) -> Path:
         """An empty folder for a new dataset (an earlier upload with the same label is replaced)."""
-        folder = self.root / "data" / _safe_component(label)
+        folder = self.data_dir(label)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -124,7 +128,7 @@ class Workspace:
                     destination.write_bytes(uploaded.getvalue())
                 except OSError as error:
                     raise _write_error(uploaded.name, error) from error
-        return self.root / "data" / _safe_component(label)
+        return self.data_dir(label)
 
     def unpack_zip(self, stream: BinaryIO | str | os.PathLike, label: str = "zip") -> Path:
         """Unpacks a zip into a fresh folder after checking every entry.
@@ -148,7 +152,7 @@ class Workspace:
                     if relative.parts[0] == "__MACOSX":
                         continue  # resource forks macOS adds to zips: never images
                     _unpack_entry(archive, entry, staging.joinpath(*relative.parts))
-        return self.root / "data" / _safe_component(label)
+        return self.data_dir(label)
 
     @contextlib.contextmanager
     def _staging(self, label: str) -> Iterator[Path]:
@@ -157,7 +161,7 @@ class Workspace:
         staging.mkdir(parents=True)
         try:
             yield staging
-            final = self.root / "data" / _safe_component(label)
+            final = self.data_dir(label)
             if final.exists():
                 shutil.rmtree(final)
             staging.rename(final)
