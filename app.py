@@ -1,6 +1,9 @@
 """Guided transfer learning: `streamlit run app.py`.
 
-This file only routes. Each step of the path is a page in ``pages/``; the
+``streamlit run`` first imports this file and finds ``app``, an ``st.App``:
+Streamlit's server plus the folder uploader's routes (``app_upload.py``). The
+server then runs the same file as the page script on every rerun (there
+``__name__`` is ``"__main__"``), and as a script it only routes. Each step of the path is a page in ``pages/``; the
 state they share lives in ``st.session_state``, set up here once:
 
 - ``engine``: the ``tl_core.app_engine.Engine`` the pages call (tests put a fake here).
@@ -16,30 +19,46 @@ state they share lives in ``st.session_state``, set up here once:
 
 import streamlit as st
 
+from app_upload import upload_routes
 from tl_core.app_engine import Engine
 from tl_core.workspace import Workspace
 
-st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/model_training:", layout="wide")
-
-state = st.session_state
-state.setdefault("engine", Engine())
-if "workspace" not in state:
-    state["workspace"] = Workspace.create()
-for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir"):
-    state.setdefault(key, None)
-
-pages = [
-    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
-    st.Page("pages/scenario.py", title="Scenario", icon=":material/grid_view:"),
-    st.Page("pages/setup.py", title="Setup", icon=":material/tune:"),
-    st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-    st.Page("pages/export.py", title="Export & try", icon=":material/download:"),
-]
-navigation = st.navigation(pages)
+if __name__ != "__main__":
+    app = st.App(__file__, routes=upload_routes())
 
 
-def adopt_finished_run() -> None:
+def main() -> None:
+    """Sets up the session's shared state once, draws the sidebar and runs the chosen page."""
+    st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/model_training:", layout="wide")
+
+    state = st.session_state
+    state.setdefault("engine", Engine())
+    if "workspace" not in state:
+        state["workspace"] = Workspace.create()
+    for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir"):
+        state.setdefault(key, None)
+
+    pages = [
+        st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+        st.Page("pages/scenario.py", title="Scenario", icon=":material/grid_view:"),
+        st.Page("pages/setup.py", title="Setup", icon=":material/tune:"),
+        st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+        st.Page("pages/export.py", title="Export & try", icon=":material/download:"),
+    ]
+    navigation = st.navigation(pages)
+
+    adopt_finished_run(state)
+    training = state["job"] is not None and state["job"].state().is_running
+    with st.sidebar:
+        st.caption("Transfer Learning Studio")
+        # Refreshes itself while a run trains, on whatever page is open.
+        st.fragment(sidebar_status, run_every=2.0 if training else None)(state)
+
+    navigation.run()
+
+
+def adopt_finished_run(state) -> None:
     """A run that ended while the user was elsewhere becomes the model Evaluate and Export show."""
     job = state["job"]
     if job is None:
@@ -49,12 +68,8 @@ def adopt_finished_run() -> None:
         state["run_dir"] = finished.run_dir
 
 
-training = state["job"] is not None and state["job"].state().is_running
-
-
-@st.fragment(run_every=2.0 if training else None)
-def sidebar_status() -> None:
-    """Where the session stands; refreshes itself while a run trains, on whatever page is open."""
+def sidebar_status(state) -> None:
+    """Where the session stands: the data, the training run and the model."""
     dataset = state["dataset"]
     st.markdown(f"**Data:** {len(dataset.records):,} images, {dataset.num_classes} classes" if dataset else "**Data:** none loaded yet")
     job = state["job"]
@@ -68,9 +83,5 @@ def sidebar_status() -> None:
         st.markdown("**Model:** trained, see Evaluate and Export")
 
 
-adopt_finished_run()
-with st.sidebar:
-    st.caption("Transfer Learning Studio")
-    sidebar_status()
-
-navigation.run()
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -104,8 +105,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         page.goto(app_url)
         expect(page.get_by_text("No dataset loaded yet")).to_be_visible()
         page.get_by_text("Upload a folder").click()
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(ants_bees))
-        page.get_by_role("button", name="Use these files").click()
+        page.locator('[data-testid="tl-folder-input"]').set_input_files(str(ants_bees))
         expect(page.get_by_text("398 images in 2 classes")).to_be_visible()
         shot("1_data")
 
@@ -168,6 +168,82 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert loaded["size"] == 96 and loaded["outputs"] == 2 and abs(loaded["sum"] - 1) < 1e-4
     print(f"screenshots in {shots_folder}")
+
+
+FOLDER_CLASSES = {"apples": 900, "pears": 700, "plums": 500}
+
+
+def test_a_folder_of_thousands_of_images_uploads_and_an_upload_can_be_cancelled(app_url: str, tmp_path: Path, shots_folder: Path) -> None:
+    """2,100 generated images go through the folder uploader and every one is counted, per class; a second upload is cancelled."""
+    from conftest import write_image
+
+    folder = tmp_path / "fruit"
+    rng = np.random.default_rng(0)
+    for class_index, (name, count) in enumerate(FOLDER_CLASSES.items()):
+        for index in range(count):
+            picture = np.clip(rng.normal(60 + 60 * class_index, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            write_image(folder / name / f"{name}_{index:04d}.jpg", picture, "JPEG")
+    (folder / ".DS_Store").write_bytes(b"litter")  # passed over, and said so
+    total = sum(FOLDER_CLASSES.values())
+    expect = playwright_api.expect
+    expect.set_options(timeout=120_000)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.goto(app_url)
+        page.get_by_text("Upload a folder").click()
+        chooser = page.locator('[data-testid="tl-folder-input"]')
+        chooser.set_input_files(str(folder))
+        expect(page.get_by_text(f"{total:,} images in 3 classes")).to_be_visible()
+        table = page.locator('[data-testid="stTable"]')
+        for name, count in FOLDER_CLASSES.items():
+            row = table.locator("tr", has_text=name)
+            expect(row).to_contain_text(f"{count}")
+            assert row.locator("td").last.inner_text().strip() == str(count), f"{name}: every image is counted"
+        expect(page.get_by_text("system files such as .DS_Store passed over", exact=False)).to_be_visible()
+        page.screenshot(path=str(shots_folder / "folder_upload_done.png"), full_page=True)
+
+        # A second upload: the first batch goes through, the next ones hang (a slow network), and the user cancels.
+        held = []
+        batches = {"count": 0}
+
+        def slow_network(route) -> None:
+            batches["count"] += 1
+            if batches["count"] == 1:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route("**/tl-upload/*/batch", slow_network)
+        chooser.set_input_files(str(folder))
+        status = page.locator('[data-testid="tl-folder-status"]')
+        expect(status).to_contain_text(f"500 of {total + 1:,} files")  # .DS_Store travels too; the scan passes it over
+        page.screenshot(path=str(shots_folder / "folder_upload_in_progress.png"), full_page=True)
+        # The page stays usable meanwhile: the sidebar still answers and shows the first dataset.
+        expect(page.locator('[data-testid="stSidebar"]').get_by_text(f"{total:,} images, 3 classes")).to_be_visible()
+        page.locator('[data-testid="tl-folder-cancel"]').click()
+        expect(page.locator('[data-testid="tl-folder-message"]')).to_contain_text("Upload cancelled; nothing from it was kept.")
+        page.unroute("**/tl-upload/*/batch")
+        for route in held:
+            try:
+                route.abort()
+            except playwright_api.Error:
+                pass  # the browser already dropped the cancelled request
+        expect(page.get_by_text(f"{total:,} images in 3 classes")).to_be_visible()
+        deadline = time.time() + 20  # the cancel request and the page's rerun both discard; give them a moment
+        while (staged := [path for path in tmp_path.glob("tl_core_session_*/data/.staging-*/**/*") if path.is_file()]) and time.time() < deadline:
+            time.sleep(0.2)
+        assert staged == [], "a cancelled upload leaves no files behind"
+
+        # Usable afterwards: another page opens, and the same folder uploads again.
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Scenario").first.click()
+        expect(page.get_by_text("Where your data sits", exact=False).first).to_be_visible()
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Data").first.click()
+        page.get_by_text("Upload a folder").click()
+        page.locator('[data-testid="tl-folder-input"]').set_input_files(str(folder))
+        expect(page.locator('[data-testid="tl-folder-message"]')).to_contain_text(f"Sent {total + 1:,} files")
+        expect(page.get_by_text(f"{total:,} images in 3 classes")).to_be_visible()
+        browser.close()
 
 
 def _choose_option(page, label: str, option: str) -> None:

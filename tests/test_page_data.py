@@ -43,7 +43,7 @@ def test_local_folder_with_skipped_files_and_imbalance(tmp_path: Path) -> None:
     at = _app()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").set_value(str(root)).run()
-    at.button[0].click().run()
+    at.button(key="use_typed_path").click().run()
     assert not at.exception
     assert "imbalanced" in at.warning[0].value and "4.0×" in at.warning[0].value
     assert len(at.warning) == 1 and not at.info  # no duplicates, so no duplicate warnings
@@ -61,7 +61,7 @@ def test_identical_files_in_one_class_are_noted_not_warned(tmp_path: Path) -> No
     at = _app()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").set_value(str(root)).run()
-    at.button[0].click().run()
+    at.button(key="use_typed_path").click().run()
     assert not at.exception and not at.warning
     assert at.info[0].value == "1 picture is in the same class folder more than once, so it counts more than once in training. Remove the copies unless that is what you want."
     assert at.expander[0].label == "1 group of identical files (all are used)"
@@ -75,7 +75,34 @@ def test_bad_folder_shows_the_engine_message(tmp_path: Path) -> None:
     at = _app()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").set_value(str(root)).run()
-    at.button[0].click().run()
+    at.button(key="use_typed_path").click().run()
     assert not at.exception
     assert at.error[0].value == f"Found 1 class ('only') in '{root.resolve()}' while at least 2 are required. Add a second sub-folder with images of another class."
     assert at.session_state["dataset"] is None
+
+
+def test_the_folder_browser_lists_folders_with_counts_and_uses_one(tmp_path: Path, monkeypatch) -> None:
+    make_class_folders(tmp_path / "home" / "photos", {"cats": 4, "dogs": 3})
+    (tmp_path / "home" / ".cache").mkdir()
+    monkeypatch.setenv("TL_CORE_BROWSE_ROOT", str(tmp_path / "home"))
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["folder"]) == ["photos"] and list(table["images"]) == ["7"], "hidden folders are not listed"
+    assert at.button(key="browse_up").disabled, "the browser never goes above its root"
+    at.session_state["browse_dir"] = str(tmp_path / "home" / "photos")
+    at.run()
+    assert list(at.dataframe[0].value["folder"]) == ["cats", "dogs"]
+    at.button(key="browse_use").click().run()
+    assert not at.exception
+    assert at.subheader[0].value == "7 images in 2 classes"
+
+
+def test_the_folder_upload_opens_an_upload_for_this_session() -> None:
+    at = _app()
+    at.radio(key="data_source").set_value("folder").run()
+    assert not at.exception
+    upload = at.session_state["folder_upload"]
+    assert upload.progress().status == "waiting" and len(upload.token) >= 32
+    assert "Folder on this computer" in at.caption[0].value, "the page says which route is fastest for big folders"

@@ -9,22 +9,12 @@ import os
 import re
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tl_core.errors import DataError
 from tl_core.workspace import WORKSPACE_PREFIX, Workspace, remove_stale_workspaces
-
-
-@dataclass
-class Upload:
-    name: str
-    data: bytes
-
-    def getvalue(self) -> bytes:
-        return self.data
 
 
 def _zip(entries: dict[str, bytes]) -> io.BytesIO:
@@ -39,7 +29,7 @@ def _zip(entries: dict[str, bytes]) -> io.BytesIO:
 def test_sessions_get_separate_folders_and_uploads_keep_their_paths(tmp_path: Path) -> None:
     first, second = Workspace.create(tmp_path), Workspace.create(tmp_path)
     assert first.root != second.root
-    folder = first.save_uploaded_files([Upload("train/cats/1.jpg", b"a"), Upload("train/dogs/2.jpg", b"b")])
+    folder = first.unpack_zip(_zip({"train/cats/1.jpg": b"a", "train/dogs/2.jpg": b"b"}))
     assert (folder / "train" / "cats" / "1.jpg").read_bytes() == b"a"
     assert not any(second.root.joinpath("data").iterdir())
     assert first.new_run_dir("fine_tune") != second.new_run_dir("fine_tune")
@@ -53,14 +43,6 @@ def test_uploads_go_when_the_session_state_is_dropped(tmp_path: Path) -> None:
     del workspace
     gc.collect()
     assert not root.exists()
-
-
-@pytest.mark.parametrize("name", ["../evil.jpg", "cats/../../evil.jpg", "/etc/passwd", "C:\\evil.jpg"])
-def test_upload_names_that_leave_the_folder_are_refused(tmp_path: Path, name: str) -> None:
-    workspace = Workspace.create(tmp_path)
-    with pytest.raises(DataError, match=re.escape(f"Refused '{name}'")):
-        workspace.save_uploaded_files([Upload(name, b"x")])
-    assert not (tmp_path / "evil.jpg").exists()
 
 
 def test_zip_with_single_top_folder_and_macosx_unpacks_cleanly(tmp_path: Path) -> None:
@@ -78,9 +60,9 @@ def test_zip_slip_is_refused_before_anything_is_written(tmp_path: Path) -> None:
 
 
 def test_zip_bomb_is_refused(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("tl_core.workspace.MAX_UNPACKED_BYTES", 1024 * 1024)
+    monkeypatch.setenv("TL_CORE_MAX_UPLOAD_MB", "1")
     workspace = Workspace.create(tmp_path)
-    message = "The zip would unpack to 2.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead of uploading it."
+    message = "The zip totals 2.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead (Folder on this computer), or raise the limit with TL_CORE_MAX_UPLOAD_MB (megabytes)."
     with pytest.raises(DataError, match=re.escape(message)):
         workspace.unpack_zip(_zip({"cats/zeros.bin": bytes(2 * 1024 * 1024)}))
     assert _data_folders(workspace) == []
@@ -98,8 +80,8 @@ def test_zip_with_a_bomb_ratio_is_refused(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_zip_with_too_many_entries_is_refused(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("tl_core.workspace.MAX_ZIP_ENTRIES", 2)
-    message = "The zip holds 3 files while at most 2 are accepted. Split the dataset, or give its local folder path instead."
+    monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "2")
+    message = "The zip holds 3 files while at most 2 are accepted. Give the dataset's local folder path instead (Folder on this computer), or raise the limit with TL_CORE_MAX_UPLOAD_FILES."
     with pytest.raises(DataError, match=re.escape(message)):
         Workspace.create(tmp_path).unpack_zip(_zip({"a/1.jpg": b"1", "a/2.jpg": b"2", "b/3.jpg": b"3"}))
 
@@ -158,53 +140,12 @@ def _data_folders(workspace: Workspace) -> list[str]:
     return sorted(path.name for path in (workspace.root / "data").iterdir())
 
 
-def test_upload_count_limit_is_enforced_before_writing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("tl_core.workspace.MAX_UPLOAD_FILES", 2)
+def test_a_single_zip_entry_over_the_file_limit_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TL_CORE_MAX_FILE_MB", "1")
     workspace = Workspace.create(tmp_path)
-    message = "The upload holds 3 files while at most 2 are accepted. Give the dataset's local folder path instead of uploading it."
-    with pytest.raises(DataError, match=re.escape(message)):
-        workspace.save_uploaded_files([Upload("a/1.jpg", b"1"), Upload("a/2.jpg", b"2"), Upload("b/3.jpg", b"3")])
+    with pytest.raises(DataError, match=re.escape("'cats/huge.tif' is 2.0 MB while a single file may have at most 1.0 MB")):
+        workspace.unpack_zip(_zip({"cats/1.jpg": b"1", "cats/huge.tif": bytes(2 * 1024 * 1024)}))
     assert _data_folders(workspace) == []
-
-
-@dataclass
-class SizedUpload(Upload):
-    size: int = 0  # Streamlit's uploaded files know their size without copying their bytes
-
-
-def test_upload_size_limit_is_enforced_before_writing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("tl_core.workspace.MAX_UPLOAD_BYTES", 1024 * 1024)
-    workspace = Workspace.create(tmp_path)
-    message = "The uploaded files total 3.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead of uploading it."
-    with pytest.raises(DataError, match=re.escape(message)):
-        workspace.save_uploaded_files([SizedUpload("a/1.jpg", b"", size=2 * 1024 * 1024), Upload("b/2.jpg", bytes(1024 * 1024))])
-    assert _data_folders(workspace) == []
-
-
-def test_a_bad_name_anywhere_in_an_upload_writes_nothing(tmp_path: Path) -> None:
-    workspace = Workspace.create(tmp_path)
-    with pytest.raises(DataError, match=re.escape("Refused 'b/../../evil.jpg': a path with '..' could write outside the session folder.")):
-        workspace.save_uploaded_files([Upload("a/1.jpg", b"1"), Upload("b/../../evil.jpg", b"x")])
-    assert _data_folders(workspace) == []
-
-
-def test_disk_full_while_saving_an_upload_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
-    workspace = Workspace.create(tmp_path)
-    first = workspace.save_uploaded_files([Upload("cats/1.jpg", b"first")], label="folder_upload")
-
-    def full_disk(self, data) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
-    message = (
-        "Could not save 'cats/1.jpg' in the session folder: No space left on device. "
-        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
-    )
-    with pytest.raises(DataError, match=re.escape(message)):
-        workspace.save_uploaded_files([Upload("cats/1.jpg", b"second")], label="folder_upload")
-    monkeypatch.undo()
-    assert (first / "cats" / "1.jpg").read_bytes() == b"first"
-    assert _data_folders(workspace) == ["folder_upload"]
 
 
 def test_not_a_zip_gets_a_clear_message(tmp_path: Path) -> None:

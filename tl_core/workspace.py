@@ -12,13 +12,15 @@ folder per run, so a model survives the session that trained it.
 
 Uploads are written only inside the folder: a file name with ``..`` or an
 absolute path is refused, and so is a zip whose entries would land outside,
-or that unpacks to more than the configured limits (a "zip bomb"). Folder
-uploads have limits too (``MAX_UPLOAD_FILES``, ``MAX_UPLOAD_BYTES``). Every
-name and limit is checked before the first byte is written, and a dataset is
-written into a staging folder that only replaces the previous upload of the
-same name once it is complete, so a refused or failed upload (disk full)
-leaves nothing half-written behind. Uploaded bytes are only ever written
-to files: nothing from an upload is executed or unpickled.
+or that unpacks to more than the limits allow (a "zip bomb"). Folder uploads
+and zips share the limits of ``tl_core.upload.UploadLimits`` (files, total
+size, largest file; each configurable by an environment variable). A zip's
+names and limits are checked before the first byte is written; a folder
+upload declares its totals before it sends anything and is held to them.
+A dataset is written into a staging folder that only replaces the previous
+upload of the same name once it is complete, so a refused, cancelled or
+failed upload (disk full) leaves nothing half-written behind. Uploaded bytes
+are only ever written to files: nothing from an upload is executed or unpickled.
 """
 
 from __future__ import annotations
@@ -34,31 +36,19 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from pathlib import Path
+from typing import BinaryIO
 
 from tl_core.errors import DataError
+from tl_core.upload import FolderUpload, UploadLimits, checked_relative_path, register, write_error
 
 WORKSPACE_PREFIX = "tl_core_session_"
 RUNS_DIR_ENVIRONMENT_VARIABLE = "TL_CORE_RUNS_DIR"
 STALE_AFTER_SECONDS = 24 * 3600
-MAX_UNPACKED_BYTES = 4 * 1024**3
-MAX_ZIP_ENTRIES = 200_000
 MAX_COMPRESSION_RATIO = 200
 # The compression ratio is only judged for archives that unpack to more than this:
 # small archives of flat test images compress very well and are harmless.
 RATIO_CHECKED_ABOVE_BYTES = 100 * 1024**2
-MAX_UPLOAD_FILES = 200_000
-MAX_UPLOAD_BYTES = 4 * 1024**3
-
-
-class UploadedFile(Protocol):
-    """What Streamlit's uploader returns: a name (relative path in directory mode) and bytes."""
-
-    name: str
-
-    def getvalue(self) -> bytes: ...
-
 
 def default_runs_dir() -> Path:
     """``$TL_CORE_RUNS_DIR``, else ``~/tl_core_runs``."""
@@ -105,30 +95,26 @@ class Workspace:
         folder.mkdir(parents=True)
         return folder
 
-    def save_uploaded_files(self, files: list[UploadedFile], label: str = "upload") -> Path:
-        """Writes files from a folder upload, keeping their relative paths.
+    def open_folder_upload(self, label: str = "folder_upload", limits: UploadLimits | None = None) -> FolderUpload:
+        """A new folder upload that the browser can send files to (by its token).
 
-        Returns:
-            The folder that now holds the uploaded tree.
+        The session keeps the returned object; the upload lives as long as it does.
+        ``finish_folder_upload`` turns it into the dataset folder ``data_dir(label)``.
+        """
+        staging = self.root / "data" / f".staging-{uuid.uuid4().hex[:8]}"
+        upload = FolderUpload(staging, label, limits or UploadLimits.from_environment())
+        weakref.finalize(upload, shutil.rmtree, staging, ignore_errors=True)
+        register(upload)
+        return upload
+
+    def finish_folder_upload(self, upload: FolderUpload) -> Path:
+        """Closes a complete upload and makes its files the dataset ``data_dir(upload.label)``.
 
         Raises:
-            DataError: When nothing was uploaded, there are more files or bytes than
-                the limits allow, a name tries to leave the folder, or the disk is
-                full (nothing is left half-written then).
+            DataError: When the upload is not complete (see ``FolderUpload.finish``).
         """
-        if not files:
-            raise DataError("No files were uploaded. Choose a folder that holds one sub-folder per class.")
-        _check_upload_limits(files)
-        relatives = [_checked_relative_path(uploaded.name) for uploaded in files]
-        with self._staging(label) as staging:
-            for uploaded, relative in zip(files, relatives, strict=True):
-                destination = staging.joinpath(*relative.parts)
-                try:
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    destination.write_bytes(uploaded.getvalue())
-                except OSError as error:
-                    raise _write_error(uploaded.name, error) from error
-        return self.data_dir(label)
+        upload.finish()
+        return self._promote(upload.staging, upload.label)
 
     def unpack_zip(self, stream: BinaryIO | str | os.PathLike, label: str = "zip") -> Path:
         """Unpacks a zip into a fresh folder after checking every entry.
@@ -144,8 +130,8 @@ class Workspace:
             raise DataError(f"The uploaded file is not a readable .zip archive ({error}). Zip the folder again, or upload the folder itself.") from error
         with archive:
             entries = [entry for entry in archive.infolist() if not entry.is_dir()]
-            _check_zip_limits(entries)
-            planned = [(entry, _checked_relative_path(entry.filename)) for entry in entries]
+            _check_zip_limits(entries, UploadLimits.from_environment())
+            planned = [(entry, checked_relative_path(entry.filename)) for entry in entries]
             _check_not_encrypted(entries)
             with self._staging(label) as staging:
                 for entry, relative in planned:
@@ -161,57 +147,26 @@ class Workspace:
         staging.mkdir(parents=True)
         try:
             yield staging
-            final = self.data_dir(label)
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
+            self._promote(staging, label)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _promote(self, staging: Path, label: str) -> Path:
+        """Moves a complete staging folder to ``data/<label>``, replacing an earlier dataset of that name."""
+        final = self.data_dir(label)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        return final
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _checked_relative_path(name: str) -> PurePosixPath:
-    cleaned = name.replace("\\", "/")
-    path = PurePosixPath(cleaned)
-    if path.is_absolute() or cleaned.startswith("/") or (len(cleaned) > 1 and cleaned[1] == ":"):
-        raise DataError(f"Refused '{name}': an absolute path in an upload could write outside the session folder. Upload a folder or a zip with relative paths.")
-    parts = [part for part in path.parts if part not in ("", ".")]
-    if not parts or ".." in parts:
-        raise DataError(f"Refused '{name}': a path with '..' could write outside the session folder. Zip the folder again from its parent.")
-    return PurePosixPath(*parts)
-
-
-def _check_upload_limits(files: list[UploadedFile]) -> None:
-    if len(files) > MAX_UPLOAD_FILES:
-        raise DataError(
-            f"The upload holds {len(files):,} files while at most {MAX_UPLOAD_FILES:,} are accepted. "
-            "Give the dataset's local folder path instead of uploading it."
-        )
-    total = sum(_upload_size(uploaded) for uploaded in files)
-    if total > MAX_UPLOAD_BYTES:
-        raise DataError(
-            f"The uploaded files total {_format_bytes(total)} while at most {_format_bytes(MAX_UPLOAD_BYTES)} are accepted. "
-            "Give the dataset's local folder path instead of uploading it."
-        )
-
-
-def _upload_size(uploaded: UploadedFile) -> int:
-    """The upload's size: Streamlit's ``size`` when it has one, else the length of its bytes."""
-    size = getattr(uploaded, "size", None)
-    return int(size) if isinstance(size, int) else len(uploaded.getvalue())
-
-
-def _check_zip_limits(entries: list[zipfile.ZipInfo]) -> None:
-    if len(entries) > MAX_ZIP_ENTRIES:
-        raise DataError(f"The zip holds {len(entries):,} files while at most {MAX_ZIP_ENTRIES:,} are accepted. Split the dataset, or give its local folder path instead.")
+def _check_zip_limits(entries: list[zipfile.ZipInfo], limits: UploadLimits) -> None:
+    largest = max(entries, key=lambda entry: entry.file_size, default=None)
     unpacked = sum(entry.file_size for entry in entries)
-    if unpacked > MAX_UNPACKED_BYTES:
-        raise DataError(
-            f"The zip would unpack to {_format_bytes(unpacked)} while at most {_format_bytes(MAX_UNPACKED_BYTES)} are accepted. "
-            "Give the dataset's local folder path instead of uploading it."
-        )
+    limits.check(len(entries), unpacked, largest.filename if largest else "", largest.file_size if largest else 0, what="The zip")
     packed = sum(entry.compress_size for entry in entries)
     if packed and unpacked / packed > MAX_COMPRESSION_RATIO and unpacked > RATIO_CHECKED_ABOVE_BYTES:
         raise DataError(
@@ -235,22 +190,7 @@ def _unpack_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, destination:
     except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as error:
         raise DataError(f"The zip entry '{entry.filename}' cannot be unpacked ({error}). Zip the folder again, or upload the folder itself.") from error
     except OSError as error:
-        raise _write_error(entry.filename, error) from error
-
-
-def _write_error(name: str, error: OSError) -> DataError:
-    return DataError(
-        f"Could not save '{name}' in the session folder: {error.strerror or error}. "
-        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
-    )
-
-
-def _format_bytes(count: int) -> str:
-    if count >= 1024**3:
-        return f"{count / 1024**3:.1f} GB"
-    if count >= 1024**2:
-        return f"{count / 1024**2:.1f} MB"
-    return f"{count:,} bytes"
+        raise write_error(entry.filename, error) from error
 
 
 def _safe_component(label: str) -> str:
