@@ -43,13 +43,13 @@ def use_folder(folder: Path, description: str) -> None:
 
 def folder_browser() -> None:
     """The sub-folders of the browsing root with their image counts; open one, or use the folder shown."""
+    root = browse_root()
     st.caption(
         "The fastest way for large folders: nothing is uploaded or copied, the images are read where they are. "
-        f"Browse from `{browse_root()}` (set TL_CORE_BROWSE_ROOT to start elsewhere), or type a path."
+        f"Browse from `{root}` (set TL_CORE_BROWSE_ROOT to start elsewhere), or type a path."
     )
-    root = browse_root()
-    current = Path(state.get("browse_dir") or root)
-    listing = list_folders(current, root)
+    listing = list_folders(Path(state.get("browse_dir") or root), root)
+    current = listing.folder  # where the listing really is: never above the root, never a folder that vanished
     header = st.columns([6, 1, 2])
     header[0].markdown(f"**{current}** · {listing.summary()}")
     if header[1].button("Up", icon=":material/arrow_upward:", disabled=current == root, key="browse_up"):
@@ -179,7 +179,7 @@ counts["all"] = counts.sum(axis=1)
 with table_column:
     st.markdown("**Images per class**")
     if len(counts) <= 30:
-        st.table(counts)  # plain HTML: every number can be read, copied and searched
+        st.table(counts.map("{:,}".format))  # plain HTML: every number can be read, copied and searched
     else:
         st.dataframe(counts, width="stretch")
 

@@ -97,10 +97,10 @@ def classify_size(dataset: Dataset, threshold: int = SMALL_IMAGES_PER_CLASS) -> 
     per_class = train_images / max(len(counts), 1)
     smallest = min(counts.values()) if counts else 0
     size = "small" if per_class < threshold else "large"
-    comparison = "fewer" if size == "small" else "at least"
+    comparison = "fewer than" if size == "small" else "at or above"
     reason = (
         f"{train_images:,} training images in {len(counts)} classes: {per_class:,.0f} per class on average, "
-        f"{comparison} than the {threshold:,} per class below which retraining a pretrained network's millions of weights tends to overfit."
+        f"{comparison} the rule of thumb of {threshold:,} per class, below which retraining a pretrained network's millions of weights tends to overfit."
     )
     return SizeVerdict(size, per_class, smallest, train_images, threshold, reason)
 
