@@ -202,10 +202,12 @@ class FolderUpload {
       const worker = async () => {
         while (next < batches.length && !run.cancelled) {
           const batch = batches[next++];
-          await this.post(url + "/batch", batchBody(batch), run, (loaded) => { partial.set(batch, loaded); update(); });
+          const batchBytes = batch.reduce((sum, item) => sum + item.file.size, 0);
+          // What has left the browser counts the manifest line too: never show more than the files' bytes.
+          await this.post(url + "/batch", batchBody(batch), run, (loaded) => { partial.set(batch, Math.min(loaded, batchBytes)); update(); });
           partial.delete(batch);
           sentFiles += batch.length;
-          sentBytes += batch.reduce((sum, item) => sum + item.file.size, 0);
+          sentBytes += batchBytes;
           update();
         }
       };

@@ -29,6 +29,7 @@ atexit.register(shutil.rmtree, _session_folder, ignore_errors=True)
 os.environ["KERAS_HOME"] = str(_session_folder / "keras_home")
 os.environ["TL_CORE_CACHE_DIR"] = str(_session_folder / "cache")
 os.environ["TL_CORE_RUNS_DIR"] = str(_session_folder / "runs")
+os.environ["TL_CORE_BROWSE_ROOT"] = str(_session_folder)  # the Data page's folder browser never lists the real home
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 (_session_folder / "keras_home" / "models").mkdir(parents=True)
 for weights_file in WEIGHTS.glob("*.h5"):

@@ -357,7 +357,7 @@ def test_messy_dataset_on_the_data_page(messy: Messy) -> None:
     at.run()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").set_value(str(messy.given)).run()
-    at.button[0].click().run()
+    at.button(key="use_typed_path").click().run()
     assert not at.exception and not at.error
     warnings = [warning.value for warning in at.warning]
     assert (
