@@ -81,3 +81,11 @@ def make_class_folders(root: Path, classes: dict[str, int], size: int = 48, imag
 def tiny_dataset(tmp_path: Path) -> Path:
     """Three classes of 10 generated 48 px images, no split folders."""
     return make_class_folders(tmp_path / "tiny", {"circles": 10, "squares": 10, "stripes": 10})
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keeps each phase's report on the test item, so a fixture's teardown can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

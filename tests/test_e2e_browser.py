@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,12 +45,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def app_url(tmp_path: Path):
+def app_url(tmp_path: Path, request: pytest.FixtureRequest):
     port = _free_port()
     environment = {**os.environ, "TMPDIR": str(tmp_path)}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally below
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+        [sys.executable, "-X", "faulthandler", "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -68,6 +69,13 @@ def app_url(tmp_path: Path):
                     raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
         yield url
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed and server.poll() is None:
+            # Python started with -X faulthandler prints every thread's stack on SIGABRT: a hang shows where.
+            server.send_signal(signal.SIGABRT)
+            server.wait(20)
+            log.flush()
+            print("streamlit server log with every thread's stack:\n" + (tmp_path / "streamlit.log").read_text()[-20000:])
     finally:
         server.terminate()
         try:
