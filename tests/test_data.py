@@ -22,8 +22,11 @@ def test_ants_bees_is_read_as_published(ants_bees: Path) -> None:
     dataset = scan_dataset(ants_bees)
     summary = dataset.summary()
     assert summary["class_names"] == ["ants", "bees"]
-    assert summary["counts"] == {"train": {"ants": 124, "bees": 121}, "val": {"ants": 70, "bees": 83}}
-    assert summary["evaluation_split"] == "val"
+    # val/ is held out for the report; 15 % of train/ chooses the epoch.
+    assert summary["counts"] == {"train": {"ants": 105, "bees": 103}, "val": {"ants": 19, "bees": 18}, "test": {"ants": 70, "bees": 83}}
+    assert summary["evaluation_split"] == "test"
+    assert all(record.relative_path.startswith("val/") for record in dataset.split("test"))
+    assert all(record.relative_path.startswith("train/") for record in dataset.split("val"))
     assert summary["formats"]["GIF"] == 1  # the placeholder GIF is an image Pillow reads, so it is used
     assert summary["ignored_system_files"] == 2  # the two .DS_Store files
     assert summary["skipped"] == []
@@ -48,6 +51,29 @@ def test_generated_split_is_stratified_seeded_and_stated(tiny_dataset: Path) -> 
     assert first.split_fractions == {"train": 0.7, "val": 0.15, "test": 0.15}
     assert "70/15/15" in first.split_source and "seed 1" in first.split_source
     assert first.evaluation_split == "test"
+
+
+def test_given_val_folder_is_kept_for_the_report_and_the_epoch_is_chosen_on_part_of_train(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data" / "train", {"a": 20, "b": 20})
+    make_class_folders(tmp_path / "data" / "val", {"a": 4, "b": 5})
+    dataset = scan_dataset(tmp_path / "data", val_fraction=0.2, seed=3)
+    counts = dataset.counts()
+    assert counts == {"train": {"a": 16, "b": 16}, "val": {"a": 4, "b": 4}, "test": {"a": 4, "b": 5}}
+    assert {record.relative_path.split("/")[0] for record in dataset.split("test")} == {"val"}
+    assert {record.relative_path.split("/")[0] for record in dataset.split("val")} == {"train"}
+    assert dataset.evaluation_split == "test"
+    assert "kept apart for the final report" in dataset.split_source and "seed 3" in dataset.split_source
+    assert [record.split for record in scan_dataset(tmp_path / "data", val_fraction=0.2, seed=3).records] == [record.split for record in dataset.records]
+
+
+def test_given_val_folder_does_both_jobs_when_train_is_too_small_to_spare_images(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data" / "train", {"a": 20, "b": 9})
+    make_class_folders(tmp_path / "data" / "val", {"a": 4, "b": 4})
+    dataset = scan_dataset(tmp_path / "data")
+    assert dataset.counts() == {"train": {"a": 20, "b": 9}, "val": {"a": 4, "b": 4}}
+    assert dataset.evaluation_split == "val"
+    assert "val/ both chooses the best epoch and reports the accuracy" in dataset.split_source
+    assert "only 9 images" in dataset.split_source
 
 
 def test_lone_top_folder_is_descended_into(tmp_path: Path) -> None:

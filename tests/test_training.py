@@ -31,11 +31,11 @@ def test_feature_extraction_on_ants_bees_is_accurate_and_reuses_its_cache(tmp_pa
     config = TrainConfig(data_dir=str(ants_bees), out_dir=str(tmp_path / "first"), epochs=10, image_size=224, cache_dir=str(tmp_path / "cache"))
     result, events = _run(config)
     assert result.status == "finished"
-    assert result.evaluation.accuracy >= 0.85, result.evaluation.accuracy  # on ants_bees' own val/ split
+    assert result.evaluation.accuracy >= 0.85, result.evaluation.accuracy  # on ants_bees' own val/ folder, which chose nothing
     assert result.summary["cache"] == {"images": "miss", "features": "miss"}
     metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
     assert metrics["test_accuracy"] == result.evaluation.accuracy
-    assert metrics["class_names"] == ["ants", "bees"] and metrics["evaluated_split"] == "val"
+    assert metrics["class_names"] == ["ants", "bees"] and metrics["evaluated_split"] == "test" and metrics["selection_split"] == "val"
     assert np.array(metrics["confusion_matrix"]).sum() == 153
     assert set(metrics["per_class"]["ants"]) == {"precision", "recall", "f1", "support"}
     assert len(metrics["history"]) == len([event for event in events if isinstance(event, EpochEnded)]) >= 1

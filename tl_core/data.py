@@ -49,6 +49,8 @@ SPLIT_FOLDER_ALIASES = {
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "$recycle.bin"})
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_TEST_FRACTION = 0.15
+# A class in train/ needs this many images before some can be set aside to choose the epoch (see _hold_out_given_val).
+MIN_TRAIN_IMAGES_TO_CARVE = 10
 # EXIF orientations 5-8 rotate the picture by 90 degrees, so width and height swap.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -798,6 +800,8 @@ def _assign_splits(dataset: Dataset, given_splits: set[str], val_fraction: float
     if "train" not in given_splits:
         found = ", ".join(sorted(f"{name}/" for name in given_splits))
         raise DataError(f"Found {found} but no train/ folder in '{dataset.root}'. Add a train/ folder with one sub-folder per class, or remove the split folders.")
+    if "val" in given_splits and "test" not in given_splits:
+        return _hold_out_given_val(dataset, val_fraction, rng)
     if "val" in given_splits:
         return replace(dataset, split_source=f"given: {', '.join(sorted(split + '/' for split in given_splits))} folders used as they are", split_fractions={})
     train = [record for record in dataset.records if record.split == "train"]
@@ -806,6 +810,35 @@ def _assign_splits(dataset: Dataset, given_splits: set[str], val_fraction: float
     source = f"given: {', '.join(sorted(split + '/' for split in given_splits))}; no val/ folder, so {round(val_fraction * 100)} % of each class in train/ was set aside for validation (seed {dataset.seed})"
     records = sorted(carved + others, key=lambda record: record.relative_path)
     return replace(dataset, records=records, split_source=source, split_fractions={"train": 1 - val_fraction, "val": val_fraction, "test": 0.0})
+
+
+def _hold_out_given_val(dataset: Dataset, val_fraction: float, rng: np.random.Generator) -> Dataset:
+    """train/ and val/ without test/: val/ is kept for the final report, and the epoch is chosen on a part of train/.
+
+    A split that both picks the best epoch and reports the accuracy flatters the
+    model a little (the choice was made on those very images). So the given
+    val/ images become the ``test`` split, untouched until the end, and a
+    seeded, stratified share of each class in train/ becomes ``val``. When a
+    class in train/ is too small to spare images, val/ does both jobs and the
+    split source says so.
+    """
+    train = [record for record in dataset.records if record.split == "train"]
+    per_class = Counter(record.class_name for record in train)
+    smallest = min(per_class.get(name, 0) for name in dataset.class_names)
+    if smallest < MIN_TRAIN_IMAGES_TO_CARVE:
+        source = (
+            f"given: train/, val/ folders used as they are; val/ both chooses the best epoch and reports the accuracy, because a class in train/ has only "
+            f"{smallest} images (at least {MIN_TRAIN_IMAGES_TO_CARVE} are needed to set some aside), so the reported accuracy is slightly optimistic"
+        )
+        return replace(dataset, split_source=source, split_fractions={})
+    held_out = [replace(record, split="test") for record in dataset.records if record.split == "val"]
+    carved = _stratified_split(dataset, train, {"val": val_fraction}, rng, "train/")
+    source = (
+        f"given: train/, val/; your val/ folder is kept apart for the final report (shown as test), and {round(val_fraction * 100)} % of each class "
+        f"in train/ (seed {dataset.seed}) is the validation split that chooses the best epoch"
+    )
+    records = sorted(carved + held_out, key=lambda record: record.relative_path)
+    return replace(dataset, records=records, split_source=source, split_fractions={"train": round(1 - val_fraction, 4), "val": val_fraction, "test": 0.0})
 
 
 def _stratified_split(dataset: Dataset, records: list[ImageRecord], fractions: dict[str, float], rng: np.random.Generator, where: str) -> list[ImageRecord]:

@@ -53,7 +53,11 @@ def write_run_folder(
         if evaluation is not None:
             metrics = evaluation.to_dict()
             metrics["test_accuracy"] = metrics["accuracy"]
-            metrics["evaluated_split"] = summary.get("data", {}).get("evaluation_split")
+            data = summary.get("data", {})
+            metrics["evaluated_split"] = data.get("evaluation_split")
+            # Which images chose the kept epoch, and whether the reported figure comes from other images.
+            metrics["selection_split"] = data.get("selection_split", "val")
+            metrics["split_source"] = data.get("split_source", "")
             metrics["history"] = history or []
             _write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
         _write_text_atomically(run_dir / "run.json", json.dumps(summary, indent=2, default=str))

@@ -516,6 +516,7 @@ class _Run:
                 "split_source": dataset.split_source,
                 "split_fractions": dataset.split_fractions,
                 "evaluation_split": dataset.evaluation_split,
+                "selection_split": "val",  # early stopping and the kept epoch look at validation loss only
                 "seed": dataset.seed,
             },
             "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
