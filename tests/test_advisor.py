@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 
 from tl_core.advisor import (
+    FINE_TUNE_ERROR_CUT,
     HIGH_SIMILARITY_THRESHOLD,
     SHIFT_GROWTH_THRESHOLD,
-    ComparisonRow,
+    Candidate,
     LayerShift,
+    _with_recommendation,
     advise,
-    best_row,
     combine,
     confidence_similarity,
+    expected_fine_tune_accuracy,
     freeze_depth_from_shift,
     probe_similarity,
     shift_similarity,
@@ -24,6 +26,7 @@ from tl_core.advisor import (
 from tl_core.backbones import get_backbone
 from tl_core.cli import main
 from tl_core.config import TrainConfig
+from tl_core.recipes import ComparisonRow, best_row
 from tl_core.sample import write_sample_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -72,6 +75,36 @@ def test_freeze_depth_follows_the_shift_profile() -> None:
     assert small[:2] == (3, "block2") and "first third of the blocks stays frozen" in small[2]
 
 
+def _candidate(strategy: str, accuracy: float | None, seconds: float, within: bool = True) -> Candidate:
+    return Candidate(strategy, accuracy, "test", seconds, 8, within)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # Fine-tuning clearly better and within budget: it wins.
+        ([_candidate("feature_extraction", 0.87, 60), _candidate("fine_tune", 0.92, 480)], "fine_tune"),
+        # Within a point: the cheaper one wins.
+        ([_candidate("feature_extraction", 0.985, 60), _candidate("fine_tune", 0.99, 480)], "feature_extraction"),
+        # Better but over the time budget: not recommended.
+        ([_candidate("feature_extraction", 0.87, 60), _candidate("fine_tune", 0.92, 900, within=False)], "feature_extraction"),
+        # Unknown accuracy is never recommended by measurement.
+        ([_candidate("feature_extraction", 0.60, 60), _candidate("from_scratch", None, 100)], "feature_extraction"),
+        # Nothing fits: the fastest.
+        ([_candidate("fine_tune", 0.9, 900, within=False), _candidate("feature_extraction", 0.8, 700, within=False)], "feature_extraction"),
+    ],
+)
+def test_the_recommended_candidate_is_the_most_accurate_in_budget_unless_a_cheaper_one_is_within_a_point(rows, expected) -> None:
+    chosen = [row.strategy for row in _with_recommendation(rows) if row.recommended]
+    assert chosen == [expected]
+
+
+def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> None:
+    assert expected_fine_tune_accuracy(0.87, 300) == pytest.approx(0.87 + 0.13 * FINE_TUNE_ERROR_CUT)
+    assert expected_fine_tune_accuracy(0.87, 30) < expected_fine_tune_accuracy(0.87, 300)  # little data, less to learn from
+    assert expected_fine_tune_accuracy(1.0, 300) == 1.0
+
+
 def test_best_row_prefers_accuracy_then_loss_then_time() -> None:
     rows = [
         ComparisonRow("feature_extraction", 0.80, 0.50, 0.8, 2.0, 3, "finished"),
@@ -115,11 +148,20 @@ def test_handwritten_digits_are_judged_dissimilar_on_the_command_line(capsys, tm
     code = main(["advise", str(digits), "--cache-dir", str(tmp_path / "cache")])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert {"scenario", "size", "similarity", "similarity_score", "strategy", "freeze_layers", "reasons", "components"} <= set(result)
-    assert (result["scenario"], result["similarity"], result["strategy"]) == (2, "low", "fine_tune")
+    assert {"scenario", "size", "similarity", "similarity_score", "strategy", "freeze_layers", "reasons", "components", "candidates"} <= set(result)
+    assert (result["scenario"], result["similarity"], result["matrix_strategy"]) == (2, "low", "fine_tune")
     assert result["similarity_score"] <= 0.35, result["components"]
-    assert 0 < result["freeze_layers"] < result["backbone_layers"]
     assert len(result["views"]) == 2 and "Transfer may barely help" in result["views"][1]
+    # The matrix is the prior; the candidates, measured and timed, decide.
+    candidates = {row["strategy"]: row for row in result["candidates"]}
+    assert list(candidates) == ["feature_extraction", "fine_tune", "from_scratch"]
+    assert [row["strategy"] for row in result["candidates"] if row["recommended"]] == [result["strategy"]]
+    assert all(row["seconds"] > 0 for row in result["candidates"])
+    assert candidates["feature_extraction"]["seconds"] < candidates["fine_tune"]["seconds"] < candidates["from_scratch"]["seconds"]
+    assert candidates["from_scratch"]["expected_accuracy"] is None  # nothing predicts it: the comparison measures it
+    assert any(reason.startswith("Expected on this device: feature extraction: ~") for reason in result["reasons"])
+    # A mirrored digit is not the same digit: the probe notices, and the advice turns flips off.
+    assert result["flip"] == "none" and any("Mirror images look like another class here" in reason for reason in result["reasons"])
 
 
 def test_compare_and_auto_strategy(capsys, tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:

@@ -31,7 +31,7 @@ def test_recommendation_explains_with_the_measured_numbers(ants_bees: Path) -> N
     dataset = scan_dataset(ants_bees)
     recommendation = recommend(dataset, "high")
     assert (recommendation.scenario, recommendation.strategy) == (1, "feature_extraction")
-    assert recommendation.reasons[0].startswith("245 training images in 2 classes: 122 per class on average, fewer than the rule of thumb of 1,000 per class")
+    assert recommendation.reasons[0].startswith("208 training images in 2 classes: 104 per class on average, fewer than the rule of thumb of 1,000 per class")
     assert set(recommendation.alternatives) == {2, 3, 4}
     low = recommend(dataset, "low")
     assert (low.scenario, low.strategy) == (2, "fine_tune")

@@ -74,21 +74,26 @@ def test_features_computed_while_reading_equal_features_of_cached_images(tmp_pat
     config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=1, image_size=32, cache_dir=str(tmp_path / "cache"))
     first, _ = _run(config)
     assert first.summary["cache"] == {"images": "miss", "features": "miss"}
-    (streamed,) = list((tmp_path / "cache" / "features").glob("*.npy"))
-    streamed_features = np.load(streamed)
-    streamed.unlink()
+    # Two files: the images' features and their mirror images' (feature extraction with flips uses both).
+    streamed = sorted((tmp_path / "cache" / "features").glob("*.npy"))
+    assert len(streamed) == 2
+    streamed_features = [np.load(path) for path in streamed]
+    for path in streamed:
+        path.unlink()
     again, events = _run(config)  # the decoded images are cached now; the features are computed from them
     assert again.summary["cache"] == {"images": "hit", "features": "miss"}
     assert [event.phase for event in events if isinstance(event, PhaseStarted)][:2] == ["decode", "features"]
-    assert streamed_features.shape == (30, 1280)
-    np.testing.assert_allclose(np.load(streamed), streamed_features, rtol=1e-5, atol=1e-5)
+    assert all(features.shape == (30, 1280) for features in streamed_features)
+    assert not np.allclose(streamed_features[0], streamed_features[1])  # a mirror image has other features
+    for path, features in zip(streamed, streamed_features, strict=True):
+        np.testing.assert_allclose(np.load(path), features, rtol=1e-5, atol=1e-5)
 
 
 def test_feature_extraction_can_train_on_cached_augmented_views(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=1, image_size=32, augment_views=2, cache_dir=str(tmp_path / "cache"))
     result, events = _run(config)
     notices = [event.message for event in events if isinstance(event, Notice)]
-    assert "Head trains on the original and 2 augmented views of each training image (54 feature vectors)." in notices
+    assert "The head trains on the training images and their mirror images and 2 randomly augmented copies (72 feature vectors)." in notices
     again, events = _run(config)
     assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["decode", "features", "head", "evaluate", "export"]  # views came from the cache
     assert again.summary["cache"]["features"] == "hit"
@@ -108,7 +113,7 @@ def test_fine_tune_keeps_exactly_the_first_k_layers_unchanged(tmp_path: Path, ti
     import keras
 
     from tl_core.backbones import get_backbone
-    from tl_core.models import build_backbone
+    from tl_core.models import build_backbone, unwrap_test_time_flip
 
     frozen = 60
     config = TrainConfig(
@@ -120,7 +125,8 @@ def test_fine_tune_keeps_exactly_the_first_k_layers_unchanged(tmp_path: Path, ti
     # No warm-up here, so the one fine-tuning epoch is the best one and its weights are kept.
     assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["features", "fine_tune", "evaluate", "export"]
     pretrained = build_backbone(get_backbone("mobilenet_v2"), "imagenet")
-    trained = keras.models.load_model(tmp_path / "run" / "model.keras").get_layer(pretrained.name)
+    exported = keras.models.load_model(tmp_path / "run" / "model.keras")
+    trained = unwrap_test_time_flip(exported).get_layer(pretrained.name)  # the file averages over mirror images (the recipe's test-time flip)
     changed = []
     for index, (before, after) in enumerate(zip(pretrained.layers, trained.layers, strict=False)):
         if any(not np.array_equal(old, new) for old, new in zip(before.get_weights(), after.get_weights(), strict=False)):

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from tl_core.backbones import BackboneSpec, blocks_from_layer_names, get_backbone
-from tl_core.cache import DEFAULT_MEMORY_BUDGET_BYTES, FeatureCache, decode_images
+from tl_core.cache import DEFAULT_MEMORY_BUDGET_BYTES, FeatureCache, decode_images, feature_cache_key, mirrored_feature_cache_key
+from tl_core.config import STRATEGY_NAMES
 from tl_core.data import Dataset, scan_dataset
-from tl_core.scenario import SCENARIOS, Recommendation, classify_size, recommend
+from tl_core.scenario import SCENARIOS, Recommendation, candidate_strategies, classify_size, recommend
 
 HIGH_SIMILARITY_THRESHOLD = 0.5
 # A mean BatchNorm shift of this size maps to similarity exp(-1) ~ 0.37. Calibrated on real data here:
@@ -46,6 +47,15 @@ SHIFT_GROWTH_THRESHOLD = 0.35
 # Mean top-1 probability of the ImageNet classifier that maps to similarity 0 and 1 (linear in between).
 CONFIDENCE_FLOOR, CONFIDENCE_CEILING = 0.15, 0.65
 DEFAULT_SAMPLE_SIZE = 500
+DEFAULT_TIME_BUDGET_MINUTES = 10.0
+# Share of feature extraction's errors fine-tuning removes, from the benchmarks in the README (with at least
+# FULL_CUT_IMAGES_PER_CLASS training images per class; proportionally less below).
+FINE_TUNE_ERROR_CUT = 0.35
+FULL_CUT_IMAGES_PER_CLASS = 300
+# A candidate this much less accurate than the best, but faster, is recommended instead.
+WITHIN_A_POINT = 0.01
+# Mirror images count as harmless when the probe trained with them loses at most this much accuracy.
+MIRROR_TOLERANCE = 0.005
 CLASSIFIER_WEIGHTS_FILE = "mobilenet_7_5_224_tf.h5"
 COMPONENT_NAMES = {"probe": "probe gain", "shift": "domain shift", "confidence": "ImageNet confidence"}
 
@@ -78,6 +88,9 @@ class Measurement:
         similarity: ``"high"`` or ``"low"``.
         seconds: Time the measurement took.
         notes: What could not be measured and why.
+        mirror_probe_accuracy: The probe trained on the images and their mirror images, answering
+            for both (what feature extraction with flips does): its expected accuracy.
+        forward_images_per_second: The frozen backbone's forward pass on this device, at its own size.
     """
 
     sample_size: int
@@ -94,6 +107,18 @@ class Measurement:
     similarity: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    mirror_probe_accuracy: float | None = None
+    forward_images_per_second: float | None = None
+
+    @property
+    def mirror_images_help(self) -> bool:
+        """Whether mirror images are examples of the same class (photos: yes; text and digits: no), as the probe finds."""
+        return self.mirror_probe_accuracy is None or self.mirror_probe_accuracy >= self.probe_accuracy - MIRROR_TOLERANCE
+
+    @property
+    def feature_extraction_accuracy(self) -> float:
+        """What feature extraction is expected to reach: the probe with mirror images when they help."""
+        return max(self.probe_accuracy, self.mirror_probe_accuracy or 0.0) if self.mirror_images_help else self.probe_accuracy
 
     def components(self) -> dict[str, float]:
         """The similarity of each measured component, by key (probe, shift, confidence)."""
@@ -115,6 +140,11 @@ class Advice:
     augment: bool
     reasons: list[str]
     views: list[str] = field(default_factory=list)  # the two readings of scenario 2, when it applies
+    candidates: list[Candidate] = field(default_factory=list)  # every strategy weighed, with expected accuracy and time
+    matrix_strategy: str = ""  # what the matrix alone recommends
+    flip: str = "horizontal"  # "none" when mirror images look like another class
+    epochs: int | None = None  # epochs of the recommended strategy's main phase (fitted to the time budget)
+    time_budget_minutes: float = 0.0
 
     def to_dict(self) -> dict:
         recommendation = self.recommendation
@@ -133,6 +163,11 @@ class Advice:
             "augment": self.augment,
             "reasons": list(self.reasons),
             "views": list(self.views),
+            "matrix_strategy": self.matrix_strategy,
+            "flip": self.flip,
+            "epochs": self.epochs,
+            "time_budget_minutes": self.time_budget_minutes,
+            "candidates": [asdict(candidate) for candidate in self.candidates],
             "components": {key: round(value, 4) for key, value in self.measurement.components().items()},
             "measurement": asdict(self.measurement),
         }
@@ -231,14 +266,17 @@ def measure_similarity(
 
     pretrained = build_backbone(spec, "imagenet")
     features, shift_profile = _features_and_shift(pretrained, spec, pixels)
+    speeds: list[float] = []
+    mirrored_features, _ = _features_and_shift(pretrained, spec, np.ascontiguousarray(pixels[:, :, ::-1]), with_shift=False, timings=speeds)
     if whole and keep.all():
-        from tl_core.training import feature_cache_key
-
-        # The same key training uses: a later feature-extraction run at this size reads these features.
-        FeatureCache(cache_dir).save(feature_cache_key(spec, weights_identity(spec, "imagenet"), size, decoded.key), features)
+        # The same keys training uses: a later feature-extraction run at this size reads these features.
+        key = feature_cache_key(spec, weights_identity(spec, "imagenet"), size, decoded.key)
+        FeatureCache(cache_dir).save(key, features)
+        FeatureCache(cache_dir).save(mirrored_feature_cache_key(key), mirrored_features)
     random_features, _ = _features_and_shift(build_backbone(spec, "none"), spec, pixels, with_shift=False)
     probe = _probe_accuracy(features, labels, seed)
     random_probe = _probe_accuracy(random_features, labels, seed)
+    with_mirror = _probe_accuracy(features, labels, seed, mirrored=mirrored_features)
     confidence = _imagenet_confidence(pixels, notes)
 
     mean_shift = float(np.mean([entry.shift for entry in shift_profile])) if shift_profile else 0.0
@@ -261,6 +299,8 @@ def measure_similarity(
         similarity=verdict,
         seconds=round(time.perf_counter() - started, 2),
         notes=notes,
+        mirror_probe_accuracy=with_mirror,
+        forward_images_per_second=speeds[0] if speeds else None,
     )
     return measurement, [layer.name for layer in pretrained.layers]
 
@@ -275,8 +315,12 @@ def _stratified_sample(dataset: Dataset, sample_size: int, seed: int) -> list:
     return sorted(chosen, key=lambda record: record.relative_path)
 
 
-def _features_and_shift(backbone, spec: BackboneSpec, pixels: np.ndarray, with_shift: bool = True, batch_size: int = 32):
-    """Pooled features and, per BatchNormalization layer, the shift of its input statistics; one pass."""
+def _features_and_shift(backbone, spec: BackboneSpec, pixels: np.ndarray, with_shift: bool = True, batch_size: int = 32, timings: list[float] | None = None):
+    """Pooled features and, per BatchNormalization layer, the shift of its input statistics; one pass.
+
+    With ``timings``, the pass appends its images per second (full batches after the first) when ``with_shift`` is False:
+    then it is the plain forward pass a run makes.
+    """
     import keras
     import tensorflow as tf
 
@@ -297,11 +341,17 @@ def _features_and_shift(backbone, spec: BackboneSpec, pixels: np.ndarray, with_s
         return tf.reduce_mean(outputs[-1], axis=[1, 2]), moments
 
     features, sums = [], None
+    timed_images, timed_seconds = 0, 0.0
     for start in range(0, len(pixels), batch_size):
+        started = time.perf_counter()
         pooled, moments = run(pixels[start : start + batch_size])
         features.append(pooled.numpy())
         moments = [(first.numpy(), second.numpy()) for first, second in moments]
+        if start and start + batch_size <= len(pixels):  # full batches after the first, which traces the function
+            timed_images, timed_seconds = timed_images + batch_size, timed_seconds + time.perf_counter() - started
         sums = moments if sums is None else [(a + c, b + d) for (a, b), (c, d) in zip(sums, moments, strict=True)]
+    if timings is not None and timed_images:
+        timings.append(timed_images / timed_seconds)
     profile = []
     for (index, layer), (first, second) in zip(batchnorms, sums or [], strict=False):
         mean = first / len(pixels)
@@ -314,19 +364,32 @@ def _features_and_shift(backbone, spec: BackboneSpec, pixels: np.ndarray, with_s
     return np.concatenate(features).astype(np.float32), profile
 
 
-def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    """Cross-validated accuracy of a standardised logistic regression (up to 5 stratified folds)."""
+def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> float:
+    """Cross-validated accuracy of a standardised logistic regression (up to 5 stratified folds).
+
+    With ``mirrored`` (the features of the same images mirrored left to right), the probe
+    does what feature extraction does with flips: it trains on both and averages its
+    answers for an image and its mirror image.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     folds = int(min(5, np.bincount(labels).min()))
     if folds < 2:
         return float(np.bincount(labels).max() / len(labels))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
-    scores = cross_val_score(probe, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    return float(np.mean(scores))
+    correct = 0
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
+        if mirrored is None:
+            probe.fit(features[train], labels[train])
+            probabilities = probe.predict_proba(features[test])
+        else:
+            probe.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
+            probabilities = (probe.predict_proba(features[test]) + probe.predict_proba(mirrored[test])) / 2
+        correct += int((probe.classes_[probabilities.argmax(axis=1)] == labels[test]).sum())
+    return correct / len(labels)
 
 
 def _imagenet_confidence(pixels: np.ndarray, notes: list[str]) -> float | None:
@@ -349,6 +412,122 @@ def _imagenet_confidence(pixels: np.ndarray, notes: list[str]) -> float | None:
     return float(probabilities.max(axis=1).mean())
 
 
+# --------------------------------------------------------------------------- candidates: expected accuracy and time
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One strategy weighed for the user's data: what it should reach, and how long it takes here.
+
+    Attributes:
+        strategy: The strategy.
+        expected_accuracy: Accuracy it is expected to reach (None: not predictable, compare to measure).
+        accuracy_basis: Where that number comes from, in words.
+        seconds: Estimated time of a full run on this device.
+        epochs: Epochs of its main phase (fitted to the time budget for fine-tuning).
+        within_budget: Whether it fits the time budget.
+        recommended: The one the advice recommends.
+    """
+
+    strategy: str
+    expected_accuracy: float | None
+    accuracy_basis: str
+    seconds: float | None
+    epochs: int | None
+    within_budget: bool
+    recommended: bool = False
+
+
+def expected_fine_tune_accuracy(feature_extraction_accuracy: float, train_images_per_class: float) -> float:
+    """Fine-tuning's expected accuracy: feature extraction's, with a share of its errors removed.
+
+    The share (``FINE_TUNE_ERROR_CUT``) comes from the benchmark table in the README; with
+    fewer than ``FULL_CUT_IMAGES_PER_CLASS`` training images per class the unfrozen layers
+    have less to learn from, so the share shrinks in proportion.
+    """
+    cut = FINE_TUNE_ERROR_CUT * min(1.0, train_images_per_class / FULL_CUT_IMAGES_PER_CLASS)
+    return feature_extraction_accuracy + (1.0 - feature_extraction_accuracy) * cut
+
+
+def plan_candidates(
+    dataset: Dataset,
+    measurement: Measurement,
+    scenario: int,
+    backbone: str,
+    freeze_layers: int,
+    throughput,
+    cache_dir: str | None = None,
+    time_budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
+    flip: str = "horizontal",
+) -> list[Candidate]:
+    """Each strategy worth weighing in this scenario, with its expected accuracy and time; one is recommended.
+
+    The recommendation is the most accurate candidate that fits the time budget, except
+    that a cheaper one within ``WITHIN_A_POINT`` of it wins: a point of accuracy is not
+    worth many more minutes by default, and the user sees both and can choose.
+    Fine-tuning's epochs are cut to fit the budget (at least two), else it does not fit.
+    """
+    from tl_core.config import AugmentConfig, TrainConfig
+    from tl_core.estimate import estimate_run
+
+    budget = time_budget_minutes * 60
+    per_class = classify_size(dataset).images_per_class
+    base = measurement.feature_extraction_accuracy
+    rows = []
+    for strategy in candidate_strategies(scenario):
+        config = TrainConfig(
+            data_dir=str(dataset.root), out_dir="", backbone=backbone, strategy=strategy, cache_dir=cache_dir,
+            freeze_layers=freeze_layers if strategy == "fine_tune" else None, augmentation=AugmentConfig(flip=flip),
+        ).validated()
+        estimate = estimate_run(config, dataset, throughput)
+        epochs = config.epochs
+        if strategy in ("fine_tune", "full_fine_tune", "from_scratch") and estimate.seconds > budget:
+            per_epoch = estimate.parts[strategy] / config.epochs
+            fitting = int((budget - (estimate.seconds - estimate.parts[strategy])) // per_epoch) if per_epoch > 0 else config.epochs
+            if fitting >= 2:
+                epochs = min(config.epochs, fitting)
+                estimate = estimate_run(replace(config, epochs=epochs), dataset, throughput)
+        if strategy == "feature_extraction":
+            expected, basis = base, f"measured: a cross-validated probe on {measurement.sample_size} of your images"
+        elif strategy in ("fine_tune", "full_fine_tune"):
+            expected = expected_fine_tune_accuracy(base, per_class)
+            basis = "feature extraction's measured accuracy with about a third of its errors removed, as fine-tuning did in our benchmarks"
+        else:
+            expected, basis = None, "not predictable from the probe; compare the strategies to measure it"
+        rows.append(Candidate(strategy, expected, basis, estimate.seconds, epochs, estimate.seconds <= budget))
+    return _with_recommendation(rows)
+
+
+def _with_recommendation(rows: list[Candidate]) -> list[Candidate]:
+    rated = [row for row in rows if row.within_budget and row.expected_accuracy is not None]
+    if rated:
+        best = max(rated, key=lambda row: row.expected_accuracy)
+        chosen = min((row for row in rated if row.expected_accuracy >= best.expected_accuracy - WITHIN_A_POINT), key=lambda row: row.seconds)
+    else:
+        chosen = min(rows, key=lambda row: row.seconds if row.seconds is not None else math.inf)
+    return [replace(row, recommended=row is chosen) for row in rows]
+
+
+def _candidate_reason(rows: list[Candidate], matrix_strategy: str, time_budget_minutes: float) -> str:
+    from tl_core.estimate import duration_text
+
+    chosen = next(row for row in rows if row.recommended)
+    listed = "; ".join(
+        f"{STRATEGY_NAMES[row.strategy]}: {'~' + format(row.expected_accuracy, '.1%') if row.expected_accuracy is not None else 'accuracy unknown'}"
+        f" in about {duration_text(row.seconds)}{'' if row.within_budget else ' (over the time budget)'}"
+        for row in rows
+    )
+    best = max((row for row in rows if row.expected_accuracy is not None), key=lambda row: row.expected_accuracy)
+    if chosen is not best and chosen.expected_accuracy is not None and best.within_budget:
+        why = f"{STRATEGY_NAMES[chosen.strategy]} is within a point of the most accurate candidate and faster, so it is recommended; choose {STRATEGY_NAMES[best.strategy]} for the last few tenths"
+    elif chosen is best:
+        why = f"{STRATEGY_NAMES[chosen.strategy]} is expected to be the most accurate within your time budget of {time_budget_minutes:g} min"
+    else:
+        why = f"{STRATEGY_NAMES[chosen.strategy]} fits your time budget of {time_budget_minutes:g} min"
+    matrix = "" if chosen.strategy == matrix_strategy else f" (the matrix alone would say {STRATEGY_NAMES[matrix_strategy]}; the measurement has the last word)"
+    return f"Expected on this device: {listed}. So {why}{matrix}."
+
+
 # --------------------------------------------------------------------------- advice
 
 
@@ -358,8 +537,12 @@ def advise(
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     cache_dir: str | None = None,
     seed: int = 0,
+    time_budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
 ) -> Advice:
     """Measures the data and recommends scenario, strategy, freeze depth, learning rate and augmentation.
+
+    The matrix (size x measured similarity) gives the prior; the strategy comes from the
+    candidates' expected accuracy and estimated time on this device (``plan_candidates``).
 
     Args:
         data_dir: A dataset folder, or an already scanned dataset.
@@ -367,30 +550,55 @@ def advise(
         sample_size: Images measured at most.
         cache_dir: The cache folder shared with training.
         seed: Seed of the split, sample and probe.
+        time_budget_minutes: How long a run may take; slower candidates are not recommended.
     """
+    from tl_core.device import detect_device
+    from tl_core.estimate import Throughput, remember_throughput
+
     dataset = data_dir if isinstance(data_dir, Dataset) else scan_dataset(data_dir, seed=seed)
     spec = get_backbone(backbone)
     measurement, layer_names = measure_similarity(dataset, backbone, sample_size, cache_dir, seed)
-    recommendation = recommend(dataset, measurement.similarity, similarity_source="measured", similarity_score=measurement.similarity_score)
+    matrix = recommend(dataset, measurement.similarity, similarity_source="measured", similarity_score=measurement.similarity_score)
     size = classify_size(dataset).size
-    freeze, block, freeze_reason = freeze_depth_from_shift(measurement.shift_profile, layer_names, spec, size)
-    strategy = recommendation.strategy
+    measured_freeze, measured_block, freeze_reason = freeze_depth_from_shift(measurement.shift_profile, layer_names, spec, size)
+    flip = "horizontal" if measurement.mirror_images_help else "none"
+    device = detect_device()
+    if measurement.forward_images_per_second:
+        throughput = Throughput(device.key, spec.name, spec.default_size, measurement.forward_images_per_second, time.time())
+        remember_throughput(throughput)
+    else:
+        from tl_core.estimate import forward_throughput
+
+        throughput = forward_throughput(spec.name, spec.default_size, device.key)
+    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip)
+    chosen = next(row for row in candidates if row.recommended)
+    strategy = chosen.strategy
+    freeze, block = measured_freeze, measured_block
     if strategy == "feature_extraction":
         freeze, block = len(layer_names), "none (all frozen)"
     elif strategy in ("full_fine_tune", "from_scratch"):
         freeze, block = 0, "all"
     learning_rate = 1e-3 if strategy in ("feature_extraction", "from_scratch") else 1e-4
-    augment = size == "small"
-    reasons = _reasons(measurement, recommendation, strategy, freeze, block, len(layer_names), learning_rate, augment, size, freeze_reason)
+    augment = True
+    reasons = _reasons(measurement, matrix, strategy, freeze, block, len(layer_names), learning_rate, augment, size, freeze_reason)
+    reasons.insert(len(reasons) - 2, _candidate_reason(candidates, matrix.strategy, time_budget_minutes))
+    if flip == "none":
+        reasons.append(
+            f"Mirror images look like another class here (the probe trained with them scores {measurement.mirror_probe_accuracy:.1%} against "
+            f"{measurement.probe_accuracy:.1%} without), as with text or digits: no left-right flips, in training or at test time."
+        )
     views = []
-    if recommendation.scenario == 2:
+    if matrix.scenario == 2:
         views = [
-            f"Freeze the first {freeze} layers (up to block '{block}', where your images start to move the network's statistics) and retrain the rest at a low learning rate.",
+            f"Freeze the first {measured_freeze} layers (up to block '{measured_block}', where your images start to move the network's statistics) and retrain the rest at a low learning rate.",
             f"Transfer may barely help: the pretrained features beat random ones by only {measurement.probe_accuracy - measurement.random_probe_accuracy:+.0%} "
             "in the probe. A model trained from scratch may do as well; compare the strategies side by side before deciding.",
         ]
-    recommendation = replace(recommendation, reasons=reasons)
-    return Advice(recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views)
+    recommendation = replace(matrix, strategy=strategy, reasons=reasons)
+    return Advice(
+        recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
+        candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
+    )
 
 
 def _reasons(
@@ -416,132 +624,13 @@ def _reasons(
     reasons.append(
         f"Combined similarity {measurement.similarity_score:.2f} ({'at least' if measurement.similarity == 'high' else 'below'} "
         f"{HIGH_SIMILARITY_THRESHOLD}), so similarity is {measurement.similarity}: scenario {recommendation.scenario} "
-        f"({SCENARIOS[recommendation.scenario]['title']}), strategy {strategy}."
+        f"({SCENARIOS[recommendation.scenario]['title']}), where the matrix suggests {STRATEGY_NAMES[recommendation.strategy]}."
     )
     if strategy == "fine_tune":
         reasons.append(f"Freeze the first {freeze} of {layers} layers, up to block '{block}': {freeze_reason}.")
     reasons.append(f"Learning rate {learning_rate:g}" + (" (low: pretrained layers are being adjusted, not relearned)." if learning_rate < 1e-3 else "."))
-    if augment:
-        how = " (feature extraction: cache a few augmented views of the training images)" if strategy == "feature_extraction" else ""
-        reasons.append(f"Augment the training images{how}: with little data, random changes are the cheapest defence against overfitting.")
-    else:
-        reasons.append("Augmentation is optional: there is enough data.")
+    if strategy != "feature_extraction":
+        reasons.append("Augment the training images (flips, rotation, zoom, shift, contrast): random changes are the cheapest defence against overfitting.")
+    elif measurement.mirror_images_help:
+        reasons.append("Augment through mirror images: their features are cached once, the head trains on both and its answers are averaged over both.")
     return reasons
-
-
-# --------------------------------------------------------------------------- side by side
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    """One strategy's short run in a side-by-side comparison."""
-
-    strategy: str
-    val_accuracy: float | None  # best validation accuracy over the epochs
-    val_loss: float | None  # lowest validation loss
-    held_out_accuracy: float | None  # accuracy of the kept model on the evaluation split
-    seconds: float
-    epochs: int
-    status: str
-    error: str = ""
-
-
-def candidate_strategies(scenario: int) -> list[str]:
-    """The strategies worth comparing in a scenario: its own, its neighbours, and for scenario 2 both views."""
-    return {
-        1: ["feature_extraction", "fine_tune"],
-        2: ["feature_extraction", "fine_tune", "from_scratch"],
-        3: ["fine_tune", "full_fine_tune", "from_scratch"],
-        4: ["feature_extraction", "fine_tune", "full_fine_tune"],
-    }[scenario]
-
-
-def compare_strategies(
-    data_dir: str | Path,
-    strategies: list[str],
-    out_root: str | Path,
-    backbone: str = "mobilenet_v2",
-    epochs: int = 3,
-    image_size: int | None = None,
-    train_images_per_class: int | None = 100,
-    freeze_layers: int | None = None,
-    cache_dir: str | None = None,
-    seed: int = 0,
-    on_row=None,
-    stop=None,
-) -> list[ComparisonRow]:
-    """Trains each strategy briefly on the same split and reports validation accuracy and time.
-
-    Every run uses the same seed, so the same split and validation images; the
-    training split can be subsampled per class to keep the comparison quick.
-    Feature extraction reuses the feature cache; fine-tuning warms its head up
-    for one epoch on the cached features.
-
-    Args:
-        data_dir: The dataset folder.
-        strategies: Strategy names to compare, in order.
-        out_root: Folder for the runs' files (one sub-folder per strategy).
-        backbone: The backbone all runs start from.
-        epochs: Epochs per run.
-        image_size: Input size (None: the backbone's own).
-        train_images_per_class: At most this many training images per class (None: all).
-        freeze_layers: Freeze depth for ``fine_tune`` (None: its default).
-        cache_dir: Cache folder shared with training.
-        seed: Seed of everything.
-        on_row: Called with each finished row (for progress).
-        stop: A ``StopRequest`` that ends the comparison after the current run.
-
-    Returns:
-        One row per strategy, in the order given.
-    """
-    from tl_core.config import TrainConfig
-    from tl_core.errors import TLError
-    from tl_core.training import train
-
-    rows = []
-    for strategy in strategies:
-        if stop is not None and stop.requested:
-            break
-        config = TrainConfig(
-            data_dir=str(data_dir),
-            out_dir=str(Path(out_root) / strategy),
-            backbone=backbone,
-            strategy=strategy,
-            freeze_layers=freeze_layers if strategy == "fine_tune" else None,
-            epochs=epochs,
-            warmup_epochs=1,
-            image_size=image_size,
-            early_stopping_patience=0,
-            max_train_images_per_class=train_images_per_class,
-            cache_dir=cache_dir,
-            seed=seed,
-        )
-        started = time.perf_counter()
-        try:
-            result = train(config, stop=stop)
-        except TLError as error:
-            rows.append(ComparisonRow(strategy, None, None, None, round(time.perf_counter() - started, 2), 0, "failed", str(error)))
-        else:
-            history = [entry for entry in result.history if entry.get("val_accuracy") is not None]
-            rows.append(
-                ComparisonRow(
-                    strategy,
-                    max((entry["val_accuracy"] for entry in history), default=None),
-                    min((entry["val_loss"] for entry in history), default=None),
-                    result.evaluation.accuracy if result.evaluation else None,
-                    round(time.perf_counter() - started, 2),
-                    len(result.history),
-                    result.status,
-                )
-            )
-        if on_row is not None:
-            on_row(rows[-1])
-    return rows
-
-
-def best_row(rows: list[ComparisonRow]) -> ComparisonRow | None:
-    """The winner: highest validation accuracy, then lowest validation loss, then fastest."""
-    finished = [row for row in rows if row.val_accuracy is not None]
-    if not finished:
-        return None
-    return max(finished, key=lambda row: (round(row.val_accuracy, 4), -(row.val_loss or 0.0), -row.seconds))

@@ -124,7 +124,7 @@ class Engine:
         return LayerMap(spec.name, layers, blocks_from_layer_names(spec, [layer.name for layer in layers]))
 
     def default_freeze_layers(self, backbone: str) -> int:
-        from tl_core.training import default_freeze_layers
+        from tl_core.backbones import default_freeze_layers
 
         layer_map = self.layer_map(backbone)
         return default_freeze_layers(get_backbone(backbone), [layer.name for layer in layer_map.layers])
@@ -140,19 +140,30 @@ class Engine:
     def recommend(self, dataset: Dataset, similarity: str) -> Recommendation:
         return recommend(dataset, similarity)
 
-    def advise(self, dataset: Dataset, backbone: str = "mobilenet_v2"):
+    def advise(self, dataset: Dataset, backbone: str = "mobilenet_v2", time_budget_minutes: float = 10.0):
         """Measured advice (``tl_core.advisor.Advice``): about a minute on a CPU for a few hundred images."""
         from tl_core.advisor import advise
 
-        return advise(dataset, backbone=backbone)
+        return advise(dataset, backbone=backbone, time_budget_minutes=time_budget_minutes)
 
-    def compare(self, data_dir: str, strategies: list[str], out_root: Path, epochs: int, image_size: int | None, per_class: int | None, freeze_layers: int | None, on_row=None) -> list:
-        """Trains each strategy briefly on the same split (``tl_core.advisor.compare_strategies``)."""
-        from tl_core.advisor import compare_strategies
+    def compare(
+        self, data_dir: str, strategies: list[str], out_root: Path, epochs: int, image_size: int | None, per_class: int | None, freeze_layers: int | None,
+        flip: str = "horizontal", on_row=None,
+    ) -> list:
+        """Trains each strategy on the same split (``tl_core.recipes.compare_strategies``)."""
+        from tl_core.recipes import compare_strategies
 
         return compare_strategies(
-            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, on_row=on_row
+            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, flip=flip, on_row=on_row
         )
+
+    def estimate(self, config: TrainConfig, dataset: Dataset):
+        """Roughly how long ``config`` takes here (``tl_core.estimate.Estimate``); the first call per network and size times the forward pass."""
+        from tl_core.estimate import estimate_run, forward_throughput
+
+        spec = get_backbone(config.backbone)
+        throughput = forward_throughput(spec.name, config.image_size or spec.default_size, self.device().key)
+        return estimate_run(config, dataset, throughput)
 
     def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
         """Starts a run in the background; the session's workspace stays alive until the run ends."""

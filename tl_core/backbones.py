@@ -540,6 +540,12 @@ def _layer_names(spec: BackboneSpec) -> tuple[str, ...]:
     return tuple(layer.name for layer in model.layers)
 
 
+def default_freeze_layers(spec: BackboneSpec, layer_names: list[str]) -> int:
+    """The default fine-tuning depth: freeze the first two thirds of the backbone's blocks."""
+    blocks = blocks_from_layer_names(spec, layer_names)
+    return blocks[min(len(blocks) - 1, round(len(blocks) * 2 / 3))].start
+
+
 def block_starts(spec: BackboneSpec) -> list[Block]:
     """The blocks of a backbone, found by building it once with random weights.
 

@@ -234,20 +234,20 @@ def warm_cache_extraction(data: Path, cache: Path, image_size: int) -> float:
     from tl_core.data import scan_dataset
     from tl_core.events import StopRequest
     from tl_core.models import build_backbone, build_classifier, build_head
-    from tl_core.training import _Run
+    from tl_core.training import RunContext, forward_batches
 
     dataset = scan_dataset(data)
     decoded = decode_images(dataset.records, image_size, cache_dir=cache)
     assert decoded.from_cache, "the first run should have cached the decoded images"
     spec = get_backbone("mobilenet_v2")
     _, feature_model = build_classifier(spec, build_backbone(spec, "imagenet"), build_head(spec.feature_dim, 2), image_size)
-    run = _Run(TrainConfig(data_dir=str(data), out_dir=""), lambda event: None, StopRequest())
+    run = RunContext(TrainConfig(data_dir=str(data), out_dir=""), lambda event: None, StopRequest(), decoded=decoded, image_size=image_size)
     import numpy as np
 
     rows = np.arange(decoded.pixels.shape[0])
-    run._forward(feature_model, decoded.pixels[:64], rows[:64], "features", None)  # trace and warm up
+    forward_batches(run, feature_model, rows[:64], "features")  # trace and warm up
     started = time.perf_counter()
-    run._forward(feature_model, decoded.pixels, rows, "features", None)
+    forward_batches(run, feature_model, rows, "features")
     return len(rows) / (time.perf_counter() - started)
 
 
@@ -255,8 +255,8 @@ def head_on_cached_features(count: int, epochs: int = 20) -> float:
     """Seconds to train the default head for ``epochs`` on ``count`` cached 1280-long feature vectors (training's own loop)."""
     import numpy as np
 
+    from tl_core.fitting import HeadTrainer
     from tl_core.models import build_head
-    from tl_core.training import HeadTrainer
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(count, 1280)).astype("float32")
@@ -281,8 +281,8 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20, rounds: in
 
     from tl_core.backbones import get_backbone
     from tl_core.config import AugmentConfig
+    from tl_core.fitting import pixel_batches
     from tl_core.models import build_augmenter, build_backbone, build_classifier, build_head, freeze_layers
-    from tl_core.training import _pixel_batches
 
     spec = get_backbone("mobilenet_v2")
     backbone = build_backbone(spec, "imagenet")
@@ -298,7 +298,7 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20, rounds: in
     augmented_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     in_memory = tf.data.Dataset.from_tensor_slices((tf.cast(pixels[:count], tf.float32), labels[:count])).batch(batch_size).cache()
     setups = {
-        "ours_steps_per_second": (classifier, _pixel_batches(pixels, np.arange(count), labels[:count], batch_size, shuffle_seed=0, augmenter=build_augmenter(AugmentConfig(), 0))),
+        "ours_steps_per_second": (classifier, pixel_batches(pixels, np.arange(count), labels[:count], batch_size, shuffle_seed=0, augmenter=build_augmenter(AugmentConfig(), 0))),
         "plain_steps_per_second": (classifier, in_memory),
         "augmented_in_model_steps_per_second": (augmented_model, in_memory),
     }

@@ -177,6 +177,16 @@ def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
     return cache_key("images-v1", size, files_fingerprint(records))
 
 
+def feature_cache_key(spec, weights: str, image_size: int, images_key: str) -> str:
+    """The key of a dataset's bottleneck features: backbone (a ``BackboneSpec``), its weights, image size and the decoded images' key."""
+    return cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key)
+
+
+def mirrored_feature_cache_key(features_key: str) -> str:
+    """The key of the features of the same images mirrored left to right."""
+    return cache_key("mirrored", features_key)
+
+
 def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None) -> bool:
     """True when ``decode_images`` would read these images from the cache instead of decoding them."""
     _, array_path, meta_path = _image_cache_paths(cache_dir, decoded_images_key(records, size))

@@ -64,8 +64,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="feature_extraction, fine_tune, full_fine_tune, from_scratch, or auto (measure the data and follow the advice) (default feature_extraction)",
     )
     train.add_argument("--freeze", type=int, default=None, metavar="K", dest="freeze_layers", help="fine_tune: backbone layers kept frozen (default: the first two thirds of its blocks)")
-    train.add_argument("--epochs", type=int, default=10, help="epochs of the main phase (default 10)")
-    train.add_argument("--warmup-epochs", type=int, default=5, help="fine-tuning: head-only epochs on cached features first (default 5, 0 to skip)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs of the main phase (default: the strategy's recipe, e.g. 100 head epochs for feature extraction, 8 for fine-tuning)")
+    train.add_argument("--warmup-epochs", type=int, default=None, help="fine-tuning: head-only epochs on cached features first (default: the recipe's 30; 0 to skip)")
+    train.add_argument(
+        "--time-budget", type=float, default=10.0, metavar="MINUTES", dest="time_budget_minutes",
+        help="--strategy auto: recommend no strategy expected to take longer here, and fit fine-tuning's epochs into it (default 10)",
+    )
+    train.add_argument("--quick", action="store_true", help="the quick variant of the strategy's recipe: fewer epochs, no test-time flip (a first look in a fraction of the time)")
     train.add_argument("--image-size", type=int, default=None, help="side of the square input in pixels (default: the backbone's own, e.g. 224)")
     train.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     train.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate of the head and of from_scratch (default 0.001)")
@@ -79,8 +84,19 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--contrast", type=float, default=0.2, help="augmentation: largest contrast change as a fraction (default 0.2)")
     train.add_argument("--head-units", type=int, default=0, help="width of a hidden layer in the new head (default 0: none)")
     train.add_argument("--dropout", type=float, default=0.2, help="dropout in the head (default 0.2)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="share of each training target spread over all classes (default 0)")
+    train.add_argument(
+        "--schedule", default=None, dest="learning_rate_schedule", choices=("cosine", "constant"),
+        help="learning rate while backbone layers train: cosine (warm-up, then decay) or constant (default: the recipe's, cosine)",
+    )
+    train.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=None, dest="test_time_flip",
+        help="average each prediction over the image and its mirror image, in the evaluation and inside the exported model (default: on when flips are)",
+    )
     train.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False, help="weight classes by inverse frequency (for imbalanced data)")
-    train.add_argument("--patience", type=int, default=5, dest="early_stopping_patience", help="stop after this many epochs without a better validation loss (default 5, 0: never)")
+    train.add_argument(
+        "--patience", type=int, default=None, dest="early_stopping_patience", help="stop after this many epochs without a better validation loss (default: the recipe's; 0: never)"
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights, shuffling and augmentation (default 0)")
     train.add_argument("--cache-dir", default=None, help="cache folder for decoded images and features (default $TL_CORE_CACHE_DIR or ~/.cache/tl_core)")
     train.add_argument("--memory-budget-mb", type=int, default=2048, help="decoded images up to this size stay in memory, larger sets are read from disk (default 2048)")
@@ -105,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     advise.add_argument("--backbone", default="mobilenet_v2", help="backbone to advise for (default mobilenet_v2)")
     advise.add_argument("--sample", type=int, default=500, help="images measured at most (default 500)")
     advise.add_argument("--cache-dir", default=None, help="cache folder shared with training")
+    advise.add_argument("--time-budget", type=float, default=10.0, metavar="MINUTES", help="recommend no strategy expected to take longer here (default 10)")
     advise.add_argument("--seed", type=int, default=0)
     advise.set_defaults(handler=_advise)
 
@@ -113,9 +130,9 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--strategies", default=None, help="comma-separated strategies (default: the advice's candidates for the data's scenario)")
     compare.add_argument("--out", default=None, metavar="FOLDER", help="where the runs go (default: a temporary folder)")
     compare.add_argument("--backbone", default="mobilenet_v2")
-    compare.add_argument("--epochs", type=int, default=3, help="epochs per strategy (default 3)")
-    compare.add_argument("--image-size", type=int, default=None)
-    compare.add_argument("--per-class", type=int, default=100, help="training images per class at most (default 100)")
+    compare.add_argument("--epochs", type=int, default=2, help="epochs of fine-tuning or training from scratch per strategy; feature extraction runs its whole recipe (default 2)")
+    compare.add_argument("--image-size", type=int, default=None, help="side of the square input (default: the backbone's own)")
+    compare.add_argument("--per-class", type=int, default=None, help="training images per class at most (default: all)")
     compare.add_argument("--cache-dir", default=None)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -145,19 +162,19 @@ def _inspect(arguments: argparse.Namespace) -> int:
 def _train(arguments: argparse.Namespace) -> int:
     from tl_core.config import AugmentConfig, TrainConfig
     from tl_core.events import StopRequest
-    from tl_core.training import train
+    from tl_core.recipes import run_training
 
     augmentation = AugmentConfig(flip=arguments.flip, rotation=arguments.rotation, zoom=arguments.zoom, translation=arguments.translation, contrast=arguments.contrast)
     fields = {name: getattr(arguments, name) for name in (
         "backbone", "weights", "strategy", "freeze_layers", "epochs", "warmup_epochs", "image_size", "batch_size",
-        "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "class_weights",
-        "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb",
+        "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "label_smoothing", "learning_rate_schedule", "test_time_flip", "class_weights",
+        "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb", "time_budget_minutes",
     )}
-    config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, **fields)
+    config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, quick=arguments.quick, **fields)
     stop = StopRequest()
     previous_handler = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:
-        result = train(config, on_event=ConsolePrinter(), stop=stop)
+        result = run_training(config, on_event=ConsolePrinter(), stop=stop)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     return 0 if result.status == "finished" else 130
@@ -272,7 +289,7 @@ def _predict(arguments: argparse.Namespace) -> int:
 def _advise(arguments: argparse.Namespace) -> int:
     from tl_core.advisor import advise
 
-    advice = advise(arguments.data, backbone=arguments.backbone, sample_size=arguments.sample, cache_dir=arguments.cache_dir, seed=arguments.seed)
+    advice = advise(arguments.data, backbone=arguments.backbone, sample_size=arguments.sample, cache_dir=arguments.cache_dir, seed=arguments.seed, time_budget_minutes=arguments.time_budget)
     print(json.dumps(advice.to_dict(), indent=2))
     return 0
 
@@ -281,11 +298,13 @@ def _compare(arguments: argparse.Namespace) -> int:
     import dataclasses
     import tempfile
 
-    from tl_core.advisor import advise, best_row, candidate_strategies, compare_strategies
+    from tl_core.advisor import advise
     from tl_core.config import STRATEGIES
     from tl_core.errors import ConfigError
+    from tl_core.recipes import best_row, compare_strategies
+    from tl_core.scenario import candidate_strategies
 
-    freeze = None
+    freeze, flip = None, "horizontal"
     if arguments.strategies:
         strategies = [name.strip() for name in arguments.strategies.split(",") if name.strip()]
         unknown = [name for name in strategies if name not in STRATEGIES]
@@ -295,25 +314,31 @@ def _compare(arguments: argparse.Namespace) -> int:
         advice = advise(arguments.data, backbone=arguments.backbone, cache_dir=arguments.cache_dir, seed=arguments.seed)
         strategies = candidate_strategies(advice.recommendation.scenario)
         freeze = advice.freeze_layers if advice.recommendation.strategy == "fine_tune" else None
+        flip = advice.flip
         print(f"scenario {advice.recommendation.scenario} ({advice.recommendation.title}); comparing {', '.join(strategies)}", file=sys.stderr)
     out_root = arguments.out or tempfile.mkdtemp(prefix="tl_core_compare_")
     rows = compare_strategies(
         arguments.data, strategies, out_root, backbone=arguments.backbone, epochs=arguments.epochs, image_size=arguments.image_size,
-        train_images_per_class=arguments.per_class, freeze_layers=freeze, cache_dir=arguments.cache_dir, seed=arguments.seed,
+        train_images_per_class=arguments.per_class, freeze_layers=freeze, cache_dir=arguments.cache_dir, seed=arguments.seed, flip=flip,
     )
     winner = best_row(rows)
     if arguments.json:
         print(json.dumps({"rows": [dataclasses.asdict(row) for row in rows], "best": winner.strategy if winner else None, "runs": str(out_root)}, indent=2))
         return 0
-    def number(value, width):
-        return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
-
-    print(f"{'strategy':<20} {'val_accuracy':>12} {'val_loss':>9} {'held_out':>9} {'seconds':>8} {'epochs':>6}  status")
+    print(f"{'strategy':<20} {'val_accuracy':>12} {'val_loss':>9} {'held_out':>9} {'seconds':>8} {'epochs':>6} {'full run':>9}  status")
     for row in rows:
-        print(f"{row.strategy:<20} {number(row.val_accuracy, 12)} {number(row.val_loss, 9)} {number(row.held_out_accuracy, 9)} {row.seconds:>8.1f} {row.epochs:>6}  {row.status}{' ' + row.error if row.error else ''}")
+        full_run = f"{row.full_run_seconds / 60:>7.1f} m" if row.full_run_seconds is not None else f"{'-':>9}"
+        print(
+            f"{row.strategy:<20} {_number(row.val_accuracy, 12)} {_number(row.val_loss, 9)} {_number(row.held_out_accuracy, 9)} {row.seconds:>8.1f} {row.epochs:>6} "
+            f"{full_run}  {row.status}{' ' + row.error if row.error else ''}"
+        )
     if winner:
-        print(f"best: {winner.strategy} (validation accuracy {winner.val_accuracy:.4f}); runs in {out_root}")
+        print(f"best: {winner.strategy} (validation accuracy {winner.val_accuracy:.4f}; the held-out column chose nothing); runs in {out_root}")
     return 0
+
+
+def _number(value: float | None, width: int) -> str:
+    return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
 
 
 def _backbones(arguments: argparse.Namespace) -> int:

@@ -37,14 +37,41 @@ class AugmentConfig:
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 
 
+SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
 AUTO_STRATEGY = "auto"  # measure the data first and follow the advice (tl_core.advisor)
+
+# The recipe of each strategy: the settings left unset (None) in a TrainConfig take these values.
+# Measured in tl_core.bench_quality; the README's accuracy section has the table behind each choice.
+RECIPES: dict[str, dict[str, object]] = {
+    # The head is a linear layer on cached features: hundreds of epochs take seconds, and it needs them to converge on small data.
+    "feature_extraction": {"epochs": 100, "warmup_epochs": 0, "early_stopping_patience": 20, "learning_rate_schedule": "constant", "test_time_flip": True},
+    # A converged head first (cheap, on cached features), then the unfrozen layers at a tenth of the rate, warmed up and decayed.
+    "fine_tune": {"epochs": 8, "warmup_epochs": 30, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
+    "full_fine_tune": {"epochs": 8, "warmup_epochs": 30, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
+    "from_scratch": {"epochs": 30, "warmup_epochs": 0, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
+}
+# The quick variant of each recipe: fewer passes over the images, for a first look in a fraction of the time.
+QUICK_RECIPES: dict[str, dict[str, object]] = {
+    "feature_extraction": {"epochs": 50, "test_time_flip": False},
+    "fine_tune": {"epochs": 3, "warmup_epochs": 20, "test_time_flip": False},
+    "full_fine_tune": {"epochs": 3, "warmup_epochs": 20, "test_time_flip": False},
+    "from_scratch": {"epochs": 10, "test_time_flip": False},
+}
 
 STRATEGY_TITLES = {
     "feature_extraction": "Feature extraction",
     "fine_tune": "Fine-tuning with the first layers frozen",
     "full_fine_tune": "Full fine-tuning",
     "from_scratch": "Training from scratch",
+}
+
+# Short names for running text ("feature extraction is faster than fine-tuning").
+STRATEGY_NAMES = {
+    "feature_extraction": "feature extraction",
+    "fine_tune": "fine-tuning",
+    "full_fine_tune": "full fine-tuning",
+    "from_scratch": "training from scratch",
 }
 
 STRATEGY_DESCRIPTIONS = {
@@ -65,11 +92,13 @@ _NUMBER_LIMITS: dict[str, tuple[float, float, str]] = {
     "augment_views": (0, 50, "2"),
     "head_units": (0, 16_384, "0 or 256"),
     "dropout": (0.0, 0.95, "0.2"),
+    "label_smoothing": (0.0, 0.5, "0.1"),
     "early_stopping_patience": (0, 10_000, "5 (0 turns early stopping off)"),
     "val_fraction": (0.01, 0.9, "0.15"),
     "test_fraction": (0.0, 0.9, "0.15 (0 to evaluate on validation)"),
     "memory_budget_mb": (0, 1_048_576, "2048"),
     "max_train_images_per_class": (1, 10_000_000, "100"),
+    "time_budget_minutes": (0.5, 100_000, "10"),
 }
 
 
@@ -85,8 +114,8 @@ class TrainConfig:
         strategy: One of ``STRATEGIES``.
         freeze_layers: For ``fine_tune``: how many backbone layers stay frozen
             (None: the first two thirds of its blocks).
-        epochs: Epochs of the main training phase.
-        warmup_epochs: Head-only epochs on cached features before fine-tuning (0 to skip).
+        epochs: Epochs of the main training phase (None: the strategy's recipe, see ``RECIPES``).
+        warmup_epochs: Head-only epochs on cached features before fine-tuning (0 to skip; None: the recipe's).
         image_size: Side of the square input; None for the backbone's default.
         batch_size: Images per training step.
         learning_rate: Learning rate of the head (and of training from scratch).
@@ -99,9 +128,16 @@ class TrainConfig:
         augmentation: What the random changes are.
         head_units: Width of an optional hidden layer in the head (0: none).
         dropout: Dropout rate in the head.
+        label_smoothing: Share of each training target spread over all classes (0: none);
+            reported losses are plain cross-entropy either way.
+        learning_rate_schedule: ``"cosine"`` (warm-up over the first epoch, then cosine
+            decay) or ``"constant"``, for the phases that train backbone layers (None: the recipe's).
+        test_time_flip: Average each prediction over the image and its mirror image, in
+            the evaluation and inside the exported model (only when the augmentation
+            flips left to right, so mirror images are valid examples of the class; None: the recipe's).
         class_weights: Weight the loss by inverse class frequency (for imbalanced data).
         early_stopping_patience: Epochs without a better validation loss before
-            stopping (0: never stop early). The best epoch's weights are kept either way.
+            stopping (0: never stop early; None: the recipe's). The best epoch's weights are kept either way.
         seed: Seed of the split, the initial weights, shuffling and augmentation.
         val_fraction: Share of each class kept for validation when the data has no val/ folder.
         test_fraction: Share of each class kept for testing when the data has no split folders.
@@ -110,6 +146,9 @@ class TrainConfig:
             sets are read from the disk cache.
         max_train_images_per_class: Train on at most this many images per class (a
             seeded subsample of the training split, for quick comparisons); None for all.
+        quick: Settings left at None take the quick variant of the recipe (``QUICK_RECIPES``).
+        time_budget_minutes: For ``auto``: the advice recommends no strategy it expects to
+            take longer, and fits fine-tuning's epochs into it.
     """
 
     data_dir: str
@@ -118,8 +157,8 @@ class TrainConfig:
     weights: str = "imagenet"
     strategy: str = "feature_extraction"
     freeze_layers: int | None = None
-    epochs: int = 10
-    warmup_epochs: int = 5
+    epochs: int | None = None
+    warmup_epochs: int | None = None
     image_size: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -129,17 +168,25 @@ class TrainConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     head_units: int = 0
     dropout: float = 0.2
+    label_smoothing: float = 0.0
+    learning_rate_schedule: str | None = None
+    test_time_flip: bool | None = None
     class_weights: bool = False
-    early_stopping_patience: int = 5
+    early_stopping_patience: int | None = None
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     cache_dir: str | None = None
     memory_budget_mb: int = 2048
     max_train_images_per_class: int | None = None
+    quick: bool = False
+    time_budget_minutes: float = 10.0
 
     def validated(self) -> TrainConfig:
-        """Checks every option against its limits; returns the config with the strategy normalised.
+        """Checks every option against its limits; returns the config with the strategy normalised and the recipe filled in.
+
+        Settings left at None take the values of the strategy's recipe (``RECIPES``);
+        for ``auto`` they stay None until the strategy is chosen.
 
         Raises:
             ConfigError: Naming the first option that is out of range and what is allowed.
@@ -153,6 +200,8 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"{name} is {value!r} while it must be between {low:g} and {high:g}. Use e.g. {example}.")
+        if self.learning_rate_schedule is not None and self.learning_rate_schedule not in SCHEDULES:
+            raise ConfigError(f"learning_rate_schedule is {self.learning_rate_schedule!r} while it must be one of {', '.join(SCHEDULES)}.")
         if self.freeze_layers is not None and self.freeze_layers < 0:
             raise ConfigError(f"freeze_layers is {self.freeze_layers} while it must be 0 or more (layers of the backbone kept frozen).")
         if self.freeze_layers is not None and strategy not in ("fine_tune", AUTO_STRATEGY):
@@ -162,7 +211,12 @@ class TrainConfig:
             )
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
-        return replace(self, strategy=strategy)
+        return with_recipe(replace(self, strategy=strategy))
+
+    @property
+    def recipe_settings(self) -> dict[str, object]:
+        """The settings a recipe decides, as this config has them."""
+        return {name: getattr(self, name) for name in RECIPES["fine_tune"]}
 
     @property
     def backbone_learning_rate(self) -> float:
@@ -170,3 +224,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def with_recipe(config: TrainConfig) -> TrainConfig:
+    """``config`` with every recipe setting left at None taken from its strategy's recipe (its quick variant when ``config.quick``).
+
+    A config with the strategy ``auto`` is returned as it is: its recipe is known once the strategy is chosen.
+    """
+    strategy = config.strategy.strip().lower().replace("-", "_")
+    if strategy not in RECIPES:
+        return config
+    recipe = recipe_defaults(strategy, config.quick)
+    return replace(config, **{name: value for name, value in recipe.items() if getattr(config, name) is None})
+
+
+def recipe_defaults(strategy: str, quick: bool = False) -> dict[str, object]:
+    """The values a strategy's recipe (or its quick variant) gives the settings it decides."""
+    return {**RECIPES[strategy], **(QUICK_RECIPES[strategy] if quick else {})}

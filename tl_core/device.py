@@ -35,6 +35,11 @@ class DeviceInfo:
     compute_capability: str = ""
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
 
+    @property
+    def key(self) -> str:
+        """What identifies this device's speed: ``GPU:NVIDIA H100 80GB HBM3 x1`` or ``CPU x8``."""
+        return f"GPU:{self.name} x{self.count}" if self.kind == "GPU" else f"CPU x{self.cpu_count}"
+
     def describe(self) -> str:
         """One line for a user: ``GPU: NVIDIA ... (mixed_float16)`` or ``CPU (reason)``."""
         if self.kind == "GPU":

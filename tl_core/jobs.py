@@ -102,7 +102,7 @@ class JobState:
 
 
 class TrainingJob:
-    """Runs ``tl_core.training.train`` in a daemon thread and folds its events into a ``JobState``.
+    """Runs ``tl_core.recipes.run_training`` in a daemon thread and folds its events into a ``JobState``.
 
     Args:
         config: The run's settings.
@@ -147,7 +147,7 @@ class TrainingJob:
         trainer = self._trainer
         try:
             if trainer is None:
-                from tl_core.training import train as trainer
+                from tl_core.recipes import run_training as trainer
             trainer(self.config, on_event=self.handle, stop=self._stop)
         except Exception as error:  # noqa: BLE001 - the failure is shown in the state, never lost
             if self.state().status != FAILED:

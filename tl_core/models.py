@@ -218,6 +218,44 @@ def build_classifier(
     return classifier, feature_model
 
 
+def mirror_layers(image_size: int) -> list[keras.layers.Layer]:
+    """Standard Keras layers that mirror an image left to right, exactly.
+
+    Keras has no deterministic flip layer, and a Lambda layer would not load in
+    safe mode, so the mirror is written as a fixed linear map: move the width
+    axis last, multiply by the reversed identity matrix (a frozen ``Dense``
+    without bias: each output pixel is one input pixel times 1), move it back.
+    """
+    reversal = np.eye(image_size, dtype=np.float32)[::-1]
+    return [
+        keras.layers.Permute((1, 3, 2), name="mirror_width_last"),
+        keras.layers.Dense(image_size, use_bias=False, trainable=False, dtype="float32", kernel_initializer=keras.initializers.Constant(reversal), name="mirror_reverse_width"),
+        keras.layers.Permute((1, 3, 2), name="mirror_width_back"),
+    ]
+
+
+def with_test_time_flip(classifier: keras.Model, image_size: int) -> keras.Model:
+    """The classifier averaged over each image and its mirror image (test-time augmentation), as one model.
+
+    A photo of a dog facing left is still a dog facing right; averaging the two
+    predictions removes some of the noise in either. Being one model of standard
+    layers, the saved file gives the same answers in any Keras, without this package.
+    """
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    mirrored = inputs
+    for layer in mirror_layers(image_size):
+        mirrored = layer(mirrored)
+    outputs = keras.layers.Average(name="mean_over_mirror", dtype="float32")([classifier(inputs), classifier(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_with_mirror")
+
+
+def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
+    """The classifier inside a model made by ``with_test_time_flip`` (the model itself when it is not one)."""
+    if not any(layer.name == "mean_over_mirror" for layer in model.layers):
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
 def freeze_layers(backbone: keras.Model, frozen: int, train_batchnorm: bool = False) -> None:
     """Freezes the backbone's first ``frozen`` layers and unfreezes the rest.
 

@@ -105,6 +105,20 @@ def classify_size(dataset: Dataset, threshold: int = SMALL_IMAGES_PER_CLASS) -> 
     return SizeVerdict(size, per_class, smallest, train_images, threshold, reason)
 
 
+def candidate_strategies(scenario: int) -> list[str]:
+    """The strategies worth weighing in a scenario: the cheap one, its own, its neighbours, and for dissimilar data training from scratch.
+
+    Feature extraction is always among them: it is the cheapest, and its measured
+    accuracy is the bar every other strategy has to clear.
+    """
+    return {
+        1: ["feature_extraction", "fine_tune"],
+        2: ["feature_extraction", "fine_tune", "from_scratch"],
+        3: ["feature_extraction", "fine_tune", "full_fine_tune", "from_scratch"],
+        4: ["feature_extraction", "fine_tune", "full_fine_tune"],
+    }[scenario]
+
+
 def scenario_number(size: str, similarity: str) -> int:
     """The matrix cell: 1 small+similar, 2 small+dissimilar, 3 large+dissimilar, 4 large+similar."""
     for number, cell in SCENARIOS.items():

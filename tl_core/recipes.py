@@ -1,0 +1,222 @@
+"""Recipes: the settings a run trains with, the strategy ``auto`` resolved by measurement, and strategies compared side by side.
+
+This module sits above ``tl_core.advisor`` (which measures the data and
+advises) and ``tl_core.training`` (which trains a concrete strategy), so the
+two never import each other:
+
+- ``run_training(config)``: trains; a config whose strategy is ``auto`` is first
+  measured with ``advise`` and given the advised strategy and freeze depth.
+- ``compare_strategies``: trains each candidate briefly on the same split.
+
+TensorFlow is imported only inside the functions that train, so the app's
+pages can import this module.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tl_core.config import AUTO_STRATEGY, TrainConfig
+from tl_core.data import scan_dataset
+from tl_core.errors import TLError
+from tl_core.events import EventHandler, PhaseStarted, StopRequest, TrainingFailed, ignore_event
+
+
+def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None):
+    """Trains as ``config`` says; the strategy ``auto`` measures the data first and follows the advice.
+
+    Returns:
+        The ``tl_core.training.RunResult``.
+
+    Raises:
+        TLError: For problems the user can fix; a ``TrainingFailed`` event carries the same message.
+    """
+    from tl_core.training import train
+
+    notes: list[str] = []
+    if config.strategy.strip().lower() == AUTO_STRATEGY:
+        try:
+            config, notes = resolve_auto(config.validated(), on_event)
+        except TLError as error:
+            on_event(TrainingFailed(str(error), type(error).__name__))
+            raise
+    return train(config, on_event=on_event, stop=stop, notes=notes)
+
+
+def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> tuple[TrainConfig, list[str]]:
+    """``--strategy auto``: measures the data, then gives the config the advised strategy and freeze depth.
+
+    A freeze depth the user gave is kept for fine-tuning (and said to be unused otherwise).
+
+    Returns:
+        The config to train with, and notes on how it was chosen (the run shows and keeps them).
+    """
+    from tl_core.advisor import advise
+
+    dataset = scan_dataset(config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    on_event(PhaseStarted("advise", "Measuring how similar the images are to ImageNet, and timing the candidates, to choose the strategy"))
+    advice = advise(dataset, backbone=config.backbone, cache_dir=config.cache_dir, seed=config.seed, time_budget_minutes=config.time_budget_minutes)
+    strategy = advice.recommendation.strategy
+    notes = [f"Advice: {reason}" for reason in advice.reasons]
+    changes: dict[str, object] = {}
+    if config.epochs is None and advice.epochs is not None and not config.quick:
+        changes["epochs"] = advice.epochs  # the recipe's epochs, or fewer to fit the time budget
+    if advice.flip == "none" and config.augmentation.flip != "none":
+        flip = "vertical" if config.augmentation.flip == "horizontal_and_vertical" else "none"
+        changes["augmentation"] = replace(config.augmentation, flip=flip)
+        notes.append(f"Left-right flips turned off ({config.augmentation.flip} -> {flip}): mirror images look like another class in this data.")
+    given = config.freeze_layers
+    if strategy != "fine_tune":
+        freeze = None
+        if given is not None:
+            notes.append(f"Your freeze depth ({given} layers) is not used: the advice chose {strategy}, which does not freeze a chosen number of layers.")
+    elif given is not None:
+        freeze = given
+        notes.append(f"Fine-tuning keeps your freeze depth of {given} layers (the advice suggested {advice.freeze_layers}).")
+    else:
+        freeze = advice.freeze_layers
+    return replace(config, strategy=strategy, freeze_layers=freeze, **changes).validated(), notes
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One strategy's run in a side-by-side comparison.
+
+    Attributes:
+        strategy: The strategy.
+        val_accuracy: Validation accuracy of the kept epoch (the one with the lowest validation loss).
+        val_loss: That epoch's validation loss.
+        held_out_accuracy: Accuracy of the kept model on the held-out split (shown, never used to pick).
+        seconds: How long the comparison run took.
+        epochs: Epochs it ran.
+        status: ``"finished"``, ``"stopped"`` or ``"failed"``.
+        error: The failure message, when it failed.
+        full_run_seconds: Estimated time of a full run of the strategy's recipe on this device.
+    """
+
+    strategy: str
+    val_accuracy: float | None
+    val_loss: float | None
+    held_out_accuracy: float | None
+    seconds: float
+    epochs: int
+    status: str
+    error: str = ""
+    full_run_seconds: float | None = None
+
+
+def comparison_config(
+    data_dir: str | Path, strategy: str, out_dir: str | Path, epochs: int, backbone: str = "mobilenet_v2", image_size: int | None = None,
+    train_images_per_class: int | None = None, freeze_layers: int | None = None, cache_dir: str | None = None, seed: int = 0, flip: str = "horizontal",
+) -> TrainConfig:
+    """The run a comparison makes of one strategy: its recipe, with ``epochs`` epochs wherever epochs cost a pass over the images.
+
+    Feature extraction keeps its whole recipe: on cached features every epoch costs
+    next to nothing, so it is compared at its best. Every run has the same split,
+    seed and image size, so the validation images are the same for all.
+    """
+    from tl_core.config import AugmentConfig
+
+    return TrainConfig(
+        data_dir=str(data_dir),
+        out_dir=str(out_dir),
+        backbone=backbone,
+        strategy=strategy,
+        freeze_layers=freeze_layers if strategy == "fine_tune" else None,
+        epochs=None if strategy == "feature_extraction" else epochs,
+        image_size=image_size,
+        max_train_images_per_class=train_images_per_class,
+        augmentation=AugmentConfig(flip=flip),
+        cache_dir=cache_dir,
+        seed=seed,
+    ).validated()
+
+
+def compare_strategies(
+    data_dir: str | Path,
+    strategies: list[str],
+    out_root: str | Path,
+    backbone: str = "mobilenet_v2",
+    epochs: int = 2,
+    image_size: int | None = None,
+    train_images_per_class: int | None = None,
+    freeze_layers: int | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    flip: str = "horizontal",
+    on_row=None,
+    stop=None,
+) -> list[ComparisonRow]:
+    """Trains each strategy on the same split (see ``comparison_config``) and reports validation accuracy and time.
+
+    The pick (``best_row``) looks at the validation split only; the held-out split is
+    reported beside it but chooses nothing. Each row also says how long a full run
+    of the strategy's recipe would take here.
+
+    Args:
+        data_dir: The dataset folder.
+        strategies: Strategy names to compare, in order.
+        out_root: Folder for the runs' files (one sub-folder per strategy).
+        backbone: The backbone all runs start from.
+        epochs: Epochs of each strategy's image-training phase (fine-tuning, training from scratch).
+        image_size: Input size (None: the backbone's own).
+        train_images_per_class: At most this many training images per class (None: all).
+        freeze_layers: Freeze depth for ``fine_tune`` (None: its default).
+        cache_dir: Cache folder shared with training.
+        seed: Seed of everything.
+        flip: The augmentation's flips (``"none"`` where mirror images are another class).
+        on_row: Called with each finished row (for progress).
+        stop: A ``StopRequest`` that ends the comparison after the current run.
+
+    Returns:
+        One row per strategy, in the order given.
+    """
+    from tl_core.backbones import get_backbone
+    from tl_core.device import detect_device
+    from tl_core.estimate import estimate_run, forward_throughput
+    from tl_core.training import train
+
+    dataset = scan_dataset(data_dir, seed=seed)
+    size = image_size or get_backbone(backbone).default_size
+    throughput = forward_throughput(backbone, size, detect_device().key)
+    rows = []
+    for strategy in strategies:
+        if stop is not None and stop.requested:
+            break
+        config = comparison_config(data_dir, strategy, Path(out_root) / strategy, epochs, backbone, image_size, train_images_per_class, freeze_layers, cache_dir, seed, flip)
+        full_run = estimate_run(replace(config, epochs=None, warmup_epochs=None, max_train_images_per_class=None).validated(), dataset, throughput)
+        started = time.perf_counter()
+        try:
+            result = train(config, stop=stop)
+        except TLError as error:
+            rows.append(ComparisonRow(strategy, None, None, None, round(time.perf_counter() - started, 2), 0, "failed", str(error), full_run.seconds))
+        else:
+            kept = next((entry for entry in result.history if entry["epoch"] == result.summary.get("best_epoch")), None)
+            rows.append(
+                ComparisonRow(
+                    strategy,
+                    kept["val_accuracy"] if kept else None,
+                    kept["val_loss"] if kept else None,
+                    result.evaluation.accuracy if result.evaluation else None,
+                    round(time.perf_counter() - started, 2),
+                    len(result.history),
+                    result.status,
+                    full_run_seconds=full_run.seconds,
+                )
+            )
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
+
+
+def best_row(rows: list[ComparisonRow]) -> ComparisonRow | None:
+    """The winner: highest validation accuracy, then lowest validation loss, then fastest."""
+    finished = [row for row in rows if row.val_accuracy is not None]
+    if not finished:
+        return None
+    return max(finished, key=lambda row: (round(row.val_accuracy, 4), -(row.val_loss or 0.0), -row.seconds))
