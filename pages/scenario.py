@@ -3,10 +3,10 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.advisor import best_row, candidate_strategies
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
-from tl_core.scenario import SCENARIOS, Recommendation, SizeVerdict, classify_size
+from tl_core.recipes import best_row
+from tl_core.scenario import SCENARIOS, Recommendation, SizeVerdict, candidate_strategies, classify_size
 
 state = st.session_state
 engine = state["engine"]
@@ -136,10 +136,15 @@ def measure_similarity() -> None:
         "separate your classes compared with random ones, how far your images shift the network's internal statistics, and how "
         "sure an ImageNet classifier is about them."
     )
-    if st.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
+    budget_column, button_column = st.columns([1, 1], vertical_alignment="bottom")
+    budget = budget_column.number_input(
+        "Time budget (minutes)", min_value=1.0, max_value=1440.0, value=10.0, step=1.0, key="scenario_budget",
+        help="The advice recommends no strategy it expects to take longer than this on this computer, and fits fine-tuning's epochs into it.",
+    )
+    if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
         try:
             with st.spinner("Measuring: running the pretrained network, a random one and an ImageNet classifier on your images…"):
-                state["advice"] = (dataset.fingerprint(), engine.advise(dataset))
+                state["advice"] = (dataset.fingerprint(), engine.advise(dataset, time_budget_minutes=float(budget)))
         except TLError as error:
             st.error(str(error))
         else:
@@ -161,9 +166,45 @@ def show_measurement(advice) -> None:
             f"An ImageNet classifier is {measurement.imagenet_confidence:.0%} sure of its top class on average."))
     else:
         columns[2].metric("Confidence", "n/a", help="; ".join(measurement.notes) or "Not measured.")
+    if not measurement.mirror_images_help:
+        st.caption(
+            f"Mirror images look like another class here (the probe loses {measurement.probe_accuracy - (measurement.mirror_probe_accuracy or 0):.1%} with them): "
+            "left-right flips are turned off on the Setup page."
+        )
     if st.button("Use my own answer instead", key="scenario_forget_measurement"):
         state["advice"] = None
         st.rerun()
+
+
+def show_candidates(advice) -> None:
+    """Every strategy weighed: expected accuracy against estimated minutes, so the user can trade one for the other."""
+    import pandas as pd
+
+    if advice.matrix_strategy and advice.matrix_strategy != advice.recommendation.strategy:
+        st.info(
+            f"The matrix alone would say **{strategy_name(advice.matrix_strategy)}**; measured on your images and timed on this computer, "
+            f"**{strategy_name(advice.recommendation.strategy)}** is the better use of your time budget ({advice.time_budget_minutes:g} min). The numbers:",
+            icon=":material/balance:",
+        )
+    rows = [
+        {
+            "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
+            "expected accuracy": row.expected_accuracy,
+            "minutes here": None if row.seconds is None else round(row.seconds / 60, 1),
+            "fits the budget": "yes" if row.within_budget else "no",
+            "epochs": row.epochs,
+            "where the accuracy comes from": row.accuracy_basis,
+        }
+        for row in advice.candidates
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "expected accuracy": st.column_config.NumberColumn(format="percent"),
+        "minutes here": st.column_config.NumberColumn(format="%.1f min"),
+    })
+    st.caption(
+        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds what fine-tuning "
+        "gained in our benchmarks. Compare the strategies below to measure them all on the same split."
+    )
 
 
 left_column, right_column = st.columns([2, 3], gap="large")
@@ -208,6 +249,8 @@ st.divider()
 strategy = strategy_name(recommendation.strategy)
 st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
 st.caption(f"Size measured from the training split; similarity from {similarity_text(recommendation)}.")
+if advice is not None and advice.candidates:
+    show_candidates(advice)
 st.markdown("\n".join(f"- {reason}" for reason in recommendation.reasons))
 
 if advice is not None:
@@ -264,12 +307,15 @@ def show_comparison(rows) -> None:
 
     table = pd.DataFrame(
         [{"strategy": STRATEGY_TITLES[row.strategy], "validation accuracy": row.val_accuracy, "validation loss": row.val_loss,
-          "held-out accuracy": row.held_out_accuracy, "seconds": row.seconds, "epochs": row.epochs, "status": row.status + (f": {row.error}" if row.error else "")}
+          "held-out accuracy": row.held_out_accuracy, "seconds": row.seconds, "epochs": row.epochs,
+          "full run here": None if row.full_run_seconds is None else round(row.full_run_seconds / 60, 1),
+          "status": row.status + (f": {row.error}" if row.error else "")}
          for row in rows]
     )
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "validation accuracy": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
-        "held-out accuracy": st.column_config.NumberColumn(format="percent"), "seconds": st.column_config.NumberColumn(format="%.1f s"),
+        "held-out accuracy": st.column_config.NumberColumn(format="percent", help="Reported only: the pick looks at validation accuracy."),
+        "seconds": st.column_config.NumberColumn(format="%.1f s"), "full run here": st.column_config.NumberColumn(format="%.1f min"),
     })
     finished = [row for row in rows if row.val_accuracy is not None]
     if finished:
@@ -285,20 +331,24 @@ def show_comparison(rows) -> None:
 
 st.markdown("##### Compare strategies side by side")
 st.caption(
-    "Trains each strategy briefly on the same split (a subsample of the training images, a few epochs, a small image size) "
-    "and reports validation accuracy and time. Feature extraction reuses cached features. Expect a minute or a few on a CPU."
+    "Trains each strategy on the same split with its recipe: feature extraction in full (it reuses cached features, so it costs little), "
+    "fine-tuning and training from scratch for a few epochs. The pick looks at validation accuracy only; each row also says how long a full run takes here."
 )
 candidates = st.multiselect("Strategies", list(STRATEGY_TITLES), default=candidate_strategies(recommendation.scenario), format_func=STRATEGY_TITLES.get, key="compare_strategies")
 settings = st.columns(3)
-compare_epochs = settings[0].number_input("Epochs each", 1, 50, 3, key="compare_epochs")
-compare_size = settings[1].selectbox("Image size", [96, 128, 160, 224], index=1, format_func=lambda size: f"{size} px", key="compare_size")
-compare_per_class = settings[2].number_input("Training images per class (at most)", 5, 100_000, 100, key="compare_per_class")
+compare_epochs = settings[0].number_input("Epochs of fine-tuning or from-scratch training", 1, 50, 2, key="compare_epochs")
+compare_size = settings[1].selectbox("Image size", [96, 128, 160, 224], index=3, format_func=lambda size: f"{size} px", key="compare_size")
+all_per_class = max(verdict.images_per_class, 5)
+compare_per_class = settings[2].number_input(
+    "Training images per class (at most)", 5, 100_000, int(min(max(all_per_class, 5), 100_000)), key="compare_per_class",
+    help="All of them by default: a comparison on a subsample can pick another winner than a full run.",
+)
 if st.button("Run the comparison", icon=":material/compare_arrows:", disabled=not candidates, key="compare_run"):
     progress = st.status(f"Comparing {len(candidates)} strategies…", expanded=True)
     try:
         rows = engine.compare(
             str(state["data_dir"] or dataset.root), candidates, state["workspace"].new_run_dir("compare"), int(compare_epochs), int(compare_size), int(compare_per_class),
-            advice.freeze_layers if advice is not None else None,
+            advice.freeze_layers if advice is not None else None, flip=advice.flip if advice is not None else "horizontal",
             on_row=lambda row: progress.write(f"{STRATEGY_TITLES[row.strategy]}: validation accuracy {row.val_accuracy or 0:.1%} in {row.seconds:.0f} s"),
         )
     except TLError as error:
@@ -316,7 +366,14 @@ if stored and stored[0] == dataset.fingerprint():
         if st.button(f"Adopt the winner: {STRATEGY_TITLES[winner.strategy].lower()}", type="primary", key="compare_adopt"):
             state["chosen_strategy"] = winner.strategy
             st.rerun()
-        st.caption(f"Best validation accuracy: {STRATEGY_TITLES[winner.strategy].lower()} ({winner.val_accuracy:.1%}). Measured on a short run: a full run usually scores higher.")
+        faster = [row for row in rows if row is not winner and row.val_accuracy is not None and row.val_accuracy >= winner.val_accuracy - 0.01
+                  and row.full_run_seconds is not None and winner.full_run_seconds is not None and row.full_run_seconds < winner.full_run_seconds]
+        note = ""
+        if faster:
+            quick = min(faster, key=lambda row: row.full_run_seconds)
+            note = (f" {STRATEGY_TITLES[quick.strategy]} is within a point ({quick.val_accuracy:.1%}) and a full run of it takes about "
+                    f"{quick.full_run_seconds / 60:.0f} min instead of {winner.full_run_seconds / 60:.0f}: adopt it instead if time matters more.")
+        st.caption(f"Best validation accuracy: {STRATEGY_TITLES[winner.strategy].lower()} ({winner.val_accuracy:.1%}).{note}")
 
 with st.expander("What the other cells would mean for your data"):
     cells = st.columns(len(recommendation.alternatives))

@@ -1,5 +1,6 @@
 """Step 3, Setup: choose the backbone, the strategy, what stays frozen, augmentation and the training settings."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,10 @@ import streamlit as st
 
 from tl_core.app_engine import LayerMap
 from tl_core.backbones import BackboneSpec
-from tl_core.config import FLIP_MODES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig
+from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, recipe_defaults
 from tl_core.data import Dataset, ImageRecord
 from tl_core.errors import TLError
+from tl_core.estimate import duration_text
 
 state = st.session_state
 engine = state["engine"]
@@ -34,6 +36,23 @@ PREVIEW_SIZE = 128
 PREVIEW_VERSIONS = 4
 PREVIEW_CLASSES = 3
 WARMUP_STRATEGIES = ("fine_tune", "full_fine_tune")
+VARIANTS = {"recommended": "Recommended", "quick": "Quick"}
+RECIPE_NOTES = {
+    "feature_extraction": "The head trains on cached features until its validation loss stops improving (up to 100 epochs: seconds). "
+    "With left-right flips, the mirror images' features train it too, and its answer for each image is averaged with the mirror image's.",
+    "fine_tune": "First the head converges on cached features (warm-up), then the unfrozen layers train on augmented images for 8 epochs at a tenth of "
+    "the learning rate, warmed up over the first epoch and decayed to the end; the epoch with the lowest validation loss is kept.",
+    "full_fine_tune": "As fine-tuning, with every layer unfrozen: the head converges first, then 8 epochs on augmented images at a low, warmed-up and decaying rate.",
+    "from_scratch": "Every layer trains from random weights on augmented images, 30 epochs with a decaying learning rate; the epoch with the lowest validation loss is kept.",
+}
+QUICK_NOTES = {
+    "feature_extraction": "Quick: no mirror images, so each image goes through the backbone once.",
+    "fine_tune": "Quick: 3 epochs of fine-tuning and no test-time flip.",
+    "full_fine_tune": "Quick: 3 epochs of fine-tuning and no test-time flip.",
+    "from_scratch": "Quick: 10 epochs and no test-time flip.",
+}
+PART_NAMES = {"setup": "setting up", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
+              "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation"}
 SEGMENT_COLOURS = {"frozen": "#94a3b8", "trains": "#f97316", "trains from random weights": "#dc2626", "new head": "#2563eb"}
 
 st.title("3 · Model and training setup")
@@ -134,6 +153,23 @@ def preview_records(dataset: Dataset, count: int) -> list[ImageRecord]:
         train = [record for record in in_class if record.split == "train"]
         records.append((train or in_class)[0])
     return records
+
+
+def show_estimate(config: TrainConfig, quick: bool) -> None:
+    """Roughly how long the run takes here, where the time goes, and what the other recipe would take."""
+    try:
+        with st.spinner("Timing this device's forward pass (once per network and image size)…"):
+            estimate = engine.estimate(config, dataset)
+            other = engine.estimate(replace(config, quick=not quick, **dict.fromkeys(RECIPES[config.strategy])).validated(), dataset)
+    except TLError as error:
+        st.caption(f"No time estimate: {error}")
+        return
+    columns = st.columns([1, 3])
+    columns[0].metric("Estimated time", estimate.describe().removeprefix("about "), help=f"Rough: {estimate.basis}. Early stopping can make a run shorter.")
+    parts = ", ".join(f"{PART_NAMES.get(name, name)} {duration_text(seconds)}" for name, seconds in estimate.parts.items() if seconds >= 1)
+    columns[1].caption(
+        f"On this device ({estimate.basis}): {parts}. The {'recommended' if quick else 'quick'} recipe would take about {duration_text(other.seconds)}."
+    )
 
 
 def next_preview() -> None:
@@ -262,17 +298,20 @@ with controls_column:
     if strategy == "feature_extraction":
         st.info(
             "Feature extraction computes each image's features once, so images cannot change from epoch to epoch. "
-            "Augmentation reaches it only through **augmented views**: extra copies of the training images, randomly "
-            "changed, whose features are cached too. Each view costs one more pass over the training images."
+            "Augmentation reaches it through cached copies: with left-right flips, the **mirror images** (one more pass over the images, "
+            "and the head averages its answers over both), and optionally **augmented views**: training images changed at random by "
+            "the settings below, each view one more pass over the training images."
         )
         augment_views = st.number_input(
             "Augmented views to cache", min_value=0, max_value=5, step=1, disabled=not augment, persist_state="page",
             key=remembered("setup_augment_views", defaults.augment_views if defaults.strategy == "feature_extraction" else 0),
             help="0 means the settings below are not used for feature extraction.",
         )
+    measured_advice = state.get("advice")
+    advised_flip = measured_advice[1].flip if measured_advice and measured_advice[0] == dataset.fingerprint() else "horizontal"
     flip = st.selectbox(
         "Flips", FLIP_MODES, format_func=FLIP_NAMES.get, disabled=not augment,
-        key=remembered("setup_flip", defaults.augmentation.flip if defaults.augmentation.flip in FLIP_MODES else "horizontal"),
+        key=remembered("setup_flip", defaults.augmentation.flip if previous is not None and defaults.augmentation.flip in FLIP_MODES else advised_flip),
         help="Up-down flips suit images without a natural up (microscopy, satellite), not photos of upright things.",
     )
     rotation = st.slider("Rotation (share of a full turn)", 0.0, 0.5, step=0.05, disabled=not augment, key=remembered("setup_rotation", defaults.augmentation.rotation))
@@ -295,26 +334,37 @@ with preview_column:
             st.error(str(error))
         else:
             if strategy == "feature_extraction" and not augment_views:
-                st.caption("Preview only: with 0 augmented views, feature extraction trains on the original images.")
+                st.caption("Preview only: with 0 augmented views, feature extraction trains on the original images and, with left-right flips, their mirror images.")
             captions = ["original"] + [f"version {number}" for number in range(1, PREVIEW_VERSIONS + 1)]
             for record, versions in zip(records, grid, strict=True):
                 st.markdown(f"**{record.class_name}** · `{Path(record.path).name}`")
                 st.image(list(versions), width=112, caption=captions)
         st.button("New random versions", icon=":material/casino:", on_click=next_preview)
 
-# 4. How long and how fast.
+# 4. How long and how fast: the strategy's recipe, or its quick variant.
 st.subheader("Training")
+recipe_column, recipe_notes = st.columns([1, 3], gap="medium")
+variant = recipe_column.radio(
+    "Recipe", list(VARIANTS), format_func=VARIANTS.get, key=remembered(f"setup_recipe_{strategy}", "quick" if previous is not None and previous.strategy == strategy and previous.quick else "recommended"),
+    help="The recommended recipe is what measured best in our benchmarks. The quick one makes fewer passes over the images: a first look in a fraction of the time.",
+)
+quick = variant == "quick"
+recipe = recipe_defaults(strategy, quick)
+recipe_notes.caption(RECIPE_NOTES[strategy] + (" " + QUICK_NOTES[strategy] if quick else ""))
+# The last visit's values when it used the same strategy and recipe; otherwise the recipe's.
+start = previous if previous is not None and previous.strategy == strategy and previous.quick == quick else None
 first_row = st.columns(4)
 uses_warmup = strategy in WARMUP_STRATEGIES
 epochs = first_row[0].number_input(
-    "Epochs", min_value=1, max_value=1000, step=1, key=remembered("setup_epochs", defaults.epochs),
+    "Head epochs (at most)" if strategy == "feature_extraction" else "Epochs", min_value=1, max_value=1000, step=1, persist_state="page",
+    key=remembered(f"setup_epochs_{strategy}_{variant}", start.epochs if start else recipe["epochs"]),
     help="Passes over the training images. Early stopping ends the run sooner when validation loss stops improving.",
 )
 if uses_warmup:
     warmup_epochs = first_row[1].number_input(
-        "Warm-up epochs (head only)", min_value=0, max_value=100, step=1, persist_state="page",
-        key=remembered("setup_warmup", defaults.warmup_epochs if defaults.strategy in WARMUP_STRATEGIES else TrainConfig.warmup_epochs),
-        help="The new head first trains alone on cached features, so its random start does not send large, damaging updates into the pretrained layers.",
+        "Warm-up epochs (head only)", min_value=0, max_value=300, step=1, persist_state="page",
+        key=remembered(f"setup_warmup_{strategy}_{variant}", start.warmup_epochs if start else recipe["warmup_epochs"]),
+        help="The new head first trains alone on cached features (seconds), so its random start does not send large, damaging updates into the pretrained layers.",
     )
 else:
     warmup_epochs = 0
@@ -329,25 +379,32 @@ batch_size = first_row[3].select_slider(
     "Batch size", BATCH_SIZES, key=remembered("setup_batch_size", defaults.batch_size if defaults.batch_size in BATCH_SIZES else 32),
     help="Images per training step. Larger batches use more memory; lower it if training runs out of memory.",
 )
-second_row = st.columns(4)
+second_row = st.columns(5)
 learning_rate = second_row[0].select_slider(
     "Learning rate", LEARNING_RATES, format_func=lambda rate: f"{rate:g}",
     key=remembered("setup_learning_rate", min(LEARNING_RATES, key=lambda rate: abs(rate - defaults.learning_rate))),
     help="How big each update is. For fine-tuning, the backbone's layers use a tenth of it.",
 )
 if strategy in ("fine_tune", "full_fine_tune"):
-    second_row[0].caption(f"Head {learning_rate:g}, backbone layers {learning_rate / 10:g}.")
+    second_row[0].caption(f"Head {learning_rate:g}, backbone layers {learning_rate / 10:g}, warmed up over the first epoch, then decayed (cosine).")
 imbalance = dataset.imbalance_ratio()
 class_weights = second_row[1].checkbox(
     "Class weights", key=remembered("setup_class_weights", defaults.class_weights if previous is not None else imbalance >= 3),
     help=f"Weights each image by how rare its class is, so small classes count as much as big ones. Your largest class has {imbalance:.1f}× the images of the smallest; "
     "worth it from about 3×.",
 )
-early_stopping = second_row[2].number_input(
-    "Early stopping patience", min_value=0, max_value=100, step=1, key=remembered("setup_patience", defaults.early_stopping_patience),
+mirrors = augment and flip in ("horizontal", "horizontal_and_vertical")
+test_time_flip = second_row[2].checkbox(
+    "Test-time flip", key=remembered(f"setup_tta_{strategy}_{variant}", start.test_time_flip if start else recipe["test_time_flip"]), disabled=not mirrors,
+    help="Each prediction is the average of the model's answers for the image and its mirror image, in the evaluation and inside the exported "
+    "model file (which then does the same for anyone who loads it). Needs left-right flips: a mirrored digit or letter is not the same class.",
+)
+early_stopping = second_row[3].number_input(
+    "Early stopping patience", min_value=0, max_value=100, step=1, persist_state="page",
+    key=remembered(f"setup_patience_{strategy}_{variant}", start.early_stopping_patience if start else recipe["early_stopping_patience"]),
     help="Stop after this many epochs without a better validation loss (0: never stop early). The best epoch's weights are kept either way.",
 )
-seed = second_row[3].number_input(
+seed = second_row[4].number_input(
     "Seed", min_value=0, max_value=2**31 - 1, step=1, key=remembered("setup_seed", defaults.seed),
     help="Decides the generated train/validation/test split, the starting weights, shuffling and augmentation. The same seed repeats a run.",
 )
@@ -369,7 +426,10 @@ config = TrainConfig(
     augmentation=augmentation,
     class_weights=class_weights,
     early_stopping_patience=int(early_stopping),
+    learning_rate_schedule=recipe["learning_rate_schedule"],
+    test_time_flip=bool(test_time_flip and mirrors),
     seed=int(seed),
+    quick=quick,
 )
 st.divider()
 try:
@@ -389,8 +449,14 @@ if augment and (strategy != "feature_extraction" or augment_views):
     details.append("with augmentation" + (f" ({augment_views} cached views)" if strategy == "feature_extraction" else ""))
 if class_weights:
     details.append("class weights on")
+if config.test_time_flip:
+    details.append("test-time flip")
 extra = f" ({', '.join(details)})" if details else ""
-st.success(f"Ready: {STRATEGY_TITLES[strategy].lower()} with {spec.display_name} at {image_size} px, {epochs} epochs{extra}.", icon=":material/check_circle:")
+st.success(
+    f"Ready: {STRATEGY_TITLES[strategy].lower()} with {spec.display_name} at {image_size} px, {epochs} {'head ' if strategy == 'feature_extraction' else ''}epochs{extra}.",
+    icon=":material/check_circle:",
+)
+show_estimate(config, quick)
 with st.expander("All settings of this run"):
     st.json({name: value for name, value in config.to_dict().items() if name != "out_dir"}, expanded=True)
 

@@ -224,6 +224,13 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     assert at.session_state["recommendation"].similarity_source == "measured"
     assert "Scenario 2" in text and "measured similarity 0.12" in text
     assert "Suggested for fine-tuning: freeze the first 12 of 22 layers (block 'block_2')" in text
+    # The candidates side by side: expected accuracy against minutes here; the measurement overrules the matrix.
+    assert "The matrix alone would say **fine-tuning with the first layers frozen**" in text
+    assert "use feature extraction" in text
+    candidates = at.dataframe[0].value
+    assert list(candidates["strategy"]) == ["Feature extraction  ★ recommended", "Fine-tuning with the first layers frozen", "Training from scratch"]
+    assert list(candidates["minutes here"]) == [0.5, 4.0, 15.0] and list(candidates["fits the budget"]) == ["yes", "yes", "no"]
+    assert at.session_state["recommendation"].strategy == "feature_extraction"
     assert len(at.get("plotly_chart")) == 2  # the matrix and the shift profile
     at.button(key="scenario_forget_measurement").click().run()
     assert at.radio(key="scenario_similarity") is not None and not at.exception

@@ -80,13 +80,16 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
     assert at.radio(key="setup_strategy").value == "feature_extraction"
     config = at.session_state["train_config"]
     assert config == config.validated()
-    assert (config.strategy, config.backbone, config.freeze_layers, config.image_size, config.epochs) == ("feature_extraction", "mobilenet_v2", None, 224, 10)
+    assert (config.strategy, config.backbone, config.freeze_layers, config.image_size, config.epochs) == ("feature_extraction", "mobilenet_v2", None, 224, 100)
     assert config.data_dir == str(folder) and config.out_dir == ""
-    assert (config.warmup_epochs, config.class_weights) == (0, False)
+    assert (config.warmup_epochs, config.class_weights, config.test_time_flip, config.quick) == (0, False, True, False)
     # Only the head trains; everything in the backbone is frozen.
     assert metric(at, "Parameters that train") == f"{1280 * 3 + 3:,}"
     assert metric(at, "Layers frozen") == f"{FAKE_LAYERS} of {FAKE_LAYERS}"
-    assert "Ready: feature extraction with MobileNetV2 at 224 px, 10 epochs" in at.success[-1].value
+    assert "Ready: feature extraction with MobileNetV2 at 224 px, 100 head epochs" in at.success[-1].value and "test-time flip" in at.success[-1].value
+    # How long it takes here, and what the quick recipe would take.
+    assert metric(at, "Estimated time") == "20 min"
+    assert any("The quick recipe would take about" in element.value for element in at.caption)
     assert len(at.get("plotly_chart")) == 1
     assert links_to(at, "train")
 
@@ -166,14 +169,14 @@ def test_warmup_only_for_fine_tuning(folder: Path) -> None:
     at = open_with_folder(folder, chosen_strategy="full_fine_tune")
 
     assert not at.exception
-    at.number_input(key="setup_warmup").set_value(2).run()
+    at.number_input(key="setup_warmup_full_fine_tune_recommended").set_value(2).run()
     assert at.session_state["train_config"].warmup_epochs == 2
     assert "after 2 warm-up epochs" in at.success[-1].value
 
     at.radio(key="setup_strategy").set_value("from_scratch").run()
     assert not at.exception
     assert at.session_state["train_config"].warmup_epochs == 0
-    assert not [widget for widget in at.number_input if widget.key == "setup_warmup"]
+    assert not [widget for widget in at.number_input if widget.key.startswith("setup_warmup")]
 
 
 def test_augmentation_preview_shows_three_classes_and_new_versions(folder: Path) -> None:
@@ -233,7 +236,7 @@ def test_training_settings_reach_the_config(folder: Path) -> None:
     at = open_with_folder(folder)
 
     at.selectbox(key="setup_image_size_mobilenet_v2").set_value(128).run()
-    at.number_input(key="setup_epochs").set_value(3).run()
+    at.number_input(key="setup_epochs_feature_extraction_recommended").set_value(3).run()
     at.select_slider(key="setup_batch_size").set_value(16).run()
     at.select_slider(key="setup_learning_rate").set_value(1e-4).run()
     at.number_input(key="setup_seed").set_value(7).run()
@@ -241,7 +244,7 @@ def test_training_settings_reach_the_config(folder: Path) -> None:
     assert not at.exception
     config = at.session_state["train_config"]
     assert (config.image_size, config.epochs, config.batch_size, config.learning_rate, config.seed) == (128, 3, 16, 1e-4, 7)
-    assert "at 128 px, 3 epochs" in at.success[-1].value
+    assert "at 128 px, 3 head epochs" in at.success[-1].value
 
 
 def test_image_sizes_follow_the_backbone(folder: Path) -> None:
@@ -268,14 +271,14 @@ def test_class_weights_are_preticked_for_imbalanced_data(tmp_path: Path) -> None
 
 def test_settings_survive_a_visit_to_another_page(folder: Path) -> None:
     at = open_with_folder(folder, chosen_strategy="fine_tune")
-    at.number_input(key="setup_epochs").set_value(4).run()
+    at.number_input(key="setup_epochs_fine_tune_recommended").set_value(4).run()
     at.select_slider(key="setup_freeze_mobilenet_v2").set_value(13).run()
 
     at.switch_page("pages/scenario.py").run()
     at.switch_page("pages/setup.py").run()
 
     assert not at.exception
-    assert at.number_input(key="setup_epochs").value == 4
+    assert at.number_input(key="setup_epochs_fine_tune_recommended").value == 4
     assert at.select_slider(key="setup_freeze_mobilenet_v2").value == 13
     config = at.session_state["train_config"]
     assert (config.epochs, config.freeze_layers) == (4, 13)
@@ -320,3 +323,28 @@ def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
     assert not at.exception
     assert "Starting from the measured suggestion: freeze the first 12 layers, up to block 'block_2'." in " ".join(caption.value for caption in at.caption)
     assert at.session_state["train_config"].freeze_layers == 13  # the nearest block boundary of the fake layer map
+
+
+def test_the_quick_recipe_makes_fewer_passes_and_says_how_long_each_takes(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+    recommended = at.session_state["train_config"]
+    assert (recommended.epochs, recommended.warmup_epochs, recommended.learning_rate_schedule, recommended.test_time_flip) == (8, 30, "cosine", True)
+    slow = metric(at, "Estimated time")
+
+    at.radio(key="setup_recipe_fine_tune").set_value("quick").run()
+
+    assert not at.exception
+    quick = at.session_state["train_config"]
+    assert (quick.quick, quick.epochs, quick.warmup_epochs, quick.test_time_flip) == (True, 3, 20, False)
+    assert metric(at, "Estimated time") != slow
+    assert any("Quick: 3 epochs of fine-tuning" in element.value for element in at.caption)
+    assert any("The recommended recipe would take about" in element.value for element in at.caption)
+
+
+def test_test_time_flip_needs_left_right_flips(folder: Path) -> None:
+    at = open_with_folder(folder)
+    at.selectbox(key="setup_flip").set_value("vertical").run()
+
+    assert not at.exception
+    assert at.checkbox(key="setup_tta_feature_extraction_recommended").disabled
+    assert at.session_state["train_config"].test_time_flip is False
