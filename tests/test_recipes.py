@@ -180,6 +180,7 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
     features = estimate("feature_extraction")
     # 30 images and their 30 mirror images through the backbone at 100 images/s.
     assert features.parts["features"] == pytest.approx(0.6, abs=0.05)
+    assert estimate("feature_extraction", quick=True).parts["features"] == pytest.approx(0.3, abs=0.05)  # quick: no mirror images
     fine_tune = estimate("fine_tune", epochs=4)
     assert fine_tune.parts["fine_tune"] > 0 and fine_tune.seconds > features.seconds
     assert estimate("fine_tune", epochs=8).parts["fine_tune"] == pytest.approx(2 * fine_tune.parts["fine_tune"], rel=1e-3)

@@ -257,7 +257,7 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
     if strategy != "from_scratch":
         weights = "none" if config.weights == "none" else "imagenet"
         key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size))
-        views = 1 + (strategy == "feature_extraction" and mirrored and (config.augment or config.test_time_flip))
+        views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
         if not FeatureCache(config.cache_dir).path(key).exists():
             parts["features"] = images * views * forward
             if "decode" in parts:  # on a first run the backbone works while the images are decoded

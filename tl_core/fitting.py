@@ -2,8 +2,7 @@
 
 - ``HeadTrainer``: trains a head on cached bottleneck features in a compiled
   loop, reporting to a Keras callback as ``fit`` would.
-- ``pixel_batches`` / ``predict_pixels``: batches gathered from a decoded
-  ``uint8`` image array, for ``fit`` and for predictions.
+- ``pixel_batches``: batches gathered from a decoded ``uint8`` image array, for ``fit``.
 - ``compiled_forward``: a model (after an optional augmenter) as one
   ``tf.function`` on ``uint8`` batches, traced once.
 - ``fine_tune_schedule``: the learning rate over a fine-tuning phase.
@@ -179,17 +178,6 @@ def pixel_batches(
     if augmenter is not None:
         batches = batches.map(lambda images, batch_labels: (augmenter(tf.cast(images, tf.float32), training=True), batch_labels), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def predict_pixels(model: keras.Model, pixels: np.ndarray, rows: np.ndarray | None = None, batch_size: int = FEATURE_BATCH_SIZE) -> np.ndarray:
-    """Class probabilities for the given rows of a uint8 pixel array."""
-    rows = np.arange(pixels.shape[0]) if rows is None else rows
-    outputs = []
-    for images, _ in pixel_batches(pixels, rows, None, batch_size):
-        outputs.append(keras.ops.convert_to_numpy(model(tf.cast(images, tf.float32), training=False)))
-    if not outputs:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    return np.concatenate(outputs).astype(np.float32)
 
 
 def compiled_forward(model: keras.Model, size: int, augmenter=None, mirror: bool = False) -> Callable[[np.ndarray], tf.Tensor]:

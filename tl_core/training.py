@@ -83,7 +83,6 @@ from tl_core.fitting import (
     current_learning_rate,
     fine_tune_schedule,
     pixel_batches,
-    predict_pixels,
 )
 from tl_core.models import (
     build_augmenter,
@@ -212,6 +211,7 @@ class RunContext:
     decoded: DecodedImages | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)  # ORIGINAL and, when used, MIRRORED
     estimate: Estimate | None = None
+    exported: keras.Model | None = None  # the model the files hold, once trained (see exported_classifier)
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -253,8 +253,13 @@ class RunContext:
 
     @property
     def needs_mirrored_features(self) -> bool:
-        """Feature extraction uses the mirror images' features as a training view and to average its predictions."""
-        return self.config.strategy == "feature_extraction" and self.mirror_images and (self.config.augment or self.test_time_flip)
+        """Feature extraction uses the mirror images' features as a training view and to average its predictions.
+
+        The quick recipe skips them unless test-time flip is asked for: one pass of the backbone per image.
+        """
+        if self.config.strategy != "feature_extraction" or not self.mirror_images:
+            return False
+        return self.test_time_flip or (self.config.augment and not self.config.quick)
 
 
 # --------------------------------------------------------------------------- 1. prepare
@@ -678,7 +683,8 @@ def evaluate_model(run: RunContext) -> Evaluation:
         if run.test_time_flip:
             probabilities = (probabilities + model.head.predict(run.features[MIRRORED][rows], batch_size=256, verbose=0)) / 2
     else:
-        probabilities = predict_pixels(exported_classifier(run), run.decoded.pixels, rows)
+        # Compiled once, batches sliced from the decoded images: eager calls of the model were several times slower.
+        probabilities = forward_batches(run, exported_classifier(run), rows, "evaluate")
     return evaluate_predictions(
         [record.label for record in records],
         np.asarray(probabilities, dtype=np.float64),
@@ -688,12 +694,15 @@ def evaluate_model(run: RunContext) -> Evaluation:
 
 
 def exported_classifier(run: RunContext) -> keras.Model:
-    """The model that goes into the files: float32, and averaged over the mirror image when test-time flipping is on."""
-    classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
-    if run.test_time_flip:
-        return with_test_time_flip(classifier, run.image_size)
-    # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
-    return keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
+    """The model that goes into the files (built once per run): float32, and averaged over the mirror image when test-time flipping is on."""
+    if run.exported is None:
+        classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
+        if run.test_time_flip:
+            run.exported = with_test_time_flip(classifier, run.image_size)
+        else:
+            # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
+            run.exported = keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
+    return run.exported
 
 
 def _float32_copy(run: RunContext) -> keras.Model:
