@@ -45,9 +45,20 @@ split = report.evaluated_split
 two_classes = len(names) == 2 and evaluation.roc_auc is not None
 
 backbone = report.summary.get("backbone", {})
+if split != report.selection_split:
+    honesty = (
+        f"Every number below is measured on the {split} split: images the model never trained on, and that did not choose its epoch "
+        f"either (the {report.selection_split} split did)."
+    )
+else:
+    honesty = (
+        f"Every number below is measured on the {split} split, images the model never trained on; the same images chose the best epoch "
+        "(the data had no separate test images), so the figures are slightly optimistic."
+    )
+flip = " Each prediction averages the image and its mirror image (test-time flip)." if report.summary.get("test_time_flip") else ""
 st.caption(
     f"Run `{Path(run_dir).name}` · {backbone.get('display_name', 'model')} · {str(report.summary.get('strategy', '')).replace('_', ' ')} · "
-    f"{len(names)} classes. Every number below is measured on the {split} split, images the model never trained on."
+    f"{len(names)} classes. {honesty}{flip}"
 )
 
 columns = st.columns(4)

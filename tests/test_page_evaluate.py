@@ -62,6 +62,7 @@ def test_a_two_class_run_shows_metrics_matrix_table_roc_curves_and_mistakes(tmp_
     assert metrics["ROC AUC"] == "0.750"
     assert metrics["Mistakes"] == "2"
     assert "test split · 8 images" in texts(at, "caption")  # the canned metrics.json says evaluated_split "test"
+    assert "that did not choose its epoch either (the val split did)" in texts(at, "caption")
 
     heatmap = chart(at, "evaluate_confusion")["data"][0]
     assert heatmap["type"] == "heatmap"
@@ -154,3 +155,13 @@ def test_an_incomplete_run_folder_is_an_error_not_a_crash(tmp_path):
     assert not at.exception
     assert "has no readable metrics.json and run.json" in at.error[0].value
     assert "Train the model again" in at.error[0].value
+
+
+def test_a_run_chosen_and_reported_on_the_same_split_says_its_figures_are_optimistic(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "evaluated_split": "val", "selection_split": "val"}))
+    at = open_evaluate_page(run_dir)
+
+    assert not at.exception
+    assert "the same images chose the best epoch" in texts(at, "caption") and "slightly optimistic" in texts(at, "caption")

@@ -70,6 +70,7 @@ class RunReport:
     summary: dict
     class_names: list[str]
     evaluated_split: str
+    selection_split: str = "val"  # the split whose validation loss chose the kept epoch
 
 
 class Engine:
@@ -185,7 +186,7 @@ class Engine:
         except (OSError, ValueError, KeyError) as error:
             raise RunError(f"The run folder '{folder}' has no readable metrics.json and run.json ({error}). Train the model again, or pick another run.") from error
         split = metrics.get("evaluated_split") or "held-out"
-        return RunReport(folder, evaluation, metrics.get("history", []), summary, metrics["class_names"], split)
+        return RunReport(folder, evaluation, metrics.get("history", []), summary, metrics["class_names"], split, metrics.get("selection_split", "val"))
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - keeps the last loaded models; run folders do not change
     def load_run(self, run_dir: str) -> TrainedRun:
