@@ -38,7 +38,7 @@ PREVIEW_CLASSES = 3
 WARMUP_STRATEGIES = ("fine_tune", "full_fine_tune")
 VARIANTS = {"recommended": "Recommended", "quick": "Quick"}
 RECIPE_NOTES = {
-    "feature_extraction": "The head trains on cached features until its validation loss stops improving (up to 100 epochs: seconds). "
+    "feature_extraction": "The head trains on cached features until its validation loss stops improving (up to 200 epochs: seconds). "
     "With left-right flips, the mirror images' features train it too, and its answer for each image is averaged with the mirror image's.",
     "fine_tune": "First the head converges on cached features (warm-up), then the unfrozen layers train on augmented images for 8 epochs at a tenth of "
     "the learning rate, warmed up over the first epoch and decayed to the end; the epoch with the lowest validation loss is kept.",

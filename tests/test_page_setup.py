@@ -80,15 +80,15 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
     assert at.radio(key="setup_strategy").value == "feature_extraction"
     config = at.session_state["train_config"]
     assert config == config.validated()
-    assert (config.strategy, config.backbone, config.freeze_layers, config.image_size, config.epochs) == ("feature_extraction", "mobilenet_v2", None, 224, 100)
+    assert (config.strategy, config.backbone, config.freeze_layers, config.image_size, config.epochs) == ("feature_extraction", "mobilenet_v2", None, 224, 200)
     assert config.data_dir == str(folder) and config.out_dir == ""
     assert (config.warmup_epochs, config.class_weights, config.test_time_flip, config.quick) == (0, False, True, False)
     # Only the head trains; everything in the backbone is frozen.
     assert metric(at, "Parameters that train") == f"{1280 * 3 + 3:,}"
     assert metric(at, "Layers frozen") == f"{FAKE_LAYERS} of {FAKE_LAYERS}"
-    assert "Ready: feature extraction with MobileNetV2 at 224 px, 100 head epochs" in at.success[-1].value and "test-time flip" in at.success[-1].value
+    assert "Ready: feature extraction with MobileNetV2 at 224 px, 200 head epochs" in at.success[-1].value and "test-time flip" in at.success[-1].value
     # How long it takes here, and what the quick recipe would take.
-    assert metric(at, "Estimated time") == "20 min"
+    assert metric(at, "Estimated time") == "40 min"
     assert any("The quick recipe would take about" in element.value for element in at.caption)
     assert len(at.get("plotly_chart")) == 1
     assert links_to(at, "train")

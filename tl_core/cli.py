@@ -64,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="feature_extraction, fine_tune, full_fine_tune, from_scratch, or auto (measure the data and follow the advice) (default feature_extraction)",
     )
     train.add_argument("--freeze", type=int, default=None, metavar="K", dest="freeze_layers", help="fine_tune: backbone layers kept frozen (default: the first two thirds of its blocks)")
-    train.add_argument("--epochs", type=int, default=None, help="epochs of the main phase (default: the strategy's recipe, e.g. 100 head epochs for feature extraction, 8 for fine-tuning)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs of the main phase (default: the strategy's recipe, e.g. up to 200 head epochs for feature extraction, 8 for fine-tuning)")
     train.add_argument("--warmup-epochs", type=int, default=None, help="fine-tuning: head-only epochs on cached features first (default: the recipe's 30; 0 to skip)")
     train.add_argument(
         "--time-budget", type=float, default=10.0, metavar="MINUTES", dest="time_budget_minutes",
