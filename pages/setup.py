@@ -69,6 +69,9 @@ previous: TrainConfig | None = state["train_config"]
 defaults = previous if previous is not None else TrainConfig(data_dir="", out_dir="")
 recommendation = state["recommendation"]
 recommended = recommendation.strategy if recommendation is not None else None
+# The measured advice for this dataset (Scenario page), when there is one: freeze depth, flips and epochs start from it.
+stored_advice = state.get("advice")
+advice = stored_advice[1] if stored_advice and stored_advice[0] == dataset.fingerprint() else None
 
 
 def remembered(key: str, value: object) -> str:
@@ -235,8 +238,7 @@ head_parameters = spec.feature_dim * dataset.num_classes + dataset.num_classes
 
 if strategy == "fine_tune":
     block_ends = {block.end: block for block in layer_map.blocks[:-1]}
-    measured = state.get("advice")
-    measured = measured[1] if measured and measured[0] == dataset.fingerprint() and measured[1].backbone == backbone else None
+    measured = advice if advice is not None and advice.backbone == backbone else None
     if previous is not None and previous.backbone == backbone and previous.freeze_layers is not None:
         suggested = previous.freeze_layers
     elif measured is not None and 0 < measured.freeze_layers < total_layers:
@@ -307,8 +309,7 @@ with controls_column:
             key=remembered("setup_augment_views", defaults.augment_views if defaults.strategy == "feature_extraction" else 0),
             help="0 means the settings below are not used for feature extraction.",
         )
-    measured_advice = state.get("advice")
-    advised_flip = measured_advice[1].flip if measured_advice and measured_advice[0] == dataset.fingerprint() else "horizontal"
+    advised_flip = advice.flip if advice is not None else "horizontal"
     flip = st.selectbox(
         "Flips", FLIP_MODES, format_func=FLIP_NAMES.get, disabled=not augment,
         key=remembered("setup_flip", defaults.augmentation.flip if previous is not None and defaults.augmentation.flip in FLIP_MODES else advised_flip),
@@ -351,13 +352,14 @@ variant = recipe_column.radio(
 quick = variant == "quick"
 recipe = recipe_defaults(strategy, quick)
 recipe_notes.caption(RECIPE_NOTES[strategy] + (" " + QUICK_NOTES[strategy] if quick else ""))
-# The last visit's values when it used the same strategy and recipe; otherwise the recipe's.
+# The last visit's values when it used the same strategy and recipe; otherwise the advice's epochs (fitted to its time budget) or the recipe's.
 start = previous if previous is not None and previous.strategy == strategy and previous.quick == quick else None
+advised_epochs = advice.epochs if advice is not None and advice.recommendation.strategy == strategy and not quick else None
 first_row = st.columns(4)
 uses_warmup = strategy in WARMUP_STRATEGIES
 epochs = first_row[0].number_input(
     "Head epochs (at most)" if strategy == "feature_extraction" else "Epochs", min_value=1, max_value=1000, step=1, persist_state="page",
-    key=remembered(f"setup_epochs_{strategy}_{variant}", start.epochs if start else recipe["epochs"]),
+    key=remembered(f"setup_epochs_{strategy}_{variant}", start.epochs if start else advised_epochs if advised_epochs else recipe["epochs"]),
     help="Passes over the training images. Early stopping ends the run sooner when validation loss stops improving.",
 )
 if uses_warmup:

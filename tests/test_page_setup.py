@@ -348,3 +348,22 @@ def test_test_time_flip_needs_left_right_flips(folder: Path) -> None:
     assert not at.exception
     assert at.checkbox(key="setup_tta_feature_extraction_recommended").disabled
     assert at.session_state["train_config"].test_time_flip is False
+
+
+def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = replace(canned_advice(dataset, "low"), flip="none", epochs=60)  # mirror images look like another class; epochs fitted to the budget
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = str(folder)
+    at.session_state["chosen_strategy"] = advice.recommendation.strategy
+    at.session_state["advice"] = (dataset.fingerprint(), advice)
+    at.run()
+    at.switch_page("pages/setup.py").run()
+
+    assert not at.exception
+    config = at.session_state["train_config"]
+    assert (config.strategy, config.epochs, config.augmentation.flip, config.test_time_flip) == ("feature_extraction", 60, "none", False)
