@@ -36,12 +36,15 @@ if train_config is None or dataset is None:
 
 
 def augmentation_text(config) -> str:
-    """How the plan augments: feature extraction only does through cached augmented views."""
+    """How the plan augments: feature extraction only through cached mirror images and augmented views."""
+    mirrors = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
+    flip = " · test-time flip" if config.test_time_flip and mirrors else ""
     if not config.augment:
-        return "no augmentation"
+        return "no augmentation" + flip
     if config.strategy == "feature_extraction":
-        return f"{config.augment_views} augmented views cached" if config.augment_views else "no augmentation (features are cached once)"
-    return "augmented"
+        cached = (["mirror images"] if mirrors and (config.test_time_flip or not config.quick) else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
+        return (f"{' and '.join(cached)} cached" if cached else "no augmentation (features are cached once)") + flip
+    return "augmented" + flip
 
 
 def duration(seconds: float) -> str:
@@ -158,6 +161,8 @@ if train_config is not None and dataset is not None:
     backbone = next((spec for spec in engine.backbones() if spec.name == train_config.backbone), None)
     size = train_config.image_size or (backbone.default_size if backbone else None)
     epochs = f"{train_config.epochs} epochs"
+    if train_config.strategy == "feature_extraction":
+        epochs = f"up to {train_config.epochs} head epochs"
     if train_config.strategy in ("fine_tune", "full_fine_tune") and train_config.warmup_epochs:
         epochs += f" after {train_config.warmup_epochs} warm-up epochs"
     summary = [
@@ -172,7 +177,11 @@ if train_config is not None and dataset is not None:
     if train_config.class_weights:
         summary.append("class weights")
     st.markdown(f"**Plan:** {' · '.join(summary)}, on {len(dataset.records):,} images in {dataset.num_classes} classes.")
-    st.caption(f"Device: {engine.device().describe()}")
+    try:
+        expected = f" · expected to take {engine.estimate(train_config, dataset).describe()}"
+    except TLError:
+        expected = ""
+    st.caption(f"Device: {engine.device().describe()}{expected}")
 
     start_column, stop_column, _ = st.columns([1, 1, 4])
     if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="train_start", width="stretch"):

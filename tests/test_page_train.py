@@ -72,8 +72,8 @@ def test_without_settings_the_page_explains_where_to_go(tmp_path):
 def test_start_trains_with_the_fake_engine_and_shows_the_result(tmp_path, data_dir):
     at = open_train_page(tmp_path, data_dir)
     assert not at.exception
-    assert "MobileNetV2 · feature extraction · 5 epochs · 32×32 px" in texts(at, "markdown")
-    assert "this TensorFlow build has no GPU support (fake engine)" in texts(at, "caption")
+    assert "MobileNetV2 · feature extraction · up to 5 head epochs · 32×32 px" in texts(at, "markdown")
+    assert "this TensorFlow build has no GPU support (fake engine) · expected to take about" in texts(at, "caption")
     assert "Press **Start training** to begin" in at.info[0].value
 
     at.button(key="train_start").click().run()
