@@ -366,14 +366,15 @@ if stored and stored[0] == dataset.fingerprint():
         if st.button(f"Adopt the winner: {STRATEGY_TITLES[winner.strategy].lower()}", type="primary", key="compare_adopt"):
             state["chosen_strategy"] = winner.strategy
             st.rerun()
-        faster = [row for row in rows if row is not winner and row.val_accuracy is not None and row.val_accuracy >= winner.val_accuracy - 0.01
-                  and row.full_run_seconds is not None and winner.full_run_seconds is not None and row.full_run_seconds < winner.full_run_seconds]
-        note = ""
-        if faster:
-            quick = min(faster, key=lambda row: row.full_run_seconds)
-            note = (f" {STRATEGY_TITLES[quick.strategy]} is within a point ({quick.val_accuracy:.1%}) and a full run of it takes about "
-                    f"{quick.full_run_seconds / 60:.0f} min instead of {winner.full_run_seconds / 60:.0f}: adopt it instead if time matters more.")
-        st.caption(f"Best validation accuracy: {STRATEGY_TITLES[winner.strategy].lower()} ({winner.val_accuracy:.1%}).{note}")
+        leader = max((row for row in rows if row.val_accuracy is not None), key=lambda row: row.val_accuracy)
+        if leader is winner:
+            note = f"Picked: {STRATEGY_TITLES[winner.strategy].lower()}, the best validation accuracy ({winner.val_accuracy:.1%}), by more than chance explains."
+        else:
+            note = (
+                f"Picked: {STRATEGY_TITLES[winner.strategy].lower()} ({winner.val_accuracy:.1%}). {STRATEGY_TITLES[leader.strategy]} scored "
+                f"{leader.val_accuracy:.1%}, a lead smaller than {winner.val_images or 'these'} validation images can tell from chance, and a full run of it takes longer."
+            )
+        st.caption(note)
 
 with st.expander("What the other cells would mean for your data"):
     cells = st.columns(len(recommendation.alternatives))

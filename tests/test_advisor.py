@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,13 +110,29 @@ def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> 
     assert expected_fine_tune_accuracy(1.0, 300) == 1.0
 
 
-def test_best_row_prefers_accuracy_then_loss_then_time() -> None:
+def test_the_comparison_picks_the_faster_strategy_when_the_lead_is_within_the_validation_noise() -> None:
+    # Digits-like: 269 validation images, fine-tuning ahead by 0.7 points: less than chance can make, so the faster one.
+    close = [
+        ComparisonRow("feature_extraction", 0.907, 0.26, 0.96, 60, 100, "finished", full_run_seconds=55, val_images=269),
+        ComparisonRow("fine_tune", 0.914, 0.30, 0.91, 130, 32, "finished", full_run_seconds=300, val_images=269),
+    ]
+    assert best_row(close).strategy == "feature_extraction"
+    # Clothing-like: a lead of five points on 460 images is real.
+    clear = [
+        ComparisonRow("feature_extraction", 0.87, 0.40, 0.87, 60, 100, "finished", full_run_seconds=55, val_images=460),
+        ComparisonRow("fine_tune", 0.92, 0.25, 0.92, 200, 32, "finished", full_run_seconds=500, val_images=460),
+    ]
+    assert best_row(clear).strategy == "fine_tune"
+
+
+def test_a_tie_goes_to_the_faster_strategy_and_failures_never_win() -> None:
     rows = [
         ComparisonRow("feature_extraction", 0.80, 0.50, 0.8, 2.0, 3, "finished"),
         ComparisonRow("fine_tune", 0.80, 0.40, 0.8, 9.0, 3, "finished"),
         ComparisonRow("from_scratch", None, None, None, 1.0, 0, "failed", "boom"),
     ]
-    assert best_row(rows).strategy == "fine_tune"
+    assert best_row(rows).strategy == "feature_extraction"
+    assert best_row([replace(rows[1], val_accuracy=0.95), rows[0]]).strategy == "fine_tune"
     assert best_row(rows[2:]) is None
 
 
