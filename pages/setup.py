@@ -364,9 +364,10 @@ epochs = first_row[0].number_input(
 )
 if uses_warmup:
     warmup_epochs = first_row[1].number_input(
-        "Warm-up epochs (head only)", min_value=0, max_value=300, step=1, persist_state="page",
+        "Warm-up epochs (head only, at most)", min_value=0, max_value=1000, step=1, persist_state="page",
         key=remembered(f"setup_warmup_{strategy}_{variant}", start.warmup_epochs if start else recipe["warmup_epochs"]),
-        help="The new head first trains alone on cached features (seconds), so its random start does not send large, damaging updates into the pretrained layers.",
+        help="The new head first trains alone on cached features (seconds) until its validation loss stops improving, so its random start "
+        "does not send large, damaging updates into the pretrained layers.",
     )
 else:
     warmup_epochs = 0
@@ -446,7 +447,7 @@ details = []
 if strategy == "fine_tune":
     details.append(f"first {frozen_layers} of {total_layers} layers frozen")
 if uses_warmup and warmup_epochs:
-    details.append(f"after {warmup_epochs} warm-up epochs")
+    details.append(f"after up to {warmup_epochs} warm-up epochs")
 if augment and (strategy != "feature_extraction" or augment_views):
     details.append("with augmentation" + (f" ({augment_views} cached views)" if strategy == "feature_extraction" else ""))
 if class_weights:

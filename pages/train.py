@@ -164,7 +164,7 @@ if train_config is not None and dataset is not None:
     if train_config.strategy == "feature_extraction":
         epochs = f"up to {train_config.epochs} head epochs"
     if train_config.strategy in ("fine_tune", "full_fine_tune") and train_config.warmup_epochs:
-        epochs += f" after {train_config.warmup_epochs} warm-up epochs"
+        epochs += f" after a warm-up of the head (up to {train_config.warmup_epochs} epochs)"
     summary = [
         backbone.display_name if backbone else train_config.backbone,
         STRATEGY_TITLES.get(train_config.strategy, train_config.strategy).lower(),

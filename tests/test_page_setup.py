@@ -171,7 +171,7 @@ def test_warmup_only_for_fine_tuning(folder: Path) -> None:
     assert not at.exception
     at.number_input(key="setup_warmup_full_fine_tune_recommended").set_value(2).run()
     assert at.session_state["train_config"].warmup_epochs == 2
-    assert "after 2 warm-up epochs" in at.success[-1].value
+    assert "after up to 2 warm-up epochs" in at.success[-1].value
 
     at.radio(key="setup_strategy").set_value("from_scratch").run()
     assert not at.exception
@@ -328,14 +328,14 @@ def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
 def test_the_quick_recipe_makes_fewer_passes_and_says_how_long_each_takes(folder: Path) -> None:
     at = open_with_folder(folder, chosen_strategy="fine_tune")
     recommended = at.session_state["train_config"]
-    assert (recommended.epochs, recommended.warmup_epochs, recommended.learning_rate_schedule, recommended.test_time_flip) == (8, 30, "cosine", True)
+    assert (recommended.epochs, recommended.warmup_epochs, recommended.learning_rate_schedule, recommended.test_time_flip) == (8, 200, "cosine", True)
     slow = metric(at, "Estimated time")
 
     at.radio(key="setup_recipe_fine_tune").set_value("quick").run()
 
     assert not at.exception
     quick = at.session_state["train_config"]
-    assert (quick.quick, quick.epochs, quick.warmup_epochs, quick.test_time_flip) == (True, 3, 20, False)
+    assert (quick.quick, quick.epochs, quick.warmup_epochs, quick.test_time_flip) == (True, 3, 200, False)
     assert metric(at, "Estimated time") != slow
     assert any("Quick: 3 epochs of fine-tuning" in element.value for element in at.caption)
     assert any("The recommended recipe would take about" in element.value for element in at.caption)

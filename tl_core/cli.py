@@ -65,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--freeze", type=int, default=None, metavar="K", dest="freeze_layers", help="fine_tune: backbone layers kept frozen (default: the first two thirds of its blocks)")
     train.add_argument("--epochs", type=int, default=None, help="epochs of the main phase (default: the strategy's recipe, e.g. up to 200 head epochs for feature extraction, 8 for fine-tuning)")
-    train.add_argument("--warmup-epochs", type=int, default=None, help="fine-tuning: head-only epochs on cached features first (default: the recipe's 30; 0 to skip)")
+    train.add_argument("--warmup-epochs", type=int, default=None, help="fine-tuning: head-only epochs on cached features first (default: the recipe's, up to 200: the head trains until its validation loss stops improving; 0 to skip)")
     train.add_argument(
         "--time-budget", type=float, default=10.0, metavar="MINUTES", dest="time_budget_minutes",
         help="--strategy auto: recommend no strategy expected to take longer here, and fit fine-tuning's epochs into it (default 10)",

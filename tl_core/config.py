@@ -47,15 +47,16 @@ RECIPES: dict[str, dict[str, object]] = {
     # The head is a linear layer on cached features: hundreds of epochs take seconds, and it needs them to converge on small data.
     "feature_extraction": {"epochs": 200, "warmup_epochs": 0, "early_stopping_patience": 20, "learning_rate_schedule": "constant", "test_time_flip": True},
     # A converged head first (cheap, on cached features), then the unfrozen layers at a tenth of the rate, warmed up and decayed.
-    "fine_tune": {"epochs": 8, "warmup_epochs": 30, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
-    "full_fine_tune": {"epochs": 8, "warmup_epochs": 30, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
+    # The warm-up runs until the head's validation loss stops improving (at most 200 epochs, seconds on cached features).
+    "fine_tune": {"epochs": 8, "warmup_epochs": 200, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
+    "full_fine_tune": {"epochs": 8, "warmup_epochs": 200, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
     "from_scratch": {"epochs": 30, "warmup_epochs": 0, "early_stopping_patience": 10, "learning_rate_schedule": "cosine", "test_time_flip": True},
 }
 # The quick variant of each recipe: fewer passes over the images, for a first look in a fraction of the time.
 QUICK_RECIPES: dict[str, dict[str, object]] = {
     "feature_extraction": {"test_time_flip": False},  # and no mirror images: one pass of the backbone per image
-    "fine_tune": {"epochs": 3, "warmup_epochs": 20, "test_time_flip": False},
-    "full_fine_tune": {"epochs": 3, "warmup_epochs": 20, "test_time_flip": False},
+    "fine_tune": {"epochs": 3, "test_time_flip": False},
+    "full_fine_tune": {"epochs": 3, "test_time_flip": False},
     "from_scratch": {"epochs": 10, "test_time_flip": False},
 }
 

@@ -212,6 +212,7 @@ class RunContext:
     features: dict[str, np.ndarray] = field(default_factory=dict)  # ORIGINAL and, when used, MIRRORED
     estimate: Estimate | None = None
     exported: keras.Model | None = None  # the model the files hold, once trained (see exported_classifier)
+    planned: int | None = None  # epochs in all, set when the last phase starts
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -239,6 +240,9 @@ class RunContext:
 
     @property
     def planned_epochs(self) -> int:
+        """Epochs the run expects in all; once the images train, the warm-up's early end is known and counted."""
+        if self.planned is not None:
+            return self.planned
         config = self.config
         return config.epochs + (config.warmup_epochs if config.strategy in ("fine_tune", "full_fine_tune") else 0)
 
@@ -537,6 +541,7 @@ def fit_on_images(run: RunContext, learning_rate: float, epochs: int, phase: str
         "fine_tune": "Fine-tuning the unfrozen backbone layers and the head on the images",
         "from_scratch": "Training the whole network from random weights on the images",
     }[phase]
+    run.planned = len(run.history) + epochs  # a warm-up that stopped early no longer counts its unused epochs
     run.on_event(PhaseStarted(phase, description + (" (augmented)" if augmenter is not None else ""), total=epochs))
     steps = math.ceil(len(rows["train"]) / config.batch_size)
     with run.distribution.scope():
