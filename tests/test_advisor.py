@@ -20,6 +20,7 @@ from tl_core.advisor import (
     combine,
     confidence_similarity,
     expected_fine_tune_accuracy,
+    extrapolated_accuracy,
     freeze_depth_from_shift,
     probe_similarity,
     shift_similarity,
@@ -102,6 +103,17 @@ def _candidate(strategy: str, accuracy: float | None, seconds: float, within: bo
 def test_the_recommended_candidate_is_the_most_accurate_in_budget_unless_a_cheaper_one_is_within_a_point(rows, expected) -> None:
     chosen = [row.strategy for row in _with_recommendation(rows) if row.recommended]
     assert chosen == [expected]
+
+
+def test_the_probes_learning_curve_is_extended_to_the_training_images() -> None:
+    # 20 % errors with 200 images, 13 % with 400: the error falls as n ** -0.62; 1,259 images would leave about 6.4 %,
+    # but never less than half the measured 13 %.
+    assert extrapolated_accuracy(0.80, 0.87, 200, 400, 1259) == pytest.approx(0.935, abs=1e-3)
+    assert extrapolated_accuracy(0.80, 0.87, 200, 400, 600) == pytest.approx(1 - 0.13 * (400 / 600) ** (math.log(20 / 13) / math.log(2)), abs=1e-6)
+    assert extrapolated_accuracy(0.98, 0.98, 200, 400, 2000) == 0.98  # a flat curve is not extended
+    assert extrapolated_accuracy(0.90, 0.87, 200, 400, 2000) == 0.87  # nor a falling one (noise)
+    assert extrapolated_accuracy(0.80, 0.87, 200, 400, 300) == 0.87  # fewer training images than the probe had: nothing to extend
+    assert extrapolated_accuracy(0.5, 1.0, 200, 400, 2000) == 1.0
 
 
 def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> None:

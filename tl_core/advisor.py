@@ -91,6 +91,9 @@ class Measurement:
         mirror_probe_accuracy: The probe trained on the images and their mirror images, answering
             for both (what feature extraction with flips does): its expected accuracy.
         forward_images_per_second: The frozen backbone's forward pass on this device, at its own size.
+        feature_extraction_estimate: Feature extraction's expected accuracy with the whole training
+            split: the probe's accuracy on half its images and on all of them, extended along
+            ``error = a * n ** -b`` to the training images (``extrapolated_accuracy``).
     """
 
     sample_size: int
@@ -109,6 +112,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     mirror_probe_accuracy: float | None = None
     forward_images_per_second: float | None = None
+    feature_extraction_estimate: float | None = None
 
     @property
     def mirror_images_help(self) -> bool:
@@ -116,9 +120,14 @@ class Measurement:
         return self.mirror_probe_accuracy is None or self.mirror_probe_accuracy >= self.probe_accuracy - MIRROR_TOLERANCE
 
     @property
-    def feature_extraction_accuracy(self) -> float:
-        """What feature extraction is expected to reach: the probe with mirror images when they help."""
+    def probe_for_feature_extraction(self) -> float:
+        """The probe that does what feature extraction will do: with mirror images when they help."""
         return max(self.probe_accuracy, self.mirror_probe_accuracy or 0.0) if self.mirror_images_help else self.probe_accuracy
+
+    @property
+    def feature_extraction_accuracy(self) -> float:
+        """What feature extraction is expected to reach on the whole training split (the probe's learning curve, extended)."""
+        return self.feature_extraction_estimate if self.feature_extraction_estimate is not None else self.probe_for_feature_extraction
 
     def components(self) -> dict[str, float]:
         """The similarity of each measured component, by key (probe, shift, confidence)."""
@@ -287,6 +296,14 @@ def measure_similarity(
     probe = _probe_accuracy(features[labelled], labels[labelled], seed)
     random_probe = _probe_accuracy(random_features[labelled], labels[labelled], seed)
     with_mirror = _probe_accuracy(features[labelled], labels[labelled], seed, mirrored=mirrored_features[labelled])
+    # The probe learns from a few hundred images; feature extraction will have the whole training split.
+    # Half the probe's images give a second point of its learning curve, and the curve is extended.
+    mirrors_help = with_mirror >= probe - MIRROR_TOLERANCE
+    half = _stratified_half(labels[labelled], seed)
+    half_probe = _probe_accuracy(features[labelled][half], labels[labelled][half], seed, mirrored=mirrored_features[labelled][half] if mirrors_help else None)
+    folds = int(min(5, np.bincount(labels[labelled]).min()))
+    probe_images = int(labelled.sum()) * (folds - 1) // max(folds, 1)
+    estimate = extrapolated_accuracy(half_probe, max(probe, with_mirror) if mirrors_help else probe, probe_images // 2, probe_images, len(dataset.split("train")))
     confidence = _imagenet_confidence(pixels, notes)
 
     mean_shift = float(np.mean([entry.shift for entry in shift_profile])) if shift_profile else 0.0
@@ -311,8 +328,32 @@ def measure_similarity(
         notes=notes,
         mirror_probe_accuracy=with_mirror,
         forward_images_per_second=speeds[0] if speeds else None,
+        feature_extraction_estimate=estimate,
     )
     return measurement, [layer.name for layer in pretrained.layers]
+
+
+def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_small: int, images_large: int, images_target: int) -> float:
+    """Accuracy with ``images_target`` training images, from two points of a learning curve.
+
+    The error is taken to fall as a power of the training images, ``error = a * n ** -b``,
+    through the two measured points; ``b`` is at most 1 (error halving when the images
+    double), and the extended error is never below half the measured one, so a noisy
+    pair of points cannot promise much. A flat or rising curve is not extended.
+    """
+    error_small, error_large = 1.0 - accuracy_small, 1.0 - accuracy_large
+    if images_target <= images_large or images_small <= 0 or images_large <= images_small or error_large <= 0 or error_small <= error_large:
+        return accuracy_large
+    exponent = min(1.0, math.log(error_small / error_large) / math.log(images_large / images_small))
+    error = max(error_large * (images_large / images_target) ** exponent, error_large / 2)
+    return 1.0 - error
+
+
+def _stratified_half(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Indices of a seeded half of each class."""
+    rng = np.random.default_rng(seed + 1)
+    chosen = [np.sort(rng.permutation(np.flatnonzero(labels == label))[: max(2, int(np.sum(labels == label)) // 2)]) for label in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
 
 
 def _stratified_sample(dataset: Dataset, sample_size: int, seed: int) -> list:
@@ -501,7 +542,7 @@ def plan_candidates(
                 epochs = min(config.epochs, fitting)
                 estimate = estimate_run(replace(config, epochs=epochs), dataset, throughput)
         if strategy == "feature_extraction":
-            expected, basis = base, f"measured: a cross-validated probe on {measurement.sample_size} of your images"
+            expected, basis = base, f"measured: a cross-validated probe on {measurement.sample_size} of your images, its learning curve extended to your training images"
         elif strategy in ("fine_tune", "full_fine_tune"):
             expected = expected_fine_tune_accuracy(base, per_class)
             basis = "feature extraction's measured accuracy with about a third of its errors removed, as fine-tuning did in our benchmarks"
