@@ -18,8 +18,8 @@ workspace = state["workspace"]
 st.title("1 · Your data")
 st.markdown(
     "Give the app a folder with **one sub-folder per class** (for example `photos/cats/…`, `photos/dogs/…`). "
-    "If it already has `train/`, `val/` and `test/` folders they are kept as they are; otherwise each class is split "
-    "70/15/15 for training, validation and testing."
+    "If it already has `train/`, `val/` and `test/` folders they are kept as they are; with `train/` and `val/` only, `val/` is kept for "
+    "the final report and part of `train/` chooses the best epoch; otherwise each class is split 70/15/15 for training, validation and testing."
 )
 
 SOURCES = {

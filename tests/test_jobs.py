@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,30 @@ def test_a_running_job_keeps_its_workspace_files_after_the_session_is_dropped(tm
     gc.collect()
     assert root.exists()  # the run may still read the uploaded images
     release.set()
+
+
+def test_a_real_run_trains_in_a_child_process_and_its_events_reach_the_state(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """Not in the web server's process: Streamlit clears Keras' session after every rerun, which would stall a run there."""
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, image_size=32, cache_dir=str(tmp_path / "cache"))
+    job = TrainingJob(config).start()
+    state = job.wait(300)
+    assert state.status == "finished", state.error
+    assert len(state.history) == 3 and state.test_accuracy is not None
+    assert any(notice.startswith("Estimated time: about") for notice in state.notices)
+    assert (tmp_path / "run" / "model.h5").exists()
+    assert not any(thread.name.startswith("training ") for thread in threading.enumerate())  # the relay thread has ended
+
+
+def test_a_child_run_stops_on_request_and_a_failing_one_says_why(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=500, image_size=32, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    job = TrainingJob(config).start()
+    deadline = time.time() + 300
+    while not job.state().history and time.time() < deadline:
+        time.sleep(0.2)
+    job.stop()
+    state = job.wait(300)
+    assert state.status == "stopped" and 1 <= len(state.history) < 500
+    assert "Stopped: stop requested by the user." in state.notices
+
+    missing = TrainingJob(TrainConfig(data_dir=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "failed"))).start().wait(300)
+    assert missing.status == "failed" and "does not exist" in missing.error

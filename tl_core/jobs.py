@@ -1,15 +1,27 @@
-"""A training run in a background thread, with a state anyone can poll.
+"""A training run in a process of its own, with a state anyone can poll.
 
 The app starts a ``TrainingJob`` and returns at once; a page that wants to
 show progress asks ``job.state()`` (cheap, thread-safe) as often as it
 likes, and ``job.stop()`` asks the run to end after the current batch.
 The job knows nothing about Streamlit: it folds the engine's events into a
 ``JobState`` snapshot.
+
+The run trains in a child process (``multiprocessing``, started with
+``spawn``), not in a thread of the web server: Streamlit clears Keras'
+global state after every rerun of a page (``keras.backend.clear_session()``,
+which also empties TensorFlow's kernel cache), and a page that polls a run
+reruns every second. A run in the server's process then had its compiled
+functions rebuilt over and over, and on a slow machine never got past its
+first batch. In its own process nothing the server does touches it, its GPU
+memory is returned when it ends, and the server stays responsive. A thread
+relays the child's events into the state.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -102,15 +114,15 @@ class JobState:
 
 
 class TrainingJob:
-    """Runs ``tl_core.recipes.run_training`` in a daemon thread and folds its events into a ``JobState``.
+    """Runs ``tl_core.recipes.run_training`` in a child process and folds its events into a ``JobState``.
 
     Args:
         config: The run's settings.
-        trainer: The function that trains (``train(config, on_event, stop)``); the
-            real one by default, a fake in tests.
+        trainer: A function that trains in this process instead (``train(config, on_event, stop)``),
+            in a daemon thread: fakes in tests. None (the default) trains the real way, in a child process.
         keep_alive: Objects the run needs until it ends, such as the session
             workspace holding the images: a browser tab closed mid-run drops the
-            session, but the running thread keeps these (and so their files) alive.
+            session, but the job keeps these (and so their files) alive until the run ends.
     """
 
     def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = ()) -> None:
@@ -121,15 +133,20 @@ class TrainingJob:
         self._lock = threading.Lock()
         self._state = JobState(run_dir=config.out_dir)
         self._thread: threading.Thread | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._child_stop = self._context.Event() if trainer is None else None
 
     def start(self) -> TrainingJob:
         self._state = replace(self._state, status="starting", started_at=time.time())
-        self._thread = threading.Thread(target=self._work, name=f"training {self.config.out_dir}", daemon=True)
+        work = self._relay_child if self._trainer is None else self._work
+        self._thread = threading.Thread(target=work, name=f"training {self.config.out_dir}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, reason: str = "stop requested by the user") -> None:
         self._stop.request(reason)
+        if self._child_stop is not None:
+            self._child_stop.set()
         with self._lock:
             self._state = replace(self._state, stop_requested=True)
 
@@ -144,26 +161,81 @@ class TrainingJob:
         return self.state()
 
     def _work(self) -> None:
-        trainer = self._trainer
         try:
-            if trainer is None:
-                from tl_core.recipes import run_training as trainer
-            trainer(self.config, on_event=self.handle, stop=self._stop)
+            self._trainer(self.config, on_event=self.handle, stop=self._stop)
         except Exception as error:  # noqa: BLE001 - the failure is shown in the state, never lost
             if self.state().status != FAILED:
                 from tl_core.training import describe_failure
 
                 self.handle(TrainingFailed(describe_failure(error), type(error).__name__))
         finally:
-            with self._lock:
-                if self._state.is_running:  # the trainer returned without a final event
-                    self._state = replace(self._state, status=STOPPED if self._stop.requested else FINISHED)
-                self._state = replace(self._state, finished_at=time.time())
+            self._finish()
+
+    def _relay_child(self) -> None:
+        """Starts the child process and folds the events it sends until it ends."""
+        events = self._context.Queue()
+        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop), name=f"training {self.config.out_dir}", daemon=True)
+        try:
+            child.start()
+            while True:
+                try:
+                    event = events.get(timeout=0.5)
+                except queue.Empty:
+                    if child.is_alive():
+                        continue
+                    break  # ended without its last word (killed, out of memory)
+                if event is None:
+                    break
+                self.handle(event)
+            child.join(30)
+            if child.exitcode not in (0, None) and self.state().is_running:
+                self.handle(TrainingFailed(
+                    f"The training process ended unexpectedly (exit code {child.exitcode}); the operating system may have stopped it for lack of memory. "
+                    "Try a smaller batch size or image size.", "ProcessError",
+                ))
+        except Exception as error:  # noqa: BLE001 - a child that cannot start is a failed run, shown in the state
+            self.handle(TrainingFailed(f"The training process could not run: {type(error).__name__}: {error}", type(error).__name__))
+        finally:
+            events.close()
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._state.is_running:  # the trainer returned without a final event
+                self._state = replace(self._state, status=STOPPED if self._stop.requested else FINISHED)
+            self._state = replace(self._state, finished_at=time.time())
+        self._keep_alive = ()  # the run no longer needs the session's files
 
     def handle(self, event: Event) -> None:
         """Folds one event into the state (public so tests can feed canned events)."""
         with self._lock:
             self._state = fold_event(self._state, event)
+
+
+def train_in_child(config: TrainConfig, events, stop_flag) -> None:
+    """The child process's work: trains, putting every event on ``events`` and None when done.
+
+    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch.
+    """
+    from tl_core.recipes import run_training
+    from tl_core.training import describe_failure
+
+    failed = []
+
+    def send(event: Event) -> None:
+        if isinstance(event, TrainingFailed):
+            failed.append(event)
+        events.put(event)
+
+    try:
+        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"))
+    except Exception as error:  # noqa: BLE001 - sent to the parent, whose state shows it
+        if not failed:
+            events.put(TrainingFailed(describe_failure(error), type(error).__name__))
+    finally:
+        events.put(None)
+        events.close()
+        events.join_thread()
 
 
 def fold_event(state: JobState, event: Event) -> JobState:
