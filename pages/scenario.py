@@ -189,21 +189,21 @@ def show_candidates(advice) -> None:
     rows = [
         {
             "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
-            "expected accuracy": row.expected_accuracy,
+            "expected accuracy": None if row.expected_accuracy is None else 100 * row.expected_accuracy,
             "minutes here": None if row.seconds is None else round(row.seconds / 60, 1),
             "fits the budget": "yes" if row.within_budget else "no",
             "epochs": row.epochs,
-            "where the accuracy comes from": row.accuracy_basis,
         }
         for row in advice.candidates
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "expected accuracy": st.column_config.NumberColumn(format="percent"),
+        "expected accuracy": st.column_config.NumberColumn(format="%.1f%%"),
         "minutes here": st.column_config.NumberColumn(format="%.1f min"),
     })
+    bases = "\n".join(f"- **{STRATEGY_TITLES[row.strategy]}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
     st.caption(
         "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds what fine-tuning "
-        "gained in our benchmarks. Compare the strategies below to measure them all on the same split."
+        "gained in our benchmarks. Compare the strategies below to measure them all on the same split.\n\n" + bases
     )
 
 

@@ -1,7 +1,7 @@
 """Step 4, Train: start the run chosen on Setup and watch it learn.
 
 The run is a ``TrainingJob`` kept in the session state: it trains in a
-background thread, so moving to another page and back neither stops it nor
+child process, so moving to another page and back neither stops it nor
 loses its curves (they are redrawn from the job's state). While it runs, a
 fragment polls the job once a second and redraws only itself.
 """

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -230,6 +231,8 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     candidates = at.dataframe[0].value
     assert list(candidates["strategy"]) == ["Feature extraction  ★ recommended", "Fine-tuning with the first layers frozen", "Training from scratch"]
     assert list(candidates["minutes here"]) == [0.5, 4.0, 15.0] and list(candidates["fits the budget"]) == ["yes", "yes", "no"]
+    assert list(candidates["expected accuracy"])[:2] == pytest.approx([97.0, 97.5]) and pd.isna(list(candidates["expected accuracy"])[2])
+    assert "- **Training from scratch**: not predictable from the probe; compare the strategies to measure it" in text
     assert at.session_state["recommendation"].strategy == "feature_extraction"
     assert len(at.get("plotly_chart")) == 2  # the matrix and the shift profile
     at.button(key="scenario_forget_measurement").click().run()
