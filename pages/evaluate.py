@@ -150,7 +150,7 @@ else:
                 caption = f"true: {item.true_class} · predicted: {item.predicted_class} ({item.confidence:.0%})"
                 with column:
                     if preview is not None:
-                        st.image(preview, caption=caption, width=160)
+                        st.image(preview, caption=caption)  # its 160 px, or the column's width where that is narrower
                     else:
                         st.caption(f"{caption}  \n:grey[image not readable: {Path(item.path).name or 'no path'}]")
     hidden = mistakes - sum(len(items) for _, items in shown)

@@ -178,7 +178,9 @@ if train_config is not None and dataset is not None:
         summary.append("class weights")
     st.markdown(f"**Plan:** {' · '.join(summary)}, on {len(dataset.records):,} images in {dataset.num_classes} classes.")
     try:
-        expected = f" · expected to take {engine.estimate(train_config, dataset).describe()}"
+        estimate = engine.estimate(train_config, dataset).describe()
+        # Once a run has cached the images and features, the next one with these settings is much shorter.
+        expected = f" · another run with these settings: {estimate}" if job is not None else f" · expected to take {estimate}"
     except TLError:
         expected = ""
     st.caption(f"Device: {engine.device().describe()}{expected}")

@@ -88,6 +88,8 @@ def test_start_trains_with_the_fake_engine_and_shows_the_result(tmp_path, data_d
     assert Path(run_dir).parent == tmp_path / "runs"
     assert at.session_state["run_dir"] == run_dir
     assert "Accuracy on held-out images: 83.0%" in at.success[0].value
+    # Next to a finished run the estimate speaks of the next one (which reuses the cached images and features).
+    assert "· another run with these settings: about" in texts(at, "caption")
     specs = chart_specs(at)
     assert "Loss (lower is better)" in specs and "Accuracy (higher is better)" in specs
     assert OVERFITTING_LABEL in specs
