@@ -52,7 +52,7 @@ QUICK_NOTES = {
     "from_scratch": "Quick: 10 epochs and no test-time flip.",
 }
 PART_NAMES = {"setup": "setting up", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
-              "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation"}
+              "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation", "portable files": "TFLite and ONNX files"}
 SEGMENT_COLOURS = {"frozen": "#94a3b8", "trains": "#f97316", "trains from random weights": "#dc2626", "new head": "#2563eb"}
 
 st.title("3 · Model and training setup")

@@ -31,6 +31,9 @@ os.environ["TL_CORE_CACHE_DIR"] = str(_session_folder / "cache")
 os.environ["TL_CORE_RUNS_DIR"] = str(_session_folder / "runs")
 os.environ["TL_CORE_BROWSE_ROOT"] = str(_session_folder)  # the Data page's folder browser never lists the real home
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Converting to TFLite and ONNX takes seconds per run whatever the image size; the tests of those files
+# (test_portable.py, the browser test) ask for them, every other training test skips them.
+os.environ["TL_CORE_EXPORT_FORMATS"] = "none"
 (_session_folder / "keras_home" / "models").mkdir(parents=True)
 for weights_file in WEIGHTS.glob("*.h5"):
     shutil.copy(weights_file, _session_folder / "keras_home" / "models" / weights_file.name)

@@ -2,8 +2,8 @@
 
 Upload ../shared/datasets/ants_bees as a folder, read the summary, accept the
 scenario, pick feature extraction at a small image size with its recipe, train
-and watch the chart, see the confusion matrix, download model.h5 and load it
-with plain Keras in a separate Python. A screenshot of every page is saved in
+and watch the chart, see the confusion matrix, download model.h5 and model.onnx
+and load them with plain Keras and ONNX Runtime in a separate Python. A screenshot of every page is saved in
 a temporary folder (printed at the end; set TL_E2E_SHOTS to keep them elsewhere).
 """
 
@@ -47,7 +47,8 @@ def _free_port() -> int:
 @pytest.fixture
 def app_url(tmp_path: Path, request: pytest.FixtureRequest):
     port = _free_port()
-    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    # The user's default: every run also writes model.tflite and model.onnx (the other tests skip them for speed).
+    environment = {**os.environ, "TMPDIR": str(tmp_path), "TL_CORE_EXPORT_FORMATS": "tflite,onnx"}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally below
     server = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -152,6 +153,11 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
             page.get_by_role("button", name="model.h5", exact=False).first.click()
         model_path = tmp_path / "downloaded_model.h5"
         download_info.value.save_as(model_path)
+        expect(page.get_by_text("Run it without Keras").first).to_be_visible()
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="model.onnx", exact=False).first.click()
+        onnx_path = tmp_path / "downloaded_model.onnx"
+        download_info.value.save_as(onnx_path)
         tries = sorted((ants_bees / "val" / "bees").glob("*.jpg"))[:2]
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(path) for path in tries])
         expect(page.get_by_text(tries[0].name, exact=False).first).to_be_visible()
@@ -161,11 +167,14 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
 
     script = textwrap.dedent(
         f"""
-        import json, numpy as np, keras
+        import json, numpy as np, keras, onnxruntime
         model = keras.models.load_model({str(model_path)!r})
         size = model.input_shape[1]
-        probabilities = model.predict(np.full((1, size, size, 3), 128, dtype="float32"), verbose=0)
-        print(json.dumps({{"size": size, "outputs": model.output_shape[-1], "sum": float(probabilities.sum())}}))
+        image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype("float32")
+        probabilities = model.predict(image, verbose=0)
+        session = onnxruntime.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
+        onnx_difference = float(np.abs(session.run(None, {{"image": image}})[0] - probabilities).max())
+        print(json.dumps({{"size": size, "outputs": model.output_shape[-1], "sum": float(probabilities.sum()), "onnx_difference": onnx_difference}}))
         """
     )
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
@@ -173,6 +182,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
     assert completed.returncode == 0, completed.stderr[-2000:]
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert loaded["size"] == 96 and loaded["outputs"] == 2 and abs(loaded["sum"] - 1) < 1e-4
+    assert loaded["onnx_difference"] < 1e-3  # the ONNX file the page offered gives the Keras model's answer
     print(f"screenshots in {shots_folder}")
 
 

@@ -126,3 +126,38 @@ def test_confidence_bars_put_the_most_probable_class_on_top():
     assert list(bar.y) == ["wasps", "ants", "bees"]  # plotly draws the last category at the top
     assert list(bar.text) == ["10%", "20%", "70%"]
     assert bar.orientation == "h"
+
+
+def test_portable_files_are_offered_with_their_check_and_missing_ones_can_be_made(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    (run_dir / "model.tflite").write_bytes(b"1" * 2048)
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary["exports"] = {
+        "tflite": {"format": "tflite", "file": "model.tflite", "ok": True, "message": "Checked: probabilities within 2.4e-07 of the Keras model's on 32 test images."},
+        "onnx": {"format": "onnx", "file": "model.onnx", "ok": False, "message": "tf2onnx could not convert this model: Unsupported op: MagicPool"},
+    }
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    at = open_export_page(run_dir)
+
+    assert not at.exception
+    assert "Run it without Keras" in texts(at, "subheader")
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert "model.tflite · 2.0 KB" in labels and not any(label.startswith("model.onnx") for label in labels)
+    markdown = texts(at, "markdown")
+    assert "**TensorFlow Lite**: Checked: probabilities within 2.4e-07 of the Keras model's on 32 test images." in markdown
+    assert "**ONNX**: :orange[tf2onnx could not convert this model: Unsupported op: MagicPool]" in markdown
+    assert "**TensorFlow Lite, 8-bit weights**: not made for this run" in markdown
+    codes = [block.value for block in at.code]
+    assert any('Interpreter(model_path="model.tflite")' in code and ".resize((32, 32))" in code for code in codes)
+    assert any('session.run(None, {"image":' in code for code in codes)
+
+    make = at.button(key="export_make")
+    assert make.label == "Make model_int8.tflite, model.onnx"
+    make.click().run()
+
+    assert not at.exception
+    assert at.session_state["engine"].exported == ["int8", "onnx"]
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert {"model.tflite · 2.0 KB", "model_int8.tflite · 14 B", "model.onnx · 14 B"} <= set(labels)
+    assert "**ONNX**: Checked: fake engine." in texts(at, "markdown")
+    assert not at.get("button") or all(button.key != "export_make" for button in at.button)

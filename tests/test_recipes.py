@@ -186,6 +186,9 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
     assert estimate("fine_tune", epochs=8).parts["fine_tune"] == pytest.approx(2 * fine_tune.parts["fine_tune"], rel=1e-3)
     assert estimate("full_fine_tune", epochs=4).parts["full_fine_tune"] > fine_tune.parts["fine_tune"]  # more layers to train
     assert "forward pass measured at 100 images/s" in features.basis
+    # Portable files cost their measured conversion time (the tests' default asks for none).
+    assert "portable files" not in features.parts
+    assert estimate("feature_extraction", export_formats=("tflite", "onnx")).parts["portable files"] == pytest.approx(18.0)
     assert [duration_text(seconds) for seconds in (12, 61, 400, 4000)] == ["10 s", "1 min", "7 min", "1 h 7 min"]
 
 

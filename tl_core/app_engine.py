@@ -194,6 +194,12 @@ class Engine:
 
         return load_run(run_dir)
 
+    def export_portable(self, run_dir: str | os.PathLike, formats: list[str]) -> list:
+        """Writes and checks TFLite or ONNX files for a run (``tl_core.portable.reexport``); returns the checks."""
+        from tl_core.portable import reexport
+
+        return reexport(run_dir, formats)
+
     def predict(self, run_dir: str | os.PathLike, paths: list[str], top_k: int = 3) -> list[Prediction]:
         from tl_core.export import predict_files
 

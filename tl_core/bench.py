@@ -175,7 +175,7 @@ def run_ours(data: Path, out: Path, cache: Path, image_size: int, epochs: int, *
     from tl_core.training import train
 
     settings = {"augment": False, "test_time_flip": False, **options}
-    config = TrainConfig(data_dir=str(data), out_dir=str(out), image_size=image_size, epochs=epochs, cache_dir=str(cache), early_stopping_patience=0, **settings)
+    config = TrainConfig(data_dir=str(data), out_dir=str(out), image_size=image_size, epochs=epochs, cache_dir=str(cache), early_stopping_patience=0, export_formats=(), **settings)
     first_epoch = []
 
     def on_event(event) -> None:

@@ -86,7 +86,7 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
     strategy = "auto" if name == "auto" else name.removesuffix("_quick")
     config = TrainConfig(
         data_dir=str(data), out_dir=str(work / name), strategy=strategy, image_size=image_size, seed=seed, cache_dir=str(work / f"cache_{name}"),
-        quick=name.endswith("_quick"), time_budget_minutes=time_budget, **overrides,
+        quick=name.endswith("_quick"), time_budget_minutes=time_budget, export_formats=(), **overrides,
     )
     notes = []
     started = time.perf_counter()

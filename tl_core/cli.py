@@ -4,6 +4,7 @@
     python -m tl_core train DATA --out RUN_DIR [options]
     python -m tl_core evaluate RUN_DIR DATA
     python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
+    python -m tl_core export RUN_DIR --format tflite|int8|onnx [...]
     python -m tl_core advise DATA
     python -m tl_core compare DATA
     python -m tl_core backbones
@@ -21,6 +22,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from tl_core.errors import TLError
 
@@ -100,8 +102,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights, shuffling and augmentation (default 0)")
     train.add_argument("--cache-dir", default=None, help="cache folder for decoded images and features (default $TL_CORE_CACHE_DIR or ~/.cache/tl_core)")
     train.add_argument("--memory-budget-mb", type=int, default=2048, help="decoded images up to this size stay in memory, larger sets are read from disk (default 2048)")
+    train.add_argument(
+        "--export", dest="export_formats", nargs="+", default=None, metavar="FORMAT",
+        help="files that run without Keras, each checked against the model: tflite, int8 (8-bit weights), onnx, or none "
+        "(default tflite onnx, or $TL_CORE_EXPORT_FORMATS)",
+    )
     _add_split_options(train)
     train.set_defaults(handler=_train)
+
+    export = commands.add_parser(
+        "export", help="write TFLite or ONNX files for a trained run", description="Convert a trained run's model to TFLite or ONNX, check each file against the Keras model and record the check in run.json.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", dest="formats", nargs="+", required=True, metavar="FORMAT", help="tflite, int8 (TFLite with 8-bit weights) or onnx; several may be given")
+    export.add_argument("--json", action="store_true", help="print the checks as JSON")
+    export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate a trained run on a dataset", description="Evaluate a trained run's model on a dataset and print the metrics as JSON.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -168,7 +183,7 @@ def _train(arguments: argparse.Namespace) -> int:
     fields = {name: getattr(arguments, name) for name in (
         "backbone", "weights", "strategy", "freeze_layers", "epochs", "warmup_epochs", "image_size", "batch_size",
         "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "label_smoothing", "learning_rate_schedule", "test_time_flip", "class_weights",
-        "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb", "time_budget_minutes",
+        "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb", "time_budget_minutes", "export_formats",
     )}
     config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, quick=arguments.quick, **fields)
     stop = StopRequest()
@@ -252,10 +267,9 @@ class ConsolePrinter:
         if event.test_accuracy is None:
             self._print(f"{event.status}: no epoch completed, so no model was saved; details in {event.run_dir}/run.json ({event.seconds:.1f}s)")
             return
-        self._print(
-            f"{event.status}: accuracy {event.test_accuracy:.4f} on the held-out split; wrote model.h5, model.keras, labels.json, "
-            f"metrics.json, run.json to {event.run_dir} ({event.seconds:.1f}s)"
-        )
+        folder = Path(event.run_dir)
+        files = sorted(path.name for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")) if folder.is_dir() else []
+        self._print(f"{event.status}: accuracy {event.test_accuracy:.4f} on the held-out split; wrote {', '.join(files)} to {event.run_dir} ({event.seconds:.1f}s)")
 
 
 def _evaluate(arguments: argparse.Namespace) -> int:
@@ -265,6 +279,22 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     evaluation, details = evaluate_run(run, arguments.data, split=arguments.split)
     print(json.dumps({**details, "test_accuracy": evaluation.accuracy, **evaluation.to_dict()}, indent=2))
     return 0
+
+
+def _export(arguments: argparse.Namespace) -> int:
+    from tl_core.portable import reexport
+
+    checks = reexport(arguments.run_dir, arguments.formats)
+    if arguments.json:
+        print(json.dumps([check.to_dict() for check in checks], indent=2))
+    else:
+        for check in checks:
+            where = str(Path(arguments.run_dir) / check.file)
+            print(f"{where}\t{check.size_bytes / 1e6:.1f} MB\t{check.message}" if check.ok else f"{check.file}\tnot written\t{check.message}")
+    for check in checks:
+        if not check.ok:
+            print(f"error: {check.file} was not written: {check.message}", file=sys.stderr)
+    return 0 if all(check.ok for check in checks) else EXIT_SOME_FAILED
 
 
 def _predict(arguments: argparse.Namespace) -> int:

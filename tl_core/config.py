@@ -150,6 +150,9 @@ class TrainConfig:
         quick: Settings left at None take the quick variant of the recipe (``QUICK_RECIPES``).
         time_budget_minutes: For ``auto``: the advice recommends no strategy it expects to
             take longer, and fits fine-tuning's epochs into it.
+        export_formats: Files beside ``model.h5`` that run without Keras, each checked
+            against the Keras model (``tl_core.portable.FORMATS``: ``tflite``, ``int8``,
+            ``onnx``; None: ``tl_core.portable.default_formats()``; ``()``: none).
     """
 
     data_dir: str
@@ -182,6 +185,7 @@ class TrainConfig:
     max_train_images_per_class: int | None = None
     quick: bool = False
     time_budget_minutes: float = 10.0
+    export_formats: tuple[str, ...] | None = None
 
     def validated(self) -> TrainConfig:
         """Checks every option against its limits; returns the config with the strategy normalised and the recipe filled in.
@@ -212,7 +216,10 @@ class TrainConfig:
             )
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
-        return with_recipe(replace(self, strategy=strategy))
+        from tl_core.portable import default_formats, parse_formats
+
+        formats = default_formats() if self.export_formats is None else parse_formats(self.export_formats)
+        return with_recipe(replace(self, strategy=strategy, export_formats=formats))
 
     @property
     def recipe_settings(self) -> dict[str, object]:

@@ -138,6 +138,7 @@ def comparison_config(
         image_size=image_size,
         max_train_images_per_class=train_images_per_class,
         augmentation=AugmentConfig(flip=flip),
+        export_formats=(),  # a comparison's runs are measured, not shipped
         cache_dir=cache_dir,
         seed=seed,
     ).validated()

@@ -95,6 +95,7 @@ from tl_core.models import (
     weights_identity,
     with_test_time_flip,
 )
+from tl_core.portable import CHECK_IMAGES, FORMAT_TITLES, export_portable
 
 ORIGINAL, MIRRORED = "original", "mirrored"
 
@@ -730,10 +731,29 @@ def export(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
     summary = run_summary(run, status)
     run.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
     run.timed("export", write_run_folder, out_dir, summary, model, run.dataset.class_names, evaluation, run.history)
+    if run.config.export_formats:
+        summary.update(run.timed("export", export_portable_files, run, model))
     summary["seconds"] = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
     write_run_folder(out_dir, summary=summary)
     run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
     return RunResult(status, out_dir, evaluation, run.history, summary)
+
+
+def export_portable_files(run: RunContext, model: keras.Model) -> dict:
+    """Writes the TFLite and ONNX files asked for, each checked on held-out images; returns what ``run.json`` records."""
+    formats = run.config.export_formats
+    titles = " and ".join(dict.fromkeys(FORMAT_TITLES[name].split(",")[0] for name in formats))
+    records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
+    run.on_event(PhaseStarted("export", f"Converting the model to {titles} and checking the files on {len(records)} held-out images"))
+    pixels = run.decoded.pixels[run.decoded.rows(records)]
+    checks = export_portable(model, run.config.out_dir, formats, pixels, f"{run.dataset.evaluation_split} images")
+    for check in checks:
+        if not check.ok:
+            run.notice(f"{check.file} not written: {check.message}")
+    return {
+        "exports": {check.format: check.to_dict() for check in checks},
+        "export_check_images": [record.path for record in records],
+    }
 
 
 def finish_before_any_epoch(run: RunContext) -> RunResult:
