@@ -14,7 +14,7 @@ state they share lives in ``st.session_state``, set up here once:
 - ``advice`` / ``comparison``: (dataset fingerprint, measured advice / side-by-side rows), set on the Scenario page.
 - ``train_config``: the settings chosen on the Setup page.
 - ``job``: the training job of this session (at most one runs at a time).
-- ``run_dir``: the folder of the run the Evaluate and Export pages show.
+- ``run_dir``: the folder of the run the Evaluate and Export pages show (the latest run, or one reopened on the History page).
 """
 
 import streamlit as st
@@ -45,6 +45,7 @@ def main() -> None:
         st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
         st.Page("pages/export.py", title="Export & try", icon=":material/download:"),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
     ]
     navigation = st.navigation(pages)
 

@@ -19,6 +19,7 @@ import streamlit as st
 TRAIN_COLOR = "#1f77b4"
 VALIDATION_COLOR = "#ff7f0e"
 WARNING_COLOR = "#d62728"
+RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # runs compared side by side
 OVERFITTING_LABEL = "validation loss rising: overfitting from here"
 PHASE_NAMES = {
     "head": "head",
@@ -74,6 +75,40 @@ def learning_curves(history: Sequence[dict], overfit_epoch: int | None = None) -
         figure.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 15 else None)
         if metric == "accuracy":
             figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
+        else:
+            figure.update_yaxes(rangemode="tozero")
+        figures.append(figure)
+    return figures
+
+
+def compared_curves(histories: dict[str, Sequence[dict]]) -> list[go.Figure]:
+    """Validation loss and accuracy per epoch of several runs on the same charts, one colour per run.
+
+    Args:
+        histories: Each run's label and its epochs (as ``learning_curves`` takes them).
+
+    Returns:
+        Two figures: validation loss, then validation accuracy.
+    """
+    figures = []
+    for metric, title in (("val_loss", "Validation loss (lower is better)"), ("val_accuracy", "Validation accuracy (higher is better)")):
+        figure = go.Figure()
+        for (label, history), color in zip(histories.items(), RUN_COLORS, strict=False):
+            figure.add_scatter(
+                x=[entry.get("epoch", number) for number, entry in enumerate(history, start=1)],
+                y=[entry.get(metric) for entry in history],
+                name=label,
+                mode="lines+markers",
+                line={"color": color},
+                hovertemplate=f"{label}<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+        figure.update_layout(
+            title=title, height=330, margin={"t": 50, "b": 10, "l": 10, "r": 10},
+            legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
+        )
+        figure.update_xaxes(title="epoch")
+        if metric == "val_accuracy":
+            figure.update_yaxes(tickformat=".0%")
         else:
             figure.update_yaxes(rangemode="tozero")
         figures.append(figure)

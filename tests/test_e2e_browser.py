@@ -163,6 +163,13 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         expect(page.get_by_text(tries[0].name, exact=False).first).to_be_visible()
         expect(page.get_by_text("bees", exact=False).first).to_be_visible()
         shot("6_export")
+
+        # 7. History: the run is listed, finished, and is the one Evaluate and Export show.
+        open_page("History")
+        expect(page.get_by_text("Compare two runs").first).to_be_visible()
+        expect(page.get_by_role("button", name="Shown on Evaluate and Export")).to_be_visible()
+        expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
+        shot("7_history")
         browser.close()
 
     script = textwrap.dedent(

@@ -194,6 +194,18 @@ class Engine:
 
         return load_run(run_dir)
 
+    def list_runs(self, runs_dir: str | os.PathLike) -> list:
+        """Every run in the runs folder, newest first (``tl_core.history.list_runs``)."""
+        from tl_core.history import list_runs
+
+        return list_runs(runs_dir)
+
+    def delete_run(self, run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+        from tl_core.history import delete_run
+
+        delete_run(run_dir, runs_dir)
+        Engine.load_run.cache_clear()  # a deleted run's model must not be served from memory
+
     def export_portable(self, run_dir: str | os.PathLike, formats: list[str]) -> list:
         """Writes and checks TFLite or ONNX files for a run (``tl_core.portable.reexport``); returns the checks."""
         from tl_core.portable import reexport

@@ -5,6 +5,7 @@
     python -m tl_core evaluate RUN_DIR DATA
     python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
     python -m tl_core export RUN_DIR --format tflite|int8|onnx [...]
+    python -m tl_core runs [--json]
     python -m tl_core advise DATA
     python -m tl_core compare DATA
     python -m tl_core backbones
@@ -123,6 +124,11 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--split", default="auto", choices=("auto", "all", "train", "val", "test"), help="which images to evaluate (default auto: the held-out split, or every image of a plain class folder)")
     evaluate.set_defaults(handler=_evaluate)
+
+    runs = commands.add_parser("runs", help="list the runs in the runs folder, newest first", description="List every run in the runs folder with its data, settings, accuracy, duration and status.")
+    runs.add_argument("--runs-dir", default=None, metavar="FOLDER", help="the runs folder (default $TL_CORE_RUNS_DIR or ~/tl_core_runs)")
+    runs.add_argument("--json", action="store_true", help="print JSON (one object per run) instead of a table")
+    runs.set_defaults(handler=_runs)
 
     predict = commands.add_parser("predict", help="class and confidence for each image", description="Predict the class of each image with a trained run's model.")
     predict.add_argument("run_dir", metavar="RUN_DIR")
@@ -295,6 +301,44 @@ def _export(arguments: argparse.Namespace) -> int:
         if not check.ok:
             print(f"error: {check.file} was not written: {check.message}", file=sys.stderr)
     return 0 if all(check.ok for check in checks) else EXIT_SOME_FAILED
+
+
+def _runs(arguments: argparse.Namespace) -> int:
+    from tl_core.history import list_runs
+    from tl_core.workspace import default_runs_dir
+
+    folder = Path(arguments.runs_dir).expanduser() if arguments.runs_dir else default_runs_dir()
+    records = list_runs(folder)
+    if arguments.json:
+        print(json.dumps([record.to_dict() for record in records], indent=2))
+        return 0
+    if not records:
+        print(f"no runs in {folder}")
+        return 0
+    print(format_run_table(records))
+    for record in records:
+        if record.problem:
+            print(f"{record.name} ({record.status}): {record.problem}")
+    return 0
+
+
+def format_run_table(records) -> str:
+    """The history as an aligned text table, one line per run."""
+    headers = ("created", "status", "dataset", "images", "classes", "backbone", "strategy", "frozen", "size", "seed", "epochs", "accuracy", "minutes", "run")
+    rows = [
+        (
+            record.created.replace("T", " ")[:16], record.status, record.dataset, _cell(record.images), _cell(record.classes), record.backbone,
+            record.strategy, _cell(record.frozen_layers), _cell(record.image_size), _cell(record.seed), _cell(record.epochs),
+            "" if record.test_accuracy is None else f"{record.test_accuracy:.3f}", "" if record.seconds is None else f"{record.seconds / 60:.1f}", record.name,
+        )
+        for record in records
+    ]
+    widths = [max(len(str(row[index])) for row in [headers, *rows]) for index in range(len(headers))]
+    return "\n".join("  ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows])
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
 
 
 def _predict(arguments: argparse.Namespace) -> int:

@@ -141,13 +141,28 @@ def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: Stop
     try:
         return _workflow(run, notes)
     except TLError as error:
+        record_failure(run, str(error))
         on_event(TrainingFailed(str(error), type(error).__name__))
         raise
     except Exception as error:
+        record_failure(run, describe_failure(error))
         on_event(TrainingFailed(describe_failure(error), type(error).__name__))
         raise
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def record_failure(run: RunContext, message: str) -> None:
+    """Leaves a ``run.json`` with the status ``failed`` and the message, so the run history shows what happened.
+
+    Only for a run that had started (settings and data checked): a wrong path or option makes no run folder.
+    """
+    if run.device is None:
+        return
+    try:
+        write_run_folder(Path(run.config.out_dir), summary={**run_summary(run, "failed", with_model=False), "error": message})
+    except Exception:  # noqa: BLE001 - the failure itself is what the user must see; a folder that cannot take the record changes nothing
+        return
 
 
 def describe_failure(error: BaseException) -> str:

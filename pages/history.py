@@ -1,0 +1,129 @@
+"""History: every run in the runs folder, to reopen, compare side by side, or delete.
+
+The rows come from each run folder's ``run.json`` and ``metrics.json``
+(``tl_core.history``); this page loads no model. Opening a run makes it the
+one the Evaluate and Export pages show.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_charts import compared_curves
+from tl_core.errors import TLError
+from tl_core.history import config_differences, flatten_config
+
+state = st.session_state
+engine = state["engine"]
+runs_root = state["workspace"].runs_root
+
+STATUS_ICONS = {"finished": "✅ finished", "stopped": "⏹ stopped", "failed": "❌ failed", "incomplete": "… incomplete", "unreadable": "⚠ unreadable"}
+
+st.title("History")
+st.markdown(
+    f"Every run kept in `{runs_root}`, newest first; they stay there when the app restarts. Open one to see its evaluation and "
+    "files again, compare two side by side, or delete the ones you no longer need."
+)
+
+records = engine.list_runs(runs_root)
+if not records:
+    st.info("No runs yet. Every model you train is kept here with its settings, curves and files.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+
+job = state["job"]
+training_dir = job.state().run_dir if job is not None and job.state().is_running else None
+by_folder = {str(record.run_dir): record for record in records}
+
+
+def label(record) -> str:
+    accuracy = f" · {record.test_accuracy:.1%}" if record.test_accuracy is not None else ""
+    return f"{record.created[:16].replace('T', ' ')} · {record.dataset or record.name} · {record.strategy.replace('_', ' ') or record.status}{accuracy}"
+
+
+st.dataframe(
+    pd.DataFrame([
+        {
+            "created": record.created[:16].replace("T", " "), "status": STATUS_ICONS.get(record.status, record.status), "dataset": record.dataset,
+            "fingerprint": record.fingerprint, "images": record.images, "classes": record.classes, "backbone": record.backbone,
+            "strategy": record.strategy.replace("_", " "), "frozen layers": record.frozen_layers, "image size": record.image_size, "seed": record.seed,
+            "epochs": record.epochs, "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
+            "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "folder": record.name,
+        }
+        for record in records
+    ]),
+    hide_index=True, width="stretch",
+    column_config={"test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min")},
+)
+
+st.subheader("One run")
+folders = list(by_folder)
+current = state["run_dir"] if state["run_dir"] in by_folder else None
+chosen = st.selectbox("Run", folders, index=folders.index(current) if current else 0, format_func=lambda folder: label(by_folder[folder]), key="history_run")
+selected = by_folder[chosen]
+if selected.problem:
+    (st.error if selected.status == "failed" else st.warning)(f"**{selected.status.capitalize()}**: {selected.problem}")
+openable = selected.has_model and selected.test_accuracy is not None
+open_column, delete_column, _ = st.columns([2, 1, 3])
+if chosen == state["run_dir"]:
+    open_column.button("Shown on Evaluate and Export", disabled=True, key="history_open", width="stretch")
+elif open_column.button(
+    "Open on Evaluate and Export", type="primary", icon=":material/open_in_new:", disabled=not openable, key="history_open", width="stretch",
+    help=None if openable else "This run has no model and evaluation to show.",
+):
+    state["run_dir"] = chosen
+    st.rerun()
+with delete_column.popover("Delete…", icon=":material/delete:", disabled=chosen == training_dir, width="stretch",
+                           help="This run is still training; stop it first." if chosen == training_dir else None):
+    st.markdown(f"Deletes the folder `{Path(chosen).name}` with its model files and reports. This cannot be undone.")
+    if st.button("Delete permanently", type="primary", key="history_delete"):
+        try:
+            engine.delete_run(chosen, runs_root)
+        except TLError as error:
+            st.error(str(error))
+        else:
+            if state["run_dir"] == chosen:
+                state["run_dir"] = None
+            state.pop("history_run", None)
+            state["history_compare"] = [folder for folder in state.get("history_compare", []) if folder != chosen]
+            st.toast(f"Deleted {Path(chosen).name}.")
+            st.rerun()
+if state["run_dir"] == chosen:
+    st.page_link("pages/evaluate.py", label="See its evaluation", icon=":material/fact_check:")
+
+st.subheader("Compare two runs")
+pair = st.multiselect(
+    "Runs to compare", folders, format_func=lambda folder: label(by_folder[folder]), max_selections=2, key="history_compare",
+    placeholder="Choose two runs",
+)
+if len(pair) == 2:
+    first, second = (by_folder[folder] for folder in pair)
+    names = {"A": first, "B": second}
+    summary = pd.DataFrame([
+        {
+            "run": name, "folder": run.name, "test accuracy": None if run.test_accuracy is None else 100 * run.test_accuracy,
+            "epochs": run.epochs, "minutes": None if run.seconds is None else round(run.seconds / 60, 1),
+        }
+        for name, run in names.items()
+    ])
+    st.dataframe(summary, hide_index=True, column_config={"test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min")})
+    if first.fingerprint and first.fingerprint != second.fingerprint:
+        st.caption("The two runs trained on different data (their fingerprints differ), so their accuracies are not measured on the same images.")
+    curve_columns = st.columns(2)
+    for column, figure in zip(curve_columns, compared_curves({f"A · {first.name}": first.history, f"B · {second.name}": second.history}), strict=True):
+        column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+    differing = config_differences(first.config, second.config)
+    left, right = flatten_config(first.config), flatten_config(second.config)
+    settings = [key for key in sorted(left.keys() | right.keys()) if key != "out_dir"]
+    table = pd.DataFrame([
+        {"setting": key, "A": str(left.get(key, "")), "B": str(right.get(key, "")), "differs": "●" if key in differing else ""}
+        for key in sorted(settings, key=lambda key: (key not in differing, key))
+    ])
+    st.markdown(f"**Settings**: {len(differing)} of {len(settings)} differ" + (f" ({', '.join(differing)})" if differing else "") + "; they are listed first.")
+    st.dataframe(
+        table.style.apply(lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1),
+        hide_index=True, width="stretch", height=min(38 + 35 * len(table), 500),
+    )
+elif pair:
+    st.caption("Choose a second run.")

@@ -1,0 +1,98 @@
+"""The History page through the router, with a fake engine and real run folders written by the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+from test_history import finished_run
+
+from tl_core.workspace import Workspace
+
+from fake_engine import FakeEngine
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def open_history_page(tmp_path: Path, runs: Path) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["workspace"] = Workspace.create(tmp_path / "sessions", runs_root=runs)
+    at.run()
+    at.switch_page("pages/history.py").run()
+    return at
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(element.value) for element in at.get(kind))
+
+
+def test_without_runs_the_page_says_so(tmp_path: Path) -> None:
+    at = open_history_page(tmp_path, tmp_path / "runs")
+
+    assert not at.exception
+    assert at.title[0].value == "History"
+    assert "No runs yet" in at.info[0].value
+
+
+def test_runs_are_listed_and_one_can_be_opened(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    older = finished_run(runs, "older", "2026-12-01T10:00:00+00:00")
+    finished_run(runs, "newer", "2026-12-03T10:00:00+00:00", strategy="fine_tune")
+    (runs / "broken").mkdir()
+    (runs / "broken" / "run.json").write_text("{")
+    at = open_history_page(tmp_path, runs)
+
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["folder"]) == ["broken", "newer", "older"]  # newest first (the damaged folder's time is now)
+    assert list(table["status"]) == ["⚠ unreadable", "✅ finished", "✅ finished"]
+    assert list(table["test accuracy"])[1:] == [75.0, 75.0] and list(table["strategy"])[1:] == ["fine tune", "feature extraction"]
+
+    # The damaged run says why and cannot be opened; a finished one can.
+    assert "run.json cannot be read" in at.warning[0].value
+    assert at.button(key="history_open").disabled
+    at.selectbox(key="history_run").set_value(str(older)).run()
+    at.button(key="history_open").click().run()
+
+    assert not at.exception
+    assert at.session_state["run_dir"] == str(older)
+    assert at.button(key="history_open").label == "Shown on Evaluate and Export"
+    assert any(link.proto.page == "evaluate" for link in at.get("page_link"))
+
+
+def test_two_runs_side_by_side_with_their_differences_first(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = finished_run(runs, "first", "2026-12-01T10:00:00+00:00", epochs=100)
+    second = finished_run(runs, "second", "2026-12-03T10:00:00+00:00", strategy="fine_tune", epochs=8, augmentation={"zoom": 0.1})
+    at = open_history_page(tmp_path, runs)
+
+    at.multiselect(key="history_compare").set_value([str(first), str(second)]).run()
+
+    assert not at.exception
+    assert "**Settings**: 3 of 5 differ (augmentation.zoom, epochs, strategy); they are listed first." in texts(at, "markdown")
+    settings = at.dataframe[2].value
+    assert list(settings["setting"])[:3] == ["augmentation.zoom", "epochs", "strategy"]
+    assert list(settings["A"])[:3] == ["0.2", "100", "feature_extraction"] and list(settings["B"])[:3] == ["0.1", "8", "fine_tune"]
+    assert list(settings["differs"]) == ["●", "●", "●", "", ""]  # then data_dir and seed, the same in both
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert [chart["layout"]["title"]["text"] for chart in charts] == ["Validation loss (lower is better)", "Validation accuracy (higher is better)"]
+    assert [trace["name"] for trace in charts[1]["data"]] == ["A · first", "B · second"]
+
+
+def test_a_run_is_deleted_after_confirmation(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    doomed = finished_run(runs, "doomed", "2026-12-03T10:00:00+00:00")
+    kept = finished_run(runs, "kept", "2026-12-01T10:00:00+00:00")
+    at = open_history_page(tmp_path, runs)
+    at.session_state["run_dir"] = str(doomed)
+    at.run()
+
+    assert doomed.is_dir()  # nothing happens before the confirmation
+    at.button(key="history_delete").click().run()
+
+    assert not at.exception
+    assert not doomed.exists() and kept.is_dir()
+    assert at.session_state["run_dir"] is None
+    assert list(at.dataframe[0].value["folder"]) == ["kept"]

@@ -1,0 +1,193 @@
+"""The runs folder as a history: every run with what it trained on, how, and how well.
+
+Each sub-folder of the runs folder (``$TL_CORE_RUNS_DIR``, default
+``~/tl_core_runs``) that holds a ``run.json`` or a model file is a run. Its
+row comes from ``run.json`` (and ``metrics.json`` for the accuracy). A folder
+whose files are missing or unreadable is still listed, with the status
+``incomplete`` or ``unreadable`` and the reason, so one bad folder never hides
+the others. Nothing here writes, except ``delete_run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tl_core.errors import RunError
+
+RUN_MARKERS = ("run.json", "model.keras", "model.h5", "metrics.json")
+STATUSES = ("finished", "stopped", "failed", "incomplete", "unreadable")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the history.
+
+    Attributes:
+        run_dir: The run folder.
+        name: The folder's name.
+        created: ISO time the run was written (the folder's modification time when ``run.json`` lacks it).
+        status: ``finished``, ``stopped``, ``failed``, ``incomplete`` (no ``run.json`` yet: training, or
+            killed before it ended) or ``unreadable`` (a damaged ``run.json``).
+        dataset: The data folder's name.
+        fingerprint: The data's fingerprint (paths, sizes and times of the files).
+        images: Images the run used, all splits.
+        classes: Number of classes.
+        backbone: The backbone's name.
+        strategy: The strategy.
+        frozen_layers: Backbone layers kept frozen.
+        image_size: Side of the input.
+        seed: The run's seed.
+        epochs: Epochs trained (all phases).
+        test_accuracy: Accuracy on the held-out split, when the run has a model.
+        seconds: The run's duration.
+        has_model: True when a model file is there.
+        problem: Why the row is incomplete or unreadable, or the failure message.
+        config: The run's full settings (empty when unreadable).
+        history: The run's epochs (for learning curves).
+    """
+
+    run_dir: Path
+    name: str
+    created: str
+    status: str
+    dataset: str = ""
+    fingerprint: str = ""
+    images: int | None = None
+    classes: int | None = None
+    backbone: str = ""
+    strategy: str = ""
+    frozen_layers: int | None = None
+    image_size: int | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    test_accuracy: float | None = None
+    seconds: float | None = None
+    has_model: bool = False
+    problem: str = ""
+    config: dict = field(default_factory=dict, repr=False)
+    history: list = field(default_factory=list, repr=False)
+
+    def to_dict(self, with_details: bool = False) -> dict:
+        row = asdict(self)
+        row["run_dir"] = str(self.run_dir)
+        if not with_details:
+            row.pop("config")
+            row.pop("history")
+        return row
+
+
+def is_run_folder(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).is_file() for name in RUN_MARKERS)
+
+
+def list_runs(runs_dir: str | os.PathLike) -> list[RunRecord]:
+    """Every run in ``runs_dir``, newest first; an absent folder has none."""
+    root = Path(runs_dir).expanduser()
+    if not root.is_dir():
+        return []
+    try:
+        folders = [folder for folder in root.iterdir() if not folder.name.startswith(".") and is_run_folder(folder)]
+    except OSError:
+        return []
+    records = [read_run(folder) for folder in folders]
+    return sorted(records, key=lambda record: (record.created, record.name), reverse=True)
+
+
+def read_run(folder: str | os.PathLike) -> RunRecord:
+    """The history row of one run folder; never raises for damaged files."""
+    folder = Path(folder)
+    has_model = any((folder / name).is_file() for name in ("model.keras", "model.h5"))
+    modified = _modified(folder)
+    summary_path = folder / "run.json"
+    if not summary_path.is_file():
+        return RunRecord(folder, folder.name, modified, "incomplete", has_model=has_model, problem="no run.json: the run is still training, or ended before it could write one")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("run.json does not hold an object")
+    except (OSError, ValueError) as error:
+        return RunRecord(folder, folder.name, modified, "unreadable", has_model=has_model, problem=f"run.json cannot be read: {' '.join(str(error).split())[:200]}")
+    metrics = _read_metrics(folder)
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    data = summary.get("data") if isinstance(summary.get("data"), dict) else {}
+    counts = data.get("counts") if isinstance(data.get("counts"), dict) else {}
+    history = summary.get("history") or metrics.get("history") or []
+    status = summary.get("status") if summary.get("status") in STATUSES else "incomplete"
+    seconds = summary.get("seconds", {}).get("total") if isinstance(summary.get("seconds"), dict) else None
+    backbone = summary.get("backbone")
+    return RunRecord(
+        run_dir=folder,
+        name=folder.name,
+        created=str(summary.get("created") or modified),
+        status=status,
+        dataset=Path(str(data.get("root") or config.get("data_dir") or "")).name,
+        fingerprint=str(data.get("fingerprint") or ""),
+        images=sum(sum(split.values()) for split in counts.values() if isinstance(split, dict)) or None,
+        classes=len(data.get("class_names") or []) or None,
+        backbone=(backbone.get("display_name") if isinstance(backbone, dict) else None) or str(config.get("backbone") or ""),
+        strategy=str(summary.get("strategy") or config.get("strategy") or ""),
+        frozen_layers=summary.get("frozen_layers"),
+        image_size=summary.get("image_size") or config.get("image_size"),
+        seed=config.get("seed"),
+        epochs=len(history) if history else None,
+        test_accuracy=metrics.get("test_accuracy"),
+        seconds=seconds,
+        has_model=has_model,
+        problem=str(summary.get("error") or ""),
+        config=config,
+        history=history if isinstance(history, list) else [],
+    )
+
+
+def _read_metrics(folder: Path) -> dict:
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _modified(folder: Path) -> str:
+    try:
+        return datetime.fromtimestamp(folder.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    except OSError:
+        return ""
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """A run's settings as one level, nested ones named like ``augmentation.zoom``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(first: dict, second: dict) -> list[str]:
+    """The settings two runs' configs give different values, sorted (the run folder itself is not a setting)."""
+    left, right = flatten_config(first), flatten_config(second)
+    return sorted(key for key in left.keys() | right.keys() if key != "out_dir" and left.get(key) != right.get(key))
+
+
+def delete_run(run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+    """Removes one run folder from ``runs_dir``.
+
+    Raises:
+        RunError: When the folder is not a run folder directly inside ``runs_dir`` (nothing is removed then),
+            or cannot be removed.
+    """
+    root = Path(runs_dir).expanduser().resolve()
+    folder = Path(run_dir).expanduser()
+    if folder.is_symlink() or folder.resolve().parent != root or not is_run_folder(folder.resolve()):
+        raise RunError(f"'{folder}' is not a run folder in '{root}'; nothing was deleted.")
+    try:
+        shutil.rmtree(folder.resolve())
+    except OSError as error:
+        raise RunError(f"Could not delete '{folder}': {error.strerror or error}. Check its permissions, or delete it by hand.") from error
