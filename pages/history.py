@@ -18,8 +18,6 @@ state = st.session_state
 engine = state["engine"]
 runs_root = state["workspace"].runs_root
 
-STATUS_ICONS = {"finished": "✅ finished", "stopped": "⏹ stopped", "failed": "❌ failed", "incomplete": "… incomplete", "unreadable": "⚠ unreadable"}
-
 st.title("History")
 st.markdown(
     f"Every run kept in `{runs_root}`, newest first; they stay there when the app restarts. Open one to see its evaluation and "
@@ -45,11 +43,12 @@ def label(record) -> str:
 st.dataframe(
     pd.DataFrame([
         {
-            "created": record.created[:16].replace("T", " "), "status": STATUS_ICONS.get(record.status, record.status), "dataset": record.dataset,
-            "fingerprint": record.fingerprint, "images": record.images, "classes": record.classes, "backbone": record.backbone,
-            "strategy": record.strategy.replace("_", " "), "frozen layers": record.frozen_layers, "image size": record.image_size, "seed": record.seed,
-            "epochs": record.epochs, "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
-            "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "folder": record.name,
+            # What tells runs apart first; the rest of the settings after.
+            "created": record.created[:16].replace("T", " "), "dataset": record.dataset, "strategy": record.strategy.replace("_", " "),
+            "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
+            "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "status": record.status,
+            "backbone": record.backbone, "image size": record.image_size, "frozen layers": record.frozen_layers, "epochs": record.epochs,
+            "images": record.images, "classes": record.classes, "seed": record.seed, "fingerprint": record.fingerprint, "folder": record.name,
         }
         for record in records
     ]),
