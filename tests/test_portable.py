@@ -26,7 +26,9 @@ def tiny_model(size: int = 24):
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    # Fixed statistics, as EfficientNet's preprocessing has: ONNX conversion once left them as extra graph inputs.
+    x = keras.layers.Normalization(mean=[0.4, 0.5, 0.6], variance=[0.05, 0.06, 0.07])(x)
     x = keras.layers.Conv2D(6, 3, activation="relu")(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -84,7 +86,8 @@ def test_each_format_is_written_checked_and_runs_without_tl_core(tmp_path: Path)
             pass
         images, expected = np.load("images.npy"), np.load("expected.npy")
         session = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-        onnx = session.run(None, {"image": images})[0]
+        assert [value.name for value in session.get_inputs()] == ["image"] and [value.name for value in session.get_outputs()] == ["probabilities"]
+        onnx = session.run(["probabilities"], {"image": images})[0]
         def lite(path):
             interpreter = Interpreter(model_path=path)
             entry = interpreter.get_input_details()[0]

@@ -18,7 +18,8 @@ Formats:
 - ``tflite``: ``model.tflite``, float32, TensorFlow's own converter.
 - ``int8``: ``model_int8.tflite``, weights quantised to 8 bits (dynamic range):
   about 4x smaller, slightly different probabilities.
-- ``onnx``: ``model.onnx``, converted by ``tf2onnx`` (opset ``ONNX_OPSET``).
+- ``onnx``: ``model.onnx``, converted by ``tf2onnx`` (opset ``ONNX_OPSET``), input ``image``,
+  output ``probabilities``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ INT8_AGREEMENT = 0.98
 CHECK_IMAGES = 32
 ONNX_OPSET = 17
 INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,15 @@ def _tflite_bytes(model, quantize: bool) -> bytes:
 
 
 def _onnx_bytes(model) -> bytes:
+    """The model as ONNX: its forward pass traced, every weight and captured constant frozen into the graph, then converted.
+
+    Freezing first matters: converting the traced function directly left some
+    captured constants (EfficientNet's normalisation statistics) as extra
+    inputs of the ONNX graph, a file no runtime could feed.
+    """
     import tensorflow as tf
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     size = int(model.input_shape[1])
     signature = (tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME),)
@@ -181,7 +190,16 @@ def _onnx_bytes(model) -> bytes:
         return model(image, training=False)
 
     with _Quiet():
-        proto, _ = tf2onnx.convert.from_function(probabilities, input_signature=signature, opset=ONNX_OPSET)
+        frozen = convert_variables_to_constants_v2(probabilities.get_concrete_function())
+        inputs, outputs = [tensor.name for tensor in frozen.inputs], [tensor.name for tensor in frozen.outputs]
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs, opset=ONNX_OPSET)
+    # Plain names for the callers: "image" in, "probabilities" out (TensorFlow's are "image:0" and "Identity:0").
+    renames = {inputs[0]: INPUT_NAME, outputs[0]: OUTPUT_NAME}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.name = renames.get(value.name, value.name)
+    for node in proto.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
     return proto.SerializeToString()
 
 
