@@ -188,7 +188,7 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
     assert "forward pass measured at 100 images/s" in features.basis
     # Portable files cost their measured conversion time (the tests' default asks for none).
     assert "portable files" not in features.parts
-    assert estimate("feature_extraction", export_formats=("tflite", "onnx")).parts["portable files"] == pytest.approx(18.0)
+    assert estimate("feature_extraction", export_formats=("tflite", "onnx")).parts["portable files"] == pytest.approx(16.0)
     assert [duration_text(seconds) for seconds in (12, 61, 400, 4000)] == ["10 s", "1 min", "7 min", "1 h 7 min"]
 
 
