@@ -91,6 +91,29 @@ with delete_column.popover("Delete…", icon=":material/delete:", disabled=chose
 if state["run_dir"] == chosen:
     st.page_link("pages/evaluate.py", label="See its evaluation", icon=":material/fact_check:")
 
+# Training again: the same settings on the data loaded now (typically the same folder with images added).
+dataset = state["dataset"]
+data_dir = str(state["data_dir"] or (dataset.root if dataset is not None else ""))
+can_train_again = selected.config and selected.status in ("finished", "stopped") and dataset is not None and training_dir is None
+if dataset is not None:
+    st.caption(
+        f"**Train again** runs this run's settings on the data loaded now ({len(dataset.records):,} images in `{Path(data_dir).name}`). "
+        "Images it used keep their split (held-out ones stay held out), unchanged images are not decoded again and their features are reused, "
+        "so after adding photos only the new ones go through the network; feature extraction's head starts from this run's weights."
+    )
+if st.button(
+    "Train again on the data loaded now", icon=":material/replay:", disabled=not can_train_again, key="history_train_again",
+    help=None if can_train_again else "Load the data on the Data page first, pick a finished run, and wait until no run is training.",
+):
+    try:
+        config = engine.config_from_run(chosen, data_dir, str(state["workspace"].new_run_dir(selected.strategy or "run")))
+        state["train_config"] = config
+        state["job"] = engine.start_training(config, state["workspace"])
+    except TLError as error:
+        st.error(str(error))
+    else:
+        st.switch_page("pages/train.py")
+
 st.subheader("Compare two runs")
 pair = st.multiselect(
     "Runs to compare", folders, format_func=lambda folder: label(by_folder[folder]), max_selections=2, key="history_compare",

@@ -97,3 +97,27 @@ def test_a_run_is_deleted_after_confirmation(tmp_path: Path) -> None:
     assert not doomed.exists() and kept.is_dir()
     assert at.session_state["run_dir"] is None
     assert list(at.dataframe[0].value["folder"]) == ["kept"]
+
+
+def test_train_again_starts_a_run_from_the_chosen_one_on_the_loaded_data(tmp_path: Path) -> None:
+    from tl_core.data import scan_dataset
+
+    from conftest import make_class_folders
+
+    runs = tmp_path / "runs"
+    earlier = finished_run(runs, "earlier", "2026-12-01T10:00:00+00:00", epochs=7, image_size=32, backbone="mobilenet_v2")
+    at = open_history_page(tmp_path, runs)
+    assert at.button(key="history_train_again").disabled  # no data loaded yet
+
+    data = make_class_folders(tmp_path / "photos", {"ants": 6, "bees": 6}, size=32)
+    at.session_state["data_dir"] = str(data)
+    at.session_state["dataset"] = scan_dataset(data)
+    at.run()
+    assert "**Train again** runs this run's settings on the data loaded now (12 images in `photos`)" in texts(at, "caption")
+    at.button(key="history_train_again").click().run()
+
+    assert not at.exception
+    (config,) = at.session_state["engine"].started_configs
+    assert config.from_run == str(earlier) and config.data_dir == str(data) and config.epochs == 7 and config.image_size == 32
+    assert Path(config.out_dir).parent == runs and at.session_state["train_config"] == config
+    assert at.session_state["job"].wait(5).status == "finished"

@@ -206,6 +206,12 @@ class Engine:
         delete_run(run_dir, runs_dir)
         Engine.load_run.cache_clear()  # a deleted run's model must not be served from memory
 
+    def config_from_run(self, run_dir: str | os.PathLike, data_dir: str, out_dir: str) -> TrainConfig:
+        """An earlier run's settings for training again on ``data_dir`` (``tl_core.rerun``)."""
+        from tl_core.rerun import config_from_run
+
+        return config_from_run(run_dir, data_dir, out_dir)
+
     def export_portable(self, run_dir: str | os.PathLike, formats: list[str]) -> list:
         """Writes and checks TFLite or ONNX files for a run (``tl_core.portable.reexport``); returns the checks."""
         from tl_core.portable import reexport

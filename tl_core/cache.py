@@ -141,6 +141,28 @@ def decode_images(
     return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=in_memory, key=key)
 
 
+def store_decoded_images(records: Sequence[ImageRecord], size: int, pixels: np.ndarray, failed: list[SkippedFile], cache_dir: Path | None = None) -> DecodedImages:
+    """Decoded pixels assembled elsewhere (partly from an earlier run's entry) as the cache entry of ``records``.
+
+    The entry is written by a thread, as a first decode's is; the returned images are used from memory meanwhile.
+    """
+    key = decoded_images_key(records, size)
+    folder, array_path, meta_path = _image_cache_paths(cache_dir, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels.flags.writeable = False
+    if not array_path.exists():
+        _write_in_background(array_path, lambda: _save_cache_entry(pixels, failed, array_path, meta_path))
+    row_of = {record.path: index for index, record in enumerate(records)}
+    return DecodedImages(pixels, row_of, list(failed), from_cache=False, in_memory=True, key=key)
+
+
+def decoded_images_path(key: str, cache_dir: Path | None = None) -> Path:
+    """The array file of the decoded-image cache entry ``key`` (it may not exist)."""
+    _, array_path, _ = _image_cache_paths(cache_dir, key)
+    _wait_for_writing(array_path)
+    return array_path
+
+
 _writing: dict[Path, threading.Thread] = {}
 _writing_lock = threading.Lock()
 

@@ -23,6 +23,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from tl_core.errors import TLError
@@ -108,8 +109,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="files that run without Keras, each checked against the model: tflite, int8 (8-bit weights), onnx, or none "
         "(default tflite onnx, or $TL_CORE_EXPORT_FORMATS)",
     )
+    train.add_argument(
+        "--from-run", default=None, metavar="RUN_DIR",
+        help="train again from an earlier run, e.g. after adding images: its settings (options given here still apply), its splits for the images "
+        "it used, its decoded images and features for the unchanged images, and (feature extraction) its head's weights",
+    )
     _add_split_options(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, parser_defaults={action.dest: action.default for action in train._actions})
 
     export = commands.add_parser(
         "export", help="write TFLite or ONNX files for a trained run", description="Convert a trained run's model to TFLite or ONNX, check each file against the Keras model and record the check in run.json.",
@@ -191,7 +197,20 @@ def _train(arguments: argparse.Namespace) -> int:
         "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "label_smoothing", "learning_rate_schedule", "test_time_flip", "class_weights",
         "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb", "time_budget_minutes", "export_formats",
     )}
-    config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, quick=arguments.quick, **fields)
+    if arguments.from_run:
+        from tl_core.rerun import config_from_run
+
+        # The earlier run's settings, changed only by the options given on this command line.
+        defaults = arguments.parser_defaults
+        given = {name: value for name, value in {**fields, "quick": arguments.quick}.items() if value != defaults.get(name)}
+        augmentation_given = {name: getattr(arguments, name) for name in ("flip", "rotation", "zoom", "translation", "contrast") if getattr(arguments, name) != defaults.get(name)}
+        config = config_from_run(arguments.from_run, arguments.data, arguments.out, **given)
+        if augmentation_given:
+            config = replace(config, augmentation=replace(config.augmentation, **augmentation_given))
+        if given or augmentation_given:
+            print(f"settings of {arguments.from_run}, changed: {', '.join(sorted({**given, **augmentation_given}))}")
+    else:
+        config = TrainConfig(data_dir=arguments.data, out_dir=arguments.out, augmentation=augmentation, quick=arguments.quick, **fields)
     stop = StopRequest()
     previous_handler = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:

@@ -7,7 +7,7 @@ allowed and an example.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from tl_core.errors import ConfigError
 
@@ -153,6 +153,9 @@ class TrainConfig:
         export_formats: Files beside ``model.h5`` that run without Keras, each checked
             against the Keras model (``tl_core.portable.FORMATS``: ``tflite``, ``int8``,
             ``onnx``; None: ``tl_core.portable.default_formats()``; ``()``: none).
+        from_run: An earlier run folder to train again from (``tl_core.rerun``): its images
+            keep their split, its decoded images and features are reused for the images
+            still there, and feature extraction's head starts from its weights.
     """
 
     data_dir: str
@@ -186,6 +189,19 @@ class TrainConfig:
     quick: bool = False
     time_budget_minutes: float = 10.0
     export_formats: tuple[str, ...] | None = None
+    from_run: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from ``to_dict``'s output (a run's ``run.json``); settings this version does not know are left out."""
+        known = {item.name for item in fields(cls)}
+        settings = {name: value for name, value in values.items() if name in known}
+        if isinstance(settings.get("augmentation"), dict):
+            augmentation_fields = {item.name for item in fields(AugmentConfig)}
+            settings["augmentation"] = AugmentConfig(**{name: value for name, value in settings["augmentation"].items() if name in augmentation_fields})
+        if settings.get("export_formats") is not None:
+            settings["export_formats"] = tuple(settings["export_formats"])
+        return cls(**settings)
 
     def validated(self) -> TrainConfig:
         """Checks every option against its limits; returns the config with the strategy normalised and the recipe filled in.

@@ -221,6 +221,21 @@ class Dataset:
         _check_classes_not_empty(dataset)
         return dataset
 
+    def with_earlier_splits(self, earlier: dict[str, str]) -> Dataset:
+        """A copy where every image an earlier run used keeps the split it had there.
+
+        Training again on a folder with images added must not let the earlier
+        held-out images into training (the new model's test figure would then be
+        measured on images it trained on). The new images keep the split this
+        scan gave them, made by the same seeded, stratified rule.
+
+        Args:
+            earlier: Split of each image path in the earlier run.
+        """
+        records = [replace(record, split=earlier[record.path]) if earlier.get(record.path) in SPLIT_NAMES else record for record in self.records]
+        source = f"{self.split_source}; images of the earlier run keep their split from it"
+        return replace(self, records=records, split_source=source)
+
     def duplicate_groups(self) -> list[DuplicateGroup]:
         """Groups of used files with identical bytes, sorted by their first path."""
         by_hash: dict[str, list[ImageRecord]] = defaultdict(list)

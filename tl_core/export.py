@@ -49,7 +49,7 @@ def write_run_folder(
         if model is not None:
             for name in MODEL_FILES:
                 _save_model_atomically(model, run_dir / name)
-            _write_text_atomically(run_dir / "labels.json", json.dumps(list(class_names or []), indent=2))
+            write_text_atomically(run_dir / "labels.json", json.dumps(list(class_names or []), indent=2))
         if evaluation is not None:
             metrics = evaluation.to_dict()
             metrics["test_accuracy"] = metrics["accuracy"]
@@ -59,8 +59,8 @@ def write_run_folder(
             metrics["selection_split"] = data.get("selection_split", "val")
             metrics["split_source"] = data.get("split_source", "")
             metrics["history"] = history or []
-            _write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-        _write_text_atomically(run_dir / "run.json", json.dumps(summary, indent=2, default=str))
+            write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        write_text_atomically(run_dir / "run.json", json.dumps(summary, indent=2, default=str))
     except OSError as error:
         raise RunError(
             f"Could not write the run folder '{run_dir}': {error.strerror or error}. "
@@ -87,7 +87,7 @@ def _save_model_atomically(model, target: Path) -> None:
         absl_logger.setLevel(previous_level)
 
 
-def _write_text_atomically(target: Path, text: str) -> None:
+def write_text_atomically(target: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-partial-")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:

@@ -276,7 +276,7 @@ def reexport(run_dir: str | os.PathLike, formats: Sequence[str]) -> list[ExportC
 
 def record_checks(run_dir: Path, checks: Sequence[ExportCheck]) -> None:
     """Merges ``checks`` into ``run.json``'s ``exports`` (one entry per format, the latest wins)."""
-    from tl_core.export import _write_text_atomically
+    from tl_core.export import write_text_atomically
 
     path = Path(run_dir) / "run.json"
     try:
@@ -288,7 +288,7 @@ def record_checks(run_dir: Path, checks: Sequence[ExportCheck]) -> None:
         exports[check.format] = check.to_dict()
     summary["exports"] = exports
     try:
-        _write_text_atomically(path, json.dumps(summary, indent=2, default=str))
+        write_text_atomically(path, json.dumps(summary, indent=2, default=str))
     except OSError as error:
         raise RunError(f"Could not update '{path}': {error.strerror or error}.") from error
 

@@ -30,6 +30,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -52,8 +53,10 @@ from tl_core.cache import (
     decode_images,
     decoded_images_cached,
     decoded_images_key,
+    decoded_images_path,
     feature_cache_key,
     mirrored_feature_cache_key,
+    store_decoded_images,
 )
 from tl_core.config import AUTO_STRATEGY, TrainConfig
 from tl_core.data import Dataset, scan_dataset
@@ -75,7 +78,7 @@ from tl_core.events import (
     TrainingStopped,
     ignore_event,
 )
-from tl_core.export import write_run_folder
+from tl_core.export import write_run_folder, write_text_atomically
 from tl_core.fitting import (
     FEATURE_BATCH_SIZE,
     HeadTrainer,
@@ -92,10 +95,12 @@ from tl_core.models import (
     check_weights_option,
     freeze_layers,
     trainable_parameter_count,
+    unwrap_test_time_flip,
     weights_identity,
     with_test_time_flip,
 )
 from tl_core.portable import CHECK_IMAGES, FORMAT_TITLES, export_portable
+from tl_core.rerun import IMAGES_FILE, EarlierRun, images_manifest, load_earlier_run
 
 ORIGINAL, MIRRORED = "original", "mirrored"
 
@@ -229,6 +234,8 @@ class RunContext:
     estimate: Estimate | None = None
     exported: keras.Model | None = None  # the model the files hold, once trained (see exported_classifier)
     planned: int | None = None  # epochs in all, set when the last phase starts
+    earlier: EarlierRun | None = None  # the run this one trains again from (config.from_run)
+    reuse: dict = field(default_factory=dict)  # what was taken from it: images reused, new, removed
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -297,6 +304,9 @@ def prepare(run: RunContext) -> None:
     dataset = run.timed("scan", scan_dataset, config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     if config.max_train_images_per_class:
         dataset = subsample_training_split(dataset, config.max_train_images_per_class, config.seed)
+    if config.from_run:
+        run.earlier = load_earlier_run(config.from_run)
+        dataset = dataset.with_earlier_splits(run.earlier.splits)
     run.dataset = dataset
     run.weights = "none" if config.strategy == "from_scratch" else check_weights_option(config.weights)
     keras.utils.set_random_seed(config.seed)
@@ -325,6 +335,25 @@ def build_model(run: RunContext) -> None:
     head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
     classifier, feature_model = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.strategy != "from_scratch")
     run.model = _Model(classifier, feature_model, backbone, head)
+    if run.earlier is not None and config.strategy == "feature_extraction":
+        warm_start_head(run)
+
+
+def warm_start_head(run: RunContext) -> None:
+    """Feature extraction trained again: the head starts from the earlier run's weights (same classes and head only)."""
+    from tl_core.export import load_run
+
+    earlier = run.earlier
+    if earlier.class_names != run.dataset.class_names:
+        run.notice(f"The classes differ from the earlier run's ({', '.join(earlier.class_names)}), so the head starts from new weights.")
+        return
+    try:
+        head = unwrap_test_time_flip(load_run(earlier.run_dir).model).layers[-1]
+        run.model.head.set_weights(head.get_weights())
+    except (TLError, ValueError) as error:
+        run.notice(f"The head starts from new weights: the earlier run's could not be used ({' '.join(str(error).split())[:200]}).")
+        return
+    run.notice(f"The head starts from the weights of the earlier run '{earlier.run_dir.name}'.")
 
 
 # --------------------------------------------------------------------------- 3. read the images
@@ -340,6 +369,8 @@ def read_images(run: RunContext) -> None:
     total = len(dataset.records)
     cache = FeatureCache(config.cache_dir)
     keys = _feature_keys(run, decoded_images_key(dataset.records, size))
+    if run.earlier is not None and read_images_reusing(run):
+        return
     if config.strategy == "from_scratch" or decoded_images_cached(dataset.records, size, config.cache_dir) or cache.path(keys[ORIGINAL]).exists():
         run.decoded = _decode(run)
         return
@@ -367,6 +398,88 @@ def read_images(run: RunContext) -> None:
         for view in views:
             cache.save(keys[view], features[view])
         run.features = features
+
+
+def read_images_reusing(run: RunContext) -> bool:
+    """Training again: the unchanged images' pixels and features come from the earlier run's cache entries.
+
+    Only new or changed images are decoded and go through the backbone. Returns
+    False (nothing done, the usual path follows) when the earlier entries are
+    gone from the cache or were made at another image size.
+    """
+    config, dataset, size, earlier = run.config, run.dataset, run.image_size, run.earlier
+    name = earlier.run_dir.name
+    earlier_path = decoded_images_path(str(earlier.cache_keys.get("images", "")), config.cache_dir)
+    if earlier.summary.get("image_size") != size or not earlier_path.is_file():
+        why = f"it used {earlier.summary.get('image_size')} px" if earlier.summary.get("image_size") != size else "its decoded images are no longer in the cache"
+        run.notice(f"Nothing reused from the earlier run '{name}' ({why}): every image is read again.")
+        return False
+    records, total = dataset.records, len(dataset.records)
+    if total * size * size * 3 > config.memory_budget_mb * 1024**2:
+        run.notice(f"Nothing reused from the earlier run '{name}': {total:,} images at {size} px exceed the memory budget; every image is read again.")
+        return False
+    earlier_pixels = np.load(earlier_path, mmap_mode="r")
+    reused, earlier_rows, new = [], [], []
+    for index, record in enumerate(records):
+        entry = earlier.images.get(record.path)
+        unchanged = entry is not None and entry["size"] == record.file_size and entry["mtime"] == record.modified_ns and entry["row"] < len(earlier_pixels)
+        if unchanged:
+            reused.append(index)
+            earlier_rows.append(entry["row"])
+        else:
+            new.append(index)
+    removed = len(set(earlier.images) - {record.path for record in records})
+    pixels = np.zeros((total, size, size, 3), dtype=np.uint8)
+    order = np.argsort(earlier_rows)  # read the earlier entry front to back
+    pixels[np.asarray(reused, dtype=np.int64)[order]] = earlier_pixels[np.asarray(earlier_rows, dtype=np.int64)[order]]
+    failed = []
+    if new:
+        run.on_event(PhaseStarted("decode", f"Reading and resizing the {len(new)} new or changed images to {size}x{size}", total=len(new)))
+        added = run.timed(
+            "decode", decode_images, [records[index] for index in new], size, cache_dir=config.cache_dir,
+            memory_budget_bytes=config.memory_budget_mb * 1024**2, stop=run.stop, on_progress=lambda done, count: run.on_event(ProgressUpdated("decode", done, count)),
+        )
+        pixels[new] = added.pixels
+        failed = added.failed
+    run.decoded = store_decoded_images(records, size, pixels, failed, config.cache_dir)
+    _report_decoded(run, run.decoded)
+    run.cache_use["images"] = "reused from the earlier run" if not new else "partly reused from the earlier run"
+    through_backbone = 0
+    if config.strategy != "from_scratch":
+        through_backbone = _features_reusing(run, reused, earlier_rows, new)
+    run.reuse = {"earlier_run": str(earlier.run_dir), "reused": len(reused), "new": len(new), "removed": removed, "through_backbone": through_backbone}
+    run.notice(
+        f"Trained again from '{name}': {len(reused):,} images reused (pixels and features), {len(new):,} new or changed "
+        f"(decoded{' and run through the backbone' if through_backbone else ''}), {removed:,} no longer in the data."
+    )
+    return True
+
+
+def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int], new: list[int]) -> int:
+    """Features of every image: the reused images' from the earlier run's entries when the backbone is the same; returns the images the backbone ran on."""
+    cache, earlier, total = FeatureCache(run.config.cache_dir), run.earlier, run.decoded.pixels.shape[0]
+    same_backbone = earlier.summary.get("weights") == weights_identity(run.spec, run.weights)
+    views = [ORIGINAL, MIRRORED] if run.needs_mirrored_features else [ORIGINAL]
+    earlier_keys = {ORIGINAL: earlier.cache_keys.get("features"), MIRRORED: earlier.cache_keys.get("mirrored")}
+    before = {view: cache.load(earlier_keys[view]) if same_backbone and earlier_keys[view] else None for view in views}
+    work = {view: np.arange(total) if before[view] is None else np.asarray(new, dtype=np.int64) for view in views}
+    count = sum(len(rows) for rows in work.values())
+    what = "bottleneck features" + (" (and those of their mirror images)" if len(views) > 1 else "")
+    run.on_event(PhaseStarted("features", f"Computing the {what} of {count if len(views) == 1 else len(work[ORIGINAL])} images with the frozen {run.spec.display_name}", total=count))
+    keys = _feature_keys(run, run.decoded.key)
+    features, done = {}, 0
+    for view in views:
+        array = np.zeros((total, run.spec.feature_dim), dtype=np.float32)
+        if before[view] is not None:
+            array[reused] = before[view][earlier_rows]
+        if len(work[view]):
+            array[work[view]] = run.timed("features", forward_batches, run, run.model.feature_model, work[view], "features", mirror=view == MIRRORED, progress_offset=done)
+            done += len(work[view])
+        cache.save(keys[view], array)
+        features[view] = array
+    run.features = features
+    run.cache_use["features"] = "partly reused from the earlier run" if count < total * len(views) else "miss"
+    return len(work[ORIGINAL])
 
 
 def _feature_keys(run: RunContext, images_key: str) -> dict[str, str]:
@@ -746,6 +859,7 @@ def export(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
     summary = run_summary(run, status)
     run.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
     run.timed("export", write_run_folder, out_dir, summary, model, run.dataset.class_names, evaluation, run.history)
+    write_text_atomically(out_dir / IMAGES_FILE, json.dumps(images_manifest(run.dataset.records, run.decoded.row_of)))
     if run.config.export_formats:
         summary.update(run.timed("export", export_portable_files, run, model))
     summary["seconds"] = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
@@ -779,6 +893,14 @@ def finish_before_any_epoch(run: RunContext) -> RunResult:
     write_run_folder(out_dir, summary=summary)
     run.on_event(TrainingFinished(status="stopped", run_dir=str(out_dir), test_accuracy=None, seconds=time.perf_counter() - run.started))
     return RunResult("stopped", out_dir, None, run.history, summary)
+
+
+def _cache_keys(run: RunContext) -> dict:
+    """The cache entries holding this run's decoded images and features (``images.json`` gives each image's row)."""
+    if run.decoded is None:
+        return {}
+    keys = _feature_keys(run, run.decoded.key)
+    return {"images": run.decoded.key, "features": keys[ORIGINAL] if ORIGINAL in run.features else None, "mirrored": keys[MIRRORED] if MIRRORED in run.features else None}
 
 
 def run_summary(run: RunContext, status: str, with_model: bool = True) -> dict:
@@ -818,6 +940,8 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> dict:
         "duplicates": data_summary.get("duplicates", []),
         "suspicious": data_summary.get("suspicious", []),
         "cache": dict(run.cache_use),
+        "cache_keys": _cache_keys(run),
+        "from_run": run.reuse or None,
         "notes": list(run.notes),
         "history": list(run.history),
         "seconds": {**run.seconds, "total": round(time.perf_counter() - run.started, 3)},
