@@ -15,6 +15,7 @@ state they share lives in ``st.session_state``, set up here once:
 - ``train_config``: the settings chosen on the Setup page.
 - ``job``: the training job of this session (at most one runs at a time).
 - ``run_dir``: the folder of the run the Evaluate and Export pages show (the latest run, or one reopened on the History page).
+- ``adopted_run``: the finished job's run once it has become ``run_dir`` (once only: a run reopened later stays shown).
 """
 
 import streamlit as st
@@ -35,7 +36,7 @@ def main() -> None:
     state.setdefault("engine", Engine())
     if "workspace" not in state:
         state["workspace"] = Workspace.create()
-    for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir"):
+    for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir", "adopted_run"):
         state.setdefault(key, None)
 
     pages = [
@@ -60,13 +61,13 @@ def main() -> None:
 
 
 def adopt_finished_run(state) -> None:
-    """A run that ended while the user was elsewhere becomes the model Evaluate and Export show."""
+    """A run that ended while the user was elsewhere becomes the model Evaluate and Export show, once."""
     job = state["job"]
     if job is None:
         return
     finished = job.state()
-    if not finished.is_running and finished.test_accuracy is not None and state["run_dir"] != finished.run_dir:
-        state["run_dir"] = finished.run_dir
+    if not finished.is_running and finished.test_accuracy is not None and state["adopted_run"] != finished.run_dir:
+        state["run_dir"] = state["adopted_run"] = finished.run_dir
 
 
 def sidebar_status(state) -> None:
@@ -78,7 +79,7 @@ def sidebar_status(state) -> None:
         job_state = job.state()
         progress = f", epoch {job_state.epoch}/{job_state.epochs}" if job_state.is_running and job_state.epochs else ""
         st.markdown(f"**Training:** {job_state.status}{progress}")
-        if not job_state.is_running and job_state.test_accuracy is not None and state["run_dir"] != job_state.run_dir:
+        if not job_state.is_running and job_state.test_accuracy is not None and state["adopted_run"] != job_state.run_dir:
             st.rerun()  # the run just ended: redraw the page so it can show the new model
     if state["run_dir"]:
         st.markdown("**Model:** trained, see Evaluate and Export")

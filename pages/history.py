@@ -99,7 +99,7 @@ if dataset is not None:
     st.caption(
         f"**Train again** runs this run's settings on the data loaded now ({len(dataset.records):,} images in `{Path(data_dir).name}`). "
         "Images it used keep their split (held-out ones stay held out), unchanged images are not decoded again and their features are reused, "
-        "so after adding photos only the new ones go through the network; feature extraction's head starts from this run's weights."
+        "so after adding photos only the new ones go through the network; training starts from this run's weights."
     )
 if st.button(
     "Train again on the data loaded now", icon=":material/replay:", disabled=not can_train_again, key="history_train_again",

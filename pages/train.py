@@ -131,8 +131,9 @@ def show_job(job, was_running: bool) -> None:
     else:
         epochs_done = len(job_state.history)
         if job_state.test_accuracy is not None:
-            adopted = state["run_dir"] != job_state.run_dir
-            state["run_dir"] = job_state.run_dir
+            adopted = state["adopted_run"] != job_state.run_dir
+            if adopted:  # once: a run reopened on the History page afterwards stays the one shown
+                state["run_dir"] = state["adopted_run"] = job_state.run_dir
             took = duration(job_state.elapsed_seconds)
             how = f"Finished in {took}." if job_state.status == "finished" else f"Stopped after {epochs_done} epoch{'s' if epochs_done != 1 else ''} ({took}); the best epoch so far was kept."
             st.success(

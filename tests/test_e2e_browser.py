@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -139,6 +140,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=180_000)
         expect(page.get_by_text("accuracy", exact=False).first).to_be_visible()
         expect(page.get_by_text("Accuracy on held-out images", exact=False).first).to_be_visible(timeout=300_000)
+        first_run = re.search(r"runs/([\w.-]+)", page.get_by_text("Run folder:", exact=False).first.inner_text()).group(1)
         shot("4_train")
 
         # 5. Evaluate: the confusion matrix.
@@ -164,12 +166,24 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         expect(page.get_by_text("bees", exact=False).first).to_be_visible()
         shot("6_export")
 
-        # 7. History: the run is listed, finished, and is the one Evaluate and Export show.
+        # 7. History: the run is listed, finished, and is the one Evaluate and Export show. Training again from it
+        # reuses every image (nothing was added), and the first run can then be reopened.
         open_page("History")
         expect(page.get_by_text("Compare two runs").first).to_be_visible()
         expect(page.get_by_role("button", name="Shown on Evaluate and Export")).to_be_visible()
         expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
         shot("7_history")
+        page.get_by_role("button", name="Train again on the data loaded now").click()
+        expect(page.get_by_text("Accuracy on held-out images", exact=False).first).to_be_visible(timeout=300_000)
+        page.get_by_text("Notes from the run", exact=False).first.click()
+        expect(page.get_by_text(re.compile(r"Trained again from .*: \d+ images reused \(pixels and features\), 0 new or changed")).first).to_be_visible()
+        open_page("History")
+        page.get_by_role("combobox", name="Run", exact=True).click()
+        page.get_by_role("option").nth(1).click()  # newest first: the second entry is the first run
+        page.get_by_role("button", name="Open on Evaluate and Export").click()
+        expect(page.get_by_role("button", name="Shown on Evaluate and Export")).to_be_visible()
+        open_page("Evaluate")
+        expect(page.get_by_text(first_run, exact=False).first).to_be_visible()
         browser.close()
 
     script = textwrap.dedent(

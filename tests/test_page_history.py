@@ -15,10 +15,12 @@ from fake_engine import FakeEngine
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def open_history_page(tmp_path: Path, runs: Path) -> AppTest:
+def open_history_page(tmp_path: Path, runs: Path, job=None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
     at.session_state["engine"] = FakeEngine()
     at.session_state["workspace"] = Workspace.create(tmp_path / "sessions", runs_root=runs)
+    if job is not None:
+        at.session_state["job"] = job
     at.run()
     at.switch_page("pages/history.py").run()
     return at
@@ -121,3 +123,30 @@ def test_train_again_starts_a_run_from_the_chosen_one_on_the_loaded_data(tmp_pat
     assert config.from_run == str(earlier) and config.data_dir == str(data) and config.epochs == 7 and config.image_size == 32
     assert Path(config.out_dir).parent == runs and at.session_state["train_config"] == config
     assert at.session_state["job"].wait(5).status == "finished"
+
+
+def test_a_reopened_run_stays_shown_after_the_sessions_run_was_adopted(tmp_path: Path) -> None:
+    from tl_core.config import TrainConfig
+    from tl_core.events import TrainingFinished
+    from tl_core.jobs import TrainingJob
+
+    runs = tmp_path / "runs"
+    older = finished_run(runs, "older", "2026-12-01T10:00:00+00:00")
+    newer = finished_run(runs, "newer", "2026-12-03T10:00:00+00:00")
+
+    def finished_at_once(config, on_event, stop):
+        on_event(TrainingFinished(status="finished", run_dir=str(newer), test_accuracy=0.75, seconds=1.0))
+
+    job = TrainingJob(TrainConfig(data_dir=str(tmp_path), out_dir=str(newer)), trainer=finished_at_once).start()
+    job.wait(5)
+    at = open_history_page(tmp_path, runs, job)
+    assert at.session_state["run_dir"] == str(newer)  # the session's own run, adopted once
+
+    at.selectbox(key="history_run").set_value(str(older)).run()
+    at.button(key="history_open").click().run()
+    at.run()
+    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/history.py").run()
+
+    assert not at.exception
+    assert at.session_state["run_dir"] == str(older)  # neither the app nor the Train page switched it back

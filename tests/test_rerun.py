@@ -113,3 +113,24 @@ def test_a_folder_that_is_not_a_run_is_refused_with_the_reason(tmp_path: Path) -
         load_earlier_run(tmp_path)
     with pytest.raises(RunError, match="has no readable run.json"):
         config_from_run(tmp_path, "data", "out")
+
+
+def test_fine_tuning_again_goes_on_from_the_earlier_model(earlier, tmp_path: Path) -> None:
+    from tl_core.events import PhaseStarted
+
+    data, _, cache = earlier
+    config = TrainConfig(
+        data_dir=str(data), out_dir=str(tmp_path / "tuned"), strategy="fine_tune", image_size=32, epochs=1, warmup_epochs=1,
+        cache_dir=str(cache), val_fraction=0.2, test_fraction=0.2, augment=False,
+    )
+    tuned = training.train(config)
+    assert [entry["phase"] for entry in tuned.history] == ["head", "fine_tune"]
+
+    events = []
+    again = training.train(config_from_run(tuned.run_dir, str(data), str(tmp_path / "again")), on_event=events.append)
+
+    phases = [event.phase for event in events if isinstance(event, PhaseStarted)]
+    assert "features" not in phases and "head" not in phases  # no warm-up: the head is trained already
+    assert [entry["phase"] for entry in again.history] == ["fine_tune"]
+    assert any(isinstance(event, Notice) and "The model starts from the trained weights of the earlier run 'tuned'" in event.message for event in events)
+    assert again.summary["from_run"]["reused"] == 20 and again.summary["from_run"]["through_backbone"] == 0

@@ -112,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--from-run", default=None, metavar="RUN_DIR",
         help="train again from an earlier run, e.g. after adding images: its settings (options given here still apply), its splits for the images "
-        "it used, its decoded images and features for the unchanged images, and (feature extraction) its head's weights",
+        "it used, its decoded images and features for the unchanged images, and its trained weights (the head, or the whole model when fine-tuning)",
     )
     _add_split_options(train)
     train.set_defaults(handler=_train, parser_defaults={action.dest: action.default for action in train._actions})

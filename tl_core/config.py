@@ -155,7 +155,7 @@ class TrainConfig:
             ``onnx``; None: ``tl_core.portable.default_formats()``; ``()``: none).
         from_run: An earlier run folder to train again from (``tl_core.rerun``): its images
             keep their split, its decoded images and features are reused for the images
-            still there, and feature extraction's head starts from its weights.
+            still there, and training starts from its weights (the head, or the whole model when fine-tuning).
     """
 
     data_dir: str

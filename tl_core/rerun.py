@@ -12,8 +12,9 @@ cache; ``run.json`` names the cache entries (``cache_keys``). A new run with
 - takes the decoded pixels and bottleneck features of the images that are
   unchanged from the earlier run's cache entries, and decodes and runs the
   backbone on the new or changed images only (``tl_core.training``);
-- for feature extraction, starts the head from the earlier run's weights when
-  the classes are the same.
+- starts from the earlier run's trained weights when the classes are the same:
+  the head for feature extraction; for the strategies that train backbone
+  layers the whole model, so fine-tuning goes on from it without a warm-up.
 """
 
 from __future__ import annotations

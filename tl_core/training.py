@@ -236,6 +236,7 @@ class RunContext:
     planned: int | None = None  # epochs in all, set when the last phase starts
     earlier: EarlierRun | None = None  # the run this one trains again from (config.from_run)
     reuse: dict = field(default_factory=dict)  # what was taken from it: images reused, new, removed
+    warm_started: bool = False  # the whole classifier starts from the earlier run's trained weights
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -335,25 +336,38 @@ def build_model(run: RunContext) -> None:
     head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
     classifier, feature_model = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.strategy != "from_scratch")
     run.model = _Model(classifier, feature_model, backbone, head)
-    if run.earlier is not None and config.strategy == "feature_extraction":
-        warm_start_head(run)
+    if run.earlier is not None:
+        warm_start(run)
 
 
-def warm_start_head(run: RunContext) -> None:
-    """Feature extraction trained again: the head starts from the earlier run's weights (same classes and head only)."""
+def warm_start(run: RunContext) -> None:
+    """Trained again: start from the earlier run's trained weights when the classes and the model's shape are the same.
+
+    Feature extraction takes the earlier head (the backbone is the frozen ImageNet one either way). Strategies that
+    train backbone layers take the whole classifier, so fine-tuning goes on from where the earlier run ended and the
+    head's warm-up is skipped (the head is trained already).
+    """
     from tl_core.export import load_run
 
-    earlier = run.earlier
+    earlier, whole = run.earlier, run.config.strategy != "feature_extraction"
+    what = "model" if whole else "head"
     if earlier.class_names != run.dataset.class_names:
-        run.notice(f"The classes differ from the earlier run's ({', '.join(earlier.class_names)}), so the head starts from new weights.")
+        run.notice(f"The classes differ from the earlier run's ({', '.join(earlier.class_names)}), so the {what} starts from new weights.")
         return
     try:
-        head = unwrap_test_time_flip(load_run(earlier.run_dir).model).layers[-1]
-        run.model.head.set_weights(head.get_weights())
+        trained = unwrap_test_time_flip(load_run(earlier.run_dir).model)
+        if whole:
+            run.model.classifier.set_weights(trained.get_weights())
+        else:
+            run.model.head.set_weights(trained.layers[-1].get_weights())
     except (TLError, ValueError) as error:
-        run.notice(f"The head starts from new weights: the earlier run's could not be used ({' '.join(str(error).split())[:200]}).")
+        run.notice(f"The {what} starts from new weights: the earlier run's could not be used ({' '.join(str(error).split())[:200]}).")
         return
-    run.notice(f"The head starts from the weights of the earlier run '{earlier.run_dir.name}'.")
+    run.warm_started = whole
+    if whole:
+        run.notice(f"The model starts from the trained weights of the earlier run '{earlier.run_dir.name}' (backbone and head), so the head's warm-up is skipped.")
+    else:
+        run.notice(f"The head starts from the weights of the earlier run '{earlier.run_dir.name}'.")
 
 
 # --------------------------------------------------------------------------- 3. read the images
@@ -371,7 +385,7 @@ def read_images(run: RunContext) -> None:
     keys = _feature_keys(run, decoded_images_key(dataset.records, size))
     if run.earlier is not None and read_images_reusing(run):
         return
-    if config.strategy == "from_scratch" or decoded_images_cached(dataset.records, size, config.cache_dir) or cache.path(keys[ORIGINAL]).exists():
+    if config.strategy == "from_scratch" or run.warm_started or decoded_images_cached(dataset.records, size, config.cache_dir) or cache.path(keys[ORIGINAL]).exists():
         run.decoded = _decode(run)
         return
     views = [ORIGINAL, MIRRORED] if run.needs_mirrored_features else [ORIGINAL]
@@ -445,7 +459,7 @@ def read_images_reusing(run: RunContext) -> bool:
     _report_decoded(run, run.decoded)
     run.cache_use["images"] = "reused from the earlier run" if not new else "partly reused from the earlier run"
     through_backbone = 0
-    if config.strategy != "from_scratch":
+    if config.strategy != "from_scratch" and not run.warm_started:  # a warm-started model needs no features: it has no warm-up
         through_backbone = _features_reusing(run, reused, earlier_rows, new)
     run.reuse = {"earlier_run": str(earlier.run_dir), "reused": len(reused), "new": len(new), "removed": removed, "through_backbone": through_backbone}
     run.notice(
@@ -526,6 +540,10 @@ def train_model(run: RunContext) -> None:
         freeze_layers(model.backbone, 0, train_batchnorm=True)
         model.frozen_layers = 0
         fit_on_images(run, run.config.learning_rate, run.config.epochs, "from_scratch")
+        return
+    if run.warm_started:  # the earlier run's trained model: fine-tuning goes on from it
+        unfreeze(run)
+        fit_on_images(run, run.config.backbone_learning_rate, run.config.epochs, "fine_tune")
         return
     compute_features(run)
     head_epochs = run.config.epochs if strategy == "feature_extraction" else run.config.warmup_epochs
