@@ -19,6 +19,7 @@ engine = state["engine"]
 
 GALLERY_LIMIT = 24
 GALLERY_COLUMNS = 6
+MAPS_LIMIT = 8  # attention maps take about a second each on a CPU
 
 st.title("5 · Evaluate")
 
@@ -156,5 +157,30 @@ else:
     hidden = mistakes - sum(len(items) for _, items in shown)
     if hidden > 0:
         st.caption(f"{hidden} more misclassified image{'s' if hidden != 1 else ''} not shown; the gallery shows the first {GALLERY_LIMIT}.")
+
+    st.markdown("**Where the model looked**")
+    if st.toggle(
+        f"Show attention maps of the first {min(MAPS_LIMIT, mistakes)} mistakes", key="evaluate_maps",
+        help="Grad-CAM: the regions of the image that raised the probability of a class, from the gradients at the backbone's last "
+        "convolutional block. Loads the model; about a second per map on a CPU.",
+    ):
+        items = [item for _, group in shown for item in group][:MAPS_LIMIT]
+        try:
+            with st.spinner("Computing attention maps…"):
+                maps = engine.attention_maps(run_dir, [item.path for item in items for _ in (0, 1)], [name for item in items for name in (item.true_class, item.predicted_class)])
+        except TLError as error:
+            st.error(str(error))
+        else:
+            st.caption("Red marks what speaks for the class named under each map; blue, nothing. A map for the wrong class on the "
+                       "background or a watermark hints that the model learned a shortcut, or that the label is wrong.")
+            for start in range(0, len(items), 2):
+                columns = st.columns(6)
+                for offset, item in enumerate(items[start : start + 2]):
+                    index = 2 * (start + offset)
+                    for column, picture, name in zip(columns[3 * offset : 3 * offset + 2], maps[index : index + 2], (item.true_class, item.predicted_class), strict=True):
+                        if picture is None:
+                            column.caption(f":grey[no map: {Path(item.path).name} is not readable]")
+                        else:
+                            column.image(picture, caption=f"{Path(item.path).name}: for '{name}'" + (" (true)" if name == item.true_class else " (predicted)"))
 
 st.page_link("pages/export.py", label="Next: download the model and try it on new images", icon=":material/arrow_forward:")

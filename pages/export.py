@@ -211,5 +211,20 @@ else:
     if state.get("try_results"):
         _, predictions, previews, names = state["try_results"]
         show_predictions(predictions, previews, names)
+        readable = [(prediction, name) for prediction, name in zip(predictions, names, strict=True) if not prediction.error]
+        if readable and st.toggle(
+            "Show where the model looked", key="export_maps",
+            help="Grad-CAM: the regions that raised the probability of the predicted class, from the gradients at the backbone's last convolutional block.",
+        ):
+            try:
+                with st.spinner("Computing attention maps…"):
+                    maps = engine.attention_maps(run_dir, [prediction.path for prediction, _ in readable], [prediction.predicted_class for prediction, _ in readable])
+            except TLError as error:
+                st.error(str(error))
+            else:
+                for start in range(0, len(readable), 4):
+                    for column, picture, (prediction, name) in zip(st.columns(4), maps[start : start + 4], readable[start : start + 4], strict=False):
+                        if picture is not None:
+                            column.image(picture, caption=f"{name}: what speaks for '{prediction.predicted_class}'")
 
 st.page_link("pages/data.py", label="Start over with other data", icon=":material/restart_alt:")

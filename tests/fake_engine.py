@@ -148,6 +148,13 @@ class FakeEngine(Engine):
     def load_run(self, run_dir: str):
         raise AssertionError("pages must not load the model except to predict")
 
+    def attention_maps(self, run_dir, paths, class_names):
+        """A canned map per image: a bright top-left quadrant over grey."""
+        self.explained = getattr(self, "explained", []) + list(zip(paths, class_names, strict=True))
+        image = np.full((32, 32, 3), 90, dtype=np.uint8)
+        image[:16, :16] = (220, 30, 30)
+        return [image.copy() for _ in paths]
+
     def export_portable(self, run_dir, formats):
         """Placeholder bytes for each file, recorded in run.json the real way."""
         from tl_core.portable import FORMATS, ExportCheck, record_checks

@@ -164,6 +164,8 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(path) for path in tries])
         expect(page.get_by_text(tries[0].name, exact=False).first).to_be_visible()
         expect(page.get_by_text("bees", exact=False).first).to_be_visible()
+        page.get_by_text("Show where the model looked").click()  # Grad-CAM of each uploaded image
+        expect(page.get_by_text("what speaks for", exact=False).first).to_be_visible(timeout=120_000)
         shot("6_export")
 
         # 7. History: the run is listed, finished, and is the one Evaluate and Export show. Training again from it

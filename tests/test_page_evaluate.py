@@ -165,3 +165,17 @@ def test_a_run_chosen_and_reported_on_the_same_split_says_its_figures_are_optimi
 
     assert not at.exception
     assert "the same images chose the best epoch" in texts(at, "caption") and "slightly optimistic" in texts(at, "caption")
+
+
+def test_attention_maps_of_the_mistakes_for_the_true_and_the_predicted_class(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    at = open_evaluate_page(run_dir)
+    images_before = len(at.get("image"))
+
+    at.toggle(key="evaluate_maps").set_value(True).run()
+
+    assert not at.exception
+    explained = at.session_state["engine"].explained
+    assert [name for _, name in explained] == ["ants", "bees", "bees", "ants"]  # two mistakes (ants->bees, bees->ants): true class, then predicted
+    assert len(at.get("image")) == images_before + 4
+    assert "Red marks what speaks for the class" in "\n".join(str(caption.value) for caption in at.caption)

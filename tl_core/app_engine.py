@@ -206,6 +206,22 @@ class Engine:
         delete_run(run_dir, runs_dir)
         Engine.load_run.cache_clear()  # a deleted run's model must not be served from memory
 
+    def attention_maps(self, run_dir: str | os.PathLike, paths: list[str], class_names: list[str | None]) -> list[np.ndarray | None]:
+        """Each image with its Grad-CAM map for the given class (None: the predicted one) laid over it; None for an unreadable image."""
+        from tl_core.errors import TLError
+        from tl_core.explain import explain_file, overlay
+
+        run = self.load_run(str(run_dir))
+        maps = []
+        for path, class_name in zip(paths, class_names, strict=True):
+            try:
+                explanation, pixels = explain_file(run, path, class_name)
+            except TLError:
+                maps.append(None)
+                continue
+            maps.append(overlay(pixels, explanation.heatmap))
+        return maps
+
     def config_from_run(self, run_dir: str | os.PathLike, data_dir: str, out_dir: str) -> TrainConfig:
         """An earlier run's settings for training again on ``data_dir`` (``tl_core.rerun``)."""
         from tl_core.rerun import config_from_run

@@ -6,6 +6,7 @@
     python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
     python -m tl_core export RUN_DIR --format tflite|int8|onnx [...]
     python -m tl_core runs [--json]
+    python -m tl_core explain RUN_DIR IMAGE [--class NAME] --out map.png
     python -m tl_core advise DATA
     python -m tl_core compare DATA
     python -m tl_core backbones
@@ -25,6 +26,8 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from tl_core.errors import TLError
 
@@ -130,6 +133,17 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--split", default="auto", choices=("auto", "all", "train", "val", "test"), help="which images to evaluate (default auto: the held-out split, or every image of a plain class folder)")
     evaluate.set_defaults(handler=_evaluate)
+
+    explain = commands.add_parser(
+        "explain", help="where in an image the model sees a class (Grad-CAM)",
+        description="Write IMAGE with a heatmap of the regions that speak for a class (Grad-CAM on the backbone's last convolutional block) and print the top classes.",
+    )
+    explain.add_argument("run_dir", metavar="RUN_DIR")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--class", dest="class_name", default=None, metavar="NAME", help="the class to explain (default: the predicted one)")
+    explain.add_argument("--out", required=True, metavar="PNG", help="where to write the image with the heatmap")
+    explain.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
+    explain.set_defaults(handler=_explain)
 
     runs = commands.add_parser("runs", help="list the runs in the runs folder, newest first", description="List every run in the runs folder with its data, settings, accuracy, duration and status.")
     runs.add_argument("--runs-dir", default=None, metavar="FOLDER", help="the runs folder (default $TL_CORE_RUNS_DIR or ~/tl_core_runs)")
@@ -320,6 +334,32 @@ def _export(arguments: argparse.Namespace) -> int:
         if not check.ok:
             print(f"error: {check.file} was not written: {check.message}", file=sys.stderr)
     return 0 if all(check.ok for check in checks) else EXIT_SOME_FAILED
+
+
+def _explain(arguments: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from tl_core.errors import RunError
+    from tl_core.explain import explain_file, overlay
+    from tl_core.export import load_run
+
+    run = load_run(arguments.run_dir)
+    explanation, pixels = explain_file(run, arguments.image, arguments.class_name)
+    target = Path(arguments.out).expanduser()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay(pixels, explanation.heatmap)).save(target, format="PNG")
+    except OSError as error:
+        raise RunError(f"Could not write '{target}': {error.strerror or error}. Choose a folder you can write to.") from error
+    order = np.argsort(explanation.probabilities)[::-1][: max(arguments.top, 1)]
+    for index in order:
+        print(f"{run.class_names[index]}\t{explanation.probabilities[index]:.4f}")
+    row, column = np.unravel_index(int(np.argmax(explanation.heatmap)), explanation.heatmap.shape)
+    print(
+        f"map of '{run.class_names[explanation.class_index]}' ({explanation.grid[0]}x{explanation.grid[1]} feature map, strongest at "
+        f"x={column}, y={row} of {run.image_size}x{run.image_size}) written to {target}"
+    )
+    return 0
 
 
 def _runs(arguments: argparse.Namespace) -> int:
