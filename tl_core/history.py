@@ -72,12 +72,12 @@ class RunRecord:
     config: dict = field(default_factory=dict, repr=False)
     history: list = field(default_factory=list, repr=False)
 
-    def to_dict(self) -> dict:
-        """The row as ``runs --json`` prints it: without the full config and the epochs."""
+    def to_dict(self, with_details: bool = False) -> dict:
         row = asdict(self)
         row["run_dir"] = str(self.run_dir)
-        row.pop("config")
-        row.pop("history")
+        if not with_details:
+            row.pop("config")
+            row.pop("history")
         return row
 
 
