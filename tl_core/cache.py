@@ -195,8 +195,8 @@ def _save_cache_entry(pixels: np.ndarray, failed: list[SkippedFile], array_path:
 
 
 def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
-    """The cache key of these images decoded at this size (it also keys their features)."""
-    return cache_key("images-v1", size, files_fingerprint(records))
+    """The cache key of these images decoded at this size (it also keys their features); labels play no part."""
+    return cache_key("images-v2", size, files_fingerprint(records, with_labels=False))
 
 
 def feature_cache_key(spec, weights: str, image_size: int, images_key: str) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from tl_core.decisions import DECISIONS_FILE, apply_decisions
 from tl_core.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -165,6 +166,9 @@ class Dataset:
         ignored_system_files: Number of known system files (``.DS_Store`` ...) passed over.
         suspicious: Files that are used but deserve a look (extension that does not
             match the content, possibly truncated), each with the reason.
+        label_decisions: What the user's label decisions changed (see
+            ``tl_core.decisions``): images relabelled, excluded, kept, and stale
+            decisions with the reason. Empty when there are none.
     """
 
     root: Path
@@ -176,6 +180,7 @@ class Dataset:
     seed: int
     ignored_system_files: int = 0
     suspicious: list[SkippedFile] = field(default_factory=list)
+    label_decisions: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -280,6 +285,7 @@ class Dataset:
             "ignored_system_files": self.ignored_system_files,
             "suspicious": [{"path": item.path, "reason": item.reason} for item in self.suspicious],
             "duplicates": [group.to_dict() for group in self.duplicate_groups()],
+            "label_decisions": dict(self.label_decisions),
             "fingerprint": self.fingerprint(),
         }
 
@@ -297,15 +303,17 @@ def _duplicate_group(members: list[ImageRecord]) -> DuplicateGroup:
     return DuplicateGroup(kind, sorted(record.path for record in members), classes, splits)
 
 
-def files_fingerprint(records: Iterable[ImageRecord], extra: Iterable[str] = ()) -> str:
-    """Hashes the identity of a list of files (relative path, size, mtime, class) in order."""
+def files_fingerprint(records: Iterable[ImageRecord], extra: Iterable[str] = (), with_labels: bool = True) -> str:
+    """Hashes the identity of a list of files (relative path, size, mtime and, unless told not to, class) in order.
+
+    Without labels it names the pixels alone: a relabelled image still has them.
+    """
     digest = hashlib.sha256()
     for item in extra:
         digest.update(f"extra:{item}\n".encode())
     for record in records:
-        digest.update(
-            f"{record.relative_path}|{record.file_size}|{record.modified_ns}|{record.class_name}\n".encode()
-        )
+        label = f"|{record.class_name}" if with_labels else ""
+        digest.update(f"{record.relative_path}|{record.file_size}|{record.modified_ns}{label}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -325,6 +333,7 @@ def scan_dataset(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     make_splits: bool = True,
     max_pixels: int | None = None,
+    label_decisions: bool = True,
 ) -> Dataset:
     """Finds the classes and images under ``path``, checks them and splits them.
 
@@ -341,6 +350,8 @@ def scan_dataset(
         max_pixels: Images with more pixels are skipped with a reason (a guard
             against decompression bombs). None: ``$TL_CORE_MAX_IMAGE_PIXELS`` when
             set, else ``DEFAULT_MAX_IMAGE_PIXELS``.
+        label_decisions: Apply the user's label decisions saved in the folder
+            (``tl_core.decisions``); False for the labels as the folders give them.
 
     Returns:
         The dataset, its split, everything that was skipped, the suspicious files
@@ -383,8 +394,10 @@ def scan_dataset(
     _check_classes_not_empty(dataset)
     if not make_splits and not split_folders:
         records = [replace(record, split="test") for record in dataset.records]
-        return replace(dataset, records=records, split_source="not split: every image is used for evaluation")
-    return _assign_splits(dataset, given_splits=set(split_folders), val_fraction=val_fraction, test_fraction=test_fraction)
+        dataset = replace(dataset, records=records, split_source="not split: every image is used for evaluation")
+    else:
+        dataset = _assign_splits(dataset, given_splits=set(split_folders), val_fraction=val_fraction, test_fraction=test_fraction)
+    return apply_decisions(dataset) if label_decisions else dataset
 
 
 @dataclass(frozen=True)
@@ -411,6 +424,8 @@ class _Scan:
         for child in sorted(self.root.iterdir()):
             if is_system_file(child.name):
                 self.ignored += 1
+            elif child.name == DECISIONS_FILE:
+                continue  # the user's label decisions, applied after the scan
             elif child.is_file():
                 self.skipped.append(SkippedFile(str(child), "file next to the split folders, not inside a class folder; move it into train/<class>/ to use it"))
             elif child.name.lower() not in SPLIT_FOLDER_ALIASES:
@@ -424,6 +439,8 @@ class _Scan:
         for child in sorted(folder.iterdir()):
             if is_system_file(child.name):
                 self.ignored += 1
+            elif child.name == DECISIONS_FILE and folder == self.root:
+                continue  # the user's label decisions, applied after the scan
             elif child.is_dir():
                 found = list(self._files_under(child, class_name=child.name, split=split))
                 if not found:

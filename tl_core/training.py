@@ -956,6 +956,7 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> dict:
         },
         "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
         "duplicates": data_summary.get("duplicates", []),
+        "label_decisions": data_summary.get("label_decisions") or None,
         "suspicious": data_summary.get("suspicious", []),
         "cache": dict(run.cache_use),
         "cache_keys": _cache_keys(run),
