@@ -7,6 +7,8 @@
     python -m tl_core export RUN_DIR --format tflite|int8|onnx [...]
     python -m tl_core runs [--json]
     python -m tl_core explain RUN_DIR IMAGE [--class NAME] --out map.png
+    python -m tl_core label-issues DATA [--json] [--report FILE]
+    python -m tl_core label-decide DATA --exclude PATH --relabel PATH=CLASS --keep PATH --forget PATH
     python -m tl_core advise DATA
     python -m tl_core compare DATA
     python -m tl_core backbones
@@ -156,6 +158,37 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, help="how many classes to list per image in --json output (default 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     predict.set_defaults(handler=_predict)
+
+    issues = commands.add_parser(
+        "label-issues", help="find images whose label is probably wrong",
+        description="Judge every label with out-of-fold predictions on the frozen backbone's features (confident learning), and list "
+        "suspects (most suspicious first), near-duplicate images with different labels, and images unlike all others. "
+        "Saved label decisions (label-decide) are applied first.",
+    )
+    issues.add_argument("data", metavar="DATA")
+    issues.add_argument("--backbone", default="mobilenet_v2", help="backbone whose ImageNet features judge the labels (default mobilenet_v2)")
+    issues.add_argument("--image-size", type=int, default=None, help="side of the square input (default: the backbone's own)")
+    issues.add_argument("--split", action="append", choices=("train", "val", "test"), default=None, help="judge only this split (repeat for more; default: all)")
+    issues.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold classifier (default 5)")
+    issues.add_argument("--top", type=int, default=None, help="print at most this many suspects (default: all)")
+    issues.add_argument("--cache-dir", default=None, help="cache folder shared with training")
+    issues.add_argument("--json", action="store_true", help="print the suspects as a JSON list, most suspicious first")
+    issues.add_argument("--report", default=None, metavar="FILE", help="also write the whole report (suspects, near duplicates, odd ones out, figures) as JSON")
+    _add_split_options(issues)
+    issues.set_defaults(handler=_label_issues)
+
+    decide = commands.add_parser(
+        "label-decide", help="keep, relabel or exclude images without touching the files",
+        description="Save label decisions in DATA/label_decisions.json; training, evaluation and the app apply them. PATH is relative to DATA or absolute. "
+        "With no change given, print the decisions saved.",
+    )
+    decide.add_argument("data", metavar="DATA")
+    decide.add_argument("--keep", action="append", default=[], metavar="PATH", help="the label is right: keep it (and stop asking)")
+    decide.add_argument("--exclude", action="append", default=[], metavar="PATH", help="leave the image out of training and evaluation")
+    decide.add_argument("--relabel", action="append", default=[], metavar="PATH=CLASS", help="use the image as CLASS")
+    decide.add_argument("--forget", action="append", default=[], metavar="PATH", help="drop the decision about PATH")
+    decide.add_argument("--json", action="store_true", help="print the decisions as JSON")
+    decide.set_defaults(handler=_label_decide)
 
     advise = commands.add_parser("advise", help="measure the data and recommend a strategy (JSON)", description="Place DATA in the four-scenario matrix by measurement and recommend strategy, freeze depth, learning rate and augmentation.")
     advise.add_argument("data", metavar="DATA")
@@ -417,6 +450,103 @@ def _predict(arguments: argparse.Namespace) -> int:
     for prediction in failed:
         print(f"error: could not predict '{prediction.path}': {prediction.error}. Check the path and that the file is an image.", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
+
+
+def _label_issues(arguments: argparse.Namespace) -> int:
+    from tl_core.data import scan_dataset
+    from tl_core.label_issues import find_label_issues
+
+    dataset = scan_dataset(arguments.data, seed=arguments.seed, val_fraction=arguments.val_fraction, test_fraction=arguments.test_fraction)
+    shown = {"decode": "reading images", "features": "computing features", "judge": "judging labels"}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if done == total or done % 512 == 0:
+            print(f"{shown[phase]} {done}/{total}", file=sys.stderr)
+
+    report = find_label_issues(
+        dataset, backbone=arguments.backbone, image_size=arguments.image_size, splits=arguments.split, folds=arguments.folds,
+        seed=arguments.seed, cache_dir=arguments.cache_dir, on_progress=progress,
+    )
+    if arguments.report:
+        from tl_core.export import write_text_atomically
+
+        write_text_atomically(Path(arguments.report).expanduser(), json.dumps(report.to_dict(), indent=2))
+    suspects = report.suspects[: arguments.top] if arguments.top is not None else report.suspects
+    if arguments.json:
+        print(json.dumps([vars(suspect) for suspect in suspects], indent=2))
+        return 0
+    print(
+        f"{report.judged} images judged ({', '.join(report.splits)}) with {report.backbone} features at {report.image_size} px, {report.folds} folds: "
+        f"the out-of-fold classifier agrees with {report.out_of_fold_accuracy:.1%} of the labels; about {report.estimated_issues} labels look wrong."
+    )
+    print(f"\n{len(report.suspects)} suspects, most suspicious first{f' (first {len(suspects)})' if len(suspects) < len(report.suspects) else ''}:")
+    if suspects:
+        print("given -> suggested (confidence)\tpath")
+        for suspect in suspects:
+            print(f"{suspect.given_label} -> {suspect.suggested_label} ({suspect.confidence:.0%})\t{suspect.relative_path}")
+    if report.near_duplicates:
+        print(f"\n{len(report.near_duplicates)} pairs of near-duplicate images with different labels:")
+        for pair in report.near_duplicates:
+            what = "identical files" if pair.identical else f"similarity {pair.similarity:.3f}"
+            print(f"{pair.labels[0]} / {pair.labels[1]} ({what})\t{pair.paths[0]}\t{pair.paths[1]}")
+    if report.odd_ones_out:
+        print(f"\n{len(report.odd_ones_out)} images unlike all the others (check they belong in the dataset at all):")
+        for odd in report.odd_ones_out:
+            print(f"{odd.given_label} ({odd.deviations:.1f} deviations below the usual)\t{odd.relative_path}")
+    for item in report.skipped:
+        print(f"skipped {item['path']}: {item['reason']}")
+    print(f"\nDecide with: python -m tl_core label-decide {arguments.data} --exclude PATH | --relabel PATH=CLASS | --keep PATH")
+    return 0
+
+
+def _label_decide(arguments: argparse.Namespace) -> int:
+    from tl_core.data import scan_dataset
+    from tl_core.decisions import EXCLUDE, KEEP, RELABEL, LabelDecision, decide, load_decisions
+    from tl_core.errors import DataError
+
+    dataset = scan_dataset(arguments.data, label_decisions=False, make_splits=False)
+    by_path = {record.relative_path: record for record in dataset.records}
+
+    def relative(path: str) -> str:
+        given = Path(path).expanduser()
+        if given.is_absolute():
+            try:
+                return given.resolve().relative_to(dataset.root).as_posix()
+            except ValueError:
+                raise DataError(f"'{path}' is not inside the dataset folder '{dataset.root}'.") from None
+        return Path(path).as_posix()
+
+    def record_of(path: str):
+        key = relative(path)
+        if key not in by_path:
+            raise DataError(f"'{path}' is not an image of the dataset in '{dataset.root}'; give its path relative to that folder, e.g. {dataset.records[0].relative_path}.")
+        return by_path[key]
+
+    changes: dict = {}
+    for path in arguments.keep:
+        record = record_of(path)
+        changes[record.relative_path] = LabelDecision(record.relative_path, KEEP, record.class_name)
+    for path in arguments.exclude:
+        record = record_of(path)
+        changes[record.relative_path] = LabelDecision(record.relative_path, EXCLUDE, record.class_name)
+    for item in arguments.relabel:
+        path, separator, target = item.rpartition("=")
+        if not separator or not path:
+            raise DataError(f"--relabel takes PATH=CLASS, not '{item}'.")
+        if target not in dataset.class_names:
+            raise DataError(f"'{target}' is not a class of this dataset; the classes are {', '.join(dataset.class_names)}.")
+        record = record_of(path)
+        changes[record.relative_path] = LabelDecision(record.relative_path, RELABEL, record.class_name, to=target)
+    for path in arguments.forget:
+        changes[relative(path)] = None
+    decisions = decide(dataset.root, changes) if changes else load_decisions(dataset.root)
+    if arguments.json:
+        print(json.dumps({path: decision.to_dict() for path, decision in sorted(decisions.items())}, indent=2))
+        return 0
+    for path, decision in sorted(decisions.items()):
+        print(f"{decision.describe()}\t{path}")
+    print(f"{len(decisions)} decisions in {dataset.root / 'label_decisions.json'}" if decisions else f"No label decisions saved for {dataset.root}.")
+    return 0
 
 
 def _advise(arguments: argparse.Namespace) -> int:
