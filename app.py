@@ -41,6 +41,7 @@ def main() -> None:
 
     pages = [
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+        st.Page("pages/labels.py", title="Labels", icon=":material/label:"),
         st.Page("pages/scenario.py", title="Scenario", icon=":material/grid_view:"),
         st.Page("pages/setup.py", title="Setup", icon=":material/tune:"),
         st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),

@@ -36,7 +36,7 @@ def use_folder(folder: Path, description: str) -> None:
     with st.spinner(f"Scanning {description}…"):
         dataset = engine.scan(folder)
     state["data_dir"], state["dataset"] = str(folder), dataset
-    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config"):
+    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config", "label_report"):
         state[stale] = None  # they described the previous dataset
     st.rerun()  # redraw everything, the sidebar included, with the new dataset
 
@@ -205,4 +205,13 @@ if suspicious:
         st.caption("These files are used. A name that does not match the content trips up other tools; a file that looks truncated is dropped, with a notice, if it fails to decode when training starts.")
         st.dataframe(pd.DataFrame(suspicious), width="stretch", hide_index=True)
 
-st.page_link("pages/scenario.py", label="Next: where your data sits in the decision matrix", icon=":material/arrow_forward:")
+decided = summary.get("label_decisions") or {}
+if decided:
+    st.info(
+        f"Your label decisions are applied: {len(decided['relabelled'])} relabelled, {len(decided['excluded'])} excluded "
+        f"(listed among the skipped files), {len(decided['kept'])} kept. See the Labels page."
+        + (f" {len(decided['stale'])} saved decisions no longer match the files and are not applied." if decided["stale"] else ""),
+        icon=":material/label:",
+    )
+st.page_link("pages/labels.py", label="Next: check the labels (finds images that are probably labelled wrong)", icon=":material/label:")
+st.page_link("pages/scenario.py", label="Or go straight to where your data sits in the decision matrix", icon=":material/arrow_forward:")

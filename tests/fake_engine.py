@@ -145,6 +145,18 @@ class FakeEngine(Engine):
                 on_row(row)
         return rows
 
+    def find_label_issues(self, dataset, backbone="mobilenet_v2", on_progress=None):
+        """The real judgement (out-of-fold classifier, confident learning), on 8x8 pixel features instead of a backbone's."""
+        from tl_core.data import load_image
+        from tl_core.label_issues import judge_labels, judged_splits
+
+        splits = judged_splits(dataset, None)
+        records = [record for record in dataset.records if record.split in splits]
+        features = np.stack([load_image(record.path, 8).reshape(-1).astype(np.float32) for record in records])
+        if on_progress:
+            on_progress("features", len(records), len(records))
+        return judge_labels(dataset, records, features, splits, backbone="8x8 pixels (fake engine)", image_size=8)
+
     def load_run(self, run_dir: str):
         raise AssertionError("pages must not load the model except to predict")
 

@@ -1,0 +1,264 @@
+"""Step 1b, Labels: find images that are probably labelled wrong, and decide what to do with each."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.decisions import DECISIONS_FILE, EXCLUDE, KEEP, RELABEL, LabelDecision
+from tl_core.errors import TLError
+
+state = st.session_state
+engine = state["engine"]
+
+PER_PAGE = 12
+UNDECIDED = "undecided"
+
+st.title("1b · Check the labels")
+st.markdown(
+    "A few wrong labels cost more accuracy than any setting. This step runs the pretrained network over every image once, "
+    "then trains a simple classifier on its features five times, each time leaving a fifth of the images out, so **every image is judged "
+    "by a model that never saw its label**. Images whose label that model finds least likely, while it is confident of another class, are "
+    "the suspects (confident learning, with the `cleanlab` library)."
+)
+st.caption(
+    "Nothing is moved or deleted: your decisions are saved in a small file, "
+    f"`{DECISIONS_FILE}`, in the dataset folder, and every training run applies them and records them."
+)
+
+dataset = state["dataset"]
+if dataset is None:
+    st.info("Load a dataset on the Data page first.")
+    st.page_link("pages/data.py", label="Go to the Data page", icon=":material/folder_open:")
+    st.stop()
+
+
+def rescan() -> None:
+    """The dataset again, with the saved decisions applied; results that described the old labels are cleared."""
+    state["dataset"] = engine.scan(state["data_dir"])
+    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config"):
+        state[stale] = None
+
+
+def option_label(option: str, given: str) -> str:
+    if option == UNDECIDED:
+        return f"No decision (use the folder's label: {given})"
+    if option == KEEP:
+        return f"Keep: '{given}' is right"
+    if option == EXCLUDE:
+        return "Exclude from training and evaluation"
+    return f"Relabel to '{option.split(':', 1)[1]}'"
+
+
+def current_option(decision: LabelDecision | None) -> str:
+    if decision is None:
+        return UNDECIDED
+    return f"{RELABEL}:{decision.to}" if decision.action == RELABEL else decision.action
+
+
+def decision_from(option: str, relative_path: str, given: str) -> LabelDecision | None:
+    if option == UNDECIDED:
+        return None
+    if option.startswith(f"{RELABEL}:"):
+        return LabelDecision(relative_path, RELABEL, given, to=option.split(":", 1)[1])
+    return LabelDecision(relative_path, option, given)
+
+
+def folder_label(relative_path: str, label_now: str, decisions: dict) -> str:
+    """The class the image's folder gives it (a relabel decision changed the label the report saw)."""
+    decision = decisions.get(relative_path)
+    return decision.given if decision is not None else label_now
+
+
+def decision_cards(items: list[dict], decisions: dict, key: str) -> dict[str, LabelDecision | None]:
+    """A grid of images, each with its facts and a decision box; returns the decision chosen for each (by relative path)."""
+    chosen: dict[str, LabelDecision | None] = {}
+    previews = engine.thumbnails([item["path"] for item in items], size=160)
+    for start in range(0, len(items), 4):
+        columns = st.columns(4)
+        for column, item, preview in zip(columns, items[start : start + 4], previews[start : start + 4], strict=False):
+            given = folder_label(item["relative_path"], item["label"], decisions)
+            others = [name for name in dataset.class_names if name != given]
+            # The suggested class first, so the likely fix is one click away.
+            suggested = item.get("suggested")
+            others.sort(key=lambda name: name != suggested)
+            options = [UNDECIDED, KEEP, *[f"{RELABEL}:{name}" for name in others], EXCLUDE]
+            saved = current_option(decisions.get(item["relative_path"]))
+            with column:
+                if preview is not None:
+                    st.image(preview, width="stretch")
+                else:
+                    st.warning("This file cannot be read.")
+                st.markdown(item["headline"])
+                st.caption(f"`{item['relative_path']}` · {item['split']}")
+                option = st.selectbox(
+                    "Decision", options, index=options.index(saved) if saved in options else 0, format_func=lambda option, given=given: option_label(option, given),
+                    key=f"{key}_{state.get('decisions_saved', 0)}_{item['relative_path']}", label_visibility="collapsed",
+                )
+            chosen[item["relative_path"]] = decision_from(option, item["relative_path"], given)
+    return chosen
+
+
+def save(chosen: dict[str, LabelDecision | None], decisions: dict) -> None:
+    """Saves the decisions that changed and reloads the dataset with them."""
+    changes = {path: decision for path, decision in chosen.items() if current_option(decision) != current_option(decisions.get(path))}
+    if not changes:
+        st.toast("Nothing changed.")
+        return
+    engine.decide_labels(dataset.root, changes)
+    state["decisions_saved"] = state.get("decisions_saved", 0) + 1  # new decision boxes, showing what is saved now
+    rescan()
+    state["labels_saved"] = f"Saved {len(changes)} decision{'s' if len(changes) != 1 else ''} in {Path(dataset.root) / DECISIONS_FILE}."
+    st.rerun()
+
+
+def paged(items: list, key: str) -> list:
+    pages = max(1, -(-len(items) // PER_PAGE))
+    if pages == 1:
+        return items
+    number = st.number_input(f"Page (of {pages}, {PER_PAGE} per page)", min_value=1, max_value=pages, value=1, step=1, key=f"{key}_page")
+    return items[(number - 1) * PER_PAGE : number * PER_PAGE]
+
+
+try:
+    decisions = engine.label_decisions(dataset.root)
+except TLError as error:
+    st.error(str(error))
+    st.stop()
+
+if state.get("labels_saved"):
+    st.success(state.pop("labels_saved"))
+
+report_entry = state.get("label_report")
+report = report_entry[1] if report_entry and report_entry[0] == str(dataset.root) else None
+
+images = len(dataset.records)
+button = "Look for wrong labels again" if report else "Look for wrong labels"
+st.caption(f"{images:,} images with MobileNetV2's ImageNet features: about a second per 60 images on a laptop CPU the first time, seconds when the features are cached.")
+if st.button(button, type="secondary" if report else "primary", icon=":material/search:", key="find_label_issues"):
+    bar = st.progress(0.0, text="Starting…")
+    words = {"decode": "Reading images", "features": "Running the pretrained network", "judge": "Judging the labels"}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{words.get(phase, phase)}: {done:,} of {total:,}")
+
+    try:
+        report = engine.find_label_issues(dataset, on_progress=progress)
+    except TLError as error:
+        bar.empty()
+        st.error(str(error))
+        st.stop()
+    bar.empty()
+    state["label_report"] = (str(dataset.root), report, dataset.fingerprint())
+
+if report is not None:
+    if report_entry and report_entry[0] == str(dataset.root) and report_entry[2] != dataset.fingerprint():
+        st.info("Judged before your latest decisions. Look again to judge the labels as they are now (relabelled images with their new label).")
+    columns = st.columns(4)
+    columns[0].metric("Images judged", f"{report.judged:,}")
+    columns[1].metric("Labels the held-out model agrees with", f"{report.out_of_fold_accuracy:.1%}", help="How often the model that did not see an image predicts its given label.")
+    columns[2].metric("Wrong labels, estimated", f"{report.estimated_issues:,}", help="Confident learning's estimate of how many labels are wrong, from the per-class confusion it counts.")
+    columns[3].metric("Suspects", f"{len(report.suspects):,}")
+    st.caption(f"{report.method} {report.folds} folds, {report.backbone} at {report.image_size} px, {report.seconds:.0f} s{' (features from the cache)' if report.features_cached else ''}.")
+    for item in report.skipped:
+        st.warning(f"Not judged: {item['path']}: {item['reason']}")
+
+    tabs = st.tabs([f"Suspects ({len(report.suspects)})", f"Near duplicates ({len(report.near_duplicates)})", f"Odd ones out ({len(report.odd_ones_out)})"])
+    with tabs[0]:
+        if not report.suspects:
+            st.success("No label looks wrong: every image's held-out prediction agrees with its label, or is unsure.")
+        else:
+            st.caption(
+                "Most suspicious first. The percentage is how sure the model that never saw the image is of the suggested class. "
+                "Look at each picture: some suspects are hard or ambiguous images, not wrong labels; keep those."
+            )
+            with st.expander("Decide for many at once"):
+                floor = st.slider("Suspects whose suggested class has at least this confidence", 0.5, 1.0, 0.9, 0.01, key="bulk_floor")
+                picked = [suspect for suspect in report.suspects if suspect.confidence >= floor]
+                action = st.radio("Do", ["relabel", "exclude"], format_func={"relabel": "Relabel each to its suggested class", "exclude": "Exclude them"}.get, horizontal=True, key="bulk_action")
+                if st.button(f"Apply to {len(picked)} suspect{'s' if len(picked) != 1 else ''}", disabled=not picked, key="bulk_apply"):
+                    chosen = {}
+                    for suspect in picked:
+                        given = folder_label(suspect.relative_path, suspect.given_label, decisions)
+                        if action == "exclude":
+                            target = EXCLUDE
+                        else:  # back to the folder's label when that is the one suggested
+                            target = UNDECIDED if suspect.suggested_label == given else f"{RELABEL}:{suspect.suggested_label}"
+                        chosen[suspect.relative_path] = decision_from(target, suspect.relative_path, given)
+                    save(chosen, decisions)
+            shown = paged(report.suspects, "suspects")
+            with st.form("suspect_decisions", border=False):
+                items = [
+                    {
+                        "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
+                        "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%})",
+                    }
+                    for suspect in shown
+                ]
+                chosen = decision_cards(items, decisions, "suspect")
+                if st.form_submit_button("Save the decisions on this page", type="primary"):
+                    save(chosen, decisions)
+    with tabs[1]:
+        if not report.near_duplicates:
+            st.success("No two images look alike while carrying different labels.")
+        else:
+            st.caption(
+                "Pairs of images that are the same picture, or nearly (resized, re-encoded, slightly cropped), but sit in different classes. "
+                "At most one of the labels can be right; often one copy should go."
+            )
+            for number, pair in enumerate(paged(report.near_duplicates, "pairs")):
+                what = "identical files" if pair.identical else f"similarity {pair.similarity:.2f}"
+                st.markdown(f"**{pair.labels[0]}** and **{pair.labels[1]}** · {what}")
+                relatives = [Path(path).relative_to(dataset.root).as_posix() if Path(path).is_relative_to(dataset.root) else path for path in pair.paths]
+                items = [
+                    {"path": path, "relative_path": relative, "split": "", "label": label, "suggested": other, "headline": f"labelled **{label}**"}
+                    for path, relative, label, other in zip(pair.paths, relatives, pair.labels, reversed(pair.labels), strict=True)
+                ]
+                with st.form(f"pair_{number}", border=True):
+                    chosen = decision_cards(items, decisions, f"pair{number}")
+                    if st.form_submit_button("Save these two decisions"):
+                        save(chosen, decisions)
+    with tabs[2]:
+        if not report.odd_ones_out:
+            st.success("No image stands far apart from all the others.")
+        else:
+            st.caption(
+                "Images unlike all the others, whatever their label: a placeholder, a screenshot, a photo of something else. "
+                "If one does not belong to any of your classes, exclude it."
+            )
+            with st.form("odd_decisions", border=False):
+                items = [
+                    {
+                        "path": odd.path, "relative_path": odd.relative_path, "split": odd.split, "label": odd.given_label, "suggested": None,
+                        "headline": f"labelled **{odd.given_label}** · {odd.deviations:.1f}× further out than usual",
+                    }
+                    for odd in paged(report.odd_ones_out, "odd")
+                ]
+                chosen = decision_cards(items, decisions, "odd")
+                if st.form_submit_button("Save the decisions on this page", type="primary"):
+                    save(chosen, decisions)
+
+st.subheader("Your decisions")
+applied = dataset.label_decisions
+if not decisions:
+    st.caption("None yet. Training uses every image with the label its folder gives it.")
+else:
+    relabelled, excluded, kept = len(applied.get("relabelled", [])), len(applied.get("excluded", [])), len(applied.get("kept", []))
+    st.markdown(f"Training uses these: **{relabelled}** relabelled, **{excluded}** excluded, **{kept}** kept as they are.")
+    for item in applied.get("stale", []):
+        st.warning(f"Not applied: `{item['path']}`: {item['reason']}.")
+    table = pd.DataFrame([{"image": path, "decision": decision.describe(), "decided": decision.decided} for path, decision in sorted(decisions.items())])
+    st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(table), 360))
+    columns = st.columns([3, 2, 2])
+    forget = columns[0].multiselect("Undo decisions", sorted(decisions), key="forget_decisions", placeholder="Choose images")
+    if columns[1].button(f"Undo {len(forget)}", disabled=not forget, key="forget_apply"):
+        save(dict.fromkeys(forget), decisions)
+    saved_file = Path(dataset.root) / DECISIONS_FILE
+    columns[2].download_button("Download the decisions", saved_file.read_bytes() if saved_file.is_file() else b"", file_name=DECISIONS_FILE, mime="application/json", key="download_decisions")
+    if Path(state["workspace"].root) in Path(dataset.root).parents:
+        st.caption(
+            f"This dataset is the app's copy of your upload, so the decisions are saved in that copy. Download them and put `{DECISIONS_FILE}` "
+            "in your own folder (next to the class folders) to keep them for later sessions."
+        )
+
+st.page_link("pages/scenario.py", label="Next: where your data sits in the decision matrix", icon=":material/arrow_forward:")
