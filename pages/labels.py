@@ -159,7 +159,10 @@ if report is not None:
     columns[1].metric("Labels the held-out model agrees with", f"{report.out_of_fold_accuracy:.1%}", help="How often the model that did not see an image predicts its given label.")
     columns[2].metric("Wrong labels, estimated", f"{report.estimated_issues:,}", help="Confident learning's estimate of how many labels are wrong, from the per-class confusion it counts.")
     columns[3].metric("Suspects", f"{len(report.suspects):,}")
-    st.caption(f"{report.method} {report.folds} folds, {report.backbone} at {report.image_size} px, {report.seconds:.0f} s{' (features from the cache)' if report.features_cached else ''}.")
+    st.caption(
+        f"{report.method} {report.folds} folds, regularisation C = {report.regularisation:g}, {report.backbone} at {report.image_size} px, "
+        f"{report.seconds:.0f} s{' (features from the cache)' if report.features_cached else ''}."
+    )
     for item in report.skipped:
         st.warning(f"Not judged: {item['path']}: {item['reason']}")
 

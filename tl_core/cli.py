@@ -476,7 +476,7 @@ def _label_issues(arguments: argparse.Namespace) -> int:
         print(json.dumps([vars(suspect) for suspect in suspects], indent=2))
         return 0
     print(
-        f"{report.judged} images judged ({', '.join(report.splits)}) with {report.backbone} features at {report.image_size} px, {report.folds} folds: "
+        f"{report.judged} images judged ({', '.join(report.splits)}) with {report.backbone} features at {report.image_size} px, {report.folds} folds, C={report.regularisation:g}: "
         f"the out-of-fold classifier agrees with {report.out_of_fold_accuracy:.1%} of the labels; about {report.estimated_issues} labels look wrong."
     )
     print(f"\n{len(report.suspects)} suspects, most suspicious first{f' (first {len(suspects)})' if len(suspects) < len(report.suspects) else ''}:")
