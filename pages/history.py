@@ -12,7 +12,7 @@ import streamlit as st
 
 from app_charts import compared_curves
 from tl_core.errors import TLError
-from tl_core.history import config_differences, flatten_config
+from tl_core.history import config_differences, flatten_config, held_out_images
 
 state = st.session_state
 engine = state["engine"]
@@ -48,7 +48,7 @@ st.dataframe(
             "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
             "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "status": record.status,
             "backbone": record.backbone, "image size": record.image_size, "frozen layers": record.frozen_layers, "epochs": record.epochs,
-            "images": record.images, "classes": record.classes, "seed": record.seed, "fingerprint": record.fingerprint, "folder": record.name,
+            "images": record.images, "label decisions": record.label_decisions, "classes": record.classes, "seed": record.seed, "fingerprint": record.fingerprint, "folder": record.name,
         }
         for record in records
     ]),
@@ -131,7 +131,12 @@ if len(pair) == 2:
     ])
     st.dataframe(summary, hide_index=True, column_config={"test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min")})
     if first.fingerprint and first.fingerprint != second.fingerprint:
-        st.caption("The two runs trained on different data (their fingerprints differ), so their accuracies are not measured on the same images.")
+        decisions = f" Label decisions: A {first.label_decisions or 'none'}; B {second.label_decisions or 'none'}." if first.label_decisions or second.label_decisions else ""
+        judged = held_out_images(first.run_dir)
+        if judged and judged == held_out_images(second.run_dir):
+            st.caption(f"The two runs trained on different data (their fingerprints differ), but both were judged on the same {len(judged):,} held-out images, so their accuracies compare directly.{decisions}")
+        else:
+            st.caption(f"The two runs trained on different data (their fingerprints differ), and were not judged on the same images, so their accuracies do not compare directly.{decisions}")
     curve_columns = st.columns(2)
     for column, figure in zip(curve_columns, compared_curves({f"A · {first.name}": first.history, f"B · {second.name}": second.history}), strict=True):
         column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})

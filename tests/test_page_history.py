@@ -150,3 +150,28 @@ def test_a_reopened_run_stays_shown_after_the_sessions_run_was_adopted(tmp_path:
 
     assert not at.exception
     assert at.session_state["run_dir"] == str(older)  # neither the app nor the Train page switched it back
+
+
+def test_a_cleaned_run_and_a_noisy_one_compare_on_the_same_held_out_images(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    noisy = finished_run(runs, "noisy", "2026-12-01T10:00:00+00:00")
+    cleaned = finished_run(runs, "cleaned", "2026-12-02T10:00:00+00:00")
+    held_out = [{"path": f"/photos/insects/val/ants/{index}.jpg", "class": "ants", "split": "test", "size": 1, "mtime": 1, "row": index} for index in range(8)]
+    trained = [{"path": f"/photos/insects/train/ants/{index}.jpg", "class": "ants", "split": "train", "size": 1, "mtime": 1, "row": 8 + index} for index in range(4)]
+    for run_dir, rows, decisions in ((noisy, trained, None), (cleaned, trained[1:], {"relabelled": [], "excluded": [trained[0]["path"]], "kept": [], "stale": []})):
+        summary = json.loads((run_dir / "run.json").read_text())
+        summary["data"].update({"evaluation_split": "test", "fingerprint": run_dir.name})
+        summary["label_decisions"] = decisions
+        (run_dir / "run.json").write_text(json.dumps(summary))
+        (run_dir / "images.json").write_text(json.dumps(held_out + rows))
+    at = open_history_page(tmp_path, runs)
+    assert list(at.dataframe[0].value["label decisions"]) == ["1 excluded", ""]
+
+    at.multiselect(key="history_compare").set_value([str(noisy), str(cleaned)]).run()
+
+    assert not at.exception
+    assert "both were judged on the same 8 held-out images, so their accuracies compare directly. Label decisions: A none; B 1 excluded." in texts(at, "caption")
+    held_out[0]["class"] = "bees"  # a relabelled held-out image: not the same judgement any more
+    (cleaned / "images.json").write_text(json.dumps(held_out + trained))
+    at.run()
+    assert "were not judged on the same images" in texts(at, "caption")

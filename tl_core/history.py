@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tl_core.errors import RunError
+from tl_core.rerun import IMAGES_FILE
 
 RUN_MARKERS = ("run.json", "model.keras", "model.h5", "metrics.json")
 STATUSES = ("finished", "stopped", "failed", "incomplete", "unreadable")
@@ -46,6 +47,7 @@ class RunRecord:
         test_accuracy: Accuracy on the held-out split, when the run has a model.
         seconds: The run's duration.
         has_model: True when a model file is there.
+        label_decisions: The user's label decisions the run applied, in words ("3 relabelled, 12 excluded"); empty when none.
         problem: Why the row is incomplete or unreadable, or the failure message.
         config: The run's full settings (empty when unreadable).
         history: The run's epochs (for learning curves).
@@ -68,6 +70,7 @@ class RunRecord:
     test_accuracy: float | None = None
     seconds: float | None = None
     has_model: bool = False
+    label_decisions: str = ""
     problem: str = ""
     config: dict = field(default_factory=dict, repr=False)
     history: list = field(default_factory=list, repr=False)
@@ -138,10 +141,32 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         test_accuracy=metrics.get("test_accuracy"),
         seconds=seconds,
         has_model=has_model,
+        label_decisions=_decisions_in_words(summary.get("label_decisions")),
         problem=str(summary.get("error") or ""),
         config=config,
         history=history if isinstance(history, list) else [],
     )
+
+
+def _decisions_in_words(applied) -> str:
+    if not isinstance(applied, dict):
+        return ""
+    counts = {what: len(applied.get(what) or []) for what in ("relabelled", "excluded", "kept")}
+    return ", ".join(f"{count} {what}" for what, count in counts.items() if count)
+
+
+def held_out_images(run_dir: str | os.PathLike) -> set[tuple[str, str]] | None:
+    """The (path, class) of every image a run was judged on, from its ``images.json``; None when that cannot be read.
+
+    Two runs whose sets are equal report accuracies on the same images, whatever else changed in their data.
+    """
+    folder = Path(run_dir)
+    try:
+        split = json.loads((folder / "run.json").read_text(encoding="utf-8"))["data"]["evaluation_split"]
+        rows = json.loads((folder / IMAGES_FILE).read_text(encoding="utf-8"))
+        return {(row["path"], row["class"]) for row in rows if row["split"] == split}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _read_metrics(folder: Path) -> dict:
