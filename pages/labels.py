@@ -178,7 +178,8 @@ if report is not None:
             with st.expander("Decide for many at once"):
                 floor = st.slider("Suspects whose suggested class has at least this confidence", 0.5, 1.0, 0.9, 0.01, key="bulk_floor")
                 picked = [suspect for suspect in report.suspects if suspect.confidence >= floor]
-                action = st.radio("Do", ["relabel", "exclude"], format_func={"relabel": "Relabel each to its suggested class", "exclude": "Exclude them"}.get, horizontal=True, key="bulk_action")
+                action = st.radio("Do", ["exclude", "relabel"], format_func={"relabel": "Relabel each to its suggested class", "exclude": "Exclude them"}.get, horizontal=True, key="bulk_action")
+                st.caption("Excluding is the safer choice for many at once: a suspect that is a hard picture rather than a wrong label is only left out, not given the wrong class.")
                 if st.button(f"Apply to {len(picked)} suspect{'s' if len(picked) != 1 else ''}", disabled=not picked, key="bulk_apply"):
                     chosen = {}
                     for suspect in picked:

@@ -77,7 +77,8 @@ def test_bulk_relabel_and_undo(tmp_path: Path) -> None:
     at = open_labels(root)
     at.button(key="find_label_issues").click().run()
     suspects = at.session_state["label_report"][1].suspects
-    at.slider(key="bulk_floor").set_value(0.5).run()
+    at.slider(key="bulk_floor").set_value(0.5)
+    at.radio(key="bulk_action").set_value("relabel").run()
     confident = [suspect for suspect in suspects if suspect.confidence >= 0.5]
     at.button(key="bulk_apply").click().run()
     assert not at.exception
