@@ -158,7 +158,11 @@ if report is not None:
     columns[0].metric("Images judged", f"{report.judged:,}")
     columns[1].metric("Labels the held-out model agrees with", f"{report.out_of_fold_accuracy:.1%}", help="How often the model that did not see an image predicts its given label.")
     columns[2].metric("Wrong labels, estimated", f"{report.estimated_issues:,}", help="Confident learning's estimate of how many labels are wrong, from the per-class confusion it counts.")
-    columns[3].metric("Suspects", f"{len(report.suspects):,}")
+    flagged = sum(suspect.flagged for suspect in report.suspects)
+    columns[3].metric(
+        "Suspects", f"{len(report.suspects):,}", delta=f"{flagged:,} flagged", delta_color="off",
+        help="Suspects: images the held-out model puts in another class. Flagged: those confident learning is sure of (their probability clears the class's threshold).",
+    )
     st.caption(
         f"{report.method} {report.folds} folds, regularisation C = {report.regularisation:g}, {report.backbone} at {report.image_size} px, "
         f"{report.seconds:.0f} s{' (features from the cache)' if report.features_cached else ''}."
@@ -172,9 +176,12 @@ if report is not None:
             st.success("No label looks wrong: every image's held-out prediction agrees with its label, or is unsure.")
         else:
             st.caption(
-                "Most suspicious first. The percentage is how sure the model that never saw the image is of the suggested class. "
-                "Look at each picture: some suspects are hard or ambiguous images, not wrong labels; keep those."
+                "Most suspicious first. The percentage is how sure the model that never saw the image is of the suggested class; "
+                "**flagged** marks the surest cases (confident learning). Look at each picture: some suspects are hard or ambiguous images, "
+                "not wrong labels; keep those."
             )
+            if not flagged:
+                st.info("Confident learning flags none of them: the labels look clean. The list shows the images the held-out model disagrees with; most are hard pictures, a few may be wrong labels.")
             with st.expander("Decide for many at once"):
                 floor = st.slider("Suspects whose suggested class has at least this confidence", 0.5, 1.0, 0.9, 0.01, key="bulk_floor")
                 picked = [suspect for suspect in report.suspects if suspect.confidence >= floor]
@@ -195,7 +202,7 @@ if report is not None:
                 items = [
                     {
                         "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
-                        "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%})",
+                        "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%}){' · :red[flagged]' if suspect.flagged else ''}",
                     }
                     for suspect in shown
                 ]

@@ -21,9 +21,9 @@ def test_smoke_run_plants_finds_and_trains(capsys, tmp_path: Path, imagenet_weig
     assert sorted(path.relative_to(data).as_posix() for path in data.rglob("*")) == before  # the user's folder is untouched
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["planted"] == 6
-    assert [row["labels"] for row in result["runs"]] == ["clean", "noisy", "noisy, suspects excluded", "noisy, suspects relabelled"]
+    assert [row["labels"] for row in result["runs"]] == ["clean", "noisy", "noisy, flagged excluded", "noisy, flagged relabelled"]
     runs = {row["labels"]: row for row in result["runs"]}
-    assert runs["noisy, suspects excluded"]["train_images"] < runs["noisy"]["train_images"] == runs["noisy, suspects relabelled"]["train_images"]
+    assert runs["noisy, flagged excluded"]["train_images"] < runs["noisy"]["train_images"] == runs["noisy, flagged relabelled"]["train_images"]
     assert result["top_k"]["as many as planted"]["recall"] >= 0.5  # stripes and colours at 32 px: most flips are plain to see
     assert "| top k suspects | k | precision | recall |" in out and "| clean |" in out
     flipped = list((tmp_path / "work" / "noisy" / "train").rglob("flipped_*"))

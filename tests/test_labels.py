@@ -50,6 +50,7 @@ def test_planted_flips_are_the_top_suspects_with_their_true_class(tmp_path: Path
         assert suspect.given_label == wrong
         assert suspect.suggested_label == relative.split("/")[0]
         assert suspect.confidence > 0.5 > suspect.given_probability
+        assert suspect.flagged  # confident learning is sure of these
     assert report.judged == 48 and report.folds == 5
     assert report.out_of_fold_accuracy == pytest.approx(45 / 48, abs=0.03)
 

@@ -16,9 +16,9 @@ another class's folder. Then:
 2. the same recipe (feature extraction by default) trains on
    - the clean labels (DATA as it is),
    - the noisy labels,
-   - the noisy labels with the finder's suspects excluded (a ``label_decisions.json``
+   - the noisy labels with the flagged suspects excluded (a ``label_decisions.json``
      in the copy, as the app writes it),
-   - the noisy labels with each suspect relabelled to the class the finder suggests;
+   - the noisy labels with each flagged suspect relabelled to the class the finder suggests;
    all on the same held-out images with the same seed.
 """
 
@@ -127,24 +127,26 @@ def main(argv: list[str] | None = None) -> int:
         report = find_label_issues(dataset, image_size=image_size, splits=judged, seed=arguments.seed, cache_dir=str(work / "cache_finder"))
         finder_minutes = (time.perf_counter() - started) / 60
         ranked = [suspect.relative_path for suspect in report.suspects]
-        cut_offs = {"half the planted": max(1, len(flips) // 2), "as many as planted": len(flips), "all flagged": len(ranked)}
+        flagged = [suspect for suspect in report.suspects if suspect.flagged]
+        cut_offs = {"half the planted": max(1, len(flips) // 2), "as many as planted": len(flips), "flagged by confident learning": len(flagged), "all suspects": len(ranked)}
         found = {name: precision_recall(ranked, planted, k) for name, k in cut_offs.items()}
         true_class = dict(flips)
         right_suggestions = sum(1 for suspect in report.suspects if suspect.relative_path in planted and suspect.suggested_label == true_class[suspect.relative_path])
 
         rows = [train_row("clean", arguments.data, work, arguments.seed, arguments.strategy, overrides), train_row("noisy", noisy, work, arguments.seed, arguments.strategy, overrides)]
         given = {record.relative_path: record.class_name for record in dataset.records}
-        save_decisions(noisy, {path: LabelDecision(path, EXCLUDE, given[path]) for path in ranked})
-        rows.append(train_row("noisy, suspects excluded", noisy, work, arguments.seed, arguments.strategy, overrides))
-        save_decisions(noisy, {s.relative_path: LabelDecision(s.relative_path, RELABEL, s.given_label, to=s.suggested_label) for s in report.suspects})
-        rows.append(train_row("noisy, suspects relabelled", noisy, work, arguments.seed, arguments.strategy, overrides))
+        save_decisions(noisy, {s.relative_path: LabelDecision(s.relative_path, EXCLUDE, given[s.relative_path]) for s in flagged})
+        rows.append(train_row("noisy, flagged excluded", noisy, work, arguments.seed, arguments.strategy, overrides))
+        save_decisions(noisy, {s.relative_path: LabelDecision(s.relative_path, RELABEL, s.given_label, to=s.suggested_label) for s in flagged})
+        rows.append(train_row("noisy, flagged relabelled", noisy, work, arguments.seed, arguments.strategy, overrides))
     finally:
         if arguments.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"Label-noise benchmark on {arguments.data.name}: {len(flips)} of the train/ images ({arguments.noise:.0%}) given a wrong label, seed {arguments.seed}")
     print(
-        f"\nFinder: {report.judged} images judged ({', '.join(judged)}), {len(ranked)} flagged, estimated wrong labels {report.estimated_issues}, "
+        f"\nFinder: {report.judged} images judged ({', '.join(judged)}), {len(ranked)} suspects, {len(flagged)} flagged by confident learning "
+        f"(estimated wrong labels {report.estimated_issues}), C={report.regularisation:g}, "
         f"out-of-fold agreement {report.out_of_fold_accuracy:.1%}, {finder_minutes:.1f} min; "
         f"{right_suggestions} of the {len(planted & set(ranked))} planted flips it found come with their true class as the suggestion."
     )
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row.labels} | {row.train_images:,} | {row.accuracy:.4f} | {row.macro_f1:.4f} | {row.minutes:.1f} |")
     if arguments.json:
         arguments.json.write_text(json.dumps({
-            "dataset": str(arguments.data), "noise": arguments.noise, "seed": arguments.seed, "planted": len(flips), "flagged": len(ranked),
+            "dataset": str(arguments.data), "noise": arguments.noise, "seed": arguments.seed, "planted": len(flips), "suspects": len(ranked), "flagged": len(flagged),
             "estimated": report.estimated_issues, "finder_minutes": finder_minutes, "right_suggestions": right_suggestions,
             "top_k": {name: {"k": cut_offs[name], "precision": found[name][0], "recall": found[name][1]} for name in cut_offs},
             "runs": [asdict(row) for row in rows],

@@ -479,11 +479,15 @@ def _label_issues(arguments: argparse.Namespace) -> int:
         f"{report.judged} images judged ({', '.join(report.splits)}) with {report.backbone} features at {report.image_size} px, {report.folds} folds, C={report.regularisation:g}: "
         f"the out-of-fold classifier agrees with {report.out_of_fold_accuracy:.1%} of the labels; about {report.estimated_issues} labels look wrong."
     )
-    print(f"\n{len(report.suspects)} suspects, most suspicious first{f' (first {len(suspects)})' if len(suspects) < len(report.suspects) else ''}:")
+    flagged = sum(suspect.flagged for suspect in report.suspects)
+    print(
+        f"\n{len(report.suspects)} suspects (the held-out model prefers another class), most suspicious first{f' (first {len(suspects)})' if len(suspects) < len(report.suspects) else ''}; "
+        f"{flagged} flagged (*) by confident learning, the surest:"
+    )
     if suspects:
         print("given -> suggested (confidence)\tpath")
         for suspect in suspects:
-            print(f"{suspect.given_label} -> {suspect.suggested_label} ({suspect.confidence:.0%})\t{suspect.relative_path}")
+            print(f"{'*' if suspect.flagged else ' '} {suspect.given_label} -> {suspect.suggested_label} ({suspect.confidence:.0%})\t{suspect.relative_path}")
     if report.near_duplicates:
         print(f"\n{len(report.near_duplicates)} pairs of near-duplicate images with different labels:")
         for pair in report.near_duplicates:

@@ -10,12 +10,13 @@ How it judges, in short:
    Each image gets its class probabilities from the one model that did not see
    it: *out-of-fold* probabilities, so no image is judged by a model that learnt
    its (possibly wrong) label.
-3. Confident learning (the ``cleanlab`` package) compares the given labels with
-   those probabilities, class by class, with a threshold per class (the mean
-   probability a class's own images get), estimates how many images of each
-   class carry each wrong label, and flags that many, the least likely first.
-   Ranking by the probability of the given label ("self-confidence") puts the
-   clearest cases at the top.
+3. The suspects are the images whose out-of-fold model prefers another class,
+   least likely given label first. Confident learning (the ``cleanlab`` package)
+   then marks the surest of them: it compares the probabilities with a threshold
+   per class (the mean probability a class's own images get), estimates how many
+   images of each class carry each wrong label, and flags that many. On data with
+   few wrong labels it often flags none, while the list still shows the images
+   worth a look (hard pictures as well as wrong labels).
 
 Odd ones out: images unlike all the others (the mean distance to their nearest
 neighbours in feature space, cleanlab's ``OutOfDistribution``, far below the
@@ -60,7 +61,7 @@ MAX_OUTLIER_SHARE = 0.02  # and at most this share of the judged images is liste
 
 @dataclass(frozen=True)
 class Suspect:
-    """An image whose given label is probably wrong.
+    """An image whose given label may be wrong: the model that never saw it finds another class more likely.
 
     Attributes:
         path: Absolute path.
@@ -70,6 +71,8 @@ class Suspect:
         suggested_label: The class the out-of-fold model finds most likely, other than the given one.
         confidence: Out-of-fold probability of the suggested class.
         given_probability: Out-of-fold probability of the given class (the lower, the more suspicious).
+        flagged: Confident learning flags it too: its probability of the suggested class clears that
+            class's threshold, so it counts among the labels estimated wrong (the surest cases).
     """
 
     path: str
@@ -79,6 +82,7 @@ class Suspect:
     suggested_label: str
     confidence: float
     given_probability: float
+    flagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ class LabelReport:
     """What the search found.
 
     Attributes:
-        suspects: Most suspicious first.
+        suspects: Most suspicious first (lowest probability of the given label).
         near_duplicates: Most similar first (identical files first of all).
         odd_ones_out: Most unusual first.
         class_names: The classes, as judged (after the user's decisions).
@@ -151,8 +155,9 @@ class LabelReport:
     seconds: float
     skipped: list[dict] = field(default_factory=list)
     method: str = (
-        "Out-of-fold probabilities of a logistic regression on the frozen backbone's features (regularisation chosen by cross-validation), "
-        "judged by confident learning (cleanlab.filter.find_label_issues, pruned by noise rate, ranked by self-confidence)."
+        "Out-of-fold probabilities of a logistic regression on the frozen backbone's features (regularisation chosen by cross-validation); "
+        "suspects are the images whose held-out prediction is another class, least likely label first; confident learning "
+        "(cleanlab.filter.find_label_issues, pruned by noise rate) flags the surest."
     )
 
     def to_dict(self) -> dict:
@@ -391,10 +396,11 @@ def _suspects(records: Sequence[ImageRecord], labels: np.ndarray, probabilities:
     local = np.searchsorted(present, labels)
     local_probabilities = probabilities[:, present]
     local_probabilities = local_probabilities / np.maximum(local_probabilities.sum(axis=1, keepdims=True), 1e-12)
-    flagged = confident_learning(local, local_probabilities, filter_by="prune_by_noise_rate", return_indices_ranked_by="self_confidence")
+    flagged = set(confident_learning(local, local_probabilities, filter_by="prune_by_noise_rate").nonzero()[0].tolist())
     estimated = int(num_label_issues(local, local_probabilities))
+    disagreeing = set(np.nonzero(probabilities.argmax(axis=1) != labels)[0].tolist())
     suspects = []
-    for index in flagged.tolist():
+    for index in sorted(flagged | disagreeing, key=lambda index: (probabilities[index, labels[index]], index)):
         given = labels[index]
         others = probabilities[index].copy()
         others[given] = -1.0
@@ -408,6 +414,7 @@ def _suspects(records: Sequence[ImageRecord], labels: np.ndarray, probabilities:
             suggested_label=class_names[suggested],
             confidence=round(float(probabilities[index, suggested]), 4),
             given_probability=round(float(probabilities[index, given]), 4),
+            flagged=index in flagged,
         ))
     return suspects, estimated
 
