@@ -119,6 +119,19 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         expect(page.get_by_text("398 images in 2 classes")).to_be_visible()
         shot("1_data")
 
+        # 1b. Labels: every label judged by a model that never saw it; exclude the placeholder picture
+        # in train/ants (the odd one out), and the run must leave it out and record that.
+        open_page("Labels")
+        page.get_by_role("button", name="Look for wrong labels").click()
+        expect(page.get_by_text("Images judged").first).to_be_visible(timeout=180_000)
+        page.get_by_role("tab", name=re.compile("Odd ones out")).click()
+        card = page.locator('[data-testid="stColumn"]', has_text="imageNotFound.gif")
+        card.locator('[data-testid="stSelectbox"]').click()
+        page.get_by_role("option", name="Exclude from training", exact=False).click()
+        page.get_by_role("button", name="Save the decisions on this page").click()
+        expect(page.get_by_text("Saved 1 decision").first).to_be_visible()
+        shot("1b_labels")
+
         # 2. Scenario: small data, similar to ImageNet -> feature extraction.
         open_page("Scenario")
         page.get_by_text("Yes: everyday photos", exact=False).first.click()
@@ -141,6 +154,8 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         expect(page.get_by_text("accuracy", exact=False).first).to_be_visible()
         expect(page.get_by_text("Accuracy on held-out images", exact=False).first).to_be_visible(timeout=300_000)
         first_run = re.search(r"runs/([\w.-]+)", page.get_by_text("Run folder:", exact=False).first.inner_text()).group(1)
+        applied = json.loads((Path(os.environ["TL_CORE_RUNS_DIR"]) / first_run / "run.json").read_text())["label_decisions"]
+        assert [Path(path).name for path in applied["excluded"]] == ["imageNotFound.gif"]
         shot("4_train")
 
         # 5. Evaluate: the confusion matrix.
