@@ -18,8 +18,8 @@ st.title("1b · Check the labels")
 st.markdown(
     "A few wrong labels cost more accuracy than any setting. This step runs the pretrained network over every image once, "
     "then trains a simple classifier on its features five times, each time leaving a fifth of the images out, so **every image is judged "
-    "by a model that never saw its label**. Images whose label that model finds least likely, while it is confident of another class, are "
-    "the suspects (confident learning, with the `cleanlab` library)."
+    "by a model that never saw its label**. The images it puts in another class are the suspects, least likely label first; "
+    "confident learning (the `cleanlab` library) flags the surest of them."
 )
 st.caption(
     "Nothing is moved or deleted: your decisions are saved in a small file, "
@@ -42,11 +42,11 @@ def rescan() -> None:
 
 def option_label(option: str, given: str) -> str:
     if option == UNDECIDED:
-        return f"No decision (use the folder's label: {given})"
+        return "Undecided"
     if option == KEEP:
-        return f"Keep: '{given}' is right"
+        return f"Keep '{given}'"
     if option == EXCLUDE:
-        return "Exclude from training and evaluation"
+        return "Exclude"
     return f"Relabel to '{option.split(':', 1)[1]}'"
 
 
@@ -154,15 +154,13 @@ if st.button(button, type="secondary" if report else "primary", icon=":material/
 if report is not None:
     if report_entry and report_entry[0] == str(dataset.root) and report_entry[2] != dataset.fingerprint():
         st.info("Judged before your latest decisions. Look again to judge the labels as they are now (relabelled images with their new label).")
-    columns = st.columns(4)
+    columns = st.columns(5)
     columns[0].metric("Images judged", f"{report.judged:,}")
-    columns[1].metric("Labels the held-out model agrees with", f"{report.out_of_fold_accuracy:.1%}", help="How often the model that did not see an image predicts its given label.")
-    columns[2].metric("Wrong labels, estimated", f"{report.estimated_issues:,}", help="Confident learning's estimate of how many labels are wrong, from the per-class confusion it counts.")
+    columns[1].metric("Agreement", f"{report.out_of_fold_accuracy:.1%}", help="How often the model that did not see an image predicts its given label.")
+    columns[2].metric("Suspects", f"{len(report.suspects):,}", help="Images the held-out model puts in another class: wrong labels, and hard or ambiguous pictures.")
     flagged = sum(suspect.flagged for suspect in report.suspects)
-    columns[3].metric(
-        "Suspects", f"{len(report.suspects):,}", delta=f"{flagged:,} flagged", delta_color="off",
-        help="Suspects: images the held-out model puts in another class. Flagged: those confident learning is sure of (their probability clears the class's threshold).",
-    )
+    columns[3].metric("Flagged", f"{flagged:,}", help="The suspects confident learning is sure of: their probability of the other class clears that class's threshold.")
+    columns[4].metric("Wrong labels, estimated", f"{report.estimated_issues:,}", help="Confident learning's estimate of how many labels are wrong, from the per-class confusion it counts.")
     st.caption(
         f"{report.method} {report.folds} folds, regularisation C = {report.regularisation:g}, {report.backbone} at {report.image_size} px, "
         f"{report.seconds:.0f} s{' (features from the cache)' if report.features_cached else ''}."
@@ -235,13 +233,14 @@ if report is not None:
         else:
             st.caption(
                 "Images unlike all the others, whatever their label: a placeholder, a screenshot, a photo of something else. "
-                "If one does not belong to any of your classes, exclude it."
+                "If one does not belong to any of your classes, exclude it. The score says how far below the typical image's "
+                "closeness to its neighbours it lies, in median absolute deviations; from 4 on an image is listed."
             )
             with st.form("odd_decisions", border=False):
                 items = [
                     {
                         "path": odd.path, "relative_path": odd.relative_path, "split": odd.split, "label": odd.given_label, "suggested": None,
-                        "headline": f"labelled **{odd.given_label}** · {odd.deviations:.1f}× further out than usual",
+                        "headline": f"labelled **{odd.given_label}** · outlier score {odd.deviations:.1f}",
                     }
                     for odd in paged(report.odd_ones_out, "odd")
                 ]

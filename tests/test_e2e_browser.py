@@ -127,7 +127,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         page.get_by_role("tab", name=re.compile("Odd ones out")).click()
         card = page.locator('[data-testid="stColumn"]', has_text="imageNotFound.gif")
         card.locator('[data-testid="stSelectbox"]').click()
-        page.get_by_role("option", name="Exclude from training", exact=False).click()
+        page.get_by_role("option", name="Exclude", exact=True).click()
         page.get_by_role("button", name="Save the decisions on this page").click()
         expect(page.get_by_text("Saved 1 decision").first).to_be_visible()
         shot("1b_labels")

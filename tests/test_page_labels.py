@@ -49,7 +49,9 @@ def test_suspects_are_shown_and_a_relabel_is_saved_and_applied(tmp_path: Path) -
     at.button(key="find_label_issues").click().run()
     assert not at.exception
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["Images judged"] == "48" and metrics["Suspects"] == str(len(at.session_state["label_report"][1].suspects))
+    suspects = at.session_state["label_report"][1].suspects
+    assert metrics["Images judged"] == "48" and metrics["Suspects"] == str(len(suspects))
+    assert metrics["Flagged"] == str(sum(suspect.flagged for suspect in suspects))
     boxes = suspect_boxes(at)
     assert {"green/red_003.png", "blue/green_007.png"} <= set(boxes)
     box = boxes["green/red_003.png"]
