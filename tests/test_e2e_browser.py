@@ -122,6 +122,8 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         # 1b. Labels: every label judged by a model that never saw it; exclude the placeholder picture
         # in train/ants (the odd one out), and the run must leave it out and record that.
         open_page("Labels")
+        expect(page.get_by_role("button", name="Look for wrong labels")).to_be_enabled()
+        page.wait_for_timeout(1000)  # let the page's first run settle, so the click is not lost in a rerun
         page.get_by_role("button", name="Look for wrong labels").click()
         expect(page.get_by_text("Images judged").first).to_be_visible(timeout=180_000)
         page.get_by_role("tab", name=re.compile("Odd ones out")).click()
