@@ -60,19 +60,24 @@ def size_text(byte_count: int) -> str:
     return f"{byte_count} B"
 
 
+def file_button(path: Path, mime: str, absent: str) -> bool:
+    """A download button labelled with the file's name and size, or a disabled one saying ``absent``; True when the file is there."""
+    if not path.is_file():
+        st.button(f"{path.name} · {absent}", disabled=True, key=f"download_{path.name}", width="stretch")
+        return False
+    # The bytes are read only when the button is clicked: model files can be hundreds of MB.
+    st.download_button(
+        f"{path.name} · {size_text(path.stat().st_size)}", data=functools.partial(path.read_bytes), file_name=path.name, mime=mime,
+        icon=":material/download:", on_click="ignore", key=f"download_{path.name}", width="stretch",
+    )
+    return True
+
+
 st.subheader("Download")
 columns = st.columns(len(DOWNLOADS))
 for column, (name, description, mime) in zip(columns, DOWNLOADS, strict=True):
-    path = folder / name
     with column:
-        if path.is_file():
-            # The bytes are read only when the button is clicked: model files can be hundreds of MB.
-            st.download_button(
-                f"{name} · {size_text(path.stat().st_size)}", data=functools.partial(path.read_bytes), file_name=name, mime=mime,
-                icon=":material/download:", on_click="ignore", key=f"download_{name}", width="stretch",
-            )
-        else:
-            st.button(f"{name} · missing", disabled=True, key=f"download_{name}", width="stretch")
+        file_button(folder / name, mime, "missing")
         st.caption(description)
 
 st.markdown(
@@ -105,13 +110,7 @@ for name, file in PORTABLE_FORMATS.items():
     path, check = folder / file, exports.get(name, {})
     file_column, check_column = st.columns([1, 3], vertical_alignment="center")
     with file_column:
-        if path.is_file():
-            st.download_button(
-                f"{file} · {size_text(path.stat().st_size)}", data=functools.partial(path.read_bytes), file_name=file, mime="application/octet-stream",
-                icon=":material/download:", on_click="ignore", key=f"download_{file}", width="stretch",
-            )
-        else:
-            st.button(f"{file} · not made", disabled=True, key=f"download_{file}", width="stretch")
+        if not file_button(path, "application/octet-stream", "not made"):
             missing.append(name)
     with check_column:
         title = f"**{PORTABLE_TITLES[name]}**"

@@ -75,12 +75,12 @@ class RunRecord:
     config: dict = field(default_factory=dict, repr=False)
     history: list = field(default_factory=list, repr=False)
 
-    def to_dict(self, with_details: bool = False) -> dict:
+    def to_dict(self) -> dict:
+        """The row as ``runs --json`` prints it: without the full config and the epochs."""
         row = asdict(self)
         row["run_dir"] = str(self.run_dir)
-        if not with_details:
-            row.pop("config")
-            row.pop("history")
+        row.pop("config")
+        row.pop("history")
         return row
 
 

@@ -388,8 +388,7 @@ def read_images(run: RunContext) -> None:
     if config.strategy == "from_scratch" or run.warm_started or decoded_images_cached(dataset.records, size, config.cache_dir) or cache.path(keys[ORIGINAL]).exists():
         run.decoded = _decode(run)
         return
-    views = [ORIGINAL, MIRRORED] if run.needs_mirrored_features else [ORIGINAL]
-    what = "bottleneck features" + (" (and those of their mirror images)" if len(views) > 1 else "")
+    views, what = _feature_views(run)
     run.on_event(PhaseStarted("features", f"Reading {total} images and computing their {what} with the frozen {run.spec.display_name} as they arrive", total=total))
     forwards = {view: run.compiled(run.model.feature_model, mirror=view == MIRRORED) for view in views}
     features = {view: np.zeros((total, run.spec.feature_dim), dtype=np.float32) for view in views}
@@ -473,13 +472,12 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
     """Features of every image: the reused images' from the earlier run's entries when the backbone is the same; returns the images the backbone ran on."""
     cache, earlier, total = FeatureCache(run.config.cache_dir), run.earlier, run.decoded.pixels.shape[0]
     same_backbone = earlier.summary.get("weights") == weights_identity(run.spec, run.weights)
-    views = [ORIGINAL, MIRRORED] if run.needs_mirrored_features else [ORIGINAL]
+    views, what = _feature_views(run)
     earlier_keys = {ORIGINAL: earlier.cache_keys.get("features"), MIRRORED: earlier.cache_keys.get("mirrored")}
     before = {view: cache.load(earlier_keys[view]) if same_backbone and earlier_keys[view] else None for view in views}
     work = {view: np.arange(total) if before[view] is None else np.asarray(new, dtype=np.int64) for view in views}
     count = sum(len(rows) for rows in work.values())
-    what = "bottleneck features" + (" (and those of their mirror images)" if len(views) > 1 else "")
-    run.on_event(PhaseStarted("features", f"Computing the {what} of {count if len(views) == 1 else len(work[ORIGINAL])} images with the frozen {run.spec.display_name}", total=count))
+    run.on_event(PhaseStarted("features", f"Computing the {what} of {len(work[ORIGINAL])} images with the frozen {run.spec.display_name}", total=count))
     keys = _feature_keys(run, run.decoded.key)
     features, done = {}, 0
     for view in views:
@@ -494,6 +492,13 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
     run.features = features
     run.cache_use["features"] = "partly reused from the earlier run" if count < total * len(views) else "miss"
     return len(work[ORIGINAL])
+
+
+def _feature_views(run: RunContext) -> tuple[list[str], str]:
+    """The feature views a run needs (the images, and their mirror images when used) and their name in words."""
+    if run.needs_mirrored_features:
+        return [ORIGINAL, MIRRORED], "bottleneck features (and those of their mirror images)"
+    return [ORIGINAL], "bottleneck features"
 
 
 def _feature_keys(run: RunContext, images_key: str) -> dict[str, str]:
@@ -563,11 +568,10 @@ def compute_features(run: RunContext) -> None:
         return
     cache = FeatureCache(run.config.cache_dir)
     keys = _feature_keys(run, run.decoded.key)
-    views = [ORIGINAL, MIRRORED] if run.needs_mirrored_features else [ORIGINAL]
+    views, what = _feature_views(run)
     total = run.decoded.pixels.shape[0]
     cached = {view: cache.load(keys[view]) for view in views}
     missing = [view for view in views if cached[view] is None]
-    what = "bottleneck features" + (" (and those of their mirror images)" if len(views) > 1 else "")
     run.on_event(PhaseStarted("features", f"Computing {what} of {total} images with the frozen {run.spec.display_name}", total=total * max(len(missing), 1)))
     for number, view in enumerate(missing):
         cached[view] = run.timed("features", forward_batches, run, run.model.feature_model, np.arange(total), "features", mirror=view == MIRRORED, progress_offset=number * total)
