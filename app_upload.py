@@ -87,13 +87,18 @@ def _component():
     return st.components.v2.component("tl_folder_upload", js=_SCRIPT.read_text(encoding="utf-8"), isolate_styles=False)
 
 
-def folder_uploader(upload: FolderUpload, key: str = "folder_uploader") -> dict | None:
-    """Draws the uploader for ``upload`` and returns how an upload ended in this run (or ``None``)."""
+def folder_uploader(upload: FolderUpload, key: str = "folder_uploader", note: str = "") -> dict | None:
+    """Draws the uploader for ``upload`` and returns how an upload ended in this run (or ``None``).
+
+    ``note`` is what the box says when it has nothing of its own to say: the outcome of the last
+    upload, so that it survives the box being drawn anew (a page switch, a rerun that rebuilds it).
+    """
     data = {
         "url": f"{_base_path()}{ROUTE_PREFIX}/{upload.token}",
         "limits": upload.limits.as_dict(),
         "batch_bytes": BATCH_BYTES,
         "batch_files": BATCH_FILES,
+        "note": note,
     }
     result = _component()(key=key, data=data, on_ended_change=lambda: None)
     return result.ended

@@ -298,6 +298,8 @@ export default function (component) {
   if (!uploader.running) {  // an upload in progress keeps the token it began with
     if (uploader.data && uploader.data.url !== data.url) uploader.settled();
     uploader.data = data;
+    // A box drawn anew has lost what it said: the page remembers the last upload's outcome.
+    if (data.note && !uploader.message.textContent) uploader.say(data.note);
   }
   return () => uploader.unmount();
 }

@@ -28,7 +28,11 @@ SOURCES = {
     "zip": "Upload a .zip",
     "path": "Folder on this computer",
 }
-source = st.radio("Where are your images?", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="data_source")
+# The choice outlives a visit to another page (Streamlit forgets the state of widgets a page run did not draw).
+source = st.radio(
+    "Where are your images?", list(SOURCES), index=list(SOURCES).index(state.get("data_source_kept", "sample")), format_func=SOURCES.get, horizontal=True, key="data_source"
+)
+state["data_source_kept"] = source
 
 
 def use_folder(folder: Path, description: str) -> None:
@@ -89,12 +93,16 @@ try:
         upload = state.get("folder_upload")
         if upload is None or upload.progress().status == "finished":
             upload = state["folder_upload"] = workspace.open_folder_upload("folder_upload")
-        ended = folder_uploader(upload)
+        ended = folder_uploader(upload, note=state.get("folder_upload_note", ""))
         if ended and ended.get("status") == "finished":
             folder = workspace.finish_folder_upload(upload)
+            state["folder_upload_note"] = f"Sent {ended['files']:,} files ({ended['bytes'] / 1024**2:,.1f} MB) in {ended['seconds']:.1f} s."
             use_folder(folder, f"{ended['files']:,} uploaded files")
         elif ended and ended.get("status") == "cancelled":
+            state["folder_upload_note"] = "Upload cancelled; nothing from it was kept. Choose a folder to start again."
             upload.cancel()  # the browser asked the server too; this makes sure, even if that request was lost
+        elif ended and ended.get("status") == "failed":
+            state["folder_upload_note"] = ended.get("message", "")
     elif source == "zip":
         archive = st.file_uploader("Choose a .zip of the folder", type=["zip"], key="zip_upload")
         if archive is not None and st.button("Unpack and use", type="primary"):

@@ -295,7 +295,10 @@ def test_a_folder_of_thousands_of_images_uploads_and_an_upload_can_be_cancelled(
         page.locator('[data-testid="stSidebarNav"] a', has_text="Scenario").first.click()
         expect(page.get_by_text("Where your data sits", exact=False).first).to_be_visible()
         page.locator('[data-testid="stSidebarNav"] a', has_text="Data").first.click()
-        page.get_by_text("Upload a folder").click()
+        # Back on the Data page the folder uploader is still the chosen source: no click needed (and none lost
+        # to the page's first run, which a click right after switching pages can be).
+        expect(page.get_by_role("radio", name="Upload a folder")).to_be_checked()
+        expect(page.locator('[data-testid="tl-folder-input"]')).to_be_attached()
         page.locator('[data-testid="tl-folder-input"]').set_input_files(str(folder))
         expect(page.locator('[data-testid="tl-folder-message"]')).to_contain_text(f"Sent {total + 1:,} files")
         expect(page.get_by_text(f"{total:,} images in 3 classes")).to_be_visible()

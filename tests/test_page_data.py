@@ -106,3 +106,13 @@ def test_the_folder_upload_opens_an_upload_for_this_session() -> None:
     upload = at.session_state["folder_upload"]
     assert upload.progress().status == "waiting" and len(upload.token) >= 32
     assert "Folder on this computer" in at.caption[0].value, "the page says which route is fastest for big folders"
+
+
+def test_the_chosen_source_is_kept_when_you_come_back_from_another_page() -> None:
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    at.switch_page("pages/scenario.py").run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception
+    assert at.radio(key="data_source").value == "path"
+    assert at.text_input(key="data_path") is not None  # the folder browser is drawn again
