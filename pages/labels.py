@@ -105,7 +105,11 @@ def save(chosen: dict[str, LabelDecision | None], decisions: dict) -> None:
     if not changes:
         st.toast("Nothing changed.")
         return
-    engine.decide_labels(dataset.root, changes)
+    try:
+        engine.decide_labels(dataset.root, changes)
+    except TLError as error:
+        st.error(str(error))
+        return
     state["decisions_saved"] = state.get("decisions_saved", 0) + 1  # new decision boxes, showing what is saved now
     rescan()
     state["labels_saved"] = f"Saved {len(changes)} decision{'s' if len(changes) != 1 else ''} in {Path(dataset.root) / DECISIONS_FILE}."

@@ -160,6 +160,20 @@ def test_a_damaged_decisions_file_is_named_in_the_error(tmp_path: Path) -> None:
         LabelDecision("a/a_000.png", "delete", "a")
 
 
+def test_a_folder_that_cannot_be_written_gives_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    root = make_class_folders(tmp_path / "data", {"a": 6, "b": 6})
+
+    def read_only(*arguments, **keywords):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # root may write anywhere, so chmod cannot stand in for a read-only share
+    with pytest.raises(DataError, match="Could not save the label decisions.*Permission denied.*copy the dataset"):
+        decide(root, {"a/a_000.png": LabelDecision("a/a_000.png", EXCLUDE, "a")})
+    assert not (root / DECISIONS_FILE).exists()
+
+
 def test_excluding_every_image_of_a_class_says_which_class(tmp_path: Path) -> None:
     root = make_class_folders(tmp_path / "data", {"a": 6, "b": 6})
     decide(root, {f"b/b_{index:03d}.png": LabelDecision(f"b/b_{index:03d}.png", EXCLUDE, "b") for index in range(6)})

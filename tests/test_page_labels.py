@@ -104,3 +104,21 @@ def test_the_data_page_says_decisions_are_applied(tmp_path: Path) -> None:
     assert not at.exception
     assert any("label decisions are applied: 0 relabelled, 1 excluded" in info.value for info in at.info)
     assert any(link.proto.page == "labels" for link in at.get("page_link"))
+
+
+def test_a_read_only_dataset_folder_is_explained_not_a_crash(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    root = flipped_folder(tmp_path / "data")
+    at = open_labels(root)
+    at.button(key="find_label_issues").click().run()
+    suspect_boxes(at)["blue/green_007.png"].set_value(EXCLUDE)
+
+    def read_only(*arguments, **keywords):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    next(button for button in at.button if button.label == "Save the decisions on this page").click().run()
+    assert not at.exception
+    assert any("Could not save the label decisions" in error.value for error in at.error)
+    assert load_decisions(root) == {}

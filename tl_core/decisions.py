@@ -90,7 +90,11 @@ def load_decisions(root: str | os.PathLike) -> dict[str, LabelDecision]:
 
 
 def save_decisions(root: str | os.PathLike, decisions: dict[str, LabelDecision]) -> Path:
-    """Writes the decisions next to the images (atomically); with none left, removes the file. Returns its path."""
+    """Writes the decisions next to the images (atomically); with none left, removes the file. Returns its path.
+
+    Raises:
+        DataError: When the folder cannot be written to (the message says what to do).
+    """
     path = decisions_path(root)
     if not decisions:
         path.unlink(missing_ok=True)
@@ -101,7 +105,13 @@ def save_decisions(root: str | os.PathLike, decisions: dict[str, LabelDecision])
         "note": "Written by tl_core: how to treat doubtful labels. The images themselves are never moved or changed.",
         "decisions": {relative: decisions[relative].to_dict() for relative in sorted(decisions)},
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".label_decisions-", suffix=".json")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".label_decisions-", suffix=".json")
+    except OSError as error:
+        raise DataError(
+            f"Could not save the label decisions in '{path.parent}': {error.strerror or error}. The folder may be read-only: "
+            "copy the dataset to a folder you can write to and load that copy."
+        ) from error
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=1)
