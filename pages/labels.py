@@ -153,7 +153,7 @@ if st.button(button, type="secondary" if report else "primary", icon=":material/
         st.error(str(error))
         st.stop()
     bar.empty()
-    state["label_report"] = (str(dataset.root), report, dataset.fingerprint())
+    report_entry = state["label_report"] = (str(dataset.root), report, dataset.fingerprint())
 
 if report is not None:
     if report_entry and report_entry[0] == str(dataset.root) and report_entry[2] != dataset.fingerprint():

@@ -72,6 +72,10 @@ def test_suspects_are_shown_and_a_relabel_is_saved_and_applied(tmp_path: Path) -
     assert "Judged before your latest decisions" in "\n".join(info.value for info in at.info)
     # The boxes now show what is saved.
     assert suspect_boxes(at)["green/red_003.png"].value == f"{RELABEL}:red"
+    # Looking again judges the labels as they are now, and the note about an old judgement goes.
+    at.button(key="find_label_issues").click().run()
+    assert "Judged before your latest decisions" not in "\n".join(info.value for info in at.info)
+    assert "blue/green_007.png" not in suspect_boxes(at)  # excluded: not judged
 
 
 def test_bulk_relabel_and_undo(tmp_path: Path) -> None:
