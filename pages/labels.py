@@ -99,6 +99,14 @@ def decision_cards(items: list[dict], decisions: dict, key: str) -> dict[str, La
     return chosen
 
 
+def decision_form(name: str, items: list[dict], decisions: dict, button: str = "Save the decisions on this page", border: bool = False) -> None:
+    """The cards of ``items`` in a form: their decisions are saved together, when the button is pressed."""
+    with st.form(f"{name}_form", border=border):
+        chosen = decision_cards(items, decisions, name)
+        if st.form_submit_button(button, type="secondary" if border else "primary"):
+            save(chosen, decisions)
+
+
 def save(chosen: dict[str, LabelDecision | None], decisions: dict) -> None:
     """Saves the decisions that changed and reloads the dataset with them."""
     changes = {path: decision for path, decision in chosen.items() if current_option(decision) != current_option(decisions.get(path))}
@@ -199,18 +207,14 @@ if report is not None:
                             target = UNDECIDED if suspect.suggested_label == given else f"{RELABEL}:{suspect.suggested_label}"
                         chosen[suspect.relative_path] = decision_from(target, suspect.relative_path, given)
                     save(chosen, decisions)
-            shown = paged(report.suspects, "suspects")
-            with st.form("suspect_decisions", border=False):
-                items = [
-                    {
-                        "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
-                        "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%}){' · :red[flagged]' if suspect.flagged else ''}",
-                    }
-                    for suspect in shown
-                ]
-                chosen = decision_cards(items, decisions, "suspect")
-                if st.form_submit_button("Save the decisions on this page", type="primary"):
-                    save(chosen, decisions)
+            items = [
+                {
+                    "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
+                    "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%}){' · :red[flagged]' if suspect.flagged else ''}",
+                }
+                for suspect in paged(report.suspects, "suspects")
+            ]
+            decision_form("suspect", items, decisions)
     with tabs[1]:
         if not report.near_duplicates:
             st.success("No two images look alike while carrying different labels.")
@@ -222,15 +226,11 @@ if report is not None:
             for number, pair in enumerate(paged(report.near_duplicates, "pairs")):
                 what = "identical files" if pair.identical else f"similarity {pair.similarity:.2f}"
                 st.markdown(f"**{pair.labels[0]}** and **{pair.labels[1]}** · {what}")
-                relatives = [Path(path).relative_to(dataset.root).as_posix() if Path(path).is_relative_to(dataset.root) else path for path in pair.paths]
                 items = [
-                    {"path": path, "relative_path": relative, "split": "", "label": label, "suggested": other, "headline": f"labelled **{label}**"}
-                    for path, relative, label, other in zip(pair.paths, relatives, pair.labels, reversed(pair.labels), strict=True)
+                    {"path": path, "relative_path": relative, "split": split, "label": label, "suggested": other, "headline": f"labelled **{label}**"}
+                    for path, relative, split, label, other in zip(pair.paths, pair.relative_paths, pair.splits, pair.labels, reversed(pair.labels), strict=True)
                 ]
-                with st.form(f"pair_{number}", border=True):
-                    chosen = decision_cards(items, decisions, f"pair{number}")
-                    if st.form_submit_button("Save these two decisions"):
-                        save(chosen, decisions)
+                decision_form(f"pair{number}", items, decisions, button="Save these two decisions", border=True)
     with tabs[2]:
         if not report.odd_ones_out:
             st.success("No image stands far apart from all the others.")
@@ -240,17 +240,14 @@ if report is not None:
                 "If one does not belong to any of your classes, exclude it. The score says how far below the typical image's "
                 "closeness to its neighbours it lies, in median absolute deviations; from 4 on an image is listed."
             )
-            with st.form("odd_decisions", border=False):
-                items = [
-                    {
-                        "path": odd.path, "relative_path": odd.relative_path, "split": odd.split, "label": odd.given_label, "suggested": None,
-                        "headline": f"labelled **{odd.given_label}** · outlier score {odd.deviations:.1f}",
-                    }
-                    for odd in paged(report.odd_ones_out, "odd")
-                ]
-                chosen = decision_cards(items, decisions, "odd")
-                if st.form_submit_button("Save the decisions on this page", type="primary"):
-                    save(chosen, decisions)
+            items = [
+                {
+                    "path": odd.path, "relative_path": odd.relative_path, "split": odd.split, "label": odd.given_label, "suggested": None,
+                    "headline": f"labelled **{odd.given_label}** · outlier score {odd.deviations:.1f}",
+                }
+                for odd in paged(report.odd_ones_out, "odd")
+            ]
+            decision_form("odd", items, decisions)
 
 st.subheader("Your decisions")
 applied = dataset.label_decisions

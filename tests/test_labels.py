@@ -55,7 +55,7 @@ def test_planted_flips_are_the_top_suspects_with_their_true_class(tmp_path: Path
     assert report.out_of_fold_accuracy == pytest.approx(45 / 48, abs=0.03)
 
 
-def test_clean_labels_give_no_suspects_and_an_odd_picture_stands_out(tmp_path: Path) -> None:
+def test_clean_labels_give_no_other_suspects_and_an_odd_picture_stands_out(tmp_path: Path) -> None:
     root = make_class_folders(tmp_path / "data", CLASSES)
     noise = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
     write_image(root / "blue" / "placeholder.png", noise)
@@ -72,6 +72,7 @@ def test_identical_files_in_two_classes_are_listed_as_a_pair(tmp_path: Path) -> 
     first = report.near_duplicates[0]
     assert first.identical and sorted(first.labels) == ["green", "red"]
     assert {Path(path).name for path in first.paths} == {"red_001.png", "copy.png"}
+    assert sorted(first.relative_paths) == ["green/copy.png", "red/red_001.png"] and all(first.splits)
 
 
 def test_a_class_with_one_image_is_refused_with_the_fix(tmp_path: Path) -> None:

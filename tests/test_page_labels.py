@@ -126,3 +126,18 @@ def test_a_read_only_dataset_folder_is_explained_not_a_crash(tmp_path: Path, mon
     assert not at.exception
     assert any("Could not save the label decisions" in error.value for error in at.error)
     assert load_decisions(root) == {}
+
+
+def test_a_pair_of_copies_in_two_classes_is_decided_in_its_own_form(tmp_path: Path) -> None:
+    import shutil
+
+    root = flipped_folder(tmp_path / "data")
+    shutil.copy(root / "red" / "red_001.png", root / "blue" / "copy.png")
+    at = open_labels(root)
+    at.button(key="find_label_issues").click().run()
+    boxes = {box.key.split("_", 2)[2]: box for box in at.selectbox if box.key and box.key.startswith("pair0_")}
+    assert set(boxes) == {"red/red_001.png", "blue/copy.png"}
+    boxes["blue/copy.png"].set_value(EXCLUDE)
+    next(button for button in at.button if button.label == "Save these two decisions").click().run()
+    assert not at.exception
+    assert {path: decision.action for path, decision in load_decisions(root).items()} == {"blue/copy.png": EXCLUDE}

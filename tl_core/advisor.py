@@ -426,24 +426,18 @@ def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrore
     answers for an image and its mirror image.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from tl_core.label_issues import out_of_fold_probabilities
 
     folds = int(min(5, np.bincount(labels).min()))
     if folds < 2:
         return float(np.bincount(labels).max() / len(labels))
-    correct = 0
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
-        if mirrored is None:
-            probe.fit(features[train], labels[train])
-            probabilities = probe.predict_proba(features[test])
-        else:
-            probe.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
-            probabilities = (probe.predict_proba(features[test]) + probe.predict_proba(mirrored[test])) / 2
-        correct += int((probe.classes_[probabilities.argmax(axis=1)] == labels[test]).sum())
-    return correct / len(labels)
+    probabilities = out_of_fold_probabilities(
+        features, labels, int(labels.max()) + 1, folds, seed, lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)), mirrored=mirrored
+    )
+    return float((probabilities.argmax(axis=1) == labels).mean())
 
 
 def _imagenet_confidence(pixels: np.ndarray, notes: list[str]) -> float | None:

@@ -505,7 +505,7 @@ def _label_issues(arguments: argparse.Namespace) -> int:
 
 def _label_decide(arguments: argparse.Namespace) -> int:
     from tl_core.data import scan_dataset
-    from tl_core.decisions import EXCLUDE, KEEP, RELABEL, LabelDecision, decide, load_decisions
+    from tl_core.decisions import EXCLUDE, KEEP, RELABEL, LabelDecision, decide, decisions_path, load_decisions
     from tl_core.errors import DataError
 
     dataset = scan_dataset(arguments.data, label_decisions=False, make_splits=False)
@@ -549,7 +549,7 @@ def _label_decide(arguments: argparse.Namespace) -> int:
         return 0
     for path, decision in sorted(decisions.items()):
         print(f"{decision.describe()}\t{path}")
-    print(f"{len(decisions)} decisions in {dataset.root / 'label_decisions.json'}" if decisions else f"No label decisions saved for {dataset.root}.")
+    print(f"{len(decisions)} decisions in {decisions_path(dataset.root)}" if decisions else f"No label decisions saved for {dataset.root}.")
     return 0
 
 

@@ -87,12 +87,21 @@ class Suspect:
 
 @dataclass(frozen=True)
 class NearDuplicate:
-    """Two images that look the same but carry different labels."""
+    """Two images that look the same but carry different labels (paths, relative paths, labels and splits: the pair's, in order)."""
 
     paths: tuple[str, str]
+    relative_paths: tuple[str, str]
     labels: tuple[str, str]
+    splits: tuple[str, str]
     similarity: float
     identical: bool = False  # the same bytes
+
+    @classmethod
+    def of(cls, first: ImageRecord, second: ImageRecord, similarity: float, identical: bool = False) -> NearDuplicate:
+        return cls(
+            (first.path, second.path), (first.relative_path, second.relative_path), (first.class_name, second.class_name), (first.split, second.split),
+            similarity, identical,
+        )
 
 
 @dataclass(frozen=True)
@@ -245,9 +254,9 @@ def judge_labels(
     _check_judgeable(dataset, labels, splits)
     folds = int(min(folds, np.bincount(labels, minlength=dataset.num_classes)[np.unique(labels)].min()))
     strength = choose_regularisation(features, labels, folds, seed)
-    probabilities = out_of_fold_probabilities(features, labels, dataset.num_classes, folds, seed, strength, mirrored=mirrored)
+    probabilities = out_of_fold_probabilities(features, labels, dataset.num_classes, folds, seed, unit_length_regression(strength), mirrored=mirrored)
     suspects, estimated = _suspects(records, labels, probabilities, dataset.class_names)
-    duplicates = near_duplicates(records, features, dataset.class_names, near_duplicate_similarity) + _identical_conflicts(dataset, splits)
+    duplicates = near_duplicates(records, features, near_duplicate_similarity) + _identical_conflicts(dataset, splits)
     duplicates.sort(key=lambda pair: (not pair.identical, -pair.similarity))
     return LabelReport(
         suspects=suspects,
@@ -268,23 +277,20 @@ def judge_labels(
 
 
 def out_of_fold_probabilities(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, strength: float, mirrored: np.ndarray | None = None
+    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None
 ) -> np.ndarray:
-    """Class probabilities of each image from a logistic regression trained on the other folds.
+    """Class probabilities of each image from a model trained on the other folds (stratified, seeded).
 
-    The features are scaled to unit length; ``strength`` is the regression's ``C``
-    (see ``choose_regularisation``). With ``mirrored`` (features of the mirror
-    images), each fold's model trains on both views and averages its answers over
-    both, as feature extraction does.
+    ``make_model()`` gives a fresh scikit-learn classifier for each fold. With
+    ``mirrored`` (features of the mirror images), each fold's model trains on both
+    views and averages its answers over both, as feature extraction does. A class
+    absent from a fold's training images gets probability 0 there.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import Normalizer
 
     probabilities = np.zeros((len(labels), num_classes), dtype=np.float64)
     for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
-        model = make_pipeline(Normalizer(), LogisticRegression(max_iter=3000, C=strength))
+        model = make_model()
         if mirrored is None:
             model.fit(features[train], labels[train])
             answer = model.predict_proba(features[held_out])
@@ -293,6 +299,15 @@ def out_of_fold_probabilities(
             answer = (model.predict_proba(features[held_out]) + model.predict_proba(mirrored[held_out])) / 2
         probabilities[np.ix_(held_out, model.classes_)] = answer
     return probabilities
+
+
+def unit_length_regression(strength: float) -> Callable:
+    """The finder's classifier: features scaled to unit length, a logistic regression with inverse regularisation ``strength``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    return lambda: make_pipeline(Normalizer(), LogisticRegression(max_iter=3000, C=strength))
 
 
 def choose_regularisation(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> float:
@@ -325,7 +340,7 @@ def choose_regularisation(features: np.ndarray, labels: np.ndarray, folds: int, 
     return min(losses, key=losses.get)
 
 
-def near_duplicates(records: Sequence[ImageRecord], features: np.ndarray, class_names: Sequence[str], threshold: float) -> list[NearDuplicate]:
+def near_duplicates(records: Sequence[ImageRecord], features: np.ndarray, threshold: float) -> list[NearDuplicate]:
     """Pairs of images with different labels whose centred features have a cosine similarity of at least ``threshold``.
 
     Works through the images in blocks, so memory stays at a block times the
@@ -345,11 +360,7 @@ def near_duplicates(records: Sequence[ImageRecord], features: np.ndarray, class_
         for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
             first = start + row
             if column > first and labels[first] != labels[column]:
-                pairs.append(NearDuplicate(
-                    (records[first].path, records[column].path),
-                    (class_names[labels[first]], class_names[labels[column]]),
-                    round(float(similarity[row, column]), 4),
-                ))
+                pairs.append(NearDuplicate.of(records[first], records[column], round(float(similarity[row, column]), 4)))
     return pairs
 
 
@@ -383,7 +394,7 @@ def _identical_conflicts(dataset: Dataset, splits: Sequence[str]) -> list[NearDu
         for index, first in enumerate(members):
             for second in members[index + 1 :]:
                 if first.class_name != second.class_name:
-                    pairs.append(NearDuplicate((first.path, second.path), (first.class_name, second.class_name), 1.0, identical=True))
+                    pairs.append(NearDuplicate.of(first, second, 1.0, identical=True))
     return pairs
 
 
