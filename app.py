@@ -6,7 +6,7 @@ server then runs the same file as the page script on every rerun (there
 ``__name__`` is ``"__main__"``), and as a script it only routes. Each step of the path is a page in ``pages/``; the
 state they share lives in ``st.session_state``, set up here once:
 
-- ``engine``: the ``tl_core.app_engine.Engine`` the pages call (tests put a fake here).
+- ``engine``: the ``tl_core.service.engine.Engine`` the pages call (tests put a fake here).
 - ``workspace``: this session's working folder (uploads, runs), never shared with other sessions.
 - ``data_dir`` / ``dataset``: the dataset in use and its scan.
 - ``similarity`` / ``recommendation``: the scenario step's answer.
@@ -20,9 +20,9 @@ state they share lives in ``st.session_state``, set up here once:
 
 import streamlit as st
 
-from app_upload import upload_routes
-from tl_core.app_engine import Engine
-from tl_core.workspace import Workspace
+from tl_core.service.engine import Engine
+from tl_core.service.workspace import Workspace
+from ui.folder_upload import upload_routes
 
 if __name__ != "__main__":
     app = st.App(__file__, routes=upload_routes())

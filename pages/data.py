@@ -7,9 +7,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app_upload import folder_uploader
-from tl_core.browse import browse_root, list_folders
 from tl_core.errors import TLError
+from tl_core.service.browse import browse_root, list_folders
+from ui.folder_upload import folder_uploader
 
 state = st.session_state
 engine = state["engine"]
@@ -80,7 +80,7 @@ def folder_browser() -> None:
 
 try:
     if source == "sample":
-        from tl_core.sample import SAMPLE_DESCRIPTION
+        from tl_core.data.sample import SAMPLE_DESCRIPTION
 
         st.caption(SAMPLE_DESCRIPTION)
         if st.button("Use the sample dataset", type="primary"):

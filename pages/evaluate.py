@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_charts import confusion_heatmap, learning_curves, roc_figure
 from tl_core.errors import TLError
-from tl_core.jobs import overfitting_epoch
+from tl_core.insight.curves import overfitting_epoch
+from ui.charts import confusion_heatmap, learning_curves, roc_figure
 
 state = st.session_state
 engine = state["engine"]
@@ -45,7 +45,6 @@ names = report.class_names
 split = report.evaluated_split
 two_classes = len(names) == 2 and evaluation.roc_auc is not None
 
-backbone = report.summary.get("backbone", {})
 if split != report.selection_split:
     honesty = (
         f"Every number below is measured on the {split} split: images the model never trained on, and that did not choose its epoch "
@@ -56,9 +55,9 @@ else:
         f"Every number below is measured on the {split} split, images the model never trained on; the same images chose the best epoch "
         "(the data had no separate test images), so the figures are slightly optimistic."
     )
-flip = " Each prediction averages the image and its mirror image (test-time flip)." if report.summary.get("test_time_flip") else ""
+flip = " Each prediction averages the image and its mirror image (test-time flip)." if report.summary.test_time_flip else ""
 st.caption(
-    f"Run `{Path(run_dir).name}` · {backbone.get('display_name', 'model')} · {str(report.summary.get('strategy', '')).replace('_', ' ')} · "
+    f"Run `{Path(run_dir).name}` · {report.summary.display_name or 'model'} · {report.summary.strategy.replace('_', ' ')} · "
     f"{len(names)} classes. {honesty}{flip}"
 )
 

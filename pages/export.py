@@ -10,10 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_charts import show_predictions
 from tl_core.errors import TLError
-from tl_core.portable import FORMAT_TITLES as PORTABLE_TITLES
-from tl_core.portable import FORMATS as PORTABLE_FORMATS
+from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
+from tl_core.runs.portable import FORMATS as PORTABLE_FORMATS
+from ui.charts import show_predictions
 
 state = st.session_state
 engine = state["engine"]
@@ -44,8 +44,8 @@ except TLError as error:
     st.stop()
 
 folder = Path(run_dir)
-image_size = report.summary.get("image_size")
-backbone = report.summary.get("backbone", {}).get("display_name", "model")
+image_size = report.summary.image_size
+backbone = report.summary.display_name or "model"
 st.markdown(
     f"**{backbone}**, {len(report.class_names)} classes ({', '.join(report.class_names[:8])}{', …' if len(report.class_names) > 8 else ''}), "
     f"accuracy **{report.evaluation.accuracy:.1%}** on {report.evaluation.count:,} held-out images, input {image_size}×{image_size} px."
@@ -104,7 +104,7 @@ st.markdown(
     f"Same input (RGB 0-255, {image_size}×{image_size}, preprocessing inside) and output. Each file was run by its own runtime "
     "on held-out images and compared with the Keras model before it was kept."
 )
-exports = report.summary.get("exports", {})
+exports = report.summary.exports or {}
 missing = []
 for name, file in PORTABLE_FORMATS.items():
     path, check = folder / file, exports.get(name, {})

@@ -1,7 +1,7 @@
 """History: every run in the runs folder, to reopen, compare side by side, or delete.
 
 The rows come from each run folder's ``run.json`` and ``metrics.json``
-(``tl_core.history``); this page loads no model. Opening a run makes it the
+(``tl_core.runs.history``); this page loads no model. Opening a run makes it the
 one the Evaluate and Export pages show.
 """
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_charts import compared_curves
 from tl_core.errors import TLError
-from tl_core.history import config_differences, flatten_config, held_out_images
+from tl_core.runs.folder import held_out_images
+from tl_core.runs.history import config_differences, flatten_config
+from ui.charts import compared_curves
 
 state = st.session_state
 engine = state["engine"]

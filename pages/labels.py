@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tl_core.decisions import DECISIONS_FILE, EXCLUDE, KEEP, RELABEL, LabelDecision
+from tl_core.data.decisions import DECISIONS_FILE, EXCLUDE, KEEP, RELABEL, LabelDecision
 from tl_core.errors import TLError
 
 state = st.session_state

@@ -3,10 +3,10 @@
 import plotly.graph_objects as go
 import streamlit as st
 
+from tl_core.advice.compare import best_row
+from tl_core.advice.scenario import SCENARIOS, Recommendation, SizeVerdict, candidate_strategies, classify_size
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
-from tl_core.recipes import best_row
-from tl_core.scenario import SCENARIOS, Recommendation, SizeVerdict, candidate_strategies, classify_size
 
 state = st.session_state
 engine = state["engine"]

@@ -7,12 +7,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.app_engine import LayerMap
-from tl_core.backbones import BackboneSpec
-from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, recipe_defaults
-from tl_core.data import Dataset, ImageRecord
+from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, class_weights_default, recipe_defaults
+from tl_core.data.records import Dataset, ImageRecord
 from tl_core.errors import TLError
-from tl_core.estimate import duration_text
+from tl_core.models.backbones import BackboneSpec
+from tl_core.service.engine import LayerMap
+from tl_core.training.estimate import duration_text
 
 state = st.session_state
 engine = state["engine"]
@@ -392,7 +392,7 @@ if strategy in ("fine_tune", "full_fine_tune"):
     second_row[0].caption(f"Head {learning_rate:g}, backbone layers {learning_rate / 10:g}, warmed up over the first epoch, then decayed (cosine).")
 imbalance = dataset.imbalance_ratio()
 class_weights = second_row[1].checkbox(
-    "Class weights", key=remembered("setup_class_weights", defaults.class_weights if previous is not None else imbalance >= 3),
+    "Class weights", key=remembered("setup_class_weights", defaults.class_weights if previous is not None and defaults.class_weights is not None else class_weights_default(imbalance)),
     help=f"Weights each image by how rare its class is, so small classes count as much as big ones. Your largest class has {imbalance:.1f}× the images of the smallest; "
     "worth it from about 3×.",
 )

@@ -10,10 +10,10 @@ import dataclasses
 
 import streamlit as st
 
-from app_charts import learning_curves
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
-from tl_core.jobs import overfitting_epoch
+from tl_core.insight.curves import overfitting_epoch
+from ui.charts import learning_curves
 
 state = st.session_state
 engine = state["engine"]

@@ -13,11 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core.app_engine import Engine, LayerInfo, LayerMap
-from tl_core.backbones import blocks_from_layer_names, get_backbone
 from tl_core.config import TrainConfig
 from tl_core.device import DeviceInfo
-from tl_core.evaluation import evaluate_predictions
 from tl_core.events import (
     EpochEnded,
     Notice,
@@ -26,8 +23,12 @@ from tl_core.events import (
     TrainingFinished,
     TrainingStarted,
 )
-from tl_core.export import Prediction
-from tl_core.jobs import TrainingJob
+from tl_core.insight.metrics import evaluate_predictions
+from tl_core.models.backbones import get_backbone
+from tl_core.models.blocks import blocks_from_layer_names
+from tl_core.runs.predict import Prediction
+from tl_core.service.engine import Engine, LayerInfo, LayerMap
+from tl_core.service.jobs import TrainingJob
 
 # Canned learning curves: validation loss turns up after epoch 3 while training loss keeps falling.
 CANNED_HISTORY = [
@@ -112,7 +113,7 @@ class FakeEngine(Engine):
         return 10
 
     def estimate(self, config: TrainConfig, dataset):
-        from tl_core.estimate import Estimate
+        from tl_core.training.estimate import Estimate
 
         # Proportional to the passes the recipe makes, so the quick variant is visibly faster.
         passes = config.epochs + (config.warmup_epochs or 0) * 0.01 + (2 if config.test_time_flip else 1)
@@ -147,8 +148,8 @@ class FakeEngine(Engine):
 
     def find_label_issues(self, dataset, backbone="mobilenet_v2", on_progress=None):
         """The real judgement (out-of-fold classifier, confident learning), on 8x8 pixel features instead of a backbone's."""
-        from tl_core.data import load_image
-        from tl_core.label_issues import judge_labels, judged_splits
+        from tl_core.data.images import load_image
+        from tl_core.insight.label_issues import judge_labels, judged_splits
 
         splits = judged_splits(dataset, None)
         records = [record for record in dataset.records if record.split in splits]
@@ -169,7 +170,7 @@ class FakeEngine(Engine):
 
     def export_portable(self, run_dir, formats):
         """Placeholder bytes for each file, recorded in run.json the real way."""
-        from tl_core.portable import FORMATS, ExportCheck, record_checks
+        from tl_core.runs.portable import FORMATS, ExportCheck, record_checks
 
         self.exported = getattr(self, "exported", []) + list(formats)
         checks = []
@@ -192,8 +193,10 @@ def canned_advice(dataset, similarity: str = "low"):
     """Advice with fixed measurements, built from the real dataclasses."""
     from dataclasses import replace
 
-    from tl_core.advisor import Advice, Candidate, LayerShift, Measurement
-    from tl_core.scenario import recommend
+    from tl_core.advice.advise import Advice
+    from tl_core.advice.candidates import Candidate
+    from tl_core.advice.scenario import recommend
+    from tl_core.advice.similarity import LayerShift, Measurement
 
     score = 0.12 if similarity == "low" else 0.84
     measurement = Measurement(
@@ -220,7 +223,19 @@ def canned_advice(dataset, similarity: str = "low"):
 
 
 def canned_comparison(strategies: list[str]):
-    from tl_core.recipes import ComparisonRow
+    from tl_core.advice.compare import ComparisonRow
 
     accuracies = {"feature_extraction": 0.81, "fine_tune": 0.86, "full_fine_tune": 0.84, "from_scratch": 0.40}
     return [ComparisonRow(strategy, accuracies[strategy], 1 - accuracies[strategy], accuracies[strategy] - 0.02, 3.0 + number, 3, "finished") for number, strategy in enumerate(strategies)]
+
+
+def finished_run(root: Path, name: str, created: str, strategy: str = "feature_extraction", **config) -> Path:
+    run_dir = write_canned_run(root / name, ["ants", "bees"])
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary.update({
+        "created": created, "strategy": strategy, "frozen_layers": 154, "seconds": {"total": 90.0},
+        "config": {"data_dir": "/photos/insects", "out_dir": str(run_dir), "seed": 0, "strategy": strategy, "augmentation": {"zoom": 0.2}, **config},
+        "data": {"root": "/photos/insects", "fingerprint": "abc123", "class_names": ["ants", "bees"], "counts": {"train": {"ants": 10, "bees": 12}, "test": {"ants": 4, "bees": 4}}},
+    })
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    return run_dir

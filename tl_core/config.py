@@ -30,19 +30,31 @@ class AugmentConfig:
     translation: float = 0.1
     contrast: float = 0.2
 
+    @property
+    def mirrors(self) -> bool:
+        """Whether the flips include left-right mirror images (so a mirror image is an example of the same class)."""
+        return self.flip in MIRRORING_FLIPS
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+MIRRORING_FLIPS = ("horizontal", "horizontal_and_vertical")
 
 
 SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
-AUTO_STRATEGY = "auto"  # measure the data first and follow the advice (tl_core.advisor)
+# Strategies whose head first warms up on cached features before backbone layers train on the images.
+WARMUP_STRATEGIES = ("fine_tune", "full_fine_tune")
+# Strategies whose every epoch is a pass of the network over the images (not over cached features).
+IMAGE_TRAINING_STRATEGIES = ("fine_tune", "full_fine_tune", "from_scratch")
+# With this ratio of the largest class's images to the smallest's, class weights are on unless the user says otherwise.
+IMBALANCE_FOR_CLASS_WEIGHTS = 3.0
+AUTO_STRATEGY = "auto"  # measure the data first and follow the advice (tl_core.advice.advise)
 
 # The recipe of each strategy: the settings left unset (None) in a TrainConfig take these values.
-# Measured in tl_core.bench_quality; the README's accuracy section has the table behind each choice.
+# Measured in benchmarks.quality; the README's accuracy section has the table behind each choice.
 RECIPES: dict[str, dict[str, object]] = {
     # The head is a linear layer on cached features: hundreds of epochs take seconds, and it needs them to converge on small data.
     "feature_extraction": {"epochs": 200, "warmup_epochs": 0, "early_stopping_patience": 20, "learning_rate_schedule": "constant", "test_time_flip": True},
@@ -136,7 +148,9 @@ class TrainConfig:
         test_time_flip: Average each prediction over the image and its mirror image, in
             the evaluation and inside the exported model (only when the augmentation
             flips left to right, so mirror images are valid examples of the class; None: the recipe's).
-        class_weights: Weight the loss by inverse class frequency (for imbalanced data).
+        class_weights: Weight the loss by inverse class frequency (for imbalanced data); None: on when the
+            largest class has at least ``IMBALANCE_FOR_CLASS_WEIGHTS`` times the images of the smallest
+            (``class_weights_default``, decided when the data is scanned).
         early_stopping_patience: Epochs without a better validation loss before
             stopping (0: never stop early; None: the recipe's). The best epoch's weights are kept either way.
         seed: Seed of the split, the initial weights, shuffling and augmentation.
@@ -151,9 +165,9 @@ class TrainConfig:
         time_budget_minutes: For ``auto``: the advice recommends no strategy it expects to
             take longer, and fits fine-tuning's epochs into it.
         export_formats: Files beside ``model.h5`` that run without Keras, each checked
-            against the Keras model (``tl_core.portable.FORMATS``: ``tflite``, ``int8``,
-            ``onnx``; None: ``tl_core.portable.default_formats()``; ``()``: none).
-        from_run: An earlier run folder to train again from (``tl_core.rerun``): its images
+            against the Keras model (``tl_core.runs.portable.FORMATS``: ``tflite``, ``int8``,
+            ``onnx``; None: ``tl_core.runs.portable.default_formats()``; ``()``: none).
+        from_run: An earlier run folder to train again from (``tl_core.training.reuse``): its images
             keep their split, its decoded images and features are reused for the images
             still there, and training starts from its weights (the head, or the whole model when fine-tuning).
     """
@@ -178,7 +192,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     learning_rate_schedule: str | None = None
     test_time_flip: bool | None = None
-    class_weights: bool = False
+    class_weights: bool | None = None
     early_stopping_patience: int | None = None
     seed: int = 0
     val_fraction: float = 0.15
@@ -232,10 +246,57 @@ class TrainConfig:
             )
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
-        from tl_core.portable import default_formats, parse_formats
+        from tl_core.runs.portable import default_formats, parse_formats
 
         formats = default_formats() if self.export_formats is None else parse_formats(self.export_formats)
         return with_recipe(replace(self, strategy=strategy, export_formats=formats))
+
+    @property
+    def uses_warmup(self) -> bool:
+        """The head warms up on cached features before backbone layers train (fine-tuning)."""
+        return self.strategy in WARMUP_STRATEGIES
+
+    @property
+    def trains_on_images(self) -> bool:
+        """Every epoch of the main phase is a pass of the network over the images (fine-tuning, training from scratch)."""
+        return self.strategy in IMAGE_TRAINING_STRATEGIES
+
+    @property
+    def uses_features(self) -> bool:
+        """The run computes the frozen backbone's features: for feature extraction, or for the head's warm-up."""
+        return self.strategy != "from_scratch"
+
+    @property
+    def mirrors(self) -> bool:
+        """Mirror images are examples of the same class here: the flips setting includes left-right (whether or not augmentation is on)."""
+        return self.augmentation.mirrors
+
+    @property
+    def uses_test_time_flip(self) -> bool:
+        """Predictions average the image and its mirror image (asked for, and mirror images are valid examples)."""
+        return bool(self.test_time_flip) and self.mirrors
+
+    @property
+    def mirrored_features(self) -> bool:
+        """Feature extraction caches the mirror images' features too: a training view, and for the test-time flip.
+
+        The quick recipe skips them unless test-time flip is asked for: one pass of the backbone per image.
+        """
+        if self.strategy != "feature_extraction" or not self.mirrors:
+            return False
+        return self.uses_test_time_flip or (self.augment and not self.quick)
+
+    @property
+    def head_epochs(self) -> int:
+        """Epochs of the head on cached features: all of feature extraction, or fine-tuning's warm-up."""
+        if self.strategy == "feature_extraction":
+            return self.epochs or 0
+        return (self.warmup_epochs or 0) if self.uses_warmup else 0
+
+    @property
+    def planned_epochs(self) -> int:
+        """Epochs at most, over all phases (the warm-up's count is an upper bound: it ends when the head stops improving)."""
+        return (self.epochs or 0) + ((self.warmup_epochs or 0) if self.uses_warmup else 0)
 
     @property
     def recipe_settings(self) -> dict[str, object]:
@@ -248,6 +309,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def class_weights_default(imbalance_ratio: float) -> bool:
+    """Whether class weights are on when the user does not say: from ``IMBALANCE_FOR_CLASS_WEIGHTS`` times more images in the largest class."""
+    return imbalance_ratio >= IMBALANCE_FOR_CLASS_WEIGHTS
 
 
 def with_recipe(config: TrainConfig) -> TrainConfig:

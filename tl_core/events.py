@@ -116,6 +116,10 @@ def ignore_event(event: Event) -> None:
     """The default listener: does nothing."""
 
 
+class Interrupted(Exception):
+    """Raised inside the engine when a stop request arrives during a step that is not an epoch loop (decoding, features)."""
+
+
 @dataclass
 class StopRequest:
     """A thread-safe flag a caller sets to stop a run; the run checks it after every batch."""
@@ -130,3 +134,8 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self._flag.is_set()
+
+    def check(self) -> None:
+        """Raises ``Interrupted`` when a stop has been requested."""
+        if self.requested:
+            raise Interrupted(self.reason)

@@ -1,0 +1,369 @@
+"""The Setup page, run through the router with the fake engine."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core.advice.scenario import recommend
+from tl_core.data.records import Dataset
+from tl_core.data.scan import scan_dataset
+from tl_core.device import DeviceInfo
+from tl_core.errors import ConfigError
+from tl_core.models.backbones import get_backbone
+
+from conftest import REPO, make_class_folders
+from fake_engine import FakeEngine
+
+APP = str(REPO / "app.py")
+MOBILENET = get_backbone("mobilenet_v2")
+FAKE_LAYERS = 22  # layers in FakeEngine.layer_map
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Three balanced classes of generated images."""
+    return make_class_folders(tmp_path / "shapes", {"circles": 10, "squares": 10, "stripes": 10})
+
+
+def open_setup(dataset: Dataset | None, data_dir: str | None = None, engine: FakeEngine | None = None, **preset) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = engine or FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = data_dir
+    for key, value in preset.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/setup.py").run()
+    return at
+
+
+def open_with_folder(folder: Path, **preset) -> AppTest:
+    return open_setup(scan_dataset(folder), str(folder), **preset)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(element.value for element in at.metric if element.label == label)
+
+
+def expected_trainable(frozen_layers: int, classes: int = 3) -> str:
+    head = MOBILENET.feature_dim * classes + classes
+    return f"{FakeEngine().layer_map('mobilenet_v2').trainable_parameters(frozen_layers) + head:,}"
+
+
+def links_to(at: AppTest, page: str) -> bool:
+    return any(link.proto.page.removesuffix(".py").endswith(page) for link in at.get("page_link"))
+
+
+def test_empty_state_points_to_the_data_page() -> None:
+    at = open_setup(None)
+
+    assert not at.exception
+    assert at.title[0].value == "3 · Model and training setup"
+    assert "No dataset loaded yet" in at.info[0].value
+    assert links_to(at, "data")
+    assert not at.selectbox and not at.metric
+    assert at.session_state["train_config"] is None
+
+
+def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
+    at = open_with_folder(folder)
+
+    assert not at.exception
+    # The device, first and plainly.
+    assert "Training will run on the CPU." in at.info[0].value and "CPU (2 cores): this TensorFlow build has no GPU support" in at.info[0].value
+    assert at.selectbox(key="setup_backbone").value == "mobilenet_v2"
+    assert "MobileNetV2 · 224 px · 2.3 M parameters" in at.selectbox(key="setup_backbone").options
+    assert at.radio(key="setup_strategy").value == "feature_extraction"
+    config = at.session_state["train_config"]
+    assert config == config.validated()
+    assert (config.strategy, config.backbone, config.freeze_layers, config.image_size, config.epochs) == ("feature_extraction", "mobilenet_v2", None, 224, 200)
+    assert config.data_dir == str(folder) and config.out_dir == ""
+    assert (config.warmup_epochs, config.class_weights, config.test_time_flip, config.quick) == (0, False, True, False)
+    # Only the head trains; everything in the backbone is frozen.
+    assert metric(at, "Parameters that train") == f"{1280 * 3 + 3:,}"
+    assert metric(at, "Layers frozen") == f"{FAKE_LAYERS} of {FAKE_LAYERS}"
+    assert "Ready: feature extraction with MobileNetV2 at 224 px, 200 head epochs" in at.success[-1].value and "test-time flip" in at.success[-1].value
+    # How long it takes here, and what the quick recipe would take.
+    assert metric(at, "Estimated time") == "40 min"
+    assert any("The quick recipe would take about" in element.value for element in at.caption)
+    assert len(at.get("plotly_chart")) == 1
+    assert links_to(at, "train")
+
+
+def test_a_gpu_is_named(folder: Path) -> None:
+    class GpuEngine(FakeEngine):
+        def device(self):
+            return DeviceInfo(kind="GPU", name="NVIDIA H100 80GB HBM3", count=1, mixed_precision="mixed_float16")
+
+    at = open_setup(scan_dataset(folder), str(folder), engine=GpuEngine())
+
+    assert not at.exception
+    assert "Training will run on the GPU: NVIDIA H100 80GB HBM3" in at.success[0].value
+    assert "mixed_float16" in at.success[0].value
+
+
+def test_strategy_defaults_to_the_choice_made_on_the_scenario_page(folder: Path) -> None:
+    dataset = scan_dataset(folder)
+    at = open_setup(dataset, str(folder), recommendation=recommend(dataset, "high"), chosen_strategy="fine_tune")
+
+    assert not at.exception
+    assert at.radio(key="setup_strategy").value == "fine_tune"
+    # Not the recommendation: the trade-off is explained.
+    trade_off = " ".join(element.value for element in at.info)
+    assert "Step 2 recommended **feature extraction**" in trade_off and "Fine-tuning lets the later layers adapt" in trade_off
+    assert at.session_state["train_config"].freeze_layers == 10  # the engine's default depth
+
+
+def test_recommendation_is_the_default_without_a_choice(folder: Path) -> None:
+    dataset = scan_dataset(folder)
+    at = open_setup(dataset, str(folder), recommendation=recommend(dataset, "low"))
+
+    assert not at.exception
+    assert at.radio(key="setup_strategy").value == "fine_tune"
+    assert "recommended" in at.radio(key="setup_strategy").options[1]
+    assert not any("Step 2 recommended" in element.value for element in at.info)
+
+
+def test_freeze_slider_changes_the_trainable_parameters(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+    slider = at.select_slider(key="setup_freeze_mobilenet_v2")
+
+    assert not at.exception
+    assert slider.value == 10
+    assert metric(at, "Parameters that train") == expected_trainable(10)
+    assert "The first **10 of 22 layers** stay frozen" in " ".join(element.value for element in at.caption)
+
+    slider.set_value(16).run()
+
+    assert not at.exception
+    assert metric(at, "Parameters that train") == expected_trainable(16)
+    assert expected_trainable(16) != expected_trainable(10)
+    assert metric(at, "Layers frozen") == "16 of 22"
+    assert at.session_state["train_config"].freeze_layers == 16
+    assert "first 16 of 22 layers frozen" in at.success[-1].value
+
+
+@pytest.mark.parametrize(
+    ("strategy", "frozen", "words"),
+    [("full_fine_tune", 0, "No layer is frozen"), ("from_scratch", 0, "start from random weights"), ("feature_extraction", FAKE_LAYERS, "All 22 layers stay frozen")],
+)
+def test_other_strategies_show_what_is_frozen(folder: Path, strategy: str, frozen: int, words: str) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+
+    at.radio(key="setup_strategy").set_value(strategy).run()
+
+    assert not at.exception
+    assert at.session_state["chosen_strategy"] == strategy
+    assert metric(at, "Layers frozen") == f"{frozen} of {FAKE_LAYERS}"
+    assert any(words in element.value for element in at.caption)
+    assert not [widget for widget in at.select_slider if widget.key.startswith("setup_freeze")]
+    config = at.session_state["train_config"]
+    assert config.strategy == strategy and config.freeze_layers is None
+
+
+def test_warmup_only_for_fine_tuning(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="full_fine_tune")
+
+    assert not at.exception
+    at.number_input(key="setup_warmup_full_fine_tune_recommended").set_value(2).run()
+    assert at.session_state["train_config"].warmup_epochs == 2
+    assert "after up to 2 warm-up epochs" in at.success[-1].value
+
+    at.radio(key="setup_strategy").set_value("from_scratch").run()
+    assert not at.exception
+    assert at.session_state["train_config"].warmup_epochs == 0
+    assert not [widget for widget in at.number_input if widget.key.startswith("setup_warmup")]
+
+
+def test_augmentation_preview_shows_three_classes_and_new_versions(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+
+    assert not at.exception
+    rows = at.get("image")
+    assert len(rows) == 3
+    assert all(row.captions == ["original", "version 1", "version 2", "version 3", "version 4"] for row in rows)
+    labels = " ".join(element.value for element in at.markdown)
+    for name in ("circles", "squares", "stripes"):
+        assert f"**{name}**" in labels
+    first_urls = rows[0].value
+
+    next(button for button in at.button if button.label == "New random versions").click().run()
+
+    assert not at.exception
+    assert at.session_state["setup_preview_seed"] == 1
+    assert at.get("image")[0].value != first_urls
+
+
+def test_augmentation_settings_reach_the_config(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+
+    at.slider(key="setup_rotation").set_value(0.25).run()
+    at.selectbox(key="setup_flip").set_value("vertical").run()
+
+    assert not at.exception
+    augmentation = at.session_state["train_config"].augmentation
+    assert (augmentation.rotation, augmentation.flip) == (0.25, "vertical")
+    assert any("±90° rotation" in element.value for element in at.caption)
+
+    at.checkbox(key="setup_augment").uncheck().run()
+
+    assert not at.exception
+    assert at.session_state["train_config"].augment is False
+    assert not at.get("image")
+    assert any("Augmentation is off" in element.value for element in at.info)
+
+
+def test_feature_extraction_explains_augmented_views(folder: Path) -> None:
+    at = open_with_folder(folder)
+
+    assert not at.exception
+    assert any("augmented views" in element.value for element in at.info)
+    assert at.session_state["train_config"].augment_views == 0
+    assert any("Preview only" in element.value for element in at.caption)
+
+    at.number_input(key="setup_augment_views").set_value(2).run()
+
+    assert not at.exception
+    assert at.session_state["train_config"].augment_views == 2
+    assert "with augmentation (2 cached views)" in at.success[-1].value
+
+
+def test_training_settings_reach_the_config(folder: Path) -> None:
+    at = open_with_folder(folder)
+
+    at.selectbox(key="setup_image_size_mobilenet_v2").set_value(128).run()
+    at.number_input(key="setup_epochs_feature_extraction_recommended").set_value(3).run()
+    at.select_slider(key="setup_batch_size").set_value(16).run()
+    at.select_slider(key="setup_learning_rate").set_value(1e-4).run()
+    at.number_input(key="setup_seed").set_value(7).run()
+
+    assert not at.exception
+    config = at.session_state["train_config"]
+    assert (config.image_size, config.epochs, config.batch_size, config.learning_rate, config.seed) == (128, 3, 16, 1e-4, 7)
+    assert "at 128 px, 3 head epochs" in at.success[-1].value
+
+
+def test_image_sizes_follow_the_backbone(folder: Path) -> None:
+    at = open_with_folder(folder)
+
+    at.selectbox(key="setup_backbone").set_value("inception_v3").run()
+
+    assert not at.exception
+    sizes = at.selectbox(key="setup_image_size_inception_v3")
+    assert sizes.value == 299
+    assert all(option.startswith(("96", "128", "160", "192", "224", "299")) for option in sizes.options)
+    assert at.session_state["train_config"].image_size == 299
+    assert "InceptionV3" in at.success[-1].value
+
+
+def test_class_weights_are_preticked_for_imbalanced_data(tmp_path: Path) -> None:
+    imbalanced = make_class_folders(tmp_path / "imbalanced", {"common": 40, "rare": 10})
+    at = open_with_folder(imbalanced)
+
+    assert not at.exception
+    assert at.checkbox(key="setup_class_weights").value is True
+    assert at.session_state["train_config"].class_weights is True
+
+
+def test_settings_survive_a_visit_to_another_page(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+    at.number_input(key="setup_epochs_fine_tune_recommended").set_value(4).run()
+    at.select_slider(key="setup_freeze_mobilenet_v2").set_value(13).run()
+
+    at.switch_page("pages/scenario.py").run()
+    at.switch_page("pages/setup.py").run()
+
+    assert not at.exception
+    assert at.number_input(key="setup_epochs_fine_tune_recommended").value == 4
+    assert at.select_slider(key="setup_freeze_mobilenet_v2").value == 13
+    config = at.session_state["train_config"]
+    assert (config.epochs, config.freeze_layers) == (4, 13)
+
+
+def test_an_invalid_config_is_an_error_message_not_a_crash(folder: Path) -> None:
+    class TinyEngine(FakeEngine):
+        def backbones(self):
+            # A network whose own size is below what TrainConfig allows.
+            return [replace(MOBILENET, default_size=16, min_size=16)]
+
+    at = open_setup(scan_dataset(folder), str(folder), engine=TinyEngine())
+
+    assert not at.exception
+    assert "image_size is 16 while it must be between 32 and 1024" in at.error[0].value
+    assert at.session_state["train_config"] is None
+
+
+def test_engine_errors_are_shown_plainly(folder: Path) -> None:
+    class BrokenEngine(FakeEngine):
+        def layer_map(self, backbone):
+            raise ConfigError(f"No layers found for '{backbone}'. Choose another backbone.")
+
+    at = open_setup(scan_dataset(folder), str(folder), engine=BrokenEngine())
+
+    assert not at.exception
+    assert at.error[0].value == "No layers found for 'mobilenet_v2'. Choose another backbone."
+
+
+def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = str(folder)
+    at.session_state["chosen_strategy"] = "fine_tune"
+    at.session_state["advice"] = (dataset.fingerprint(), canned_advice(dataset, "low"))
+    at.run()
+    at.switch_page("pages/setup.py").run()
+    assert not at.exception
+    assert "Starting from the measured suggestion: freeze the first 12 layers, up to block 'block_2'." in " ".join(caption.value for caption in at.caption)
+    assert at.session_state["train_config"].freeze_layers == 13  # the nearest block boundary of the fake layer map
+
+
+def test_the_quick_recipe_makes_fewer_passes_and_says_how_long_each_takes(folder: Path) -> None:
+    at = open_with_folder(folder, chosen_strategy="fine_tune")
+    recommended = at.session_state["train_config"]
+    assert (recommended.epochs, recommended.warmup_epochs, recommended.learning_rate_schedule, recommended.test_time_flip) == (8, 200, "cosine", True)
+    slow = metric(at, "Estimated time")
+
+    at.radio(key="setup_recipe_fine_tune").set_value("quick").run()
+
+    assert not at.exception
+    quick = at.session_state["train_config"]
+    assert (quick.quick, quick.epochs, quick.warmup_epochs, quick.test_time_flip) == (True, 3, 200, False)
+    assert metric(at, "Estimated time") != slow
+    assert any("Quick: 3 epochs of fine-tuning" in element.value for element in at.caption)
+    assert any("The recommended recipe would take about" in element.value for element in at.caption)
+
+
+def test_test_time_flip_needs_left_right_flips(folder: Path) -> None:
+    at = open_with_folder(folder)
+    at.selectbox(key="setup_flip").set_value("vertical").run()
+
+    assert not at.exception
+    assert at.checkbox(key="setup_tta_feature_extraction_recommended").disabled
+    assert at.session_state["train_config"].test_time_flip is False
+
+
+def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = replace(canned_advice(dataset, "low"), flip="none", epochs=60)  # mirror images look like another class; epochs fitted to the budget
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = str(folder)
+    at.session_state["chosen_strategy"] = advice.recommendation.strategy
+    at.session_state["advice"] = (dataset.fingerprint(), advice)
+    at.run()
+    at.switch_page("pages/setup.py").run()
+
+    assert not at.exception
+    config = at.session_state["train_config"]
+    assert (config.strategy, config.epochs, config.augmentation.flip, config.test_time_flip) == ("feature_extraction", 60, "none", False)

@@ -1,0 +1,217 @@
+"""The Train page through the router, with the fake engine and canned training events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core.config import TrainConfig
+from tl_core.data.scan import scan_dataset
+from tl_core.events import BatchEnded, PhaseStarted, TrainingFailed, TrainingFinished, TrainingStarted, TrainingStopped
+from tl_core.service.jobs import TrainingJob
+from tl_core.service.workspace import Workspace
+
+from conftest import REPO, make_class_folders
+from fake_engine import FakeEngine, canned_events
+
+APP = str(REPO / "app.py")
+OVERFITTING_LABEL = "validation loss rising: overfitting from here"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return make_class_folders(tmp_path / "data", {"ants": 6, "bees": 6}, size=32)
+
+
+def open_train_page(tmp_path: Path, data_dir: Path | None = None, job: TrainingJob | None = None, with_config: bool = True) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["workspace"] = Workspace.create(tmp_path / "workspaces", runs_root=tmp_path / "runs")
+    if data_dir is not None:
+        at.session_state["data_dir"] = str(data_dir)
+        at.session_state["dataset"] = scan_dataset(data_dir)
+        if with_config:
+            at.session_state["train_config"] = TrainConfig(data_dir=str(data_dir), out_dir="", epochs=5, image_size=32)
+    if job is not None:
+        at.session_state["job"] = job
+    at.run()
+    at.switch_page("pages/train.py").run()
+    return at
+
+
+def running_job(data_dir: Path, tmp_path: Path, epochs: int | None = None) -> TrainingJob:
+    """A job fed canned events but never started: its state is "running"."""
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"), epochs=5, image_size=32)
+    job = TrainingJob(config)
+    for event in canned_events(config, ["ants", "bees"], epochs=epochs):
+        job.handle(event)
+    return job
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(element.value) for element in at.get(kind))
+
+
+def chart_specs(at: AppTest) -> str:
+    return "\n".join(chart.proto.spec for chart in at.get("plotly_chart"))
+
+
+def test_without_settings_the_page_explains_where_to_go(tmp_path):
+    at = open_train_page(tmp_path)
+
+    assert not at.exception
+    assert at.title[0].value == "4 · Train"
+    assert "Choose a model and the training settings first" in at.info[0].value
+    assert any(link.proto.page == "setup" for link in at.get("page_link"))
+    assert not at.get("button")
+
+
+def test_start_trains_with_the_fake_engine_and_shows_the_result(tmp_path, data_dir):
+    at = open_train_page(tmp_path, data_dir)
+    assert not at.exception
+    assert "MobileNetV2 · feature extraction · up to 5 head epochs · 32×32 px" in texts(at, "markdown")
+    assert "this TensorFlow build has no GPU support (fake engine) · expected to take about" in texts(at, "caption")
+    assert "Press **Start training** to begin" in at.info[0].value
+
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    job = at.session_state["job"]
+    assert job.wait(5).status == "finished"
+    at.run()
+
+    assert not at.exception
+    engine = at.session_state["engine"]
+    run_dir = engine.started_configs[0].out_dir
+    assert Path(run_dir).parent == tmp_path / "runs"
+    assert at.session_state["run_dir"] == run_dir
+    assert "Accuracy on held-out images: 83.0%" in at.success[0].value
+    # Next to a finished run the estimate speaks of the next one (which reuses the cached images and features).
+    assert "· another run with these settings: about" in texts(at, "caption")
+    specs = chart_specs(at)
+    assert "Loss (lower is better)" in specs and "Accuracy (higher is better)" in specs
+    assert OVERFITTING_LABEL in specs
+    assert not at.button(key="train_start").disabled
+    assert not at.get("progress")
+    assert any(link.proto.page == "evaluate" for link in at.get("page_link"))
+
+
+def test_a_running_job_shows_progress_charts_stop_and_the_overfitting_point(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path)
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    assert "Training" in texts(at, "markdown")
+    progress = at.get("progress")[0].proto
+    assert "Training the new head on cached features" in progress.text
+    assert "5/5 epochs done" in progress.text
+    assert "0.5 s/epoch" in progress.text
+    assert at.button(key="train_start").disabled
+    assert not at.button(key="train_stop").disabled
+    assert OVERFITTING_LABEL in chart_specs(at)
+    assert "Overfitting from epoch 3." in texts(at, "caption")
+    assert "Augmentation is not applied" in texts(at, "markdown")
+    assert at.session_state["run_dir"] is None
+
+    at.button(key="train_stop").click().run()
+    assert not at.exception
+    assert job.state().stop_requested
+    assert at.button(key="train_stop").disabled
+    assert "Stopping" in texts(at, "markdown")
+
+
+def test_progress_inside_an_epoch_names_the_batch_and_the_time_left(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path, epochs=2)
+    job.handle(BatchEnded("head", 3, 4, 10, {"loss": 0.5}))
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    progress = at.get("progress")[0].proto
+    assert "epoch 3/5, batch 4/10" in progress.text
+    assert "0.5 s/epoch · about 2 s left" in progress.text
+    assert progress.value == 48  # (2 epochs + 4/10 of the third) of 5
+    assert OVERFITTING_LABEL not in chart_specs(at)
+
+
+def test_saving_the_files_keeps_the_bar_at_the_training_progress(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path)
+    job.handle(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    progress = at.get("progress")[0].proto
+    assert progress.text == "Saving model.h5, model.keras, labels.json and reports"
+    assert progress.value == 100
+
+
+def test_a_job_before_its_first_event_says_it_is_starting(tmp_path, data_dir):
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"))
+    at = open_train_page(tmp_path, data_dir, TrainingJob(config))
+
+    assert not at.exception
+    assert "Starting: loading TensorFlow" in at.get("progress")[0].proto.text
+    assert "The loss and accuracy charts appear when the first epoch ends." in texts(at, "caption")
+
+
+def test_a_failed_job_shows_the_error_and_a_suggestion(tmp_path, data_dir):
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"))
+    job = TrainingJob(config)
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["ants", "bees"], counts={}))
+    job.handle(TrainingFailed("ResourceExhaustedError: OOM when allocating tensor. The run ran out of memory.", "ResourceExhaustedError"))
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    assert "ResourceExhaustedError: OOM when allocating tensor" in at.error[0].value
+    assert "smaller batch size or image size" in texts(at, "markdown")
+    assert at.session_state["run_dir"] is None
+    assert not at.button(key="train_start").disabled
+
+
+def test_a_job_stopped_before_any_epoch_leaves_no_model(tmp_path, data_dir):
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"))
+    job = TrainingJob(config)
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["ants", "bees"], counts={}))
+    job.handle(TrainingStopped("stop requested by the user", 0))
+    job.handle(TrainingFinished(status="stopped", run_dir=config.out_dir, test_accuracy=None, seconds=1.0))
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    assert "no model was saved" in at.warning[0].value
+    assert at.session_state["run_dir"] is None
+
+
+def test_a_stopped_job_with_epochs_offers_its_model(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path, epochs=3)
+    job.handle(TrainingFinished(status="stopped", run_dir=str(tmp_path / "run"), test_accuracy=0.8, seconds=2.0))
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    assert "Stopped after 3 epochs" in at.success[0].value and "the best epoch so far was kept" in at.success[0].value
+    assert "Accuracy on held-out images: 80.0%" in at.success[0].value
+    assert at.session_state["run_dir"] == str(tmp_path / "run")
+
+
+def test_the_run_stays_visible_after_the_data_changed(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path)
+    at = open_train_page(tmp_path, data_dir, job, with_config=False)
+
+    assert not at.exception
+    assert "Choose a model and the training settings first" in at.info[0].value
+    assert at.get("progress")
+    assert at.get("plotly_chart")
+
+
+def test_coming_back_to_the_page_redraws_the_same_run(tmp_path, data_dir):
+    job = running_job(data_dir, tmp_path)
+    at = open_train_page(tmp_path, data_dir, job)
+    at.switch_page("pages/data.py").run()
+    assert not at.exception
+    at.switch_page("pages/train.py").run()
+
+    assert not at.exception
+    assert at.session_state["job"] is job
+    assert not job.state().stop_requested
+    assert OVERFITTING_LABEL in chart_specs(at)
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["x"] == [1, 2, 3, 4, 5]

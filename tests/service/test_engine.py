@@ -1,0 +1,45 @@
+"""The real engine facade the pages call: its numbers agree with what training does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl_core.config import AugmentConfig
+from tl_core.data.images import load_image
+from tl_core.data.scan import scan_dataset
+from tl_core.models.backbones import get_backbone
+from tl_core.service.engine import Engine
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.parametrize("frozen", [0, 57, 154])
+def test_layer_map_counts_the_parameters_training_will_train(frozen: int) -> None:
+    from tl_core.models.build import build_backbone, freeze_layers, trainable_parameter_count
+
+    layer_map = Engine().layer_map("mobilenet_v2")
+    backbone = build_backbone(get_backbone("mobilenet_v2"), "none")
+    freeze_layers(backbone, frozen)
+    assert layer_map.trainable_parameters(frozen) == trainable_parameter_count(backbone)
+    freeze_layers(backbone, 0, train_batchnorm=True)
+    assert layer_map.trainable_parameters(0, train_batchnorm=True) == trainable_parameter_count(backbone)
+    assert layer_map.blocks[0].start == 0 and layer_map.blocks[-1].end == len(layer_map.layers) == 154
+
+
+def test_augment_preview_puts_the_original_first(tiny_dataset: Path) -> None:
+    paths = [record.path for record in scan_dataset(tiny_dataset).records[:2]]
+    preview = Engine().augment_preview(paths, 40, AugmentConfig(rotation=0.2), versions=3, seed=1)
+    assert preview.shape == (2, 4, 40, 40, 3) and preview.dtype == np.uint8
+    np.testing.assert_array_equal(preview[0, 0], load_image(paths[0], 40))
+    assert not np.array_equal(preview[0, 1], preview[0, 0])
+    np.testing.assert_array_equal(preview, Engine().augment_preview(paths, 40, AugmentConfig(rotation=0.2), versions=3, seed=1))
+
+
+def test_default_freeze_depth_is_a_block_boundary() -> None:
+    engine = Engine()
+    depth = engine.default_freeze_layers("mobilenet_v2")
+    assert depth in {block.start for block in engine.layer_map("mobilenet_v2").blocks}
+    assert 0 < depth < 154

@@ -1,0 +1,122 @@
+"""Background training jobs: state folding, stop, failure, and the overfitting marker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tl_core.config import TrainConfig
+from tl_core.errors import DataError
+from tl_core.events import TrainingFailed, TrainingFinished
+from tl_core.insight.curves import overfitting_epoch
+from tl_core.service.jobs import TrainingJob, fold_event
+
+from fake_engine import CANNED_HISTORY, canned_events
+
+
+def _config(tmp_path: Path) -> TrainConfig:
+    return TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), epochs=5)
+
+
+def test_events_fold_into_progress_history_and_eta(tmp_path: Path) -> None:
+    job = TrainingJob(_config(tmp_path))
+    for event in canned_events(_config(tmp_path), ["a", "b"], epochs=2):
+        job.handle(event)
+    state = job.state()
+    assert state.status == "running" and state.is_running
+    assert state.phase == "head" and state.epochs == 5 and state.epoch == 2
+    assert [entry["val_loss"] for entry in state.history] == [0.80, 0.55]
+    assert state.seconds_per_epoch == pytest.approx(0.5)
+    assert state.eta_seconds == pytest.approx(1.5)  # three epochs left at half a second each
+    assert any("Augmentation is not applied" in notice for notice in state.notices)
+    finished = fold_event(state, TrainingFinished(status="finished", run_dir="/runs/x", test_accuracy=0.9, seconds=3.0))
+    assert finished.status == "finished" and finished.test_accuracy == 0.9 and finished.eta_seconds is None
+
+
+def test_stop_reaches_the_trainer_and_the_state(tmp_path: Path) -> None:
+    release = threading.Event()
+    seen_stop = []
+
+    def trainer(config, on_event, stop):
+        release.wait(5)
+        seen_stop.append(stop.requested)
+
+    job = TrainingJob(_config(tmp_path), trainer=trainer).start()
+    job.stop("user pressed Stop")
+    assert job.state().stop_requested
+    release.set()
+    state = job.wait(5)
+    assert seen_stop == [True]
+    assert state.status == "stopped" and state.finished_at >= state.started_at
+
+
+def test_a_failing_trainer_leaves_a_failed_state_with_the_message(tmp_path: Path) -> None:
+    def trainer(config, on_event, stop):
+        raise MemoryError("cannot allocate 2.0 GiB")
+
+    state = TrainingJob(_config(tmp_path), trainer=trainer).start().wait(5)
+    assert state.status == "failed"
+    assert state.error == "MemoryError: cannot allocate 2.0 GiB. The run ran out of memory: try a smaller batch size or image size."
+
+
+def test_a_user_error_keeps_the_engine_message(tmp_path: Path) -> None:
+    def trainer(config, on_event, stop):
+        on_event(TrainingFailed("Found 1 class ('a') ...", "DataError"))
+        raise DataError("Found 1 class ('a') ...")
+
+    state = TrainingJob(_config(tmp_path), trainer=trainer).start().wait(5)
+    assert state.status == "failed" and state.error == "Found 1 class ('a') ..."
+
+
+def test_overfitting_epoch_marks_where_the_losses_part() -> None:
+    history = [{"epoch": number, **metrics} for number, metrics in enumerate(CANNED_HISTORY, start=1)]
+    assert overfitting_epoch(history) == 3
+    assert overfitting_epoch(history[:4]) is None  # one rising epoch is noise, not a trend
+    steady = [{"epoch": number, "loss": 1 / number, "val_loss": 1 / number} for number in range(1, 8)]
+    assert overfitting_epoch(steady) is None
+    assert overfitting_epoch([{"epoch": 1, "loss": 1.0, "val_loss": None}] * 4) is None
+
+
+def test_a_running_job_keeps_its_workspace_files_after_the_session_is_dropped(tmp_path: Path) -> None:
+    import gc
+
+    from tl_core.service.workspace import Workspace
+
+    release = threading.Event()
+    workspace = Workspace.create(tmp_path, runs_root=tmp_path / "runs")
+    root = workspace.root
+    job = TrainingJob(_config(tmp_path), trainer=lambda config, on_event, stop: release.wait(5), keep_alive=(workspace,)).start()
+    del workspace, job  # what Streamlit does when a closed tab's session is forgotten
+    gc.collect()
+    assert root.exists()  # the run may still read the uploaded images
+    release.set()
+
+
+def test_a_real_run_trains_in_a_child_process_and_its_events_reach_the_state(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """Not in the web server's process: Streamlit clears Keras' session after every rerun, which would stall a run there."""
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, image_size=32, cache_dir=str(tmp_path / "cache"))
+    job = TrainingJob(config).start()
+    state = job.wait(300)
+    assert state.status == "finished", state.error
+    assert len(state.history) == 3 and state.test_accuracy is not None
+    assert any(notice.startswith("Estimated time: about") for notice in state.notices)
+    assert (tmp_path / "run" / "model.h5").exists()
+    assert not any(thread.name.startswith("training ") for thread in threading.enumerate())  # the relay thread has ended
+
+
+def test_a_child_run_stops_on_request_and_a_failing_one_says_why(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=500, image_size=32, batch_size=2, cache_dir=str(tmp_path / "cache"))
+    job = TrainingJob(config).start()
+    deadline = time.time() + 300
+    while not job.state().history and time.time() < deadline:
+        time.sleep(0.2)
+    job.stop()
+    state = job.wait(300)
+    assert state.status == "stopped" and 1 <= len(state.history) < 500
+    assert "Stopped: stop requested by the user." in state.notices
+
+    missing = TrainingJob(TrainConfig(data_dir=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "failed"))).start().wait(300)
+    assert missing.status == "failed" and "does not exist" in missing.error

@@ -1,0 +1,207 @@
+"""Measured advice: the data placed in the matrix by measurement, and the strategy the candidates' numbers favour.
+
+The matrix (size x measured similarity, ``tl_core.advice.scenario``) is the
+prior; the measurement (``tl_core.advice.similarity``) and the candidates'
+expected accuracy and time on this device (``tl_core.advice.candidates``) have
+the last word. The advice also suggests the freeze depth (where the measured
+domain shift grows), the learning rate, whether mirror images are valid
+examples, and the epochs that fit the time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from tl_core.advice.candidates import DEFAULT_TIME_BUDGET_MINUTES, Candidate, candidate_reason, plan_candidates
+from tl_core.advice.scenario import SCENARIOS, Recommendation, classify_size, recommend
+from tl_core.advice.similarity import DEFAULT_SAMPLE_SIZE, HIGH_SIMILARITY_THRESHOLD, SHIFT_GROWTH_THRESHOLD, LayerShift, Measurement, measure_similarity
+from tl_core.config import STRATEGY_NAMES
+from tl_core.data.records import Dataset
+from tl_core.data.scan import scan_dataset
+from tl_core.models.backbones import BackboneSpec, get_backbone
+from tl_core.models.blocks import blocks_from_layer_names
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The measured recommendation: scenario, strategy, freeze depth, learning rate, augmentation, reasons."""
+
+    recommendation: Recommendation
+    measurement: Measurement
+    backbone: str
+    freeze_layers: int
+    freeze_block: str
+    backbone_layers: int
+    learning_rate: float
+    augment: bool
+    reasons: list[str]
+    views: list[str] = field(default_factory=list)  # the two readings of scenario 2, when it applies
+    candidates: list[Candidate] = field(default_factory=list)  # every strategy weighed, with expected accuracy and time
+    matrix_strategy: str = ""  # what the matrix alone recommends
+    flip: str = "horizontal"  # "none" when mirror images look like another class
+    epochs: int | None = None  # epochs of the recommended strategy's main phase (fitted to the time budget)
+    time_budget_minutes: float = 0.0
+
+    def to_dict(self) -> dict:
+        recommendation = self.recommendation
+        return {
+            "scenario": recommendation.scenario,
+            "title": recommendation.title,
+            "size": recommendation.size,
+            "similarity": recommendation.similarity,
+            "similarity_score": round(self.measurement.similarity_score, 4),
+            "strategy": recommendation.strategy,
+            "backbone": self.backbone,
+            "freeze_layers": self.freeze_layers,
+            "freeze_block": self.freeze_block,
+            "backbone_layers": self.backbone_layers,
+            "learning_rate": self.learning_rate,
+            "augment": self.augment,
+            "reasons": list(self.reasons),
+            "views": list(self.views),
+            "matrix_strategy": self.matrix_strategy,
+            "flip": self.flip,
+            "epochs": self.epochs,
+            "time_budget_minutes": self.time_budget_minutes,
+            "candidates": [asdict(candidate) for candidate in self.candidates],
+            "components": {key: round(value, 4) for key, value in self.measurement.components().items()},
+            "measurement": asdict(self.measurement),
+        }
+
+
+def freeze_depth_from_shift(profile: list[LayerShift], layer_names: list[str], spec: BackboneSpec, size: str) -> tuple[int, str, str]:
+    """Where to stop freezing: the start of the block in which the data first moves the statistics a lot.
+
+    The measurement can only unfreeze more than the usual depth (the last third of
+    the blocks retrain, ``default_freeze_layers``): where nothing moves, or where the
+    shift grows only late, the usual depth stays, which is what fine-tuned well on
+    photos in the benchmarks. On small data at least the first third of the blocks
+    stays frozen (a few hundred images cannot retrain millions of weights).
+
+    Returns:
+        ``(layers to freeze, name of the first trainable block, the reason in words)``.
+    """
+    blocks = blocks_from_layer_names(spec, layer_names)
+    usual = min(len(blocks) - 1, round(len(blocks) * 2 / 3))  # the block default_freeze_layers starts training at
+    moved = next((entry for entry in profile if entry.shift > SHIFT_GROWTH_THRESHOLD), None)
+    if moved is None:
+        target = usual
+        why = f"no layer's shift exceeds {SHIFT_GROWTH_THRESHOLD}: the features fit your images up to the top, so the usual last third of the blocks retrain"
+    else:
+        target = next(number for number, block in enumerate(blocks) if block.start <= moved.index < block.end)
+        why = f"the shift first exceeds {SHIFT_GROWTH_THRESHOLD} at layer '{moved.name}' ({moved.shift:.2f}), in block '{blocks[target].name}'"
+        if target > usual:
+            target = usual
+            why += f"; the last third of the blocks retrain at least, from '{blocks[target].name}'"
+    if size == "small" and target < len(blocks) // 3:
+        target = len(blocks) // 3
+        why += f"; on small data the first third of the blocks stays frozen anyway, so training starts at '{blocks[target].name}'"
+    target = max(1, min(target, len(blocks) - 1))
+    return blocks[target].start, blocks[target].name, why
+
+
+def advise(
+    data_dir: str | Path | Dataset,
+    backbone: str = "mobilenet_v2",
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    time_budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
+) -> Advice:
+    """Measures the data and recommends scenario, strategy, freeze depth, learning rate and augmentation.
+
+    The matrix (size x measured similarity) gives the prior; the strategy comes from the
+    candidates' expected accuracy and estimated time on this device (``plan_candidates``).
+
+    Args:
+        data_dir: A dataset folder, or an already scanned dataset.
+        backbone: The backbone to advise for.
+        sample_size: Images measured at most.
+        cache_dir: The cache folder shared with training.
+        seed: Seed of the split, sample and probe.
+        time_budget_minutes: How long a run may take; slower candidates are not recommended.
+    """
+    from tl_core.device import detect_device
+    from tl_core.training.estimate import Throughput, remember_throughput
+
+    dataset = data_dir if isinstance(data_dir, Dataset) else scan_dataset(data_dir, seed=seed)
+    spec = get_backbone(backbone)
+    measurement, layer_names = measure_similarity(dataset, backbone, sample_size, cache_dir, seed)
+    matrix = recommend(dataset, measurement.similarity, similarity_source="measured", similarity_score=measurement.similarity_score)
+    size = classify_size(dataset).size
+    measured_freeze, measured_block, freeze_reason = freeze_depth_from_shift(measurement.shift_profile, layer_names, spec, size)
+    flip = "horizontal" if measurement.mirror_images_help else "none"
+    device = detect_device()
+    if measurement.forward_images_per_second:
+        throughput = Throughput(device.key, spec.name, spec.default_size, measurement.forward_images_per_second, time.time())
+        remember_throughput(throughput)
+    else:
+        from tl_core.training.estimate import forward_throughput
+
+        throughput = forward_throughput(spec.name, spec.default_size, device.key)
+    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip)
+    chosen = next(row for row in candidates if row.recommended)
+    strategy = chosen.strategy
+    freeze, block = measured_freeze, measured_block
+    if strategy == "feature_extraction":
+        freeze, block = len(layer_names), "none (all frozen)"
+    elif strategy in ("full_fine_tune", "from_scratch"):
+        freeze, block = 0, "all"
+    learning_rate = 1e-3 if strategy in ("feature_extraction", "from_scratch") else 1e-4
+    augment = True
+    reasons = _reasons(measurement, matrix, strategy, freeze, block, len(layer_names), learning_rate, augment, size, freeze_reason)
+    reasons.insert(len(reasons) - 2, candidate_reason(candidates, matrix.strategy, time_budget_minutes))
+    if flip == "none":
+        reasons.append(
+            f"Mirror images look like another class here (the probe trained with them scores {measurement.mirror_probe_accuracy:.1%} against "
+            f"{measurement.probe_accuracy:.1%} without), as with text or digits: no left-right flips, in training or at test time."
+        )
+    views = []
+    if matrix.scenario == 2:
+        views = [
+            f"Freeze the first {measured_freeze} layers (up to block '{measured_block}', where your images start to move the network's statistics) and retrain the rest at a low learning rate.",
+            f"Transfer may barely help: the pretrained features beat random ones by only {measurement.probe_accuracy - measurement.random_probe_accuracy:+.0%} "
+            "in the probe. A model trained from scratch may do as well; compare the strategies side by side before deciding.",
+        ]
+    recommendation = replace(matrix, strategy=strategy, reasons=reasons)
+    return Advice(
+        recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
+        candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
+    )
+
+
+def _reasons(
+    measurement: Measurement, recommendation: Recommendation, strategy: str, freeze: int, block: str, layers: int, learning_rate: float, augment: bool, size: str, freeze_reason: str
+) -> list[str]:
+    verdict = recommendation.size_verdict
+    reasons = [verdict.reason if verdict else f"The data counts as {size}."]
+    probe = (
+        f"Probe: pretrained features separate your classes with {measurement.probe_accuracy:.0%} cross-validated accuracy, "
+        f"random-weight features with {measurement.random_probe_accuracy:.0%} (chance {measurement.chance_accuracy:.0%}): "
+        f"similarity {measurement.probe_similarity:.2f}."
+    )
+    shift = (
+        f"Domain shift: your images move the backbone's BatchNorm statistics by {measurement.mean_shift:.2f} on average "
+        f"(ImageNet-like photos: about 0.1): similarity {measurement.shift_similarity:.2f}."
+    )
+    reasons += [probe, shift]
+    if measurement.imagenet_confidence is not None:
+        reasons.append(
+            f"An ImageNet classifier is {measurement.imagenet_confidence:.0%} sure of its top class on average "
+            f"(photos of ImageNet-like things: 60% or more): similarity {measurement.confidence_similarity:.2f}."
+        )
+    reasons.append(
+        f"Combined similarity {measurement.similarity_score:.2f} ({'at least' if measurement.similarity == 'high' else 'below'} "
+        f"{HIGH_SIMILARITY_THRESHOLD}), so similarity is {measurement.similarity}: scenario {recommendation.scenario} "
+        f"({SCENARIOS[recommendation.scenario]['title']}), where the matrix suggests {STRATEGY_NAMES[recommendation.strategy]}."
+    )
+    if strategy == "fine_tune":
+        reasons.append(f"Freeze the first {freeze} of {layers} layers, up to block '{block}': {freeze_reason}.")
+    reasons.append(f"Learning rate {learning_rate:g}" + (" (low: pretrained layers are being adjusted, not relearned)." if learning_rate < 1e-3 else "."))
+    if strategy != "feature_extraction":
+        reasons.append("Augment the training images (flips, rotation, zoom, shift, contrast): random changes are the cheapest defence against overfitting.")
+    elif measurement.mirror_images_help:
+        reasons.append("Augment through mirror images: their features are cached once, the head trains on both and its answers are averaged over both.")
+    return reasons

@@ -1,0 +1,73 @@
+"""``--strategy auto``: measure the data, then train with the advised strategy.
+
+``run_training`` is what the command line and the app call to train: a config
+whose strategy is ``auto`` is first measured with ``tl_core.advice.advise`` and
+given the advised strategy, freeze depth, flips and epochs; any other config
+goes straight to ``tl_core.training.run.train``. TensorFlow is imported only
+inside the functions that train, so the app's pages can import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tl_core.config import AUTO_STRATEGY, TrainConfig
+from tl_core.data.scan import scan_dataset
+from tl_core.errors import TLError
+from tl_core.events import EventHandler, PhaseStarted, StopRequest, TrainingFailed, ignore_event
+
+
+def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None):
+    """Trains as ``config`` says; the strategy ``auto`` measures the data first and follows the advice.
+
+    Returns:
+        The ``tl_core.training.RunResult``.
+
+    Raises:
+        TLError: For problems the user can fix; a ``TrainingFailed`` event carries the same message.
+    """
+    from tl_core.training.run import train
+
+    notes: list[str] = []
+    if config.strategy.strip().lower() == AUTO_STRATEGY:
+        try:
+            config, notes = resolve_auto(config.validated(), on_event)
+        except TLError as error:
+            on_event(TrainingFailed(str(error), type(error).__name__))
+            raise
+    return train(config, on_event=on_event, stop=stop, notes=notes)
+
+
+def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> tuple[TrainConfig, list[str]]:
+    """``--strategy auto``: measures the data, then gives the config the advised strategy and freeze depth.
+
+    A freeze depth the user gave is kept for fine-tuning (and said to be unused otherwise).
+
+    Returns:
+        The config to train with, and notes on how it was chosen (the run shows and keeps them).
+    """
+    from tl_core.advice.advise import advise
+
+    dataset = scan_dataset(config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    on_event(PhaseStarted("advise", "Measuring how similar the images are to ImageNet, and timing the candidates, to choose the strategy"))
+    advice = advise(dataset, backbone=config.backbone, cache_dir=config.cache_dir, seed=config.seed, time_budget_minutes=config.time_budget_minutes)
+    strategy = advice.recommendation.strategy
+    notes = [f"Advice: {reason}" for reason in advice.reasons]
+    changes: dict[str, object] = {}
+    if config.epochs is None and advice.epochs is not None and not config.quick:
+        changes["epochs"] = advice.epochs  # the recipe's epochs, or fewer to fit the time budget
+    if advice.flip == "none" and config.augmentation.flip != "none":
+        flip = "vertical" if config.augmentation.flip == "horizontal_and_vertical" else "none"
+        changes["augmentation"] = replace(config.augmentation, flip=flip)
+        notes.append(f"Left-right flips turned off ({config.augmentation.flip} -> {flip}): mirror images look like another class in this data.")
+    given = config.freeze_layers
+    if strategy != "fine_tune":
+        freeze = None
+        if given is not None:
+            notes.append(f"Your freeze depth ({given} layers) is not used: the advice chose {strategy}, which does not freeze a chosen number of layers.")
+    elif given is not None:
+        freeze = given
+        notes.append(f"Fine-tuning keeps your freeze depth of {given} layers (the advice suggested {advice.freeze_layers}).")
+    else:
+        freeze = advice.freeze_layers
+    return replace(config, strategy=strategy, freeze_layers=freeze, **changes).validated(), notes

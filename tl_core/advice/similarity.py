@@ -1,0 +1,341 @@
+"""Measured advice: how similar is the user's data to ImageNet, and what should train?
+
+Three measurements on a sample of the user's images (a few hundred at most),
+each turned into a similarity in [0, 1]:
+
+1. **Probe gain**: a cross-validated logistic regression on the pretrained
+   backbone's pooled features, against the same probe on features of the same
+   architecture with random weights. Pretrained features that separate the
+   classes much better than random ones mean the pretraining transfers.
+2. **Domain shift**: how far the images move the statistics of the inputs of
+   every BatchNormalization layer away from the ImageNet statistics stored in
+   it, layer by layer. Photos like ImageNet's barely move them; X-rays or
+   handwriting move them a lot. Where the shift grows with depth is a natural
+   place to stop freezing.
+3. **ImageNet confidence**: where an ImageNet classifier top is available
+   (MobileNet 0.75 with its 1000-class top), how confidently it assigns the
+   images to ImageNet classes.
+
+The components are averaged (those that could be measured) into
+``similarity_score``; 0.5 and above is "high". The pass that measures the
+domain shift also yields the bottleneck features; when the sample is the
+whole dataset they go into the same feature cache training reads, so feature
+extraction does not run twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tl_core.data.decoded import DEFAULT_MEMORY_BUDGET_BYTES, decode_images
+from tl_core.data.records import Dataset
+from tl_core.data.split import stratified_half, stratified_sample
+from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, compiled_forward, forward_batches, out_of_fold_probabilities, view_keys
+from tl_core.models.backbones import get_backbone
+
+HIGH_SIMILARITY_THRESHOLD = 0.5
+# A mean BatchNorm shift of this size maps to similarity exp(-1) ~ 0.37. Calibrated on real data here:
+# ants/bees photos shift about 0.12 (similarity 0.70), upscaled handwritten digits about 0.72 (0.13).
+SHIFT_SCALE = 0.35
+# Layers whose shift exceeds this are "moved" by the data: freezing should stop before them.
+SHIFT_GROWTH_THRESHOLD = 0.35
+# Mean top-1 probability of the ImageNet classifier that maps to similarity 0 and 1 (linear in between).
+CONFIDENCE_FLOOR, CONFIDENCE_CEILING = 0.15, 0.65
+DEFAULT_SAMPLE_SIZE = 500
+# Mirror images count as harmless when the probe trained with them loses at most this much accuracy.
+MIRROR_TOLERANCE = 0.005
+CLASSIFIER_WEIGHTS_FILE = "mobilenet_7_5_224_tf.h5"
+COMPONENT_NAMES = {"probe": "probe gain", "shift": "domain shift", "confidence": "ImageNet confidence"}
+
+
+@dataclass(frozen=True)
+class LayerShift:
+    """How far the data moves one BatchNormalization layer's input statistics."""
+
+    index: int  # the layer's index in the backbone
+    name: str
+    shift: float  # (mean shift + log-variance shift) / 2, averaged over channels
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The similarity measurements and how they combine.
+
+    Attributes:
+        sample_size: Images the probes learned from (held-out test images are never among them).
+        chance_accuracy: Accuracy of always answering the largest class.
+        probe_accuracy: Cross-validated accuracy of the probe on pretrained features.
+        random_probe_accuracy: The same probe on features of randomly initialised weights.
+        probe_similarity: ``(probe - random) / (1 - random)``, clipped to [0, 1].
+        shift_profile: One entry per BatchNormalization layer, in depth order.
+        mean_shift: Mean of the profile.
+        shift_similarity: ``exp(-mean_shift / SHIFT_SCALE)``.
+        imagenet_confidence: Mean top-1 probability of the ImageNet classifier (None when unavailable).
+        confidence_similarity: The confidence mapped to [0, 1] (None when unavailable).
+        similarity_score: Mean of the available similarities.
+        similarity: ``"high"`` or ``"low"``.
+        seconds: Time the measurement took.
+        notes: What could not be measured and why.
+        mirror_probe_accuracy: The probe trained on the images and their mirror images, answering
+            for both (what feature extraction with flips does): its expected accuracy.
+        forward_images_per_second: The frozen backbone's forward pass on this device, at its own size.
+        feature_extraction_estimate: Feature extraction's expected accuracy with the whole training
+            split: the probe's accuracy on half its images and on all of them, extended along
+            ``error = a * n ** -b`` to the training images (``extrapolated_accuracy``).
+    """
+
+    sample_size: int
+    chance_accuracy: float
+    probe_accuracy: float
+    random_probe_accuracy: float
+    probe_similarity: float
+    shift_profile: list[LayerShift]
+    mean_shift: float
+    shift_similarity: float
+    imagenet_confidence: float | None
+    confidence_similarity: float | None
+    similarity_score: float
+    similarity: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    mirror_probe_accuracy: float | None = None
+    forward_images_per_second: float | None = None
+    feature_extraction_estimate: float | None = None
+
+    @property
+    def mirror_images_help(self) -> bool:
+        """Whether mirror images are examples of the same class (photos: yes; text and digits: no), as the probe finds."""
+        return self.mirror_probe_accuracy is None or self.mirror_probe_accuracy >= self.probe_accuracy - MIRROR_TOLERANCE
+
+    @property
+    def probe_for_feature_extraction(self) -> float:
+        """The probe that does what feature extraction will do: with mirror images when they help."""
+        return max(self.probe_accuracy, self.mirror_probe_accuracy or 0.0) if self.mirror_images_help else self.probe_accuracy
+
+    @property
+    def feature_extraction_accuracy(self) -> float:
+        """What feature extraction is expected to reach on the whole training split (the probe's learning curve, extended)."""
+        return self.feature_extraction_estimate if self.feature_extraction_estimate is not None else self.probe_for_feature_extraction
+
+    def components(self) -> dict[str, float]:
+        """The similarity of each measured component, by key (probe, shift, confidence)."""
+        values = {"probe": self.probe_similarity, "shift": self.shift_similarity, "confidence": self.confidence_similarity}
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def probe_similarity(probe_accuracy: float, random_probe_accuracy: float) -> float:
+    """The share of the headroom above random-weight features that pretrained features win."""
+    headroom = 1.0 - random_probe_accuracy
+    if headroom <= 1e-9:
+        return 0.0  # random features already separate the classes perfectly: pretraining adds nothing measurable
+    return float(min(max((probe_accuracy - random_probe_accuracy) / headroom, 0.0), 1.0))
+
+
+def shift_similarity(mean_shift: float) -> float:
+    return float(math.exp(-max(mean_shift, 0.0) / SHIFT_SCALE))
+
+
+def confidence_similarity(confidence: float | None) -> float | None:
+    if confidence is None:
+        return None
+    return float(min(max((confidence - CONFIDENCE_FLOOR) / (CONFIDENCE_CEILING - CONFIDENCE_FLOOR), 0.0), 1.0))
+
+
+def combine(components: dict[str, float]) -> tuple[float, str]:
+    """The mean of the measured components and its verdict (``high`` at 0.5 and above)."""
+    if not components:
+        raise ValueError("No similarity component was measured; at least one is needed.")
+    score = float(sum(components.values()) / len(components))
+    return score, "high" if score >= HIGH_SIMILARITY_THRESHOLD else "low"
+
+
+def measure_similarity(
+    dataset: Dataset,
+    backbone: str = "mobilenet_v2",
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> tuple[Measurement, list[str]]:
+    """Measures how similar a dataset is to ImageNet (see the module docstring).
+
+    Args:
+        dataset: The scanned dataset.
+        backbone: The backbone whose pretrained weights are judged.
+        sample_size: Images measured at most (stratified, seeded sample).
+        cache_dir: The cache folder shared with training.
+        seed: Seed of the sample and of the probe's folds.
+
+    Returns:
+        The measurement and the backbone's layer names (for the freeze depth).
+    """
+
+    from tl_core.models.build import build_backbone, build_feature_model
+    from tl_core.models.weights import weights_identity
+
+    started = time.perf_counter()
+    spec = get_backbone(backbone)
+    size = spec.default_size
+    whole = len(dataset.records) <= sample_size
+    records = dataset.records if whole else stratified_sample(dataset, sample_size, seed)
+    labels = np.array([record.label for record in records])
+    decoded = decode_images(records, size, cache_dir=cache_dir, memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES)
+    failed = {item.path for item in decoded.failed}
+    keep = np.array([record.path not in failed for record in records])
+    pixels, labels = decoded.pixels[keep] if not keep.all() else decoded.pixels, labels[keep]
+    # The probes learn from labels: they never see the held-out test images, which must judge the final model alone.
+    labelled = np.array([record.split != "test" for record in records])[keep]
+    if np.bincount(labels[labelled], minlength=dataset.num_classes).min() < 2:
+        labelled = np.ones(len(labels), dtype=bool)  # too few images outside the test split to probe: use them all
+    notes: list[str] = []
+
+    pretrained = build_backbone(spec, "imagenet")
+    features, shift_profile = _features_and_shift(pretrained, spec, pixels)
+    speeds: list[float] = []
+    mirrored_features = forward_batches(compiled_forward(build_feature_model(spec, pretrained, size), size, mirror=True), pixels, speeds=speeds)
+    if whole and keep.all():
+        # The same keys training uses: a later feature-extraction run at this size reads these features.
+        keys = view_keys(spec, weights_identity(spec, "imagenet"), size, decoded.key)
+        FeatureCache(cache_dir).save(keys[ORIGINAL], features)
+        FeatureCache(cache_dir).save(keys[MIRRORED], mirrored_features)
+    random_features = forward_batches(compiled_forward(build_feature_model(spec, build_backbone(spec, "none"), size), size), pixels)
+    probe = _probe_accuracy(features[labelled], labels[labelled], seed)
+    random_probe = _probe_accuracy(random_features[labelled], labels[labelled], seed)
+    with_mirror = _probe_accuracy(features[labelled], labels[labelled], seed, mirrored=mirrored_features[labelled])
+    # The probe learns from a few hundred images; feature extraction will have the whole training split.
+    # Half the probe's images give a second point of its learning curve, and the curve is extended.
+    mirrors_help = with_mirror >= probe - MIRROR_TOLERANCE
+    half = stratified_half(labels[labelled], seed)
+    half_probe = _probe_accuracy(features[labelled][half], labels[labelled][half], seed, mirrored=mirrored_features[labelled][half] if mirrors_help else None)
+    folds = int(min(5, np.bincount(labels[labelled]).min()))
+    probe_images = int(labelled.sum()) * (folds - 1) // max(folds, 1)
+    estimate = extrapolated_accuracy(half_probe, max(probe, with_mirror) if mirrors_help else probe, probe_images // 2, probe_images, len(dataset.split("train")))
+    confidence = _imagenet_confidence(pixels, notes)
+
+    mean_shift = float(np.mean([entry.shift for entry in shift_profile])) if shift_profile else 0.0
+    components = {"probe": probe_similarity(probe, random_probe), "shift": shift_similarity(mean_shift)}
+    if confidence is not None:
+        components["confidence"] = confidence_similarity(confidence)
+    score, verdict = combine(components)
+    measurement = Measurement(
+        sample_size=int(labelled.sum()),
+        chance_accuracy=float(np.bincount(labels[labelled]).max() / labelled.sum()),
+        probe_accuracy=probe,
+        random_probe_accuracy=random_probe,
+        probe_similarity=components["probe"],
+        shift_profile=shift_profile,
+        mean_shift=mean_shift,
+        shift_similarity=components["shift"],
+        imagenet_confidence=confidence,
+        confidence_similarity=components.get("confidence"),
+        similarity_score=score,
+        similarity=verdict,
+        seconds=round(time.perf_counter() - started, 2),
+        notes=notes,
+        mirror_probe_accuracy=with_mirror,
+        forward_images_per_second=speeds[0] if speeds else None,
+        feature_extraction_estimate=estimate,
+    )
+    return measurement, [layer.name for layer in pretrained.layers]
+
+
+def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_small: int, images_large: int, images_target: int) -> float:
+    """Accuracy with ``images_target`` training images, from two points of a learning curve.
+
+    The error is taken to fall as a power of the training images, ``error = a * n ** -b``,
+    through the two measured points; ``b`` is at most 1 (error halving when the images
+    double), and the extended error is never below half the measured one, so a noisy
+    pair of points cannot promise much. A flat or rising curve is not extended.
+    """
+    error_small, error_large = 1.0 - accuracy_small, 1.0 - accuracy_large
+    if images_target <= images_large or images_small <= 0 or images_large <= images_small or error_large <= 0 or error_small <= error_large:
+        return accuracy_large
+    exponent = min(1.0, math.log(error_small / error_large) / math.log(images_large / images_small))
+    error = max(error_large * (images_large / images_target) ** exponent, error_large / 2)
+    return 1.0 - error
+
+
+def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray, list[LayerShift]]:
+    """Pooled features and, per BatchNormalization layer, the shift of its input statistics; one pass over the images.
+
+    One model gives, per image, the pooled features followed by each BatchNorm input's
+    channel means and the means of its squares; summed over the images they are the
+    statistics the layer sees, compared with the ImageNet ones it stores.
+    """
+    import keras
+
+    from tl_core.models.build import preprocessing_layers
+
+    size = pixels.shape[1]
+    batchnorms = [(index, layer) for index, layer in enumerate(backbone.layers) if isinstance(layer, keras.layers.BatchNormalization)]
+    taps = keras.Model(backbone.inputs, [layer.input for _, layer in batchnorms] + [backbone.output])
+    inputs = keras.Input((size, size, 3))
+    images = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        images = layer(images)
+    outputs = taps(images, training=False)
+    channel_means = [keras.ops.mean(output, axis=(1, 2)) for output in outputs]
+    squares = [keras.ops.mean(keras.ops.square(output), axis=(1, 2)) for output in outputs[:-1]]
+    statistics = keras.Model(inputs, keras.ops.concatenate([channel_means[-1], *channel_means[:-1], *squares], axis=-1))
+    values = forward_batches(compiled_forward(statistics, size), pixels)
+    features, columns = values[:, : spec.feature_dim], spec.feature_dim
+    widths = [int(layer.input.shape[-1]) for _, layer in batchnorms]
+    firsts, seconds = [], []
+    for width in widths:
+        firsts.append(values[:, columns : columns + width].mean(axis=0))
+        columns += width
+    for width in widths:
+        seconds.append(values[:, columns : columns + width].mean(axis=0))
+        columns += width
+    profile = []
+    for (index, layer), mean, second in zip(batchnorms, firsts, seconds, strict=True):
+        variance = np.maximum(second - mean**2, 0.0)
+        stored_mean = keras.ops.convert_to_numpy(layer.moving_mean)
+        stored_variance = keras.ops.convert_to_numpy(layer.moving_variance)
+        mean_shift = np.abs(mean - stored_mean) / np.sqrt(stored_variance + 1e-3)
+        variance_shift = np.abs(np.log((variance + 1e-3) / (stored_variance + 1e-3)))
+        profile.append(LayerShift(index, layer.name, float((np.median(mean_shift) + np.median(variance_shift)) / 2)))
+    return np.ascontiguousarray(features), profile
+
+
+def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> float:
+    """Cross-validated accuracy of a standardised logistic regression (up to 5 stratified folds).
+
+    With ``mirrored`` (the features of the same images mirrored left to right), the probe
+    does what feature extraction does with flips: it trains on both and averages its
+    answers for an image and its mirror image.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = int(min(5, np.bincount(labels).min()))
+    if folds < 2:
+        return float(np.bincount(labels).max() / len(labels))
+    probabilities = out_of_fold_probabilities(
+        features, labels, int(labels.max()) + 1, folds, seed, lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)), mirrored=mirrored
+    )
+    return float((probabilities.argmax(axis=1) == labels).mean())
+
+
+def _imagenet_confidence(pixels: np.ndarray, notes: list[str]) -> float | None:
+    """Mean top-1 probability of MobileNet 0.75's ImageNet classifier, or None when its weights are missing."""
+    import keras
+
+    from tl_core.models.weights import keras_models_folder
+
+    if not (keras_models_folder() / CLASSIFIER_WEIGHTS_FILE).exists():
+        notes.append(
+            f"ImageNet confidence not measured: the classifier weights '{CLASSIFIER_WEIGHTS_FILE}' are not in '{keras_models_folder()}'. "
+            "The score uses the other two measurements."
+        )
+        return None
+    classifier = keras.applications.MobileNet(alpha=0.75, weights="imagenet", include_top=True)
+    images = pixels if pixels.shape[1] == 224 else keras.ops.convert_to_numpy(keras.ops.image.resize(pixels.astype(np.float32), (224, 224)))
+    probabilities = np.concatenate(
+        [classifier.predict_on_batch(np.asarray(images[start : start + 64], dtype=np.float32) / 127.5 - 1.0) for start in range(0, len(images), 64)]
+    )
+    return float(probabilities.max(axis=1).mean())

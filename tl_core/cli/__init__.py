@@ -1,0 +1,48 @@
+"""Command line: everything the app does, scriptable.
+
+    python -m tl_core inspect DATA
+    python -m tl_core train DATA --out RUN_DIR [options]
+    python -m tl_core evaluate RUN_DIR DATA
+    python -m tl_core predict RUN_DIR IMAGE [IMAGE ...]
+    python -m tl_core export RUN_DIR --format tflite|int8|onnx [...]
+    python -m tl_core runs [--json]
+    python -m tl_core explain RUN_DIR IMAGE [--class NAME] --out map.png
+    python -m tl_core label-issues DATA [--json] [--report FILE]
+    python -m tl_core label-decide DATA --exclude PATH --relabel PATH=CLASS --keep PATH --forget PATH
+    python -m tl_core advise DATA
+    python -m tl_core compare DATA
+    python -m tl_core backbones
+
+A problem the user can fix ends the command with one line on stderr that
+names the problem and the fix, and exit status 2. No traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from tl_core.errors import TLError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tl_core.cli.parser import build_parser
+
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    _quiet_tensorflow()
+    try:
+        return arguments.handler(arguments)
+    except TLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's start-up chatter and Keras' internal warnings off the terminal (set before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?$")

@@ -1,0 +1,186 @@
+"""The user's decisions about doubtful labels: keep, relabel to another class, or exclude.
+
+Decisions live in a small JSON file in the dataset folder, ``label_decisions.json``,
+keyed by each image's path relative to that folder. The user's images are never
+moved, renamed or deleted: a scan applies the decisions on top of what the folders
+say (``scan_dataset`` does it after splitting, so an image keeps its split), and the
+scanner knows the file and does not list it as a stray file.
+
+A decision remembers the label the image had when it was made. When the file has
+since moved to another class folder, or is gone, or names a class that no longer
+exists, the decision is *stale*: it is not applied, and the scan says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tl_core.errors import DataError
+
+DECISIONS_FILE = "label_decisions.json"
+FORMAT = "tl_core label decisions"
+KEEP, RELABEL, EXCLUDE = "keep", "relabel", "exclude"
+ACTIONS = (KEEP, RELABEL, EXCLUDE)
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """One image's decision.
+
+    Attributes:
+        path: The image's path relative to the dataset folder, ``/``-separated.
+        action: ``keep``, ``relabel`` or ``exclude``.
+        given: The class its folder gave it when the decision was made.
+        to: The new class, for ``relabel``.
+        decided: When (ISO 8601, UTC).
+    """
+
+    path: str
+    action: str
+    given: str
+    to: str = ""
+    decided: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise DataError(f"Unknown label decision '{self.action}' for '{self.path}'; use one of {', '.join(ACTIONS)}.")
+        if self.action == RELABEL and not self.to:
+            raise DataError(f"The decision to relabel '{self.path}' names no class to relabel it to.")
+        if self.action == RELABEL and self.to == self.given:
+            raise DataError(f"'{self.path}' is already labelled '{self.given}'; choose another class or 'keep'.")
+
+    def describe(self) -> str:
+        return {KEEP: f"keep as {self.given}", RELABEL: f"relabel {self.given} → {self.to}", EXCLUDE: "exclude"}[self.action]
+
+    def to_dict(self) -> dict:
+        data = {"action": self.action, "given": self.given, "decided": self.decided}
+        if self.action == RELABEL:
+            data["to"] = self.to
+        return data
+
+
+def decisions_path(root: str | os.PathLike) -> Path:
+    """Where the decisions of the dataset whose (scanned) folder is ``root`` are kept."""
+    return Path(root) / DECISIONS_FILE
+
+
+def load_decisions(root: str | os.PathLike) -> dict[str, LabelDecision]:
+    """The decisions saved for a dataset folder, by relative path; empty when there are none.
+
+    Raises:
+        DataError: When the file exists but cannot be read as decisions (the message names it).
+    """
+    path = decisions_path(root)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["decisions"]
+        return {relative: LabelDecision(path=relative, **entry) for relative, entry in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(
+            f"'{path}' holds label decisions but could not be read ({type(error).__name__}: {error}). "
+            f"Fix the file or delete it to start again without decisions; your images are not affected."
+        ) from error
+
+
+def save_decisions(root: str | os.PathLike, decisions: dict[str, LabelDecision]) -> Path:
+    """Writes the decisions next to the images (atomically); with none left, removes the file. Returns its path.
+
+    Raises:
+        DataError: When the folder cannot be written to (the message says what to do).
+    """
+    path = decisions_path(root)
+    if not decisions:
+        path.unlink(missing_ok=True)
+        return path
+    data = {
+        "format": FORMAT,
+        "version": 1,
+        "note": "Written by tl_core: how to treat doubtful labels. The images themselves are never moved or changed.",
+        "decisions": {relative: decisions[relative].to_dict() for relative in sorted(decisions)},
+    }
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".label_decisions-", suffix=".json")
+    except OSError as error:
+        raise DataError(
+            f"Could not save the label decisions in '{path.parent}': {error.strerror or error}. The folder may be read-only: "
+            "copy the dataset to a folder you can write to and load that copy."
+        ) from error
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def decide(root: str | os.PathLike, changes: dict[str, LabelDecision | None]) -> dict[str, LabelDecision]:
+    """Adds, replaces (a ``LabelDecision``) or forgets (``None``) decisions by relative path, saves, and returns them all."""
+    decisions = load_decisions(root)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    for relative, decision in changes.items():
+        if decision is None:
+            decisions.pop(relative, None)
+        else:
+            decisions[relative] = decision if decision.decided else replace(decision, decided=now)
+    save_decisions(root, decisions)
+    return decisions
+
+
+def apply_decisions(dataset, decisions: dict[str, LabelDecision] | None = None):
+    """The dataset as the decisions say: relabelled images take their new class, excluded ones move to ``skipped``.
+
+    Each image keeps its split. ``dataset.label_decisions`` says what was applied
+    and which decisions were stale, and why.
+
+    Args:
+        dataset: A scanned dataset (``tl_core.data.Dataset``) with the labels its folders give.
+        decisions: The decisions; None reads them from the dataset's folder.
+    """
+    from tl_core.data.records import SkippedFile
+
+    decisions = load_decisions(dataset.root) if decisions is None else decisions
+    if not decisions:
+        return dataset
+    by_path = {record.relative_path: record for record in dataset.records}
+    records, excluded, relabelled, kept, stale = [], [], [], [], []
+    used = set()
+    for record in dataset.records:
+        decision = decisions.get(record.relative_path)
+        if decision is None:
+            records.append(record)
+            continue
+        used.add(record.relative_path)
+        if decision.given != record.class_name:
+            stale.append({"path": decision.path, "reason": f"decided when it was labelled '{decision.given}', but its folder now says '{record.class_name}'"})
+            records.append(record)
+        elif decision.action == RELABEL and decision.to not in dataset.class_names:
+            stale.append({"path": decision.path, "reason": f"relabels it to '{decision.to}', which is not a class of this dataset"})
+            records.append(record)
+        elif decision.action == RELABEL:
+            records.append(replace(record, class_name=decision.to, label=dataset.class_names.index(decision.to)))
+            relabelled.append({"path": decision.path, "from": decision.given, "to": decision.to})
+        elif decision.action == EXCLUDE:
+            excluded.append(SkippedFile(record.path, f"excluded by your label decision (in {DECISIONS_FILE}); undo it there or on the Data page to use it again"))
+        else:
+            records.append(record)
+            kept.append(decision.path)
+    for relative in sorted(set(decisions) - used - set(by_path)):
+        stale.append({"path": relative, "reason": "no such image in the dataset now (moved, renamed, deleted or skipped)"})
+    applied = {
+        "file": str(decisions_path(dataset.root)),
+        "relabelled": relabelled,
+        "excluded": sorted(item.path for item in excluded),
+        "kept": kept,
+        "stale": stale,
+    }
+    changed = replace(dataset, records=records, label_decisions=applied)
+    return changed.without(excluded) if excluded else changed

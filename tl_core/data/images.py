@@ -1,0 +1,311 @@
+"""Reading one image: its header (size, format, what looks wrong) and its pixels.
+
+Every image is opened through ``open_image``, which refuses images with more
+pixels than a limit (a guard against "decompression bombs": small files that
+decode to gigabytes). The limit is ``DEFAULT_MAX_IMAGE_PIXELS`` unless the
+caller passes ``max_pixels`` or the environment variable
+``TL_CORE_MAX_IMAGE_PIXELS`` is set (read at every call, not at import).
+
+Training, evaluation, prediction and previews all read pixels through
+``load_image``, so they see identical inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tl_core.errors import ConfigError, DataError
+
+# EXIF orientations 5-8 rotate the picture by 90 degrees, so width and height swap.
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION_TAG = 0x0112
+MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE = "TL_CORE_MAX_IMAGE_PIXELS"
+# Pillow's own refusal threshold at its default settings (twice Image.MAX_IMAGE_PIXELS):
+# every image Pillow opened before still opens, and the ones it refused are now refused
+# with a message that says how to raise the limit. A 179-megapixel RGB image takes
+# about 540 MB of memory once decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+# Formats Pillow names differently from the extension they are saved under.
+_FORMAT_FAMILIES = {"MPO": "JPEG", "DIB": "BMP"}
+# What a complete file ends with; checked on the last bytes only.
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+_TAIL_BYTES = 64
+
+
+class ImageTooLargeError(DataError):
+    """An image has more pixels than the decompression-bomb limit allows.
+
+    Attributes:
+        reason: The message without the file name, as the skipped list shows it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"'{path}': {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """The facts of one readable image, and a note when something about it looks wrong."""
+
+    width: int
+    height: int
+    image_format: str
+    mode: str
+    file_size: int
+    modified_ns: int
+    note: str
+
+
+def probe_image(path: Path, pixel_limit: int) -> ImageProbe | str:
+    """Reads an image's header. Returns its facts, or the reason it cannot be used."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    if stat.st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open_image(path, pixel_limit) as image:
+            width, height = image.size
+            if _header_orientation(image) in _TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+            image_format = image.format or "unknown"
+            mode = image.mode
+    except ImageTooLargeError as error:
+        return error.reason
+    except Image.DecompressionBombError as error:
+        return f"image too large to open safely ({error})"
+    except Image.UnidentifiedImageError:
+        return "not an image Pillow can read (unknown or unsupported format)"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image: {error}"
+    notes = [note for note in (_extension_note(path, image_format), _truncation_note(path, image_format, stat.st_size)) if note]
+    return ImageProbe(width, height, image_format, mode, stat.st_size, stat.st_mtime_ns, "; ".join(notes))
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b (128-bit) hash of a file's bytes, hex; empty when the file cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            return hashlib.file_digest(stream, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    except OSError:
+        return ""
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation, read from the header only.
+
+    Pillow decodes a whole PNG to look for EXIF data stored after the pixels;
+    the scan does not (that would decode every PNG, bombs included). Such rare
+    files are still turned upright by ``load_image``; only their recorded
+    width and height stay as stored.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+
+
+@functools.cache
+def _extension_formats() -> dict[str, str]:
+    """Lower-case extension -> Pillow format, for every format this Pillow can read."""
+    return {extension.lower(): name for extension, name in Image.registered_extensions().items()}
+
+
+def _extension_note(path: Path, image_format: str) -> str:
+    """Says when a file's name does not tell its format; the content decides either way."""
+    suffix = path.suffix
+    if not suffix:
+        return f"no file extension; read as {image_format} by its content (tools that go by the extension skip it)"
+    named = _extension_formats().get(suffix.lower())
+    if named is None:
+        return f"extension '{suffix}' is not an image extension; read as {image_format} by its content (tools that go by the extension skip it)"
+    if _FORMAT_FAMILIES.get(named, named) != _FORMAT_FAMILIES.get(image_format, image_format):
+        return f"named {suffix} but the content is {image_format}; read as {image_format} (tools that trust the extension may fail on it)"
+    return ""
+
+
+def _truncation_note(path: Path, image_format: str, file_size: int) -> str:
+    """Says when a JPEG or PNG does not end the way a complete file does (cheap: reads the last bytes)."""
+    family = _FORMAT_FAMILIES.get(image_format, image_format)
+    if family not in ("JPEG", "PNG"):
+        return ""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(max(0, file_size - _TAIL_BYTES))
+            tail = stream.read(_TAIL_BYTES)
+    except OSError:
+        return ""
+    complete = tail.rstrip(b"\x00\r\n\t ").endswith(_JPEG_END) if family == "JPEG" else _PNG_END in tail
+    if complete:
+        return ""
+    return f"the {family} data stops before its end marker, so the file looks truncated; it is kept for now and dropped with a notice if it fails to decode when training starts"
+
+
+def max_image_pixels(limit: int | None = None) -> int:
+    """The pixel limit in force: ``limit`` when given, else ``$TL_CORE_MAX_IMAGE_PIXELS``, else the default.
+
+    The environment variable is read at every call, so it can be changed
+    without reimporting anything.
+
+    Args:
+        limit: An explicit limit (pixels, width times height), or None.
+
+    Returns:
+        The largest number of pixels an image may have.
+
+    Raises:
+        ConfigError: When the limit is not a whole number above 0.
+    """
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"max_pixels is {limit!r} while it must be a whole number of pixels above 0. Pass e.g. 300000000 (300 megapixels), or None for the default.")
+        return limit
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE} is '{raw}' while it must be a whole number of pixels above 0. "
+            f"Set it to e.g. 300000000 (300 megapixels), or unset it for the default of {DEFAULT_MAX_IMAGE_PIXELS}."
+        )
+    return value
+
+
+def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Opens an image lazily (header only), refusing one with more pixels than the limit.
+
+    Args:
+        path: The image file; its format is found from its content.
+        max_pixels: The pixel limit; None for ``max_image_pixels()``.
+
+    Returns:
+        The opened image; close it (or use it in a ``with`` block).
+
+    Raises:
+        ImageTooLargeError: When width times height is over the limit.
+        OSError, ValueError, SyntaxError: When the file is not a readable image.
+    """
+    limit = max_image_pixels(max_pixels)
+    _let_pillow_open(limit)
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        size = _declared_size(path)
+        pixels = size[0] * size[1] if size else _pixels_in_pillow_message(str(error))
+        if not pixels or pixels <= limit:
+            raise  # refused by a Pillow limit someone else set lower; its own message stands
+        raise ImageTooLargeError(path, _too_large_reason(size, pixels, limit)) from error
+    width, height = image.size
+    if width * height > limit:
+        image.close()
+        raise ImageTooLargeError(path, _too_large_reason((width, height), width * height, limit))
+    return image
+
+
+def _let_pillow_open(limit: int) -> None:
+    """Raises Pillow's process-wide limit (never lowers it) so Pillow does not refuse what ``limit`` allows.
+
+    Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS``. That only
+    changes when a caller asks for a limit above Pillow's own.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < limit:
+        Image.MAX_IMAGE_PIXELS = -(-limit // 2)
+
+
+def _declared_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Width and height from the file's header, read without Pillow's size check (only to word a refusal)."""
+    try:
+        with open(path, "rb") as stream:
+            prefix = stream.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                verdict = accept(prefix) if accept is not None else True
+                if not verdict or isinstance(verdict, str):
+                    continue
+                stream.seek(0)
+                try:
+                    return tuple(factory(stream, os.fspath(path)).size)
+                except Exception:  # noqa: BLE001 - another plugin may read it; None when none does
+                    continue
+    except OSError:
+        return None
+    return None
+
+
+def _pixels_in_pillow_message(message: str) -> int:
+    found = re.search(r"\((\d+) pixels\)", message)
+    return int(found.group(1)) if found else 0
+
+
+def _too_large_reason(size: tuple[int, int] | None, pixels: int, limit: int) -> str:
+    found = f"image is {size[0]}×{size[1]} pixels ({pixels / 1e6:,.1f} megapixels)" if size else f"image has {pixels / 1e6:,.1f} megapixels"
+    return (
+        f"{found}, over the limit of {limit / 1e6:,.1f} megapixels that guards against decompression bombs; "
+        f"resize it, or raise the limit with scan_dataset(max_pixels={pixels}) or the environment variable {MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE}={pixels}"
+    )
+
+
+def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """Reads an image as an RGB uint8 array of shape (size, size, 3).
+
+    The picture is turned upright by its EXIF orientation, converted to RGB
+    (transparent areas become white, 16-bit values are scaled to 8 bits) and
+    resized to a square with bilinear filtering (the aspect ratio is not kept,
+    so nothing is cropped away). Training, evaluation and prediction all read
+    pixels through this one function, so they see identical inputs.
+
+    Args:
+        path: The image file; its format is found from its content, not its name.
+        size: Side of the square output in pixels.
+        max_pixels: The pixel limit (see ``open_image``); None for ``max_image_pixels()``.
+
+    Returns:
+        The pixels, ``uint8``, shape ``(size, size, 3)``.
+
+    Raises:
+        ImageTooLargeError: When the image has more pixels than the limit.
+        OSError, ValueError: When the file cannot be decoded.
+    """
+    with open_image(path, max_pixels) as image:
+        if image.format == "JPEG":
+            # Let the JPEG decoder scale down by 2, 4 or 8 while decoding: much faster,
+            # and the result stays at least ``size`` pixels on each side.
+            image.draft("RGB", (size, size))
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright picture
+        rgb = to_rgb(image)
+        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Converts any Pillow mode to RGB; transparency is laid over white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        if image.mode == "I" and values.max() <= 255:
+            top = 255.0
+        scaled = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,240 @@
+"""Bottleneck features: the frozen backbone's pooled outputs, computed once per image and cached.
+
+Training (feature extraction and the head's warm-up), the advice's probes and
+the label finder all need the same thing: each image pushed once through the
+frozen pretrained backbone, its pooled output kept. This module is the one
+place that does it:
+
+- ``compiled_forward``: a model on ``uint8`` batches as one compiled function
+  (optionally on the mirror images, or after an augmenter);
+- ``forward_batches``: that function over chosen rows of a decoded-image
+  array, batch by batch, with progress and stop requests;
+- ``FeatureCache`` and the keys of its entries (backbone, weights, image size
+  and the decoded images' key), so a second run, the advice and the label
+  finder share what any of them computed;
+- ``cached_features``: the features of some views of the images, from the
+  cache where they are (``load_features``) and computed, then cached, where
+  they are not (``compute_features``);
+- ``out_of_fold_probabilities``: each image's class probabilities from a
+  classifier that did not see it, on such features (the advice's probe and
+  the label finder).
+
+A *view* is the images as they are (``ORIGINAL``) or mirrored left to right
+(``MIRRORED``); feature extraction with left-right flips trains on both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.events import StopRequest
+from tl_core.files import atomic_write, cache_key, default_cache_dir
+
+ORIGINAL, MIRRORED = "original", "mirrored"
+FEATURE_BATCH_SIZE = 64
+
+Progress = Callable[[int, int], None]
+
+
+class FeatureCache:
+    """Bottleneck features on disk: one ``float32`` array per key, written atomically."""
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "features"
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npy"
+
+    def load(self, key: str | None) -> np.ndarray | None:
+        """The cached features for ``key``, or None when there are none."""
+        if not key:
+            return None
+        path = self.path(key)
+        return np.load(path) if path.exists() else None
+
+    def save(self, key: str, features: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path(key), lambda temporary: np.save(temporary, features))
+
+
+def feature_cache_key(spec, weights: str, image_size: int, images_key: str) -> str:
+    """The key of a dataset's bottleneck features: backbone (a ``BackboneSpec``), its weights' identity, image size and the decoded images' key."""
+    return cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key)
+
+
+def mirrored_feature_cache_key(features_key: str) -> str:
+    """The key of the features of the same images mirrored left to right."""
+    return cache_key("mirrored", features_key)
+
+
+def view_keys(spec, weights: str, image_size: int, images_key: str) -> dict[str, str]:
+    """The cache key of each view's features."""
+    original = feature_cache_key(spec, weights, image_size, images_key)
+    return {ORIGINAL: original, MIRRORED: mirrored_feature_cache_key(original)}
+
+
+def augmented_features_key(spec, weights: str, image_size: int, images_key: str, augmentation: dict, seed: int, view: int, rows: np.ndarray) -> str:
+    """The key of the features of one randomly augmented copy of some rows (feature extraction's ``augment_views``)."""
+    return cache_key(
+        "augmented-features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key, sorted(augmentation.items()), seed, view, rows.tobytes()
+    )
+
+
+def compiled_forward(model, size: int, augmenter=None, mirror: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` (after ``augmenter`` when given, on mirror images when ``mirror``) as one compiled function of ``uint8`` batches.
+
+    The function is traced once for any batch length, so calling it on every
+    batch of a dataset costs no retracing. It returns ``float32`` NumPy arrays.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+    def forward(batch):
+        images = tf.cast(batch, tf.float32)
+        if mirror:
+            images = tf.reverse(images, axis=[2])
+        if augmenter is not None:
+            images = augmenter(images, training=True)
+        return tf.cast(model(images, training=False), tf.float32)
+
+    return lambda batch: forward(np.asarray(batch)).numpy()
+
+
+def forward_batches(
+    forward: Callable[[np.ndarray], np.ndarray],
+    pixels: np.ndarray,
+    rows: np.ndarray | None = None,
+    *,
+    batch_size: int = FEATURE_BATCH_SIZE,
+    stop: StopRequest | None = None,
+    on_progress: Progress | None = None,
+    progress_offset: int = 0,
+    progress_total: int | None = None,
+    speeds: list[float] | None = None,
+) -> np.ndarray:
+    """``forward`` over ``pixels[rows]`` (every row when None), a batch at a time; the outputs stacked, ``float32``.
+
+    Batches are gathered straight from the (in-memory or memory-mapped) array:
+    copying 64 images takes milliseconds against the forward pass's hundreds,
+    and an input pipeline's threads would only compete with the model for the cores.
+
+    Args:
+        forward: A function of a ``uint8`` batch (e.g. ``compiled_forward``'s).
+        pixels: ``uint8`` images ``(n, size, size, 3)``.
+        rows: The rows to run, in order.
+        batch_size: Images per call.
+        stop: Checked before every batch; a requested stop raises ``Interrupted``.
+        on_progress: Called with (images done, total) after every batch; counted from ``progress_offset``
+            out of ``progress_total`` when several calls make one phase.
+        speeds: When given, the images per second of the full batches after the first (which may trace
+            the function) are appended: the forward pass's throughput.
+    """
+    rows = np.arange(len(pixels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    total = progress_total if progress_total is not None else progress_offset + len(rows)
+    outputs = None
+    timed_images, timed_seconds = 0, 0.0
+    for start in range(0, len(rows), batch_size):
+        if stop is not None:
+            stop.check()
+        end = min(start + batch_size, len(rows))
+        started = time.perf_counter()
+        batch = np.asarray(forward(pixels[rows[start:end]]), dtype=np.float32)
+        if start and end - start == batch_size:
+            timed_images, timed_seconds = timed_images + batch_size, timed_seconds + time.perf_counter() - started
+        if outputs is None:
+            outputs = np.zeros((len(rows), *batch.shape[1:]), dtype=np.float32)
+        outputs[start:end] = batch
+        if on_progress is not None:
+            on_progress(progress_offset + end, total)
+    if speeds is not None and timed_images:
+        speeds.append(timed_images / timed_seconds)
+    return outputs if outputs is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def load_features(keys: dict[str, str], views: Sequence[str], count: int, cache_dir: str | Path | None = None) -> dict[str, np.ndarray | None]:
+    """The cached features of each view (None for a view not in the cache, or cached for a different number of images)."""
+    cache = FeatureCache(cache_dir)
+    found = {view: cache.load(keys[view]) for view in views}
+    return {view: array if array is not None and len(array) == count else None for view, array in found.items()}
+
+
+def cached_features(
+    forward_of: Callable[[str], Callable[[np.ndarray], np.ndarray]],
+    pixels: np.ndarray,
+    keys: dict[str, str],
+    views: Sequence[str],
+    cache_dir: str | Path | None = None,
+    *,
+    stop: StopRequest | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The features of each of ``views`` of every image: from the cache where they are, else computed and cached.
+
+    Args:
+        forward_of: Gives the forward pass of a view (e.g. ``compiled_forward(model, size, mirror=view == MIRRORED)``);
+            called only for a view that must be computed.
+        pixels: The decoded images the keys describe.
+        keys: The cache key of each view (``view_keys``).
+        views: ``ORIGINAL`` and/or ``MIRRORED``.
+        cache_dir: The cache folder.
+        stop: Checked between batches.
+        on_progress: Called with (images done, total) over all the views computed.
+
+    Returns:
+        The features of each view, and True when every view came from the cache.
+    """
+    found = load_features(keys, views, len(pixels), cache_dir)
+    missing = [view for view in views if found[view] is None]
+    if not missing:
+        if on_progress is not None:
+            on_progress(len(pixels), len(pixels))
+        return found, True
+    found.update(compute_features(forward_of, pixels, keys, missing, cache_dir, stop=stop, on_progress=on_progress))
+    return found, False
+
+
+def compute_features(
+    forward_of: Callable[[str], Callable[[np.ndarray], np.ndarray]],
+    pixels: np.ndarray,
+    keys: dict[str, str],
+    views: Sequence[str],
+    cache_dir: str | Path | None = None,
+    *,
+    stop: StopRequest | None = None,
+    on_progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """The features of each of ``views`` of every image, computed now and cached (see ``cached_features``)."""
+    cache, total, computed = FeatureCache(cache_dir), len(pixels) * len(views), {}
+    for number, view in enumerate(views):
+        computed[view] = forward_batches(forward_of(view), pixels, stop=stop, on_progress=on_progress, progress_offset=number * len(pixels), progress_total=total)
+        cache.save(keys[view], computed[view])
+    return computed
+
+
+def out_of_fold_probabilities(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities of each image from a model trained on the other folds (stratified, seeded).
+
+    ``make_model()`` gives a fresh scikit-learn classifier for each fold. With
+    ``mirrored`` (features of the mirror images), each fold's model trains on both
+    views and averages its answers over both, as feature extraction does. A class
+    absent from a fold's training images gets probability 0 there.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    probabilities = np.zeros((len(labels), num_classes), dtype=np.float64)
+    for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
+        model = make_model()
+        if mirrored is None:
+            model.fit(features[train], labels[train])
+            answer = model.predict_proba(features[held_out])
+        else:
+            model.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
+            answer = (model.predict_proba(features[held_out]) + model.predict_proba(mirrored[held_out])) / 2
+        probabilities[np.ix_(held_out, model.classes_)] = answer
+    return probabilities

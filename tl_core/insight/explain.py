@@ -1,0 +1,124 @@
+"""Why the model decides as it does: class activation maps from gradients (Grad-CAM).
+
+For one image and one class, Grad-CAM weighs each channel of the backbone's
+last convolutional feature map by how much the class's probability rises
+with it (the gradient, averaged over the map), sums the weighted channels and
+keeps the positive part: the regions that speak for the class. Every
+backbone in the table is built without its classifier top, so its output *is*
+its last convolutional block (MobileNetV2's ``out_relu``, ResNet50's
+``conv5_block3_out``, ...), the map the pooling layer averages; that map is
+what is explained here, for every backbone alike.
+
+The map is computed on the image as given (a model with the test-time flip
+inside is explained through its classifier, without the mirror image).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.errors import ConfigError, RunError
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A class activation map of one image.
+
+    Attributes:
+        heatmap: ``(size, size)`` values in 0..1, the image's size; 1 where the class's evidence is strongest.
+        class_index: The class explained.
+        probabilities: The classifier's probabilities for the image (without the test-time flip).
+        grid: Height and width of the feature map the heatmap was upsampled from.
+    """
+
+    heatmap: np.ndarray
+    class_index: int
+    probabilities: np.ndarray
+    grid: tuple[int, int]
+
+
+def classifier_parts(model):
+    """The layers before the backbone, the backbone, and the layers after it (pooling and head) of a run's model.
+
+    Raises:
+        RunError: When the model is not shaped like the classifiers this package builds.
+    """
+    import keras
+
+    from tl_core.models.build import unwrap_test_time_flip
+
+    classifier = unwrap_test_time_flip(model)
+    layers = [layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)]
+    nested = [index for index, layer in enumerate(layers) if isinstance(layer, keras.Model) and len(layer.output.shape) == 4]
+    if not nested:
+        raise RunError(f"The model '{classifier.name}' has no backbone with a convolutional feature map to explain.")
+    position = nested[0]
+    return layers[:position], layers[position], layers[position + 1 :]
+
+
+def explain(model, pixels: np.ndarray, class_index: int | None = None) -> Explanation:
+    """The Grad-CAM map of ``pixels`` (RGB 0-255, the model's size) for ``class_index`` (None: the predicted class)."""
+    import tensorflow as tf
+
+    before, backbone, after = classifier_parts(model)
+    image = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32)[None])
+    with tf.GradientTape() as tape:
+        x = image
+        for layer in before:
+            x = layer(x)
+        feature_map = backbone(x, training=False)
+        tape.watch(feature_map)
+        y = feature_map
+        for layer in after:
+            y = layer(y, training=False)
+        probabilities = tf.cast(y, tf.float32)[0]
+        chosen = int(tf.argmax(probabilities)) if class_index is None else int(class_index)
+        if not 0 <= chosen < probabilities.shape[0]:
+            raise ConfigError(f"Class index {chosen} is out of range: the model has {probabilities.shape[0]} classes.")
+        score = probabilities[chosen]
+    gradients = tape.gradient(score, feature_map)
+    feature_map = tf.cast(feature_map, tf.float32)[0]
+    weights = tf.reduce_mean(tf.cast(gradients, tf.float32)[0], axis=(0, 1))
+    cam = tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1))
+    grid = (int(cam.shape[0]), int(cam.shape[1]))
+    size = (int(image.shape[1]), int(image.shape[2]))
+    heatmap = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+    peak = float(heatmap.max())
+    heatmap = heatmap / peak if peak > 0 else np.zeros_like(heatmap)
+    return Explanation(heatmap.astype(np.float32), chosen, probabilities.numpy().astype(np.float64), grid)
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, strength: float = 0.55) -> np.ndarray:
+    """The image with the heatmap laid over it (blue = none, through yellow, to red = strongest), ``uint8`` RGB."""
+    heat = np.clip(heatmap, 0.0, 1.0)[..., None]
+    # A small colour ramp: dark blue -> cyan -> yellow -> red, interpolated.
+    stops = np.array([[20, 40, 140], [0, 200, 220], [250, 230, 40], [220, 30, 30]], dtype=np.float32)
+    position = heat[..., 0] * (len(stops) - 1)
+    low = np.clip(np.floor(position).astype(int), 0, len(stops) - 2)
+    fraction = (position - low)[..., None]
+    colours = stops[low] * (1 - fraction) + stops[low + 1] * fraction
+    alpha = strength * (0.25 + 0.75 * heat)
+    blended = np.asarray(pixels, dtype=np.float32) * (1 - alpha) + colours * alpha
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def explain_file(run, path: str | os.PathLike, class_name: str | None = None) -> tuple[Explanation, np.ndarray]:
+    """The map of one image file for a loaded run (``tl_core.runs.folder.TrainedRun``), and the image as the model saw it.
+
+    Raises:
+        ConfigError: For a class name the run does not have.
+        DataError: When the image cannot be read.
+    """
+    from tl_core.data.images import load_image
+
+    class_index = None
+    if class_name is not None:
+        if class_name not in run.class_names:
+            raise ConfigError(f"'{class_name}' is not a class of this run. Its classes: {', '.join(run.class_names)}.")
+        class_index = run.class_names.index(class_name)
+    pixels = load_image(Path(path), run.image_size)
+    return explain(run.model, pixels, class_index), pixels

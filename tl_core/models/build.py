@@ -1,0 +1,228 @@
+"""Building blocks of a classifier: backbone with its weights, preprocessing, head, augmentation.
+
+Every model this package builds has the same shape, so the file a user
+downloads is the same kind of object whatever strategy trained it::
+
+    image (RGB, 0-255, size x size)
+      -> preprocessing (standard layers: Rescaling, or a fixed per-channel Dense)
+      -> backbone (keras.applications, no top)
+      -> global average pooling        ("bottleneck features")
+      -> head (dropout, optional hidden layer, softmax)
+
+No Lambda layers and no custom classes are used, so ``keras.models.load_model``
+opens the exported files in any Python with Keras, without this package.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+
+from tl_core.errors import ConfigError
+from tl_core.models.backbones import BackboneSpec
+from tl_core.models.weights import weights_error
+
+# The per-channel constants keras.applications' preprocess_input functions use.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def build_backbone(spec: BackboneSpec, weights: str) -> keras.Model:
+    """Builds a backbone without its classifier top, with the requested starting weights.
+
+    The backbone takes images of any size (``input_shape=(None, None, 3)``),
+    so one weights file serves every image size; for the MobileNets this
+    means Keras uses its 224-pixel ImageNet weights whatever size is trained.
+
+    Args:
+        spec: The backbone's row in the table.
+        weights: ``"imagenet"`` (Keras' download-and-cache), ``"none"`` (random
+            initialisation) or the path of a weights file.
+
+    Returns:
+        The backbone model.
+
+    Raises:
+        WeightsError: When the ImageNet weights cannot be downloaded or a file does not fit.
+    """
+    constructor = getattr(keras.applications, spec.constructor)
+    keras_weights = None if weights == "none" else weights
+    try:
+        with warnings.catch_warnings():
+            # Expected: with no fixed input size Keras loads the default-size weights, which is what we want.
+            warnings.filterwarnings("ignore", message=".*Weights for input shape.*will be loaded as the default")
+            return constructor(include_top=False, weights=keras_weights, input_shape=(None, None, 3), **dict(spec.constructor_kwargs))
+    except Exception as error:  # noqa: BLE001 - translated into a message that says what to do
+        raise weights_error(spec, weights, error) from error
+
+
+def preprocessing_layers(mode: str) -> list[keras.layers.Layer]:
+    """Standard Keras layers that turn 0-255 RGB into what a backbone expects.
+
+    Args:
+        mode: ``"tf"`` (scale to -1..1), ``"caffe"`` (RGB to BGR, subtract the
+            ImageNet mean), ``"torch"`` (scale to 0..1, standardise per channel)
+            or ``"none"`` (the backbone preprocesses by itself).
+
+    Returns:
+        The layers to apply in order (possibly none). They run in float32.
+    """
+    if mode == "none":
+        return []
+    if mode == "tf":
+        return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale", dtype="float32")]
+    if mode == "caffe":
+        # A fixed 1x1 linear map over the channel axis: swap R and B, then subtract the mean.
+        kernel = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float32)
+        bias = -np.array(_CAFFE_BGR_MEAN, dtype=np.float32)
+    elif mode == "torch":
+        std = np.array(_TORCH_STD, dtype=np.float32)
+        kernel = np.diag(1.0 / (255.0 * std)).astype(np.float32)
+        bias = -np.array(_TORCH_MEAN, dtype=np.float32) / std
+    else:
+        raise ValueError(f"Unknown preprocessing mode {mode!r}; expected tf, caffe, torch or none.")
+    layer = keras.layers.Dense(
+        3,
+        name="preprocess_channels",
+        trainable=False,
+        dtype="float32",
+        kernel_initializer=keras.initializers.Constant(kernel),
+        bias_initializer=keras.initializers.Constant(bias),
+    )
+    return [layer]
+
+
+def build_head(feature_dim: int, num_classes: int, hidden_units: int = 0, dropout: float = 0.2, seed: int = 0) -> keras.Sequential:
+    """The new classifier that replaces the backbone's top: it reads pooled features.
+
+    Args:
+        feature_dim: Length of the pooled feature vector.
+        num_classes: Number of output classes (softmax).
+        hidden_units: Width of an optional hidden ReLU layer (0 for none).
+        dropout: Dropout rate before each dense layer.
+        seed: Seed of the initial weights.
+
+    Returns:
+        A Sequential model named ``head``. Its layers compute in float32 even under a
+        mixed-precision policy: the head costs next to nothing, and its own training
+        loop (``HeadTrainer``) then needs no loss scaling.
+    """
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(feature_dim,), name="features")]
+    if dropout > 0:
+        layers.append(keras.layers.Dropout(dropout, seed=seed, dtype="float32", name="head_dropout"))
+    if hidden_units > 0:
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", dtype="float32", name="head_hidden", kernel_initializer=keras.initializers.GlorotUniform(seed)))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, seed=seed + 1, dtype="float32", name="head_hidden_dropout"))
+    layers.append(
+        keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions", kernel_initializer=keras.initializers.GlorotUniform(seed + 2))
+    )
+    return keras.Sequential(layers, name="head")
+
+
+def build_classifier(
+    spec: BackboneSpec,
+    backbone: keras.Model,
+    head: keras.Model,
+    image_size: int,
+    backbone_in_inference_mode: bool = True,
+) -> tuple[keras.Model, keras.Model]:
+    """Joins preprocessing, backbone, pooling and head into one model.
+
+    Args:
+        spec: The backbone's row in the table (for its preprocessing).
+        backbone: The backbone model.
+        head: The head model.
+        image_size: Side of the square input images.
+        backbone_in_inference_mode: Call the backbone with ``training=False`` so its
+            BatchNormalization layers keep their ImageNet statistics even when
+            layers are unfrozen (the fine-tuning pitfall the articles warn about).
+            False only when training from scratch, where there are no statistics yet.
+
+    Returns:
+        ``(classifier, feature_model)``: the whole model and the model up to the pooled features.
+    """
+    feature_model = build_feature_model(spec, backbone, image_size, backbone_in_inference_mode)
+    classifier = keras.Model(feature_model.input, head(feature_model.output), name=f"{spec.name.replace('.', '_')}_classifier")
+    return classifier, feature_model
+
+
+def build_feature_model(spec: BackboneSpec, backbone: keras.Model, image_size: int, backbone_in_inference_mode: bool = True) -> keras.Model:
+    """Preprocessing, backbone and pooling: from RGB images 0-255 to the pooled ("bottleneck") features.
+
+    See ``build_classifier`` for ``backbone_in_inference_mode``.
+    """
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    features = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        features = layer(features)
+    if backbone_in_inference_mode:
+        features = backbone(features, training=False)
+    else:
+        features = backbone(features)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(features)
+    return keras.Model(inputs, pooled, name=f"{spec.name.replace('.', '_')}_features")
+
+
+def mirror_layers(image_size: int) -> list[keras.layers.Layer]:
+    """Standard Keras layers that mirror an image left to right, exactly.
+
+    Keras has no deterministic flip layer, and a Lambda layer would not load in
+    safe mode, so the mirror is written as a fixed linear map: move the width
+    axis last, multiply by the reversed identity matrix (a frozen ``Dense``
+    without bias: each output pixel is one input pixel times 1), move it back.
+    """
+    reversal = np.eye(image_size, dtype=np.float32)[::-1]
+    return [
+        keras.layers.Permute((1, 3, 2), name="mirror_width_last"),
+        keras.layers.Dense(image_size, use_bias=False, trainable=False, dtype="float32", kernel_initializer=keras.initializers.Constant(reversal), name="mirror_reverse_width"),
+        keras.layers.Permute((1, 3, 2), name="mirror_width_back"),
+    ]
+
+
+def with_test_time_flip(classifier: keras.Model, image_size: int) -> keras.Model:
+    """The classifier averaged over each image and its mirror image (test-time augmentation), as one model.
+
+    A photo of a dog facing left is still a dog facing right; averaging the two
+    predictions removes some of the noise in either. Being one model of standard
+    layers, the saved file gives the same answers in any Keras, without this package.
+    """
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    mirrored = inputs
+    for layer in mirror_layers(image_size):
+        mirrored = layer(mirrored)
+    outputs = keras.layers.Average(name="mean_over_mirror", dtype="float32")([classifier(inputs), classifier(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_with_mirror")
+
+
+def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
+    """The classifier inside a model made by ``with_test_time_flip`` (the model itself when it is not one)."""
+    if not any(layer.name == "mean_over_mirror" for layer in model.layers):
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def freeze_layers(backbone: keras.Model, frozen: int, train_batchnorm: bool = False) -> None:
+    """Freezes the backbone's first ``frozen`` layers and unfreezes the rest.
+
+    BatchNormalization layers stay frozen unless ``train_batchnorm``: their
+    statistics were learned on ImageNet, and updating them on a small batch of
+    new images is the usual way fine-tuning collapses accuracy.
+
+    Raises:
+        ConfigError: When ``frozen`` is outside 0..number of layers.
+    """
+    count = len(backbone.layers)
+    if not 0 <= frozen <= count:
+        raise ConfigError(f"freeze_layers is {frozen} but the backbone has {count} layers. Use a number from 0 to {count}.")
+    backbone.trainable = True
+    for index, layer in enumerate(backbone.layers):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= frozen and (train_batchnorm or not is_batchnorm)
+
+
+def trainable_parameter_count(model: keras.Model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))

@@ -1,0 +1,240 @@
+"""The engine as the app sees it: one object whose methods return data to draw.
+
+Pages receive an ``Engine`` from the session state and call its methods; they
+never import TensorFlow or Keras themselves. Page tests put a fake with the
+same methods in its place. Heavy modules are imported inside the methods
+that need them, so building an ``Engine`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.advice.scenario import Recommendation, recommend
+from tl_core.config import AugmentConfig, TrainConfig
+from tl_core.data.images import load_image
+from tl_core.data.records import Dataset
+from tl_core.data.scan import scan_dataset
+from tl_core.device import DeviceInfo
+from tl_core.models.backbones import BackboneSpec, get_backbone, list_backbones
+from tl_core.models.blocks import Block
+from tl_core.runs.folder import RunReport, TrainedRun, read_report
+from tl_core.runs.predict import Prediction
+from tl_core.service.jobs import TrainingJob
+from tl_core.service.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One backbone layer, for the freeze map."""
+
+    index: int
+    name: str
+    kind: str
+    parameters: int
+    is_batchnorm: bool
+    trainable_parameters: int  # parameters that train when the layer is unfrozen (a BatchNorm layer's scale and offset, not its statistics)
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """A backbone's layers grouped into blocks, for the freeze-depth slider and its picture."""
+
+    backbone: str
+    layers: list[LayerInfo]
+    blocks: list[Block]
+
+    def trainable_parameters(self, frozen_layers: int, train_batchnorm: bool = False) -> int:
+        """Backbone parameters that train when the first ``frozen_layers`` layers are frozen.
+
+        BatchNormalization layers stay frozen when fine-tuning pretrained weights
+        (``train_batchnorm=False``); training from scratch trains them too.
+        """
+        return sum(
+            layer.trainable_parameters if layer.is_batchnorm else layer.parameters
+            for layer in self.layers[frozen_layers:]
+            if train_batchnorm or not layer.is_batchnorm
+        )
+
+
+class Engine:
+    """Everything the pages ask of the engine."""
+
+    def scan(self, path: str | os.PathLike, seed: int = 0) -> Dataset:
+        return scan_dataset(path, seed=seed)
+
+    def write_sample(self, workspace: Workspace) -> Path:
+        from tl_core.data.sample import SAMPLE_NAME, write_sample_dataset
+
+        return write_sample_dataset(workspace.fresh_data_dir(SAMPLE_NAME))
+
+    def thumbnails(self, paths: list[str], size: int = 96) -> list[np.ndarray | None]:
+        """Small square previews; None for a file that cannot be read."""
+        previews: list[np.ndarray | None] = []
+        for path in paths:
+            try:
+                previews.append(load_image(path, size))
+            except Exception:  # noqa: BLE001 - a preview that fails shows as missing, the scan lists the file
+                previews.append(None)
+        return previews
+
+    def backbones(self) -> list[BackboneSpec]:
+        return list_backbones()
+
+    @functools.cache  # noqa: B019 - one engine per process; the device does not change while it runs
+    def device(self) -> DeviceInfo:
+        from tl_core.device import detect_device
+
+        return detect_device()
+
+    @functools.cache  # noqa: B019 - layer maps are pure functions of the backbone name
+    def layer_map(self, backbone: str) -> LayerMap:
+        import keras
+
+        from tl_core.models.blocks import blocks_from_layer_names, build_backbone_for_inspection
+
+        spec = get_backbone(backbone)
+        model = build_backbone_for_inspection(spec)
+        layers = [
+            LayerInfo(
+                index,
+                layer.name,
+                type(layer).__name__,
+                int(layer.count_params()) if layer.built else 0,
+                isinstance(layer, keras.layers.BatchNormalization),
+                int(sum(np.prod(weight.shape) for weight in layer.trainable_weights)),
+            )
+            for index, layer in enumerate(model.layers)
+        ]
+        return LayerMap(spec.name, layers, blocks_from_layer_names(spec, [layer.name for layer in layers]))
+
+    def default_freeze_layers(self, backbone: str) -> int:
+        from tl_core.models.blocks import default_freeze_layers
+
+        layer_map = self.layer_map(backbone)
+        return default_freeze_layers(get_backbone(backbone), [layer.name for layer in layer_map.layers])
+
+    def augment_preview(self, paths: list[str], image_size: int, augmentation: AugmentConfig, versions: int = 4, seed: int = 0) -> np.ndarray:
+        """``uint8`` array (images, versions + 1, size, size, 3): the original first, then augmented versions."""
+        from tl_core.models.augment import augment_preview
+
+        originals = np.stack([load_image(path, image_size) for path in paths])
+        changed = augment_preview(originals, augmentation, versions=versions, seed=seed)
+        return np.concatenate([originals[:, None], changed], axis=1)
+
+    def recommend(self, dataset: Dataset, similarity: str) -> Recommendation:
+        return recommend(dataset, similarity)
+
+    def advise(self, dataset: Dataset, backbone: str = "mobilenet_v2", time_budget_minutes: float = 10.0):
+        """Measured advice (``tl_core.advice.advise.Advice``): about a minute on a CPU for a few hundred images."""
+        from tl_core.advice.advise import advise
+
+        return advise(dataset, backbone=backbone, time_budget_minutes=time_budget_minutes)
+
+    def find_label_issues(self, dataset: Dataset, backbone: str = "mobilenet_v2", on_progress=None):
+        """Suspect labels, near duplicates with different labels and odd ones out (``tl_core.insight.label_issues.LabelReport``).
+
+        One pass of the backbone over every image (under a minute for 3,000 photos on a CPU); reuses cached features.
+        """
+        from tl_core.insight.label_issues import find_label_issues
+
+        return find_label_issues(dataset, backbone=backbone, on_progress=on_progress)
+
+    def label_decisions(self, root: str | os.PathLike) -> dict:
+        """The label decisions saved in a dataset folder, by relative path (``tl_core.data.decisions``)."""
+        from tl_core.data.decisions import load_decisions
+
+        return load_decisions(root)
+
+    def decide_labels(self, root: str | os.PathLike, changes: dict) -> dict:
+        """Saves label decisions (None forgets one) next to the images; returns them all."""
+        from tl_core.data.decisions import decide
+
+        return decide(root, changes)
+
+    def compare(
+        self, data_dir: str, strategies: list[str], out_root: Path, epochs: int, image_size: int | None, per_class: int | None, freeze_layers: int | None,
+        flip: str = "horizontal", on_row=None,
+    ) -> list:
+        """Trains each strategy on the same split (``tl_core.advice.compare.compare_strategies``)."""
+        from tl_core.advice.compare import compare_strategies
+
+        return compare_strategies(
+            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, flip=flip, on_row=on_row
+        )
+
+    def estimate(self, config: TrainConfig, dataset: Dataset):
+        """Roughly how long ``config`` takes here (``tl_core.training.estimate.Estimate``); the first call per network and size times the forward pass."""
+        from tl_core.training.estimate import estimate_run, forward_throughput
+
+        spec = get_backbone(config.backbone)
+        throughput = forward_throughput(spec.name, config.image_size or spec.default_size, self.device().key)
+        return estimate_run(config, dataset, throughput)
+
+    def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
+        """Starts a run in the background; the session's workspace stays alive until the run ends."""
+        return TrainingJob(config, keep_alive=(workspace,)).start()
+
+    def load_report(self, run_dir: str | os.PathLike) -> RunReport:
+        """The evaluation and summary of a run folder (``tl_core.runs.folder.read_report``; no model is loaded).
+
+        Raises:
+            RunError: When the folder lacks its reports or they cannot be read.
+        """
+        return read_report(run_dir)
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - keeps the last loaded models; run folders do not change
+    def load_run(self, run_dir: str) -> TrainedRun:
+        from tl_core.runs.folder import load_run
+
+        return load_run(run_dir)
+
+    def list_runs(self, runs_dir: str | os.PathLike) -> list:
+        """Every run in the runs folder, newest first (``tl_core.runs.history.list_runs``)."""
+        from tl_core.runs.history import list_runs
+
+        return list_runs(runs_dir)
+
+    def delete_run(self, run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+        from tl_core.runs.history import delete_run
+
+        delete_run(run_dir, runs_dir)
+        Engine.load_run.cache_clear()  # a deleted run's model must not be served from memory
+
+    def attention_maps(self, run_dir: str | os.PathLike, paths: list[str], class_names: list[str | None]) -> list[np.ndarray | None]:
+        """Each image with its Grad-CAM map for the given class (None: the predicted one) laid over it; None for an unreadable image."""
+        from tl_core.errors import TLError
+        from tl_core.insight.explain import explain_file, overlay
+
+        run = self.load_run(str(run_dir))
+        maps = []
+        for path, class_name in zip(paths, class_names, strict=True):
+            try:
+                explanation, pixels = explain_file(run, path, class_name)
+            except TLError:
+                maps.append(None)
+                continue
+            maps.append(overlay(pixels, explanation.heatmap))
+        return maps
+
+    def config_from_run(self, run_dir: str | os.PathLike, data_dir: str, out_dir: str) -> TrainConfig:
+        """An earlier run's settings for training again on ``data_dir`` (``tl_core.training.reuse``)."""
+        from tl_core.training.reuse import config_from_run
+
+        return config_from_run(run_dir, data_dir, out_dir)
+
+    def export_portable(self, run_dir: str | os.PathLike, formats: list[str]) -> list:
+        """Writes and checks TFLite or ONNX files for a run (``tl_core.runs.portable.reexport``); returns the checks."""
+        from tl_core.runs.portable import reexport
+
+        return reexport(run_dir, formats)
+
+    def predict(self, run_dir: str | os.PathLike, paths: list[str], top_k: int = 3) -> list[Prediction]:
+        from tl_core.runs.predict import predict_files
+
+        return predict_files(self.load_run(str(run_dir)), paths, top_k=top_k)

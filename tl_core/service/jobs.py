@@ -1,0 +1,261 @@
+"""A training run in a process of its own, with a state anyone can poll.
+
+The app starts a ``TrainingJob`` and returns at once; a page that wants to
+show progress asks ``job.state()`` (cheap, thread-safe) as often as it
+likes, and ``job.stop()`` asks the run to end after the current batch.
+The job knows nothing about Streamlit: it folds the engine's events into a
+``JobState`` snapshot.
+
+The run trains in a child process (``multiprocessing``, started with
+``spawn``), not in a thread of the web server: Streamlit clears Keras'
+global state after every rerun of a page (``keras.backend.clear_session()``,
+which also empties TensorFlow's kernel cache), and a page that polls a run
+reruns every second. A run in the server's process then had its compiled
+functions rebuilt over and over, and on a slow machine never got past its
+first batch. In its own process nothing the server does touches it, its GPU
+memory is returned when it ends, and the server stays responsive. A thread
+relays the child's events into the state.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from tl_core.config import TrainConfig
+from tl_core.events import (
+    BatchEnded,
+    EpochEnded,
+    Event,
+    Notice,
+    PhaseStarted,
+    ProgressUpdated,
+    StopRequest,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingStarted,
+    TrainingStopped,
+)
+
+RUNNING = "running"
+FINISHED = "finished"
+STOPPED = "stopped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a training job is doing, as of the last event.
+
+    Attributes:
+        status: ``"starting"``, ``"running"``, ``"finished"``, ``"stopped"`` or ``"failed"``.
+        phase: The current phase (``"decode"``, ``"features"``, ``"head"``, ``"fine_tune"`` ...).
+        phase_description: The phase in words.
+        done: Items done in the current phase (images, or batches in an epoch).
+        total: Items in the current phase.
+        epoch: The epoch under way or last finished (1-based, counted across phases).
+        epochs: Planned epochs.
+        history: One dict per finished epoch (loss, accuracy, val_loss, val_accuracy, seconds, phase).
+        notices: Messages of the run worth showing (cache hits, skipped files, early stopping).
+        error: The failure message, when the run failed.
+        run_dir: The run folder.
+        device: The device description from the start event.
+        started_at: ``time.time()`` when the job started.
+        finished_at: ``time.time()`` when it ended (0 while running).
+        stop_requested: True once a stop was asked for.
+        test_accuracy: Accuracy on the held-out split, when finished.
+    """
+
+    status: str = "starting"
+    phase: str = ""
+    phase_description: str = ""
+    done: int = 0
+    total: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    history: tuple[dict, ...] = ()
+    notices: tuple[str, ...] = ()
+    error: str = ""
+    run_dir: str = ""
+    device: dict = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    stop_requested: bool = False
+    test_accuracy: float | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in ("starting", RUNNING)
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Mean duration of the finished epochs of the current phase (phases differ a lot in speed)."""
+        same_phase = [entry["seconds"] for entry in self.history if entry.get("phase") == self.phase] or [entry["seconds"] for entry in self.history]
+        return sum(same_phase) / len(same_phase) if same_phase else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Rough time left for the planned epochs, from the recent pace; None before an epoch finished."""
+        pace = self.seconds_per_epoch
+        if pace is None or not self.is_running:
+            return None
+        remaining = max(self.epochs - len(self.history), 0)
+        return remaining * pace
+
+    @property
+    def elapsed_seconds(self) -> float:
+        end = self.finished_at or time.time()
+        return max(end - self.started_at, 0.0) if self.started_at else 0.0
+
+
+class TrainingJob:
+    """Runs ``tl_core.advice.auto.run_training`` in a child process and folds its events into a ``JobState``.
+
+    Args:
+        config: The run's settings.
+        trainer: A function that trains in this process instead (``train(config, on_event, stop)``),
+            in a daemon thread: fakes in tests. None (the default) trains the real way, in a child process.
+        keep_alive: Objects the run needs until it ends, such as the session
+            workspace holding the images: a browser tab closed mid-run drops the
+            session, but the job keeps these (and so their files) alive until the run ends.
+    """
+
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = ()) -> None:
+        self.config = config
+        self._trainer = trainer
+        self._keep_alive = keep_alive
+        self._stop = StopRequest()
+        self._lock = threading.Lock()
+        self._state = JobState(run_dir=config.out_dir)
+        self._thread: threading.Thread | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._child_stop = self._context.Event() if trainer is None else None
+
+    def start(self) -> TrainingJob:
+        self._state = replace(self._state, status="starting", started_at=time.time())
+        work = self._relay_child if self._trainer is None else self._work
+        self._thread = threading.Thread(target=work, name=f"training {self.config.out_dir}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, reason: str = "stop requested by the user") -> None:
+        self._stop.request(reason)
+        if self._child_stop is not None:
+            self._child_stop.set()
+        with self._lock:
+            self._state = replace(self._state, stop_requested=True)
+
+    def state(self) -> JobState:
+        with self._lock:
+            return self._state
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Blocks until the job ends (or ``timeout`` seconds pass) and returns its state."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state()
+
+    def _work(self) -> None:
+        try:
+            self._trainer(self.config, on_event=self.handle, stop=self._stop)
+        except Exception as error:  # noqa: BLE001 - the failure is shown in the state, never lost
+            if self.state().status != FAILED:
+                from tl_core.training.run import describe_failure
+
+                self.handle(TrainingFailed(describe_failure(error), type(error).__name__))
+        finally:
+            self._finish()
+
+    def _relay_child(self) -> None:
+        """Starts the child process and folds the events it sends until it ends."""
+        events = self._context.Queue()
+        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop), name=f"training {self.config.out_dir}", daemon=True)
+        try:
+            child.start()
+            while True:
+                try:
+                    event = events.get(timeout=0.5)
+                except queue.Empty:
+                    if child.is_alive():
+                        continue
+                    break  # ended without its last word (killed, out of memory)
+                if event is None:
+                    break
+                self.handle(event)
+            child.join(30)
+            if child.exitcode not in (0, None) and self.state().is_running:
+                self.handle(TrainingFailed(
+                    f"The training process ended unexpectedly (exit code {child.exitcode}); the operating system may have stopped it for lack of memory. "
+                    "Try a smaller batch size or image size.", "ProcessError",
+                ))
+        except Exception as error:  # noqa: BLE001 - a child that cannot start is a failed run, shown in the state
+            self.handle(TrainingFailed(f"The training process could not run: {type(error).__name__}: {error}", type(error).__name__))
+        finally:
+            events.close()
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._state.is_running:  # the trainer returned without a final event
+                self._state = replace(self._state, status=STOPPED if self._stop.requested else FINISHED)
+            self._state = replace(self._state, finished_at=time.time())
+        self._keep_alive = ()  # the run no longer needs the session's files
+
+    def handle(self, event: Event) -> None:
+        """Folds one event into the state (public so tests can feed canned events)."""
+        with self._lock:
+            self._state = fold_event(self._state, event)
+
+
+def train_in_child(config: TrainConfig, events, stop_flag) -> None:
+    """The child process's work: trains, putting every event on ``events`` and None when done.
+
+    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch.
+    """
+    from tl_core.advice.auto import run_training
+    from tl_core.training.run import describe_failure
+
+    failed = []
+
+    def send(event: Event) -> None:
+        if isinstance(event, TrainingFailed):
+            failed.append(event)
+        events.put(event)
+
+    try:
+        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"))
+    except Exception as error:  # noqa: BLE001 - sent to the parent, whose state shows it
+        if not failed:
+            events.put(TrainingFailed(describe_failure(error), type(error).__name__))
+    finally:
+        events.put(None)
+        events.close()
+        events.join_thread()
+
+
+def fold_event(state: JobState, event: Event) -> JobState:
+    """The state after ``event``: a pure function, so it is easy to test."""
+    if isinstance(event, TrainingStarted):
+        return replace(state, status=RUNNING, device=event.device, epochs=TrainConfig.from_dict(event.config).planned_epochs)
+    if isinstance(event, PhaseStarted):
+        return replace(state, phase=event.phase, phase_description=event.description, done=0, total=event.total)
+    if isinstance(event, ProgressUpdated):
+        return replace(state, done=event.done, total=event.total)
+    if isinstance(event, BatchEnded):
+        return replace(state, epoch=event.epoch, done=event.batch, total=event.batches)
+    if isinstance(event, EpochEnded):
+        entry = {"epoch": event.epoch, "phase": event.phase, "seconds": event.seconds, **event.metrics}
+        return replace(state, epoch=event.epoch, epochs=event.epochs, history=state.history + (entry,))
+    if isinstance(event, Notice):
+        return replace(state, notices=state.notices + (event.message,))
+    if isinstance(event, TrainingStopped):
+        return replace(state, notices=state.notices + (f"Stopped: {event.reason}.",))
+    if isinstance(event, TrainingFinished):
+        return replace(state, status=event.status, test_accuracy=event.test_accuracy, run_dir=event.run_dir)
+    if isinstance(event, TrainingFailed):
+        return replace(state, status=FAILED, error=event.message)
+    return state

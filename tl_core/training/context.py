@@ -1,0 +1,110 @@
+"""What the phases of one run share: the settings, the data, the model and what has happened so far."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_core.config import TrainConfig
+from tl_core.data.decoded import DecodedImages
+from tl_core.data.records import Dataset
+from tl_core.device import DeviceInfo
+from tl_core.events import EventHandler, Notice, StopRequest
+from tl_core.features import compiled_forward
+from tl_core.insight.metrics import Evaluation
+from tl_core.models.backbones import BackboneSpec
+from tl_core.runs.folder import EarlierRun
+from tl_core.training.estimate import Estimate
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        status: ``"finished"`` or ``"stopped"``.
+        run_dir: The run folder.
+        evaluation: Metrics on the evaluation split (None when stopped before any epoch).
+        history: One dict per completed epoch.
+        summary: The contents of ``run.json``.
+    """
+
+    status: str
+    run_dir: Path
+    evaluation: Evaluation | None
+    history: list[dict]
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelParts:
+    """The classifier of a run and the parts the phases train or run on their own."""
+
+    classifier: keras.Model
+    feature_model: keras.Model
+    backbone: keras.Model
+    head: keras.Model
+    frozen_layers: int = 0
+
+
+@dataclass
+class RunContext:
+    """What the phases of one run share: the settings, the data, the model and what has happened so far."""
+
+    config: TrainConfig
+    on_event: EventHandler
+    stop: StopRequest
+    started: float = field(default_factory=time.perf_counter)
+    history: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    cache_use: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    spec: BackboneSpec | None = None
+    weights: str = ""
+    image_size: int = 0
+    dataset: Dataset | None = None
+    device: DeviceInfo | None = None
+    distribution: object = field(default_factory=tf.distribute.get_strategy)
+    model: ModelParts | None = None
+    decoded: DecodedImages | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # ORIGINAL and, when used, MIRRORED
+    estimate: Estimate | None = None
+    exported: keras.Model | None = None  # the model the files hold, once trained (see exported_classifier)
+    planned: int | None = None  # epochs in all, set when the last phase starts
+    earlier: EarlierRun | None = None  # the run this one trains again from (config.from_run)
+    reuse: dict = field(default_factory=dict)  # what was taken from it: images reused, new, removed
+    warm_started: bool = False  # the whole classifier starts from the earlier run's trained weights
+    _compiled: dict = field(default_factory=dict, repr=False)
+
+    def timed(self, phase: str, work: Callable, *arguments, **keywords):
+        """``work(*arguments, **keywords)``, its seconds added to ``phase``'s in ``run.json``."""
+        start = time.perf_counter()
+        try:
+            return work(*arguments, **keywords)
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 3)
+
+    def notice(self, message: str) -> None:
+        self.notes.append(message)
+        self.on_event(Notice(message))
+
+    def compiled(self, model: keras.Model, augmenter=None, mirror: bool = False) -> Callable:
+        """``compiled_forward`` of ``model``, traced once per run for each (model, augmenter, mirror)."""
+        key = (id(model), id(augmenter), mirror)
+        if key not in self._compiled:
+            self._compiled[key] = (model, augmenter, compiled_forward(model, self.image_size, augmenter=augmenter, mirror=mirror))  # holding the models keeps their ids theirs
+        return self._compiled[key][2]
+
+    @property
+    def planned_epochs(self) -> int:
+        """Epochs the run expects in all; once the images train, the warm-up's early end is known and counted."""
+        return self.planned if self.planned is not None else self.config.planned_epochs

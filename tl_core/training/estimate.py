@@ -1,0 +1,289 @@
+"""How long a run will take on this device: a measured forward pass, the model's arithmetic and the recipe's epochs.
+
+The one slow thing in a run is the backbone. So the estimate needs one
+measurement per device, backbone and image size: how many images per second
+the frozen backbone's forward pass handles (``forward_throughput``, a few
+seconds, remembered in the cache folder). Everything else is counted:
+
+- decoding: a few of the dataset's own images are decoded and timed;
+- feature extraction: one forward pass per image and cached view;
+- the head: thousands of steps on feature vectors, a few seconds at most;
+- training backbone layers: a forward pass plus the backward pass through the
+  unfrozen layers, which costs about twice their share of the forward
+  arithmetic (``trainable_share``, from the layers' kernels and output sizes),
+  plus the augmentation, per training image and epoch; a forward pass per
+  validation image and epoch;
+- the evaluation: a forward pass per held-out image, two with test-time flipping.
+
+Early stopping can only make a run shorter than the estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl_core.config import TrainConfig
+from tl_core.data.decoded import decoded_images_cached
+from tl_core.data.images import load_image
+from tl_core.data.records import Dataset
+from tl_core.files import default_cache_dir, read_json, write_json
+from tl_core.models.backbones import get_backbone
+from tl_core.models.blocks import default_freeze_layers
+from tl_core.runs.portable import default_formats
+
+THROUGHPUT_FILE = "throughput.json"
+# Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
+# in benchmarks.speed: about 35 ms per batch of 32 at 224 px), scaled by pixels.
+AUGMENT_SECONDS_PER_224_IMAGE = 0.0011
+HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
+FIXED_SECONDS = 8.0  # building the model, tracing the compiled functions, writing the files
+# Converting and checking each portable file, measured with MobileNetV2 on 2 CPU cores (benchmarks.portable).
+# The time follows the graph's operations rather than its parameters (VGG16 converts as fast as MobileNetV2,
+# ResNet50 takes 75 s for both files), so it is not scaled: an error of a minute at most, on runs of many minutes.
+PORTABLE_SECONDS = {"tflite": 10.0, "int8": 12.0, "onnx": 6.0}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The frozen backbone's forward pass on this device.
+
+    Attributes:
+        device: The device it was measured on (``DeviceInfo.describe()``).
+        backbone: The backbone's name.
+        image_size: Side of the square input.
+        images_per_second: Images the forward pass handles per second, batch 32.
+        measured: ``time.time()`` of the measurement.
+    """
+
+    device: str
+    backbone: str
+    image_size: int
+    images_per_second: float
+    measured: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Roughly how long a run takes, and where the time goes.
+
+    Attributes:
+        seconds: The whole run.
+        parts: Seconds per step (``decode``, ``features``, ``head``, ``fine_tune`` ...).
+        basis: What the estimate rests on, in words.
+    """
+
+    seconds: float
+    parts: dict[str, float]
+    basis: str
+
+    @property
+    def minutes(self) -> float:
+        return self.seconds / 60
+
+    def describe(self) -> str:
+        """``about 6 min`` or ``about 40 s``, for a person."""
+        return f"about {duration_text(self.seconds)}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def duration_text(seconds: float) -> str:
+    """``40 s``, ``6 min``, ``1 h 20 min``: rounded the way a person would say it."""
+    if seconds < 55:
+        return f"{max(5, round(seconds / 5) * 5):.0f} s"
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"{max(1, round(minutes)):.0f} min"
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+# --------------------------------------------------------------------------- the one measurement
+
+
+def forward_throughput(backbone: str, image_size: int, device: str, cache_dir: str | os.PathLike | None = None, measure: bool = True) -> Throughput | None:
+    """Images per second of the frozen backbone's forward pass here, measured once and remembered.
+
+    A measurement at another size of the same backbone stands in, scaled by the pixels, so
+    changing the image size on the Setup page costs no new measurement.
+
+    Args:
+        backbone: The backbone's name.
+        image_size: Side of the square input.
+        device: The device the measurement is filed under (``DeviceInfo.key``).
+        cache_dir: Folder of ``throughput.json`` (the default cache folder when None).
+        measure: Measure now when nothing is remembered (a few seconds); False returns None instead.
+
+    Returns:
+        The throughput, or None when it was not measured and ``measure`` is False.
+    """
+    path = Path(cache_dir or default_cache_dir()) / THROUGHPUT_FILE
+    key = f"{device}|{backbone}|{image_size}"
+    remembered = _remembered(path)
+    if key in remembered:
+        return Throughput(**remembered[key])
+    same_backbone = [Throughput(**entry) for entry in remembered.values() if entry["device"] == device and entry["backbone"] == backbone]
+    if same_backbone:
+        nearest = min(same_backbone, key=lambda entry: abs(entry.image_size - image_size))
+        scaled = nearest.images_per_second * (nearest.image_size / image_size) ** 2
+        return Throughput(device, backbone, image_size, scaled, nearest.measured)
+    if not measure:
+        return None
+    throughput = Throughput(device, backbone, image_size, measure_forward(backbone, image_size), time.time())
+    remember_throughput(throughput, cache_dir)
+    return throughput
+
+
+def remember_throughput(throughput: Throughput, cache_dir: str | os.PathLike | None = None) -> None:
+    """Files a throughput measured elsewhere (the advice's own forward pass) for later estimates."""
+    path = Path(cache_dir or default_cache_dir()) / THROUGHPUT_FILE
+    remembered = _remembered(path)  # another process may have added entries meanwhile
+    remembered[f"{throughput.device}|{throughput.backbone}|{throughput.image_size}"] = asdict(throughput)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, remembered, indent=1)
+
+
+def _remembered(path: Path) -> dict:
+    remembered = read_json(path, {})
+    return remembered if isinstance(remembered, dict) else {}
+
+
+def measure_forward(backbone: str, image_size: int, batch_size: int = 32, batches: int = 3) -> float:
+    """Times the compiled forward pass of the backbone (random weights: the speed is the same) on random images."""
+    from tl_core.features import compiled_forward
+    from tl_core.models.build import build_backbone, build_feature_model
+
+    spec = get_backbone(backbone)
+    forward = compiled_forward(build_feature_model(spec, build_backbone(spec, "none"), image_size), image_size)
+    images = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
+    forward(images)  # trace and warm up
+    started = time.perf_counter()
+    for _ in range(batches):
+        forward(images)
+    return batch_size * batches / (time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- the model's arithmetic
+
+
+@functools.cache
+def layer_costs(backbone: str, image_size: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The backbone's layer names, and the multiply-adds of each layer on one image of this size.
+
+    A layer's cost is its kernel's size times its output positions. Layers without a kernel
+    (batch normalisation, activations, pooling) cost little next to the convolutions and count as zero.
+    """
+    import keras
+
+    spec = get_backbone(backbone)
+    constructor = getattr(keras.applications, spec.constructor)
+    model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **dict(spec.constructor_kwargs))
+    costs = []
+    names = tuple(layer.name for layer in model.layers)
+    for layer in model.layers:
+        kernel = next((weight for weight in layer.weights if "kernel" in weight.path.split("/")[-1]), None)
+        if kernel is None:
+            costs.append(0.0)
+            continue
+        output_shape = layer.output.shape
+        positions = math.prod(dimension or 1 for dimension in output_shape[1:-1]) if len(output_shape) > 2 else 1
+        costs.append(float(math.prod(kernel.shape)) * positions)
+    return names, tuple(costs)
+
+
+def trainable_share(backbone: str, image_size: int, frozen_layers: int) -> float:
+    """The share of the backbone's forward arithmetic in the layers after the first ``frozen_layers``."""
+    _, costs = layer_costs(backbone, image_size)
+    total = sum(costs) or 1.0
+    return sum(costs[frozen_layers:]) / total
+
+
+# --------------------------------------------------------------------------- the estimate
+
+
+def decode_seconds_per_image(dataset: Dataset, image_size: int, sample: int = 12) -> float:
+    """Seconds one core takes to decode and resize one of this dataset's images (a few are timed)."""
+    records = dataset.records[:: max(1, len(dataset.records) // sample)][:sample]
+    started = time.perf_counter()
+    for record in records:
+        try:
+            load_image(record.path, image_size)
+        except Exception:  # noqa: BLE001 - a broken file is the scan's business; here it only costs no time
+            continue
+    return (time.perf_counter() - started) / max(len(records), 1)
+
+
+def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> Estimate:
+    """Roughly how long ``config`` takes on ``dataset`` with this throughput.
+
+    Args:
+        config: The run's settings, with a concrete strategy.
+        dataset: The scanned dataset.
+        throughput: The forward pass measured at the run's backbone and image size.
+        frozen_layers: Layers kept frozen when fine-tuning (None: the config's, or the default depth).
+        decode_seconds: Seconds per image to decode on one core (None: timed on a few of the images).
+
+    Returns:
+        The estimate, with the seconds of each step.
+    """
+    from tl_core.data.decoded import decoded_images_key
+    from tl_core.features import FeatureCache, feature_cache_key
+    from tl_core.models.weights import weights_identity
+
+    spec = get_backbone(config.backbone)
+    size = config.image_size or spec.default_size
+    counts = {split: len(dataset.split(split)) for split in ("train", "val", "test")}
+    if config.max_train_images_per_class:
+        counts["train"] = sum(min(count, config.max_train_images_per_class) for count in dataset.counts().get("train", {}).values())
+    images = counts["train"] + counts["val"] + counts["test"]
+    held_out = counts["test"] or counts["val"]
+    forward = 1.0 / throughput.images_per_second
+    cores = os.cpu_count() or 1
+    strategy = config.strategy
+    mirrored = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
+    parts: dict[str, float] = {"setup": FIXED_SECONDS}
+
+    images_cached = decoded_images_cached(dataset.records, size, config.cache_dir)
+    if not images_cached:
+        per_image = decode_seconds if decode_seconds is not None else decode_seconds_per_image(dataset, size)
+        parts["decode"] = images * per_image / cores
+    if strategy != "from_scratch":
+        weights = "none" if config.weights == "none" else "imagenet"
+        key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size))
+        views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
+        if not FeatureCache(config.cache_dir).path(key).exists():
+            parts["features"] = images * views * forward
+            if "decode" in parts:  # on a first run the backbone works while the images are decoded
+                parts["decode"] = max(0.0, parts["decode"] - parts["features"])
+        if strategy == "feature_extraction" and config.augment:
+            parts["features"] = parts.get("features", 0.0) + config.augment_views * counts["train"] * forward
+        head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
+        parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + 1.0
+    if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
+        if strategy == "fine_tune":
+            frozen = frozen_layers if frozen_layers is not None else config.freeze_layers
+            if frozen is None:
+                frozen = default_freeze_layers(spec, list(layer_costs(config.backbone, size)[0]))
+        else:
+            frozen = 0
+        share = trainable_share(config.backbone, size, frozen)
+        augment = AUGMENT_SECONDS_PER_224_IMAGE * (size / 224) ** 2 if config.augment else 0.0
+        per_training_image = forward * (1 + 2 * share) + augment
+        parts[strategy] = config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
+    flips = 2 if config.test_time_flip and mirrored else 1
+    if strategy != "feature_extraction":
+        parts["evaluate"] = held_out * flips * forward
+    formats = default_formats() if config.export_formats is None else config.export_formats
+    if formats:
+        parts["portable files"] = sum(PORTABLE_SECONDS[name] for name in formats)
+    seconds = sum(parts.values())
+    basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
+    return Estimate(round(seconds, 1), {name: round(value, 1) for name, value in parts.items()}, basis)

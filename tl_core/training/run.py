@@ -1,0 +1,365 @@
+"""Train a classifier from a folder of images with one of four strategies, then evaluate and export it.
+
+``train(config)`` runs the workflow below, one function per phase over a shared
+``RunContext``; each phase announces itself with a ``PhaseStarted`` event:
+
+1. ``prepare``: check the settings, scan and split the data, find the device.
+2. ``build_model``: backbone with its starting weights, a new head, one classifier.
+3. ``read_images``: every image is decoded and resized once (cached on disk for
+   later runs). On a first run that needs bottleneck features, the frozen
+   backbone works on each batch as soon as it is decoded (phase ``features``).
+4. ``train_model``:
+   - ``features``: the frozen backbone's pooled outputs ("bottleneck features"),
+     computed once and cached (with the mirror images' when they are used);
+   - ``head``: a new head trained on the cached features. For feature
+     extraction this is the whole training; for fine-tuning it is the warm-up
+     that keeps a random head from wrecking the pretrained layers;
+   - ``fine_tune`` / ``from_scratch``: backbone layers train on the images, with
+     augmentation, at a low learning rate (or from random weights).
+5. ``evaluate``: on the held-out split (averaged with the mirror image when
+   test-time flipping is on).
+6. ``export``: model files and reports.
+
+The strategy ``auto`` is not resolved here: ``tl_core.advice.auto`` measures the
+data first and hands this module a concrete strategy.
+
+The run listens to a ``StopRequest`` after every batch; a stopped run keeps
+the best weights of the epochs it completed and still evaluates and exports
+them.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tl_core.config import AUTO_STRATEGY, IMBALANCE_FOR_CLASS_WEIGHTS, TrainConfig, class_weights_default
+from tl_core.data.scan import scan_dataset
+from tl_core.data.split import subsample_training_split
+from tl_core.device import detect_device, distribution_strategy
+from tl_core.errors import ConfigError, TLError
+from tl_core.events import (
+    EventHandler,
+    Interrupted,
+    PhaseStarted,
+    StopRequest,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingStarted,
+    TrainingStopped,
+    ignore_event,
+)
+from tl_core.features import MIRRORED, ORIGINAL
+from tl_core.insight.metrics import Evaluation, evaluate_predictions
+from tl_core.models.backbones import get_backbone
+from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_test_time_flip
+from tl_core.models.weights import check_weights_option, weights_identity
+from tl_core.runs.folder import RunSummary, load_earlier_run, write_images_manifest, write_run_folder
+from tl_core.runs.portable import CHECK_IMAGES, FORMAT_TITLES, export_portable
+from tl_core.training.context import ModelParts, RunContext, RunResult
+from tl_core.training.estimate import estimate_run, forward_throughput
+from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
+from tl_core.training.inputs import compute_features, feature_keys, read_images, run_forward
+from tl_core.training.reuse import read_images_reusing, warm_start
+
+
+def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, notes: Sequence[str] = ()) -> RunResult:
+    """Runs the whole workflow: check, decode, train, evaluate, export.
+
+    Args:
+        config: The run's settings, with a concrete strategy (``auto`` is resolved
+            by ``tl_core.advice.auto.run_training``).
+        on_event: Called with every event of the run (see ``tl_core.events``).
+        stop: Set it (from any thread) to stop the run after the current batch.
+        notes: How the settings were chosen (the advice behind ``auto``): shown as
+            notices when the run starts and kept in ``run.json``.
+
+    Returns:
+        The run's result; the files are in ``config.out_dir``.
+
+    Raises:
+        TLError: For problems the user can fix (data, options, weights); a
+            ``TrainingFailed`` event carries the same message.
+    """
+    run = RunContext(config, on_event, stop or StopRequest())
+    try:
+        return _workflow(run, notes)
+    except TLError as error:
+        record_failure(run, str(error))
+        on_event(TrainingFailed(str(error), type(error).__name__))
+        raise
+    except Exception as error:
+        record_failure(run, describe_failure(error))
+        on_event(TrainingFailed(describe_failure(error), type(error).__name__))
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def record_failure(run: RunContext, message: str) -> None:
+    """Leaves a ``run.json`` with the status ``failed`` and the message, so the run history shows what happened.
+
+    Only for a run that had started (settings and data checked): a wrong path or option makes no run folder.
+    """
+    if run.device is None:
+        return
+    try:
+        summary = run_summary(run, "failed", with_model=False)
+        summary.error = message
+        write_run_folder(Path(run.config.out_dir), summary)
+    except Exception:  # noqa: BLE001 - the failure itself is what the user must see; a folder that cannot take the record changes nothing
+        return
+
+
+def describe_failure(error: BaseException) -> str:
+    """A message for an unexpected failure, with a suggestion where one is known."""
+    text = f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"
+    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)) or "out of memory" in text.lower():
+        return f"{text}. The run ran out of memory: try a smaller batch size or image size."
+    return text
+
+
+def _workflow(run: RunContext, notes: Sequence[str]) -> RunResult:
+    prepare(run)
+    for note in notes:
+        run.notice(note)
+    try:
+        with run.distribution.scope():  # models and optimizers made here are mirrored on every GPU
+            build_model(run)
+        if run.earlier is None or not read_images_reusing(run):
+            read_images(run)
+        train_model(run)
+    except Interrupted:
+        return finish_before_any_epoch(run)
+    status = "stopped" if run.stop.requested else "finished"
+    if status == "stopped":
+        run.on_event(TrainingStopped(reason=run.stop.reason, epochs_done=len(run.history)))
+    evaluation = run.timed("evaluate", evaluate_model, run)
+    return save_run(run, status, evaluation)
+
+
+def prepare(run: RunContext) -> None:
+    """Checks the settings, scans and splits the data, seeds everything and announces the run."""
+    config = run.config = run.config.validated()
+    if config.strategy == AUTO_STRATEGY:
+        raise ConfigError("strategy 'auto' is resolved before training: call tl_core.advice.auto.run_training (the command line and the app do).")
+    spec = run.spec = get_backbone(config.backbone)
+    run.image_size = config.image_size or spec.default_size
+    if run.image_size < spec.min_size:
+        raise ConfigError(f"image_size is {run.image_size} but {spec.display_name} needs at least {spec.min_size} pixels. Use --image-size {max(spec.min_size, 96)} or more.")
+    dataset = run.timed("scan", scan_dataset, config.data_dir, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    if config.max_train_images_per_class:
+        dataset = subsample_training_split(dataset, config.max_train_images_per_class, config.seed)
+    if config.from_run:
+        run.earlier = load_earlier_run(config.from_run)
+        dataset = dataset.with_earlier_splits(run.earlier.splits)
+    run.dataset = dataset
+    if config.class_weights is None:
+        config = run.config = replace(config, class_weights=class_weights_default(dataset.imbalance_ratio()))
+        if config.class_weights:
+            run.notice(f"Class weights on: the largest class has {dataset.imbalance_ratio():.1f}x the images of the smallest (turned on from {IMBALANCE_FOR_CLASS_WEIGHTS:g}x).")
+    run.weights = "none" if not config.uses_features else check_weights_option(config.weights)
+    keras.utils.set_random_seed(config.seed)
+    run.device = detect_device()
+    run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
+    for group in dataset.duplicate_groups():
+        if group.kind != "same class":
+            run.notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
+    if run.device.mixed_precision:
+        keras.mixed_precision.set_global_policy(run.device.mixed_precision)
+    run.distribution = distribution_strategy(run.device)
+    if run.distribution.num_replicas_in_sync > 1:
+        run.notice(f"Training on {run.distribution.num_replicas_in_sync} GPUs at once: each holds a copy of the model and takes an equal share of every batch.")
+    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
+    run.estimate = estimate_run(config, dataset, throughput)
+    run.notice(f"Estimated time: {run.estimate.describe()} ({run.estimate.basis}; early stopping can make it shorter).")
+
+
+def build_model(run: RunContext) -> None:
+    """Backbone (with its starting weights), a new head and the classifier joining them."""
+    config, spec = run.config, run.spec
+    backbone = run.timed("build", build_backbone, spec, run.weights)
+    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
+    classifier, feature_model = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.uses_features)
+    run.model = ModelParts(classifier, feature_model, backbone, head)
+    if run.earlier is not None:
+        warm_start(run)
+
+
+def train_model(run: RunContext) -> None:
+    """Trains as the strategy says: head only, head then backbone layers, or everything from random weights."""
+    strategy, model = run.config.strategy, run.model
+    if strategy == "from_scratch":
+        freeze_layers(model.backbone, 0, train_batchnorm=True)
+        model.frozen_layers = 0
+        fit_on_images(run, run.config.learning_rate, run.config.epochs, "from_scratch")
+        return
+    if run.warm_started:  # the earlier run's trained model: fine-tuning goes on from it
+        unfreeze(run)
+        fit_on_images(run, run.config.backbone_learning_rate, run.config.epochs, "fine_tune")
+        return
+    compute_features(run)
+    model.backbone.trainable = False
+    model.frozen_layers = len(model.backbone.layers)
+    if run.config.head_epochs:
+        fit_head(run, run.config.head_epochs)
+    if strategy == "feature_extraction" or run.stop.requested:
+        return
+    unfreeze(run)
+    fit_on_images(run, run.config.backbone_learning_rate, run.config.epochs, "fine_tune")
+
+
+def evaluate_model(run: RunContext) -> Evaluation:
+    """Accuracy and the rest on the held-out split; averaged over the mirror image when test-time flipping is on."""
+    dataset, model = run.dataset, run.model
+    split = dataset.evaluation_split
+    records = dataset.split(split)
+    rows = run.decoded.rows(records)
+    flipped = " and their mirror images (test-time flip)" if run.config.uses_test_time_flip else ""
+    run.on_event(PhaseStarted("evaluate", f"Evaluating on the {split} split ({len(records)} images{flipped})", total=len(records)))
+    if run.features and run.config.strategy == "feature_extraction":
+        probabilities = model.head.predict(run.features[ORIGINAL][rows], batch_size=256, verbose=0)
+        if run.config.uses_test_time_flip:
+            probabilities = (probabilities + model.head.predict(run.features[MIRRORED][rows], batch_size=256, verbose=0)) / 2
+    else:
+        # Compiled once, batches sliced from the decoded images: eager calls of the model were several times slower.
+        probabilities = run_forward(run, exported_classifier(run), rows, "evaluate")
+    return evaluate_predictions(
+        [record.label for record in records],
+        np.asarray(probabilities, dtype=np.float64),
+        dataset.class_names,
+        [record.path for record in records],
+    )
+
+
+def exported_classifier(run: RunContext) -> keras.Model:
+    """The model that goes into the files (built once per run): float32, and averaged over the mirror image when test-time flipping is on."""
+    if run.exported is None:
+        classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
+        if run.config.uses_test_time_flip:
+            run.exported = with_test_time_flip(classifier, run.image_size)
+        else:
+            # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
+            run.exported = keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
+    return run.exported
+
+
+def _float32_copy(run: RunContext) -> keras.Model:
+    """The trained model rebuilt in float32 (mixed precision is for training speed, not for the file)."""
+    keras.mixed_precision.set_global_policy("float32")
+    spec, config = run.spec, run.config
+    backbone = build_backbone(spec, "none")
+    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout)
+    classifier, _ = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.uses_features)
+    classifier.set_weights(run.model.classifier.get_weights())
+    return classifier
+
+
+def save_run(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
+    """Writes the run folder: the model files, the reports and, when asked for, the portable files."""
+    out_dir = Path(run.config.out_dir)
+    model = exported_classifier(run)
+    summary = run_summary(run, status)
+    run.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
+    run.timed("export", write_run_folder, out_dir, summary, model, run.dataset.class_names, evaluation, run.history)
+    write_images_manifest(out_dir, run.dataset.records, run.decoded.row_of)
+    if run.config.export_formats:
+        summary.exports, summary.export_check_images = run.timed("export", export_portable_files, run, model)
+    summary.seconds = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
+    write_run_folder(out_dir, summary)
+    run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
+    return RunResult(status, out_dir, evaluation, run.history, summary)
+
+
+def export_portable_files(run: RunContext, model: keras.Model) -> tuple[dict, list[str]]:
+    """Writes the TFLite and ONNX files asked for, each checked on held-out images; returns the checks and the images checked on."""
+    formats = run.config.export_formats
+    titles = " and ".join(dict.fromkeys(FORMAT_TITLES[name].split(",")[0] for name in formats))
+    records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
+    run.on_event(PhaseStarted("export", f"Converting the model to {titles} and checking the files on {len(records)} held-out images"))
+    pixels = run.decoded.pixels[run.decoded.rows(records)]
+    checks = export_portable(model, run.config.out_dir, formats, pixels, f"{run.dataset.evaluation_split} images")
+    for check in checks:
+        if not check.ok:
+            run.notice(f"{check.file} not written: {check.message}")
+    return {check.format: check.to_dict() for check in checks}, [record.path for record in records]
+
+
+def finish_before_any_epoch(run: RunContext) -> RunResult:
+    """A stop before training began: only ``run.json`` is written, and no model."""
+    out_dir = Path(run.config.out_dir)
+    run.on_event(TrainingStopped(reason=run.stop.reason, epochs_done=len(run.history)))
+    summary = run_summary(run, "stopped", with_model=False)
+    write_run_folder(out_dir, summary)
+    run.on_event(TrainingFinished(status="stopped", run_dir=str(out_dir), test_accuracy=None, seconds=time.perf_counter() - run.started))
+    return RunResult("stopped", out_dir, None, run.history, summary)
+
+
+def _cache_keys(run: RunContext) -> dict:
+    """The cache entries holding this run's decoded images and features (``images.json`` gives each image's row)."""
+    if run.decoded is None:
+        return {}
+    keys = feature_keys(run, run.decoded.key)
+    return {"images": run.decoded.key, "features": keys[ORIGINAL] if ORIGINAL in run.features else None, "mirrored": keys[MIRRORED] if MIRRORED in run.features else None}
+
+
+def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSummary:
+    """The contents of ``run.json``: settings, data, model, device, what was cached, notes and versions."""
+    import PIL
+    import sklearn
+
+    config, spec, dataset, model = run.config, run.spec, run.dataset, run.model if with_model else None
+    data_summary = dataset.summary()
+    return RunSummary(
+        status=status,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        config=config.to_dict(),
+        backbone={"name": spec.name, "display_name": spec.display_name, "parameters": spec.parameters, "preprocessing": spec.preprocessing},
+        image_size=run.image_size,
+        weights=weights_identity(spec, run.weights),
+        strategy=config.strategy,
+        test_time_flip=config.uses_test_time_flip,
+        frozen_layers=None if model is None else model.frozen_layers,
+        backbone_layers=None if model is None else len(model.backbone.layers),
+        trainable_parameters=None if model is None else trainable_parameter_count(model.classifier),
+        best_epoch=run.best_epoch or None,
+        estimate=run.estimate.to_dict() if run.estimate else None,
+        device=run.device.to_dict(),
+        data={
+            "root": str(dataset.root),
+            "fingerprint": dataset.fingerprint(),
+            "class_names": dataset.class_names,
+            "counts": dataset.counts(),
+            "split_source": dataset.split_source,
+            "split_fractions": dataset.split_fractions,
+            "evaluation_split": dataset.evaluation_split,
+            "selection_split": "val",  # early stopping and the kept epoch look at validation loss only
+            "seed": dataset.seed,
+        },
+        skipped=[{"path": item.path, "reason": item.reason} for item in dataset.skipped],
+        duplicates=data_summary.get("duplicates", []),
+        label_decisions=data_summary.get("label_decisions") or None,
+        suspicious=data_summary.get("suspicious", []),
+        cache=dict(run.cache_use),
+        cache_keys=_cache_keys(run),
+        from_run=run.reuse or None,
+        notes=list(run.notes),
+        history=list(run.history),
+        seconds={**run.seconds, "total": round(time.perf_counter() - run.started, 3)},
+        versions={
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "pillow": PIL.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    )

@@ -1,0 +1,1 @@
+"""App-side helpers the pages share: plotly figures, the folder uploader, session-state keys."""
