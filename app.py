@@ -1,27 +1,22 @@
 """Guided transfer learning: `streamlit run app.py`.
 
 ``streamlit run`` first imports this file and finds ``app``, an ``st.App``:
-Streamlit's server plus the folder uploader's routes (``app_upload.py``). The
-server then runs the same file as the page script on every rerun (there
-``__name__`` is ``"__main__"``), and as a script it only routes. Each step of the path is a page in ``pages/``; the
-state they share lives in ``st.session_state``, set up here once:
-
-- ``engine``: the ``tl_core.service.engine.Engine`` the pages call (tests put a fake here).
-- ``workspace``: this session's working folder (uploads, runs), never shared with other sessions.
-- ``data_dir`` / ``dataset``: the dataset in use and its scan.
-- ``similarity`` / ``recommendation``: the scenario step's answer.
-- ``chosen_strategy``: the strategy the user adopted on the Scenario page (Setup's default).
-- ``advice`` / ``comparison``: (dataset fingerprint, measured advice / side-by-side rows), set on the Scenario page.
-- ``train_config``: the settings chosen on the Setup page.
-- ``job``: the training job of this session (at most one runs at a time).
-- ``run_dir``: the folder of the run the Evaluate and Export pages show (the latest run, or one reopened on the History page).
-- ``adopted_run``: the finished job's run once it has become ``run_dir`` (once only: a run reopened later stays shown).
+Streamlit's server plus the folder uploader's routes (``ui/folder_upload.py``).
+The server then runs the same file as the page script on every rerun (there
+``__name__`` is ``"__main__"``), and as a script it only routes. Each step of
+the path is a page in ``pages/``; the state they share lives in
+``st.session_state``, set up here once (``ui/state.py`` lists the keys): the
+``engine`` the pages call (``tl_core.service.engine.Engine``; tests put a fake
+here), this session's ``workspace`` (uploads, never shared with other
+sessions), the dataset in use, the Scenario and Setup pages' choices, the
+training job and the run the Evaluate and Export pages show.
 """
 
 import streamlit as st
 
 from tl_core.service.engine import Engine
 from tl_core.service.workspace import Workspace
+from ui import state as session
 from ui.folder_upload import upload_routes
 
 if __name__ != "__main__":
@@ -33,11 +28,7 @@ def main() -> None:
     st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/model_training:", layout="wide")
 
     state = st.session_state
-    state.setdefault("engine", Engine())
-    if "workspace" not in state:
-        state["workspace"] = Workspace.create()
-    for key in ("data_dir", "dataset", "similarity", "recommendation", "chosen_strategy", "train_config", "job", "run_dir", "adopted_run"):
-        state.setdefault(key, None)
+    session.set_up(state, Engine, Workspace.create)
 
     pages = [
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),

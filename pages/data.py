@@ -4,11 +4,11 @@ import io
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from tl_core.errors import TLError
-from tl_core.service.browse import browse_root, list_folders
+from ui import state as session
+from ui.charts import class_counts_figure
 from ui.folder_upload import folder_uploader
 
 state = st.session_state
@@ -39,20 +39,18 @@ def use_folder(folder: Path, description: str) -> None:
     """Scans the folder and makes it the dataset of this session (clearing results that belonged to the old one)."""
     with st.spinner(f"Scanning {description}…"):
         dataset = engine.scan(folder)
-    state["data_dir"], state["dataset"] = str(folder), dataset
-    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config", "label_report"):
-        state[stale] = None  # they described the previous dataset
+    session.use_dataset(state, folder, dataset)
     st.rerun()  # redraw everything, the sidebar included, with the new dataset
 
 
 def folder_browser() -> None:
     """The sub-folders of the browsing root with their image counts; open one, or use the folder shown."""
-    root = browse_root()
+    root = engine.browse_root()
     st.caption(
         "The fastest way for large folders: nothing is uploaded or copied, the images are read where they are. "
         f"Browse from `{root}` (set TL_CORE_BROWSE_ROOT to start elsewhere), or type a path."
     )
-    listing = list_folders(Path(state.get("browse_dir") or root), root)
+    listing = engine.list_folders(state.get("browse_dir"))
     current = listing.folder  # where the listing really is: never above the root, never a folder that vanished
     header = st.columns([6, 1, 2])
     header[0].markdown(f"**{current}** · {listing.summary()}")
@@ -177,11 +175,8 @@ def show_duplicates(groups: list[dict]) -> None:
 
 show_duplicates(summary.get("duplicates", []))
 
-rows = [{"class": name, "split": split, "images": count} for split, per_class in summary["counts"].items() for name, count in per_class.items()]
-chart = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group", title="Images per class and split")
-chart.update_layout(height=320, margin={"t": 40, "b": 10})
 chart_column, table_column = st.columns([3, 2])
-chart_column.plotly_chart(chart, width="stretch")
+chart_column.plotly_chart(class_counts_figure(summary["counts"]), width="stretch")
 counts = pd.DataFrame(summary["counts"]).fillna(0).astype(int).rename_axis("class")
 counts["all"] = counts.sum(axis=1)
 with table_column:

@@ -1,7 +1,7 @@
 """History: every run in the runs folder, to reopen, compare side by side, or delete.
 
 The rows come from each run folder's ``run.json`` and ``metrics.json``
-(``tl_core.runs.history``); this page loads no model. Opening a run makes it the
+(through the engine); this page loads no model. Opening a run makes it the
 one the Evaluate and Export pages show.
 """
 
@@ -11,8 +11,6 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TLError
-from tl_core.runs.folder import held_out_images
-from tl_core.runs.history import config_differences, flatten_config
 from ui.charts import compared_curves
 
 state = st.session_state
@@ -131,24 +129,19 @@ if len(pair) == 2:
         for name, run in names.items()
     ])
     st.dataframe(summary, hide_index=True, column_config={"test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min")})
-    if first.fingerprint and first.fingerprint != second.fingerprint:
+    comparison = engine.compare_runs(first, second)
+    if first.fingerprint and not comparison.same_data:
         decisions = f" Label decisions: A {first.label_decisions or 'none'}; B {second.label_decisions or 'none'}." if first.label_decisions or second.label_decisions else ""
-        judged = held_out_images(first.run_dir)
-        if judged and judged == held_out_images(second.run_dir):
-            st.caption(f"The two runs trained on different data (their fingerprints differ), but both were judged on the same {len(judged):,} held-out images, so their accuracies compare directly.{decisions}")
+        if comparison.same_held_out:
+            st.caption(f"The two runs trained on different data (their fingerprints differ), but both were judged on the same {comparison.same_held_out:,} held-out images, so their accuracies compare directly.{decisions}")
         else:
             st.caption(f"The two runs trained on different data (their fingerprints differ), and were not judged on the same images, so their accuracies do not compare directly.{decisions}")
     curve_columns = st.columns(2)
     for column, figure in zip(curve_columns, compared_curves({f"A · {first.name}": first.history, f"B · {second.name}": second.history}), strict=True):
         column.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
-    differing = config_differences(first.config, second.config)
-    left, right = flatten_config(first.config), flatten_config(second.config)
-    settings = [key for key in sorted(left.keys() | right.keys()) if key != "out_dir"]
-    table = pd.DataFrame([
-        {"setting": key, "A": str(left.get(key, "")), "B": str(right.get(key, "")), "differs": "●" if key in differing else ""}
-        for key in sorted(settings, key=lambda key: (key not in differing, key))
-    ])
-    st.markdown(f"**Settings**: {len(differing)} of {len(settings)} differ" + (f" ({', '.join(differing)})" if differing else "") + "; they are listed first.")
+    table = pd.DataFrame([{"setting": key, "A": left, "B": right, "differs": "●" if differs else ""} for key, left, right, differs in comparison.settings])
+    differing = comparison.differing
+    st.markdown(f"**Settings**: {len(differing)} of {len(comparison.settings)} differ" + (f" ({', '.join(differing)})" if differing else "") + "; they are listed first.")
     st.dataframe(
         table.style.apply(lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1),
         hide_index=True, width="stretch", height=min(38 + 35 * len(table), 500),

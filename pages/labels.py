@@ -5,14 +5,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tl_core.data.decisions import DECISIONS_FILE, EXCLUDE, KEEP, RELABEL, LabelDecision
+from tl_core.data.decisions import DECISIONS_FILE, LabelDecision, changed, choice_of, choices, decide_for_many, folder_label
 from tl_core.errors import TLError
+from ui import state as session
 
 state = st.session_state
 engine = state["engine"]
 
 PER_PAGE = 12
-UNDECIDED = "undecided"
 
 st.title("1b · Check the labels")
 st.markdown(
@@ -35,39 +35,7 @@ if dataset is None:
 
 def rescan() -> None:
     """The dataset again, with the saved decisions applied; results that described the old labels are cleared."""
-    state["dataset"] = engine.scan(state["data_dir"])
-    for stale in ("similarity", "recommendation", "chosen_strategy", "train_config"):
-        state[stale] = None
-
-
-def option_label(option: str, given: str) -> str:
-    if option == UNDECIDED:
-        return "Undecided"
-    if option == KEEP:
-        return f"Keep '{given}'"
-    if option == EXCLUDE:
-        return "Exclude"
-    return f"Relabel to '{option.split(':', 1)[1]}'"
-
-
-def current_option(decision: LabelDecision | None) -> str:
-    if decision is None:
-        return UNDECIDED
-    return f"{RELABEL}:{decision.to}" if decision.action == RELABEL else decision.action
-
-
-def decision_from(option: str, relative_path: str, given: str) -> LabelDecision | None:
-    if option == UNDECIDED:
-        return None
-    if option.startswith(f"{RELABEL}:"):
-        return LabelDecision(relative_path, RELABEL, given, to=option.split(":", 1)[1])
-    return LabelDecision(relative_path, option, given)
-
-
-def folder_label(relative_path: str, label_now: str, decisions: dict) -> str:
-    """The class the image's folder gives it (a relabel decision changed the label the report saw)."""
-    decision = decisions.get(relative_path)
-    return decision.given if decision is not None else label_now
+    session.relabelled(state, engine.scan(state["data_dir"]))
 
 
 def decision_cards(items: list[dict], decisions: dict, key: str) -> dict[str, LabelDecision | None]:
@@ -78,12 +46,8 @@ def decision_cards(items: list[dict], decisions: dict, key: str) -> dict[str, La
         columns = st.columns(4)
         for column, item, preview in zip(columns, items[start : start + 4], previews[start : start + 4], strict=False):
             given = folder_label(item["relative_path"], item["label"], decisions)
-            others = [name for name in dataset.class_names if name != given]
-            # The suggested class first, so the likely fix is one click away.
-            suggested = item.get("suggested")
-            others.sort(key=lambda name: name != suggested)
-            options = [UNDECIDED, KEEP, *[f"{RELABEL}:{name}" for name in others], EXCLUDE]
-            saved = current_option(decisions.get(item["relative_path"]))
+            options = choices(given, dataset.class_names, item.get("suggested"))  # the suggested class first: the likely fix is one click away
+            saved = choice_of(decisions.get(item["relative_path"]))
             with column:
                 if preview is not None:
                     st.image(preview, width="stretch")
@@ -92,10 +56,10 @@ def decision_cards(items: list[dict], decisions: dict, key: str) -> dict[str, La
                 st.markdown(item["headline"])
                 st.caption(f"`{item['relative_path']}` · {item['split']}")
                 option = st.selectbox(
-                    "Decision", options, index=options.index(saved) if saved in options else 0, format_func=lambda option, given=given: option_label(option, given),
+                    "Decision", options, index=options.index(saved) if saved in options else 0, format_func=lambda option, given=given: option.describe(given),
                     key=f"{key}_{state.get('decisions_saved', 0)}_{item['relative_path']}", label_visibility="collapsed",
                 )
-            chosen[item["relative_path"]] = decision_from(option, item["relative_path"], given)
+            chosen[item["relative_path"]] = option.decision(item["relative_path"], given)
     return chosen
 
 
@@ -109,7 +73,7 @@ def decision_form(name: str, items: list[dict], decisions: dict, button: str = "
 
 def save(chosen: dict[str, LabelDecision | None], decisions: dict) -> None:
     """Saves the decisions that changed and reloads the dataset with them."""
-    changes = {path: decision for path, decision in chosen.items() if current_option(decision) != current_option(decisions.get(path))}
+    changes = changed(chosen, decisions)
     if not changes:
         st.toast("Nothing changed.")
         return
@@ -141,8 +105,8 @@ except TLError as error:
 if state.get("labels_saved"):
     st.success(state.pop("labels_saved"))
 
-report_entry = state.get("label_report")
-report = report_entry[1] if report_entry and report_entry[0] == str(dataset.root) else None
+report_entry = session.recall(state, session.LABEL_REPORT, str(dataset.root))
+report = report_entry.value if report_entry is not None else None
 
 images = len(dataset.records)
 button = "Look for wrong labels again" if report else "Look for wrong labels"
@@ -161,10 +125,11 @@ if st.button(button, type="secondary" if report else "primary", icon=":material/
         st.error(str(error))
         st.stop()
     bar.empty()
-    report_entry = state["label_report"] = (str(dataset.root), report, dataset.fingerprint())
+    session.remember(state, session.LABEL_REPORT, str(dataset.root), report, labels=dataset.fingerprint())
+    report_entry = session.recall(state, session.LABEL_REPORT, str(dataset.root))
 
 if report is not None:
-    if report_entry and report_entry[0] == str(dataset.root) and report_entry[2] != dataset.fingerprint():
+    if report_entry.labels != dataset.fingerprint():
         st.info("Judged before your latest decisions. Look again to judge the labels as they are now (relabelled images with their new label).")
     columns = st.columns(5)
     columns[0].metric("Images judged", f"{report.judged:,}")
@@ -198,15 +163,7 @@ if report is not None:
                 action = st.radio("Do", ["exclude", "relabel"], format_func={"relabel": "Relabel each to its suggested class", "exclude": "Exclude them"}.get, horizontal=True, key="bulk_action")
                 st.caption("Excluding is the safer choice for many at once: a suspect that is a hard picture rather than a wrong label is only left out, not given the wrong class.")
                 if st.button(f"Apply to {len(picked)} suspect{'s' if len(picked) != 1 else ''}", disabled=not picked, key="bulk_apply"):
-                    chosen = {}
-                    for suspect in picked:
-                        given = folder_label(suspect.relative_path, suspect.given_label, decisions)
-                        if action == "exclude":
-                            target = EXCLUDE
-                        else:  # back to the folder's label when that is the one suggested
-                            target = UNDECIDED if suspect.suggested_label == given else f"{RELABEL}:{suspect.suggested_label}"
-                        chosen[suspect.relative_path] = decision_from(target, suspect.relative_path, given)
-                    save(chosen, decisions)
+                    save(decide_for_many(report.suspects, floor, action, decisions), decisions)
             items = [
                 {
                     "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
@@ -264,8 +221,7 @@ else:
     forget = columns[0].multiselect("Undo decisions", sorted(decisions), key="forget_decisions", placeholder="Choose images")
     if columns[1].button(f"Undo {len(forget)}", disabled=not forget, key="forget_apply"):
         save(dict.fromkeys(forget), decisions)
-    saved_file = Path(dataset.root) / DECISIONS_FILE
-    columns[2].download_button("Download the decisions", saved_file.read_bytes() if saved_file.is_file() else b"", file_name=DECISIONS_FILE, mime="application/json", key="download_decisions")
+    columns[2].download_button("Download the decisions", engine.decisions_file(dataset.root), file_name=DECISIONS_FILE, mime="application/json", key="download_decisions")
     if Path(state["workspace"].root) in Path(dataset.root).parents:
         st.caption(
             f"This dataset is the app's copy of your upload, so the decisions are saved in that copy. Download them and put `{DECISIONS_FILE}` "

@@ -1,33 +1,22 @@
 """Step 2, Scenario: place the dataset in the size x similarity matrix and recommend a strategy."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from tl_core.advice.compare import best_row
-from tl_core.advice.scenario import SCENARIOS, Recommendation, SizeVerdict, candidate_strategies, classify_size
+from tl_core.advice.scenario import SCENARIOS, Recommendation, candidate_strategies, classify_size
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
+from ui import state as session
+from ui.charts import comparison_figure, matrix_figure, shift_profile_figure
 
 state = st.session_state
 engine = state["engine"]
 
-# Shorter names that fit a cell of the matrix.
-MATRIX_STRATEGY_NAMES = {
-    "feature_extraction": "feature extraction",
-    "fine_tune": "freeze early layers,<br>retrain the rest",
-    "full_fine_tune": "fine-tune everything",
-    "from_scratch": "train from scratch",
-}
 SIMILARITY_CHOICES = {
     "high": "Yes: everyday photos of objects, animals, people, plants or scenes",
     "low": "No: something else, such as X-rays, microscope slides, satellite images, handwriting, spectrograms or industrial textures",
 }
 SIMILARITY_WORDS = {"high": "similar to ImageNet", "low": "unlike ImageNet"}
-# One colour per cell of the matrix, by scenario number.
-CELL_COLOURS = {1: "#4C78A8", 2: "#F58518", 3: "#B279A2", 4: "#54A24B"}
-# Cell corners in the figure: similarity low|high on x, size small|large on y.
-COLUMN_OF = {"low": 0, "high": 1}
-ROW_OF = {"small": 0, "large": 1}
 
 st.title("2 · Where your data sits")
 st.markdown(
@@ -71,63 +60,9 @@ def similarity_text(recommendation: Recommendation) -> str:
     return f"your answer: **{recommendation.similarity}** ({SIMILARITY_WORDS[recommendation.similarity]})"
 
 
-def matrix_figure(verdict: SizeVerdict, recommendation: Recommendation | None) -> go.Figure:
-    """The 2x2 decision matrix with the dataset's cell highlighted (its row only, while similarity is unknown)."""
-    figure = go.Figure()
-    ours = recommendation.scenario if recommendation else None
-    for number, cell in SCENARIOS.items():
-        left, bottom = COLUMN_OF[cell["similarity"]], ROW_OF[cell["size"]]
-        highlighted = number == ours
-        in_row = ours is None and cell["size"] == verdict.size
-        figure.add_shape(
-            type="rect", x0=left + 0.02, x1=left + 0.98, y0=bottom + 0.02, y1=bottom + 0.98, layer="below",
-            fillcolor=CELL_COLOURS[number], opacity=0.55 if highlighted else 0.28 if in_row else 0.14,
-            line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
-        )
-        figure.add_annotation(
-            x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
-            text=f"<b>Scenario {number}</b><br>{cell['title']}<br><i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>",
-            font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
-        )
-        # An invisible point per cell carries the hover text (shapes cannot be hovered).
-        figure.add_trace(go.Scatter(
-            x=[left + 0.5], y=[bottom + 0.5], mode="markers", marker={"size": 120, "opacity": 0}, showlegend=False,
-            hovertemplate=f"Scenario {number}: {cell['title']}<br>Strategy: {strategy_name(cell['strategy'])}<extra></extra>",
-        ))
-    numbers = f"{verdict.images_per_class:,.0f} images/class<br>(small below {verdict.threshold:,})"
-    if recommendation is not None:
-        marker_x = COLUMN_OF[recommendation.similarity] + 0.5
-        label = f"<b>your data</b><br>{numbers}"
-        if recommendation.similarity_source == "measured" and recommendation.similarity_score is not None:
-            label += f"<br>measured similarity {recommendation.similarity_score:.2f}"
-    else:
-        marker_x = 1.0
-        label = f"<b>your data</b>: {verdict.size}<br>{numbers}<br>which column? answer the question"
-    marker_y = ROW_OF[verdict.size] + 0.42
-    figure.add_trace(go.Scatter(
-        x=[marker_x], y=[marker_y], mode="markers", showlegend=False, hoverinfo="skip",
-        marker={"symbol": "star", "size": 24, "color": "#111827", "line": {"color": "white", "width": 1.5}},
-    ))
-    figure.add_annotation(
-        x=marker_x, y=marker_y, yshift=-16, yanchor="top", showarrow=False, align="center", text=label,
-        font={"size": 12, "color": "#111827"}, bgcolor="rgba(255,255,255,0.9)", bordercolor="#111827", borderwidth=1, borderpad=4,
-    )
-    figure.update_xaxes(
-        range=[0, 2], tickvals=[0.5, 1.5], ticktext=["low: unlike ImageNet", "high: like ImageNet photos"],
-        title="Similarity to the pretraining data", showgrid=False, zeroline=False, fixedrange=True,
-    )
-    figure.update_yaxes(
-        range=[0, 2], tickvals=[0.5, 1.5], ticktext=[f"small<br>< {verdict.threshold:,}/class", f"large<br>≥ {verdict.threshold:,}/class"],
-        title="Training images per class", showgrid=False, zeroline=False, fixedrange=True,
-    )
-    figure.update_layout(height=520, margin={"t": 20, "b": 10, "l": 10, "r": 10}, plot_bgcolor="rgba(0,0,0,0)", hovermode="closest")
-    return figure
-
-
 def current_advice():
     """The measured advice for this dataset, if it was measured (advice for another dataset is ignored)."""
-    stored = state.get("advice")
-    return stored[1] if stored and stored[0] == dataset.fingerprint() else None
+    return session.recalled_value(state, session.ADVICE, dataset.fingerprint())
 
 
 def measure_similarity() -> None:
@@ -144,7 +79,7 @@ def measure_similarity() -> None:
     if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
         try:
             with st.spinner("Measuring: running the pretrained network, a random one and an ImageNet classifier on your images…"):
-                state["advice"] = (dataset.fingerprint(), engine.advise(dataset, time_budget_minutes=float(budget)))
+                session.remember(state, session.ADVICE, dataset.fingerprint(), engine.advise(dataset, time_budget_minutes=float(budget)))
         except TLError as error:
             st.error(str(error))
         else:
@@ -255,19 +190,11 @@ st.markdown("\n".join(f"- {reason}" for reason in recommendation.reasons))
 
 if advice is not None:
     with st.expander("How it was measured: the domain-shift profile and the freeze depth"):
-        profile = advice.measurement.shift_profile
-        figure = go.Figure(go.Scatter(
-            x=[entry.index for entry in profile], y=[entry.shift for entry in profile], mode="lines+markers",
-            text=[entry.name for entry in profile], hovertemplate="layer %{x} · %{text}<br>shift %{y:.2f}<extra></extra>",
-        ))
-        if advice.freeze_layers < advice.backbone_layers:
-            figure.add_vline(x=advice.freeze_layers, line_dash="dash", annotation_text=f"freeze up to here ({advice.freeze_layers} layers)")
-        figure.update_layout(height=300, margin={"t": 30, "b": 10}, xaxis_title="layer of the backbone (input → output)", yaxis_title="shift of BatchNorm statistics")
-        st.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(shift_profile_figure(advice.measurement.shift_profile, advice.fine_tune_freeze_layers), width="stretch", config={"displayModeBar": False})
         st.caption(
             f"Each point is one BatchNormalization layer: how far your images move the statistics it learned on ImageNet. "
             f"Where the shift grows, the pretrained layers stop fitting your images: a natural place to stop freezing. "
-            f"Suggested for fine-tuning: freeze the first {advice.freeze_layers} of {advice.backbone_layers} layers (block '{advice.freeze_block}'), "
+            f"Suggested for fine-tuning: freeze the first {advice.fine_tune_freeze_layers} of {advice.backbone_layers} layers (block '{advice.fine_tune_freeze_block}'), "
             f"learning rate {advice.learning_rate:g}, augmentation {'on' if advice.augment else 'optional'}. "
             f"Measured on {advice.measurement.sample_size} images in {advice.measurement.seconds:.0f} s."
         )
@@ -319,14 +246,7 @@ def show_comparison(rows) -> None:
     })
     finished = [row for row in rows if row.val_accuracy is not None]
     if finished:
-        figure = go.Figure()
-        figure.add_trace(go.Bar(x=[STRATEGY_TITLES[row.strategy] for row in finished], y=[row.val_accuracy for row in finished], name="validation accuracy", yaxis="y"))
-        figure.add_trace(go.Scatter(x=[STRATEGY_TITLES[row.strategy] for row in finished], y=[row.seconds for row in finished], name="seconds", yaxis="y2", mode="markers", marker={"size": 14, "symbol": "diamond"}))
-        figure.update_layout(
-            height=320, margin={"t": 20, "b": 10}, yaxis={"title": "validation accuracy", "tickformat": ".0%", "range": [0, 1]},
-            yaxis2={"title": "seconds", "overlaying": "y", "side": "right", "rangemode": "tozero"}, legend={"orientation": "h"},
-        )
-        st.plotly_chart(figure, width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(comparison_figure(finished), width="stretch", config={"displayModeBar": False})
 
 
 st.markdown("##### Compare strategies side by side")
@@ -348,7 +268,7 @@ if st.button("Run the comparison", icon=":material/compare_arrows:", disabled=no
     try:
         rows = engine.compare(
             str(state["data_dir"] or dataset.root), candidates, state["workspace"].new_run_dir("compare"), int(compare_epochs), int(compare_size), int(compare_per_class),
-            advice.freeze_layers if advice is not None else None, flip=advice.flip if advice is not None else "horizontal",
+            advice.fine_tune_freeze_layers if advice is not None else None, flip=advice.flip if advice is not None else "horizontal",
             on_row=lambda row: progress.write(f"{STRATEGY_TITLES[row.strategy]}: validation accuracy {row.val_accuracy or 0:.1%} in {row.seconds:.0f} s"),
         )
     except TLError as error:
@@ -356,10 +276,9 @@ if st.button("Run the comparison", icon=":material/compare_arrows:", disabled=no
         st.error(str(error))
     else:
         progress.update(label="Comparison done", state="complete", expanded=False)
-        state["comparison"] = (dataset.fingerprint(), rows)
-stored = state.get("comparison")
-if stored and stored[0] == dataset.fingerprint():
-    rows = stored[1]
+        session.remember(state, session.COMPARISON, dataset.fingerprint(), rows)
+rows = session.recalled_value(state, session.COMPARISON, dataset.fingerprint())
+if rows:
     show_comparison(rows)
     winner = best_row(rows)
     if winner is not None:

@@ -37,12 +37,11 @@ if train_config is None or dataset is None:
 
 def augmentation_text(config) -> str:
     """How the plan augments: feature extraction only through cached mirror images and augmented views."""
-    mirrors = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
-    flip = " · test-time flip" if config.test_time_flip and mirrors else ""
+    flip = " · test-time flip" if config.uses_test_time_flip else ""
     if not config.augment:
         return "no augmentation" + flip
     if config.strategy == "feature_extraction":
-        cached = (["mirror images"] if mirrors and (config.test_time_flip or not config.quick) else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
+        cached = (["mirror images"] if config.mirrored_features else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
         return (f"{' and '.join(cached)} cached" if cached else "no augmentation (features are cached once)") + flip
     return "augmented" + flip
 
@@ -164,7 +163,7 @@ if train_config is not None and dataset is not None:
     epochs = f"{train_config.epochs} epochs"
     if train_config.strategy == "feature_extraction":
         epochs = f"up to {train_config.epochs} head epochs"
-    if train_config.strategy in ("fine_tune", "full_fine_tune") and train_config.warmup_epochs:
+    if train_config.uses_warmup and train_config.warmup_epochs:
         epochs += f" after a warm-up of the head (up to {train_config.warmup_epochs} epochs)"
     summary = [
         backbone.display_name if backbone else train_config.backbone,

@@ -109,9 +109,6 @@ class FakeEngine(Engine):
             layers.append(LayerInfo(index, name, "BatchNormalization" if is_batchnorm else "Conv2D", parameters, is_batchnorm, parameters // 2 if is_batchnorm else parameters))
         return LayerMap(spec.name, layers, blocks_from_layer_names(get_backbone("mobilenet_v2"), names))
 
-    def default_freeze_layers(self, backbone: str) -> int:
-        return 10
-
     def estimate(self, config: TrainConfig, dataset):
         from tl_core.training.estimate import Estimate
 
@@ -219,6 +216,7 @@ def canned_advice(dataset, similarity: str = "low"):
     return Advice(
         recommendation, measurement, "mobilenet_v2", 12, "block_2", 22, 1e-4, True, reasons, views,
         candidates=candidates, matrix_strategy=matrix_strategy, epochs=100, time_budget_minutes=10.0,
+        fine_tune_freeze_layers=12, fine_tune_freeze_block="block_2", fine_tune_freeze_reason="the shift first exceeds 0.35 in block 'block_2'",
     )
 
 

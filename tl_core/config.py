@@ -7,6 +7,8 @@ allowed and an example.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from tl_core.errors import ConfigError
@@ -44,6 +46,10 @@ MIRRORING_FLIPS = ("horizontal", "horizontal_and_vertical")
 
 
 SCHEDULES = ("cosine", "constant")
+# Files that run without Keras, written beside model.h5 (tl_core.runs.portable makes and checks them).
+EXPORT_FORMATS = ("tflite", "int8", "onnx")
+DEFAULT_FORMATS = ("tflite", "onnx")
+FORMATS_VARIABLE = "TL_CORE_EXPORT_FORMATS"  # e.g. "tflite,onnx,int8", or "none"
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
 # Strategies whose head first warms up on cached features before backbone layers train on the images.
 WARMUP_STRATEGIES = ("fine_tune", "full_fine_tune")
@@ -165,8 +171,8 @@ class TrainConfig:
         time_budget_minutes: For ``auto``: the advice recommends no strategy it expects to
             take longer, and fits fine-tuning's epochs into it.
         export_formats: Files beside ``model.h5`` that run without Keras, each checked
-            against the Keras model (``tl_core.runs.portable.FORMATS``: ``tflite``, ``int8``,
-            ``onnx``; None: ``tl_core.runs.portable.default_formats()``; ``()``: none).
+            against the Keras model (``EXPORT_FORMATS``: ``tflite``, ``int8``,
+            ``onnx``; None: ``default_formats()``; ``()``: none).
         from_run: An earlier run folder to train again from (``tl_core.training.reuse``): its images
             keep their split, its decoded images and features are reused for the images
             still there, and training starts from its weights (the head, or the whole model when fine-tuning).
@@ -246,8 +252,6 @@ class TrainConfig:
             )
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
-        from tl_core.runs.portable import default_formats, parse_formats
-
         formats = default_formats() if self.export_formats is None else parse_formats(self.export_formats)
         return with_recipe(replace(self, strategy=strategy, export_formats=formats))
 
@@ -331,3 +335,49 @@ def with_recipe(config: TrainConfig) -> TrainConfig:
 def recipe_defaults(strategy: str, quick: bool = False) -> dict[str, object]:
     """The values a strategy's recipe (or its quick variant) gives the settings it decides."""
     return {**RECIPES[strategy], **(QUICK_RECIPES[strategy] if quick else {})}
+
+
+def recipe_description(strategy: str, quick: bool = False) -> str:
+    """What a strategy's recipe (or its quick variant) does, in words, with the numbers of ``RECIPES``."""
+    recipe = recipe_defaults(strategy, quick)
+    epochs, schedule = recipe["epochs"], recipe["learning_rate_schedule"]
+    decay = ", warmed up over the first epoch and decayed to the end" if schedule == "cosine" else " at a constant rate"
+    if strategy == "feature_extraction":
+        text = f"The head trains on cached features until its validation loss stops improving (up to {epochs} epochs: seconds)."
+        if quick:
+            return text + " Quick: no mirror images, so each image goes through the backbone once, and no test-time flip."
+        return text + " With left-right flips, the mirror images' features train it too, and its answer for each image is averaged with the mirror image's."
+    if strategy in WARMUP_STRATEGIES:
+        layers = "the unfrozen layers train" if strategy == "fine_tune" else "every layer trains"
+        text = (
+            f"First the head converges on cached features (a warm-up of at most {recipe['warmup_epochs']} epochs, stopped when its validation loss stops "
+            f"improving), then {layers} on augmented images for {epochs} epochs at a tenth of the learning rate{decay}; "
+            "the epoch with the lowest validation loss is kept."
+        )
+    else:
+        text = f"Every layer trains from random weights on augmented images for {epochs} epochs, the learning rate{decay}; the epoch with the lowest validation loss is kept."
+    return text + (" Quick: fewer epochs and no test-time flip." if quick else "")
+
+
+def default_formats() -> tuple[str, ...]:
+    """The formats every run writes: ``TL_CORE_EXPORT_FORMATS`` when set (``none`` for none), else ``DEFAULT_FORMATS``."""
+    text = os.environ.get(FORMATS_VARIABLE)
+    return DEFAULT_FORMATS if text is None else parse_formats(text)
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"tflite, onnx"`` or ``["tflite", "onnx"]`` as a checked tuple; ``none`` or nothing gives ``()``.
+
+    Raises:
+        ConfigError: Naming a format that does not exist.
+    """
+    parts = text.replace(",", " ").split() if isinstance(text, str) else [str(part) for part in text]
+    formats = []
+    for part in (part.strip().lower() for part in parts):
+        if part in ("", "none"):
+            continue
+        if part not in EXPORT_FORMATS:
+            raise ConfigError(f"Unknown export format '{part}'. Choose from: {', '.join(EXPORT_FORMATS)} (or none).")
+        if part not in formats:
+            formats.append(part)
+    return tuple(formats)

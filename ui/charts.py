@@ -16,11 +16,26 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+from tl_core.advice.scenario import SCENARIOS
+from tl_core.config import STRATEGY_TITLES
+
 TRAIN_COLOR = "#1f77b4"
 VALIDATION_COLOR = "#ff7f0e"
 WARNING_COLOR = "#d62728"
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # runs compared side by side
 OVERFITTING_LABEL = "validation loss rising: overfitting from here"
+# One colour per cell of the decision matrix, by scenario number; cell corners: similarity low|high on x, size small|large on y.
+CELL_COLOURS = {1: "#4C78A8", 2: "#F58518", 3: "#B279A2", 4: "#54A24B"}
+COLUMN_OF = {"low": 0, "high": 1}
+ROW_OF = {"small": 0, "large": 1}
+# Shorter strategy names that fit a cell of the matrix.
+MATRIX_STRATEGY_NAMES = {
+    "feature_extraction": "feature extraction",
+    "fine_tune": "freeze early layers,<br>retrain the rest",
+    "full_fine_tune": "fine-tune everything",
+    "from_scratch": "train from scratch",
+}
+SEGMENT_COLOURS = {"frozen": "#94a3b8", "trains": "#f97316", "trains from random weights": "#dc2626", "new head": "#2563eb"}
 PHASE_NAMES = {
     "head": "head",
     "fine_tune": "fine-tuning",
@@ -250,3 +265,148 @@ def show_predictions(predictions: Sequence, previews: Sequence, names: Sequence[
                 answer_column.markdown(f"**{prediction.predicted_class}** · {prediction.confidence:.0%} sure")
                 answer_column.caption(name)
                 answer_column.plotly_chart(confidence_bars(prediction.top), width="stretch", config={"displayModeBar": False}, key=f"prediction_bars_{index}")
+
+
+def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters: int, unit: str) -> go.Figure:
+    """The backbone as one horizontal bar of blocks, input on the left, coloured by whether each part trains.
+
+    Args:
+        layer_map: The backbone's layers and blocks (``tl_core.service.engine.LayerMap``).
+        frozen_layers: Layers kept frozen (the freeze line is drawn for fine-tuning).
+        strategy: The strategy (training from scratch colours every block as trained from random weights).
+        head_parameters: Parameters of the new head.
+        unit: ``"layers"`` or ``"parameters"``: what a block's width counts.
+    """
+    trains_as = "trains from random weights" if strategy == "from_scratch" else "trains"
+    figure = go.Figure()
+    shown: set[str] = set()
+    position = 0.0
+    freeze_line = None
+
+    def add_segment(label: str, status: str, width: float, hover: str) -> None:
+        figure.add_trace(go.Bar(
+            x=[width], y=["network"], orientation="h", name=status, legendgroup=status, showlegend=status not in shown,
+            marker={"color": SEGMENT_COLOURS[status], "line": {"color": "white", "width": 1}},
+            text=[label], textposition="inside", insidetextanchor="middle", textangle=0, hovertemplate=hover + "<extra></extra>",
+        ))
+        shown.add(status)
+
+    for block in layer_map.blocks:
+        cut = min(max(frozen_layers, block.start), block.end)
+        for start, end, status in ((block.start, cut, "frozen"), (cut, block.end, trains_as)):
+            if end <= start:
+                continue
+            layers = layer_map.layers[start:end]
+            parameters = sum(layer.parameters for layer in layers)
+            width = float(end - start) if unit == "layers" else float(parameters)
+            if status == "frozen" and end == frozen_layers:
+                freeze_line = position + width
+            hover = f"<b>{block.name}</b><br>layers {start}-{end - 1} ({end - start} layers)<br>{parameters:,} parameters<br>{status}"
+            add_segment(block.name, status, width, hover)
+            position += width
+    head_width = 1.0 if unit == "layers" else float(head_parameters)
+    add_segment("head", "new head", head_width, f"<b>new head</b><br>pooling + dense layer for your classes<br>{head_parameters:,} parameters<br>trains")
+    if strategy == "fine_tune" and freeze_line is not None:
+        figure.add_vline(x=freeze_line, line={"color": "#111827", "width": 3, "dash": "dot"})
+        figure.add_annotation(x=freeze_line, y=1.02, yref="paper", text="freeze line", showarrow=False, xanchor="center", yanchor="bottom", font={"size": 11})
+    figure.update_layout(
+        barmode="stack", height=190, margin={"t": 30, "b": 10, "l": 10, "r": 10}, bargap=0.15,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.12, "x": 0}, uniformtext={"minsize": 9, "mode": "hide"},
+        xaxis={"title": "input → output, block widths by " + unit, "showgrid": False, "fixedrange": True},
+        yaxis={"visible": False, "fixedrange": True},
+    )
+    return figure
+
+
+def class_counts_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Images per class, one bar per split, side by side (``Dataset.counts()``)."""
+    figure = go.Figure()
+    for split, per_class in counts.items():
+        figure.add_bar(x=list(per_class), y=list(per_class.values()), name=split, hovertemplate=f"%{{x}}<br>{split}: %{{y:,}} images<extra></extra>")
+    figure.update_layout(barmode="group", title="Images per class and split", height=320, margin={"t": 40, "b": 10}, legend_title_text="split")
+    figure.update_xaxes(title="class")
+    figure.update_yaxes(title="images")
+    return figure
+
+
+def matrix_figure(verdict, recommendation) -> go.Figure:
+    """The 2x2 decision matrix with the dataset's cell highlighted (its row only, while similarity is unknown).
+
+    Args:
+        verdict: The dataset's size (``tl_core.advice.scenario.SizeVerdict``).
+        recommendation: Where the data sits (``Recommendation``), or None while the similarity is unknown.
+    """
+    figure = go.Figure()
+    ours = recommendation.scenario if recommendation else None
+    for number, cell in SCENARIOS.items():
+        left, bottom = COLUMN_OF[cell["similarity"]], ROW_OF[cell["size"]]
+        highlighted = number == ours
+        in_row = ours is None and cell["size"] == verdict.size
+        figure.add_shape(
+            type="rect", x0=left + 0.02, x1=left + 0.98, y0=bottom + 0.02, y1=bottom + 0.98, layer="below",
+            fillcolor=CELL_COLOURS[number], opacity=0.55 if highlighted else 0.28 if in_row else 0.14,
+            line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
+        )
+        figure.add_annotation(
+            x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
+            text=f"<b>Scenario {number}</b><br>{cell['title']}<br><i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>",
+            font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
+        )
+        # An invisible point per cell carries the hover text (shapes cannot be hovered).
+        figure.add_trace(go.Scatter(
+            x=[left + 0.5], y=[bottom + 0.5], mode="markers", marker={"size": 120, "opacity": 0}, showlegend=False,
+            hovertemplate=f"Scenario {number}: {cell['title']}<br>Strategy: {STRATEGY_TITLES[cell['strategy']].lower()}<extra></extra>",
+        ))
+    numbers = f"{verdict.images_per_class:,.0f} images/class<br>(small below {verdict.threshold:,})"
+    if recommendation is not None:
+        marker_x = COLUMN_OF[recommendation.similarity] + 0.5
+        label = f"<b>your data</b><br>{numbers}"
+        if recommendation.similarity_source == "measured" and recommendation.similarity_score is not None:
+            label += f"<br>measured similarity {recommendation.similarity_score:.2f}"
+    else:
+        marker_x = 1.0
+        label = f"<b>your data</b>: {verdict.size}<br>{numbers}<br>which column? answer the question"
+    marker_y = ROW_OF[verdict.size] + 0.42
+    figure.add_trace(go.Scatter(
+        x=[marker_x], y=[marker_y], mode="markers", showlegend=False, hoverinfo="skip",
+        marker={"symbol": "star", "size": 24, "color": "#111827", "line": {"color": "white", "width": 1.5}},
+    ))
+    figure.add_annotation(
+        x=marker_x, y=marker_y, yshift=-16, yanchor="top", showarrow=False, align="center", text=label,
+        font={"size": 12, "color": "#111827"}, bgcolor="rgba(255,255,255,0.9)", bordercolor="#111827", borderwidth=1, borderpad=4,
+    )
+    figure.update_xaxes(
+        range=[0, 2], tickvals=[0.5, 1.5], ticktext=["low: unlike ImageNet", "high: like ImageNet photos"],
+        title="Similarity to the pretraining data", showgrid=False, zeroline=False, fixedrange=True,
+    )
+    figure.update_yaxes(
+        range=[0, 2], tickvals=[0.5, 1.5], ticktext=[f"small<br>< {verdict.threshold:,}/class", f"large<br>≥ {verdict.threshold:,}/class"],
+        title="Training images per class", showgrid=False, zeroline=False, fixedrange=True,
+    )
+    figure.update_layout(height=520, margin={"t": 20, "b": 10, "l": 10, "r": 10}, plot_bgcolor="rgba(0,0,0,0)", hovermode="closest")
+    return figure
+
+
+def shift_profile_figure(profile, freeze_layers: int | None) -> go.Figure:
+    """How far the data moves each BatchNorm layer's statistics, input to output, with the suggested freeze line."""
+    figure = go.Figure(go.Scatter(
+        x=[entry.index for entry in profile], y=[entry.shift for entry in profile], mode="lines+markers",
+        text=[entry.name for entry in profile], hovertemplate="layer %{x} · %{text}<br>shift %{y:.2f}<extra></extra>",
+    ))
+    if freeze_layers is not None:
+        figure.add_vline(x=freeze_layers, line_dash="dash", annotation_text=f"freeze up to here ({freeze_layers} layers)")
+    figure.update_layout(height=300, margin={"t": 30, "b": 10}, xaxis_title="layer of the backbone (input → output)", yaxis_title="shift of BatchNorm statistics")
+    return figure
+
+
+def comparison_figure(rows) -> go.Figure:
+    """Validation accuracy (bars) and seconds (diamonds) of the strategies compared side by side (``ComparisonRow`` objects that finished)."""
+    names = [STRATEGY_TITLES[row.strategy] for row in rows]
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=names, y=[row.val_accuracy for row in rows], name="validation accuracy", yaxis="y"))
+    figure.add_trace(go.Scatter(x=names, y=[row.seconds for row in rows], name="seconds", yaxis="y2", mode="markers", marker={"size": 14, "symbol": "diamond"}))
+    figure.update_layout(
+        height=320, margin={"t": 20, "b": 10}, yaxis={"title": "validation accuracy", "tickformat": ".0%", "range": [0, 1]},
+        yaxis2={"title": "seconds", "overlaying": "y", "side": "right", "rangemode": "tozero"}, legend={"orientation": "h"},
+    )
+    return figure

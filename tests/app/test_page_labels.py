@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from tl_core.data.decisions import DECISIONS_FILE, EXCLUDE, RELABEL, load_decisions
+from tl_core.data.decisions import DECISIONS_FILE, EXCLUDE, RELABEL, UNDECIDED, Choice, load_decisions
 from tl_core.data.scan import scan_dataset
 
 from conftest import REPO, make_class_folders
@@ -49,16 +49,16 @@ def test_suspects_are_shown_and_a_relabel_is_saved_and_applied(tmp_path: Path) -
     at.button(key="find_label_issues").click().run()
     assert not at.exception
     metrics = {metric.label: metric.value for metric in at.metric}
-    suspects = at.session_state["label_report"][1].suspects
+    suspects = at.session_state["label_report"].value.suspects
     assert metrics["Images judged"] == "48" and metrics["Suspects"] == str(len(suspects))
     assert metrics["Flagged"] == str(sum(suspect.flagged for suspect in suspects))
     boxes = suspect_boxes(at)
     assert {"green/red_003.png", "blue/green_007.png"} <= set(boxes)
     box = boxes["green/red_003.png"]
-    assert box.value == "undecided"
+    assert box.value == UNDECIDED
     assert box.options[2] == "Relabel to 'red'"  # the suggested class comes first among the relabels
-    box.set_value(f"{RELABEL}:red")
-    suspect_boxes(at)["blue/green_007.png"].set_value(EXCLUDE)
+    box.set_value(Choice(RELABEL, "red"))
+    suspect_boxes(at)["blue/green_007.png"].set_value(Choice(EXCLUDE))
     next(button for button in at.button if button.label == "Save the decisions on this page").click().run()
     assert not at.exception
     decisions = load_decisions(root)
@@ -71,7 +71,7 @@ def test_suspects_are_shown_and_a_relabel_is_saved_and_applied(tmp_path: Path) -
     assert "1** relabelled, **1** excluded" in "\n".join(markdown.value for markdown in at.markdown)
     assert "Judged before your latest decisions" in "\n".join(info.value for info in at.info)
     # The boxes now show what is saved.
-    assert suspect_boxes(at)["green/red_003.png"].value == f"{RELABEL}:red"
+    assert suspect_boxes(at)["green/red_003.png"].value == Choice(RELABEL, "red")
     # Looking again judges the labels as they are now, and the note about an old judgement goes.
     at.button(key="find_label_issues").click().run()
     assert "Judged before your latest decisions" not in "\n".join(info.value for info in at.info)
@@ -82,7 +82,7 @@ def test_bulk_relabel_and_undo(tmp_path: Path) -> None:
     root = flipped_folder(tmp_path / "data")
     at = open_labels(root)
     at.button(key="find_label_issues").click().run()
-    suspects = at.session_state["label_report"][1].suspects
+    suspects = at.session_state["label_report"].value.suspects
     at.slider(key="bulk_floor").set_value(0.5)
     at.radio(key="bulk_action").set_value("relabel").run()
     confident = [suspect for suspect in suspects if suspect.confidence >= 0.5]
@@ -102,7 +102,7 @@ def test_the_data_page_says_decisions_are_applied(tmp_path: Path) -> None:
     root = flipped_folder(tmp_path / "data")
     at = open_labels(root)
     at.button(key="find_label_issues").click().run()
-    suspect_boxes(at)["blue/green_007.png"].set_value(EXCLUDE)
+    suspect_boxes(at)["blue/green_007.png"].set_value(Choice(EXCLUDE))
     next(button for button in at.button if button.label == "Save the decisions on this page").click().run()
     at.switch_page("pages/data.py").run()
     assert not at.exception
@@ -116,7 +116,7 @@ def test_a_read_only_dataset_folder_is_explained_not_a_crash(tmp_path: Path, mon
     root = flipped_folder(tmp_path / "data")
     at = open_labels(root)
     at.button(key="find_label_issues").click().run()
-    suspect_boxes(at)["blue/green_007.png"].set_value(EXCLUDE)
+    suspect_boxes(at)["blue/green_007.png"].set_value(Choice(EXCLUDE))
 
     def read_only(*arguments, **keywords):
         raise PermissionError(13, "Permission denied")
@@ -137,7 +137,7 @@ def test_a_pair_of_copies_in_two_classes_is_decided_in_its_own_form(tmp_path: Pa
     at.button(key="find_label_issues").click().run()
     boxes = {box.key.split("_", 2)[2]: box for box in at.selectbox if box.key and box.key.startswith("pair0_")}
     assert set(boxes) == {"red/red_001.png", "blue/copy.png"}
-    boxes["blue/copy.png"].set_value(EXCLUDE)
+    boxes["blue/copy.png"].set_value(Choice(EXCLUDE))
     next(button for button in at.button if button.label == "Save these two decisions").click().run()
     assert not at.exception
     assert {path: decision.action for path, decision in load_decisions(root).items()} == {"blue/copy.png": EXCLUDE}

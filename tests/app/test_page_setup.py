@@ -14,6 +14,7 @@ from tl_core.data.scan import scan_dataset
 from tl_core.device import DeviceInfo
 from tl_core.errors import ConfigError
 from tl_core.models.backbones import get_backbone
+from ui.state import DatasetResult
 
 from conftest import REPO, make_class_folders
 from fake_engine import FakeEngine
@@ -115,7 +116,7 @@ def test_strategy_defaults_to_the_choice_made_on_the_scenario_page(folder: Path)
     # Not the recommendation: the trade-off is explained.
     trade_off = " ".join(element.value for element in at.info)
     assert "Step 2 recommended **feature extraction**" in trade_off and "Fine-tuning lets the later layers adapt" in trade_off
-    assert at.session_state["train_config"].freeze_layers == 10  # the engine's default depth
+    assert at.session_state["train_config"].freeze_layers == 16  # the engine's default depth: the first two thirds of the fake backbone's 7 blocks
 
 
 def test_recommendation_is_the_default_without_a_choice(folder: Path) -> None:
@@ -133,18 +134,18 @@ def test_freeze_slider_changes_the_trainable_parameters(folder: Path) -> None:
     slider = at.select_slider(key="setup_freeze_mobilenet_v2")
 
     assert not at.exception
-    assert slider.value == 10
-    assert metric(at, "Parameters that train") == expected_trainable(10)
-    assert "The first **10 of 22 layers** stay frozen" in " ".join(element.value for element in at.caption)
+    assert slider.value == 16
+    assert metric(at, "Parameters that train") == expected_trainable(16)
+    assert "The first **16 of 22 layers** stay frozen" in " ".join(element.value for element in at.caption)
 
-    slider.set_value(16).run()
+    slider.set_value(10).run()
 
     assert not at.exception
-    assert metric(at, "Parameters that train") == expected_trainable(16)
+    assert metric(at, "Parameters that train") == expected_trainable(10)
     assert expected_trainable(16) != expected_trainable(10)
-    assert metric(at, "Layers frozen") == "16 of 22"
-    assert at.session_state["train_config"].freeze_layers == 16
-    assert "first 16 of 22 layers frozen" in at.success[-1].value
+    assert metric(at, "Layers frozen") == "10 of 22"
+    assert at.session_state["train_config"].freeze_layers == 10
+    assert "first 10 of 22 layers frozen" in at.success[-1].value
 
 
 @pytest.mark.parametrize(
@@ -317,7 +318,7 @@ def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
     at.session_state["dataset"] = dataset
     at.session_state["data_dir"] = str(folder)
     at.session_state["chosen_strategy"] = "fine_tune"
-    at.session_state["advice"] = (dataset.fingerprint(), canned_advice(dataset, "low"))
+    at.session_state["advice"] = DatasetResult(dataset.fingerprint(), canned_advice(dataset, "low"))
     at.run()
     at.switch_page("pages/setup.py").run()
     assert not at.exception
@@ -337,7 +338,7 @@ def test_the_quick_recipe_makes_fewer_passes_and_says_how_long_each_takes(folder
     quick = at.session_state["train_config"]
     assert (quick.quick, quick.epochs, quick.warmup_epochs, quick.test_time_flip) == (True, 3, 200, False)
     assert metric(at, "Estimated time") != slow
-    assert any("Quick: 3 epochs of fine-tuning" in element.value for element in at.caption)
+    assert any("train on augmented images for 3 epochs" in element.value and "Quick: fewer epochs and no test-time flip" in element.value for element in at.caption)
     assert any("The recommended recipe would take about" in element.value for element in at.caption)
 
 
@@ -360,7 +361,7 @@ def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
     at.session_state["dataset"] = dataset
     at.session_state["data_dir"] = str(folder)
     at.session_state["chosen_strategy"] = advice.recommendation.strategy
-    at.session_state["advice"] = (dataset.fingerprint(), advice)
+    at.session_state["advice"] = DatasetResult(dataset.fingerprint(), advice)
     at.run()
     at.switch_page("pages/setup.py").run()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tl_core.config import TrainConfig
+from tl_core.config import FORMATS_VARIABLE, TrainConfig, parse_formats
 from tl_core.errors import ConfigError
 from tl_core.runs import portable
-from tl_core.runs.portable import FORMATS, export_portable, parse_formats, reexport
+from tl_core.runs.portable import FORMATS, export_portable, reexport
 
 from conftest import REPO, make_class_folders
 
@@ -51,9 +51,9 @@ def test_formats_are_parsed_and_unknown_ones_named() -> None:
 
 
 def test_default_formats_follow_the_environment(monkeypatch) -> None:
-    monkeypatch.delenv(portable.FORMATS_VARIABLE, raising=False)
+    monkeypatch.delenv(FORMATS_VARIABLE, raising=False)
     assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ("tflite", "onnx")
-    monkeypatch.setenv(portable.FORMATS_VARIABLE, "onnx,int8")
+    monkeypatch.setenv(FORMATS_VARIABLE, "onnx,int8")
     assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ("onnx", "int8")
     assert TrainConfig(data_dir="d", out_dir="o", export_formats=()).validated().export_formats == ()
 

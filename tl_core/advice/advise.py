@@ -43,6 +43,10 @@ class Advice:
     flip: str = "horizontal"  # "none" when mirror images look like another class
     epochs: int | None = None  # epochs of the recommended strategy's main phase (fitted to the time budget)
     time_budget_minutes: float = 0.0
+    # The depth measured for fine-tuning (where the domain shift grows), whatever strategy is recommended.
+    fine_tune_freeze_layers: int | None = None
+    fine_tune_freeze_block: str = ""
+    fine_tune_freeze_reason: str = ""
 
     def to_dict(self) -> dict:
         recommendation = self.recommendation
@@ -65,6 +69,8 @@ class Advice:
             "flip": self.flip,
             "epochs": self.epochs,
             "time_budget_minutes": self.time_budget_minutes,
+            "fine_tune_freeze_layers": self.fine_tune_freeze_layers,
+            "fine_tune_freeze_block": self.fine_tune_freeze_block,
             "candidates": [asdict(candidate) for candidate in self.candidates],
             "components": {key: round(value, 4) for key, value in self.measurement.components().items()},
             "measurement": asdict(self.measurement),
@@ -147,7 +153,7 @@ def advise(
     freeze, block = measured_freeze, measured_block
     if strategy == "feature_extraction":
         freeze, block = len(layer_names), "none (all frozen)"
-    elif strategy in ("full_fine_tune", "from_scratch"):
+    elif strategy != "fine_tune":
         freeze, block = 0, "all"
     learning_rate = 1e-3 if strategy in ("feature_extraction", "from_scratch") else 1e-4
     augment = True
@@ -169,6 +175,7 @@ def advise(
     return Advice(
         recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
         candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
+        fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
     )
 
 

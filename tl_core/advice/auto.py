@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tl_core.advice.settings import suggested_settings
 from tl_core.config import AUTO_STRATEGY, TrainConfig
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import TLError
@@ -52,11 +53,12 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
     on_event(PhaseStarted("advise", "Measuring how similar the images are to ImageNet, and timing the candidates, to choose the strategy"))
     advice = advise(dataset, backbone=config.backbone, cache_dir=config.cache_dir, seed=config.seed, time_budget_minutes=config.time_budget_minutes)
     strategy = advice.recommendation.strategy
+    suggested = suggested_settings(dataset, config.backbone, strategy, config.quick, advice)
     notes = [f"Advice: {reason}" for reason in advice.reasons]
     changes: dict[str, object] = {}
-    if config.epochs is None and advice.epochs is not None and not config.quick:
-        changes["epochs"] = advice.epochs  # the recipe's epochs, or fewer to fit the time budget
-    if advice.flip == "none" and config.augmentation.flip != "none":
+    if config.epochs is None and not config.quick:
+        changes["epochs"] = suggested.epochs  # the recipe's epochs, or fewer to fit the time budget
+    if suggested.flip == "none" and config.augmentation.flip != "none":
         flip = "vertical" if config.augmentation.flip == "horizontal_and_vertical" else "none"
         changes["augmentation"] = replace(config.augmentation, flip=flip)
         notes.append(f"Left-right flips turned off ({config.augmentation.flip} -> {flip}): mirror images look like another class in this data.")
@@ -67,7 +69,7 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
             notes.append(f"Your freeze depth ({given} layers) is not used: the advice chose {strategy}, which does not freeze a chosen number of layers.")
     elif given is not None:
         freeze = given
-        notes.append(f"Fine-tuning keeps your freeze depth of {given} layers (the advice suggested {advice.freeze_layers}).")
+        notes.append(f"Fine-tuning keeps your freeze depth of {given} layers (the advice suggested {suggested.freeze_layers}).")
     else:
-        freeze = advice.freeze_layers
+        freeze = suggested.freeze_layers
     return replace(config, strategy=strategy, freeze_layers=freeze, **changes).validated(), notes

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tl_core.errors import DataError
+from tl_core.files import atomic_write
 
 DECISIONS_FILE = "label_decisions.json"
 FORMAT = "tl_core label decisions"
@@ -106,19 +106,12 @@ def save_decisions(root: str | os.PathLike, decisions: dict[str, LabelDecision])
         "decisions": {relative: decisions[relative].to_dict() for relative in sorted(decisions)},
     }
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".label_decisions-", suffix=".json")
+        atomic_write(path, json.dumps(data, indent=1))
     except OSError as error:
         raise DataError(
             f"Could not save the label decisions in '{path.parent}': {error.strerror or error}. The folder may be read-only: "
             "copy the dataset to a folder you can write to and load that copy."
         ) from error
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -184,3 +177,83 @@ def apply_decisions(dataset, decisions: dict[str, LabelDecision] | None = None):
     }
     changed = replace(dataset, records=records, label_decisions=applied)
     return changed.without(excluded) if excluded else changed
+
+
+# --------------------------------------------------------------------------- decision boxes: what a user can choose for one image
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option in an image's decision box: undecided (no decision), keep, relabel to a class, or exclude.
+
+    Attributes:
+        action: ``""`` for undecided, else ``keep``, ``relabel`` or ``exclude``.
+        to: The class to relabel to (``relabel`` only).
+    """
+
+    action: str = ""
+    to: str = ""
+
+    def describe(self, given: str) -> str:
+        """The option in words, for an image labelled ``given``."""
+        return {"": "Undecided", KEEP: f"Keep '{given}'", EXCLUDE: "Exclude", RELABEL: f"Relabel to '{self.to}'"}[self.action]
+
+    def decision(self, relative_path: str, given: str) -> LabelDecision | None:
+        """The decision this option makes for an image (None: forget any decision)."""
+        return None if not self.action else LabelDecision(relative_path, self.action, given, to=self.to)
+
+
+UNDECIDED = Choice()
+
+
+def choices(given: str, class_names: list[str], suggested: str | None = None) -> list[Choice]:
+    """The options for an image labelled ``given``: undecided, keep, relabel to each other class (``suggested`` first), exclude."""
+    others = sorted((name for name in class_names if name != given), key=lambda name: name != suggested)
+    return [UNDECIDED, Choice(KEEP), *(Choice(RELABEL, name) for name in others), Choice(EXCLUDE)]
+
+
+def choice_of(decision: LabelDecision | None) -> Choice:
+    """The option a saved decision corresponds to."""
+    if decision is None:
+        return UNDECIDED
+    return Choice(decision.action, decision.to if decision.action == RELABEL else "")
+
+
+def folder_label(relative_path: str, label_now: str, decisions: dict[str, LabelDecision]) -> str:
+    """The class the image's folder gives it: a relabel decision changed the label a report saw, not the folder's."""
+    decision = decisions.get(relative_path)
+    return decision.given if decision is not None else label_now
+
+
+def changed(chosen: dict[str, LabelDecision | None], decisions: dict[str, LabelDecision]) -> dict[str, LabelDecision | None]:
+    """The entries of ``chosen`` that differ from what is saved (what ``decide`` has to write)."""
+    return {path: decision for path, decision in chosen.items() if choice_of(decision) != choice_of(decisions.get(path))}
+
+
+def decide_for_many(suspects, floor: float, action: str, decisions: dict[str, LabelDecision]) -> dict[str, LabelDecision | None]:
+    """Decisions for every suspect whose suggested class has at least ``floor`` confidence.
+
+    ``action`` is ``exclude`` (the safer choice for many at once: a hard picture is left
+    out rather than given a wrong class) or ``relabel`` (each to its suggested class; back
+    to no decision when the suggestion is the folder's own label).
+
+    Args:
+        suspects: ``tl_core.insight.label_issues.Suspect`` objects (``relative_path``, ``given_label``,
+            ``suggested_label``, ``confidence``).
+        floor: The smallest confidence acted on.
+        action: ``exclude`` or ``relabel``.
+        decisions: The decisions saved now.
+    """
+    if action not in (EXCLUDE, RELABEL):
+        raise DataError(f"Decide for many at once with '{EXCLUDE}' or '{RELABEL}', not '{action}'.")
+    result = {}
+    for suspect in suspects:
+        if suspect.confidence < floor:
+            continue
+        given = folder_label(suspect.relative_path, suspect.given_label, decisions)
+        if action == EXCLUDE:
+            choice = Choice(EXCLUDE)
+        else:
+            choice = UNDECIDED if suspect.suggested_label == given else Choice(RELABEL, suspect.suggested_label)
+        result[suspect.relative_path] = choice.decision(suspect.relative_path, given)
+    return result

@@ -172,25 +172,15 @@ class Evaluation:
         return {
             "accuracy": float(self.accuracy),
             "class_names": [str(name) for name in self.class_names],
-            "confusion_matrix": [
-                [int(cell) for cell in row] for row in self.confusion_matrix
-            ],
-            "per_class": {
-                report.name: _class_report_to_dict(report) for report in self.per_class
-            },
+            "confusion_matrix": [[int(cell) for cell in row] for row in self.confusion_matrix],
+            "per_class": {report.name: _class_report_to_dict(report) for report in self.per_class},
             "macro_f1": float(self.macro_f1),
             "weighted_f1": float(self.weighted_f1),
-            "misclassified": [
-                _misclassified_to_dict(item) for item in self.misclassified
-            ],
-            "most_confused": [
-                _confused_pair_to_dict(pair) for pair in self.most_confused
-            ],
+            "misclassified": [_misclassified_to_dict(item) for item in self.misclassified],
+            "most_confused": [_confused_pair_to_dict(pair) for pair in self.most_confused],
             "roc_auc": None if self.roc_auc is None else float(self.roc_auc),
             "roc_curve": _roc_curve_to_plain(self.roc_curve),
-            "top_k_accuracy": {
-                str(k): float(value) for k, value in self.top_k_accuracy.items()
-            },
+            "top_k_accuracy": {str(k): float(value) for k, value in self.top_k_accuracy.items()},
             "count": int(self.count),
         }
 
@@ -280,32 +270,19 @@ def evaluation_from_dict(data: Mapping[str, Any]) -> Evaluation:
     names = [str(name) for name in data["class_names"]]
     per_class_data = data["per_class"]
     if sorted(per_class_data) != sorted(names):
-        raise ValueError(
-            f"per_class names {sorted(per_class_data)} "
-            f"do not match class_names {sorted(names)}"
-        )
+        raise ValueError(f"per_class names {sorted(per_class_data)} do not match class_names {sorted(names)}")
     return Evaluation(
         class_names=names,
         accuracy=float(data["accuracy"]),
-        per_class=[
-            _class_report_from_dict(name, per_class_data[name]) for name in names
-        ],
+        per_class=[_class_report_from_dict(name, per_class_data[name]) for name in names],
         macro_f1=float(data["macro_f1"]),
         weighted_f1=float(data["weighted_f1"]),
-        confusion_matrix=[
-            [int(cell) for cell in row] for row in data["confusion_matrix"]
-        ],
-        misclassified=[
-            _misclassified_from_dict(item) for item in data["misclassified"]
-        ],
-        most_confused=[
-            _confused_pair_from_dict(item) for item in data["most_confused"]
-        ],
+        confusion_matrix=[[int(cell) for cell in row] for row in data["confusion_matrix"]],
+        misclassified=[_misclassified_from_dict(item) for item in data["misclassified"]],
+        most_confused=[_confused_pair_from_dict(item) for item in data["most_confused"]],
         roc_auc=None if data["roc_auc"] is None else float(data["roc_auc"]),
         roc_curve=_roc_curve_to_plain(data["roc_curve"]),
-        top_k_accuracy={
-            int(k): float(value) for k, value in data["top_k_accuracy"].items()
-        },
+        top_k_accuracy={int(k): float(value) for k, value in data["top_k_accuracy"].items()},
         count=int(data["count"]),
     )
 
@@ -326,49 +303,29 @@ def _validate_class_names(class_names: Sequence[str]) -> list[str]:
 def _as_label_array(true_labels: Sequence[int] | np.ndarray) -> np.ndarray:
     labels = np.asarray(true_labels)
     if labels.ndim != 1:
-        raise ValueError(
-            f"true_labels must be one-dimensional, got shape {labels.shape}"
-        )
+        raise ValueError(f"true_labels must be one-dimensional, got shape {labels.shape}")
     if labels.size == 0:
         raise ValueError("true_labels is empty: there are no samples to evaluate")
     if labels.dtype.kind in "iu":
         return labels.astype(np.int64)
-    if (
-        labels.dtype.kind == "f"
-        and np.all(np.isfinite(labels))
-        and np.all(labels == np.round(labels))
-    ):
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
         return labels.astype(np.int64)
-    raise ValueError(
-        f"true_labels must be integer class indices, got values of dtype {labels.dtype}"
-    )
+    raise ValueError(f"true_labels must be integer class indices, got values of dtype {labels.dtype}")
 
 
-def _as_probability_array(
-    probabilities: np.ndarray, sample_count: int, class_count: int
-) -> np.ndarray:
+def _as_probability_array(probabilities: np.ndarray, sample_count: int, class_count: int) -> np.ndarray:
     scores = np.asarray(probabilities, dtype=np.float64)
     if scores.ndim != 2:
-        raise ValueError(
-            "probabilities must be 2-dimensional (samples, classes), "
-            f"got shape {scores.shape}"
-        )
+        raise ValueError(f"probabilities must be 2-dimensional (samples, classes), got shape {scores.shape}")
     rows, columns = scores.shape
     if columns != class_count:
-        raise ValueError(
-            f"probabilities has {columns} columns "
-            f"but {class_count} class names were given"
-        )
+        raise ValueError(f"probabilities has {columns} columns but {class_count} class names were given")
     if rows != sample_count:
-        raise ValueError(
-            f"probabilities has {rows} rows but {sample_count} true labels were given"
-        )
+        raise ValueError(f"probabilities has {rows} rows but {sample_count} true labels were given")
     finite = np.isfinite(scores).all(axis=1)
     if not finite.all():
         first_bad_row = int(np.argmin(finite))
-        raise ValueError(
-            f"probabilities has NaN or infinite values (first in row {first_bad_row})"
-        )
+        raise ValueError(f"probabilities has NaN or infinite values (first in row {first_bad_row})")
     return scores
 
 
@@ -376,11 +333,7 @@ def _check_label_range(labels: np.ndarray, class_count: int) -> None:
     out_of_range = (labels < 0) | (labels >= class_count)
     if out_of_range.any():
         position = int(np.argmax(out_of_range))
-        raise ValueError(
-            f"true label {int(labels[position])} at position {position} "
-            "is out of range: "
-            f"expected 0 to {class_count - 1} for {class_count} classes"
-        )
+        raise ValueError(f"true label {int(labels[position])} at position {position} is out of range: expected 0 to {class_count - 1} for {class_count} classes")
 
 
 def _as_paths(paths: Sequence[str] | None, sample_count: int) -> list[str]:
@@ -388,19 +341,14 @@ def _as_paths(paths: Sequence[str] | None, sample_count: int) -> list[str]:
         return [""] * sample_count
     image_paths = [str(path) for path in paths]
     if len(image_paths) != sample_count:
-        raise ValueError(
-            f"number of paths ({len(image_paths)}) does not match "
-            f"number of true labels ({sample_count})"
-        )
+        raise ValueError(f"number of paths ({len(image_paths)}) does not match number of true labels ({sample_count})")
     return image_paths
 
 
 # Metrics
 
 
-def _per_class_reports(
-    labels: np.ndarray, predicted: np.ndarray, names: list[str]
-) -> list[ClassReport]:
+def _per_class_reports(labels: np.ndarray, predicted: np.ndarray, names: list[str]) -> list[ClassReport]:
     precision, recall, f1, support = precision_recall_fscore_support(
         labels,
         predicted,
@@ -420,14 +368,8 @@ def _per_class_reports(
     ]
 
 
-def _average_f1(
-    labels: np.ndarray, predicted: np.ndarray, class_indices: list[int], average: str
-) -> float:
-    return float(
-        f1_score(
-            labels, predicted, labels=class_indices, average=average, zero_division=0
-        )
-    )
+def _average_f1(labels: np.ndarray, predicted: np.ndarray, class_indices: list[int], average: str) -> float:
+    return float(f1_score(labels, predicted, labels=class_indices, average=average, zero_division=0))
 
 
 def _misclassified(
@@ -470,16 +412,12 @@ def _most_confused(matrix: np.ndarray, names: list[str]) -> list[ConfusedPair]:
     ]
 
 
-def _binary_roc(
-    labels: np.ndarray, scores: np.ndarray
-) -> tuple[float | None, dict | None]:
+def _binary_roc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, dict | None]:
     if scores.shape[1] != 2 or len(np.unique(labels)) != 2:
         return None, None
     positive_scores = scores[:, 1]
     area = float(roc_auc_score(labels, positive_scores))
-    false_positive_rate, true_positive_rate, thresholds = roc_curve(
-        labels, positive_scores, pos_label=1
-    )
+    false_positive_rate, true_positive_rate, thresholds = roc_curve(labels, positive_scores, pos_label=1)
     curve = {
         "fpr": [float(value) for value in false_positive_rate],
         "tpr": [float(value) for value in true_positive_rate],
@@ -497,13 +435,7 @@ def _finite_thresholds(thresholds: np.ndarray) -> list[float]:
 
 def _top_k_accuracy(labels: np.ndarray, scores: np.ndarray) -> dict[int, float]:
     class_count = scores.shape[1]
-    return {
-        k: float(
-            top_k_accuracy_score(labels, scores, k=k, labels=list(range(class_count)))
-        )
-        for k in TOP_K_VALUES
-        if k < class_count
-    }
+    return {k: float(top_k_accuracy_score(labels, scores, k=k, labels=list(range(class_count)))) for k in TOP_K_VALUES if k < class_count}
 
 
 # Conversion to and from plain data
@@ -574,7 +506,4 @@ def _confused_pair_from_dict(data: Mapping[str, Any]) -> ConfusedPair:
 def _roc_curve_to_plain(curve: Mapping[str, Sequence[float]] | None) -> dict | None:
     if curve is None:
         return None
-    return {
-        key: [float(value) for value in curve[key]]
-        for key in ("fpr", "tpr", "thresholds")
-    }
+    return {key: [float(value) for value in curve[key]] for key in ("fpr", "tpr", "thresholds")}

@@ -190,7 +190,7 @@ def build_backbone_for_inspection(spec: BackboneSpec) -> keras.Model:
 
 
 @functools.cache
-def _layer_names(spec: BackboneSpec) -> tuple[str, ...]:
+def layer_names(spec: BackboneSpec) -> tuple[str, ...]:
     """The names of a backbone's layers, in order (remembered per spec).
 
     The model built to read them is not kept, so a training process that
@@ -223,4 +223,4 @@ def block_starts(spec: BackboneSpec) -> list[Block]:
     Returns:
         The blocks of ``blocks_from_layer_names`` for the built model's layers.
     """
-    return blocks_from_layer_names(spec, list(_layer_names(spec)))
+    return blocks_from_layer_names(spec, list(layer_names(spec)))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tl_core.errors import RunError
 from tl_core.files import read_json
-from tl_core.runs.folder import METRICS_FILE, MODEL_FILES, RUN_MARKERS, STATUSES, SUMMARY_FILE, read_summary
+from tl_core.runs.folder import METRICS_FILE, MODEL_FILES, RUN_MARKERS, STATUSES, SUMMARY_FILE, held_out_images, read_summary
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,35 @@ def config_differences(first: dict, second: dict) -> list[str]:
     """The settings two runs' configs give different values, sorted (the run folder itself is not a setting)."""
     left, right = flatten_config(first), flatten_config(second)
     return sorted(key for key in left.keys() | right.keys() if key != "out_dir" and left.get(key) != right.get(key))
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Two runs side by side.
+
+    Attributes:
+        settings: ``(setting, first's value, second's value, differs)`` for every setting, the differing ones first.
+        differing: The settings whose values differ.
+        same_data: Whether both trained on the same files (their fingerprints are equal).
+        same_held_out: How many held-out images both were judged on, when they were judged on exactly the same
+            ones; None when not (or when a run's ``images.json`` cannot be read).
+    """
+
+    settings: list[tuple[str, str, str, bool]]
+    differing: list[str]
+    same_data: bool
+    same_held_out: int | None
+
+
+def compare_runs(first: RunRecord, second: RunRecord) -> RunComparison:
+    """Their settings side by side, and whether their accuracies were measured on the same images."""
+    differing = config_differences(first.config, second.config)
+    left, right = flatten_config(first.config), flatten_config(second.config)
+    keys = sorted((key for key in left.keys() | right.keys() if key != "out_dir"), key=lambda key: (key not in differing, key))
+    settings = [(key, str(left.get(key, "")), str(right.get(key, "")), key in differing) for key in keys]
+    judged = held_out_images(first.run_dir)
+    same = len(judged) if judged and judged == held_out_images(second.run_dir) else None
+    return RunComparison(settings, differing, bool(first.fingerprint) and first.fingerprint == second.fingerprint, same)
 
 
 def delete_run(run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:

@@ -36,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tl_core.config import parse_formats
 from tl_core.errors import ConfigError, RunError
 from tl_core.files import atomic_write
 from tl_core.runs.folder import SUMMARY_FILE, load_run, read_summary, update_summary
 
 FORMATS = {"tflite": "model.tflite", "int8": "model_int8.tflite", "onnx": "model.onnx"}
 FORMAT_TITLES = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, 8-bit weights", "onnx": "ONNX"}
-DEFAULT_FORMATS = ("tflite", "onnx")
-FORMATS_VARIABLE = "TL_CORE_EXPORT_FORMATS"  # e.g. "tflite,onnx,int8", or "none"
 FLOAT_TOLERANCE = 1e-3
 INT8_AGREEMENT = 0.98
 CHECK_IMAGES = 32
@@ -80,30 +79,6 @@ class ExportCheck:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def default_formats() -> tuple[str, ...]:
-    """The formats every run writes: ``TL_CORE_EXPORT_FORMATS`` when set (``none`` for none), else ``DEFAULT_FORMATS``."""
-    text = os.environ.get(FORMATS_VARIABLE)
-    return DEFAULT_FORMATS if text is None else parse_formats(text)
-
-
-def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"tflite, onnx"`` or ``["tflite", "onnx"]`` as a checked tuple; ``none`` or nothing gives ``()``.
-
-    Raises:
-        ConfigError: Naming a format that does not exist.
-    """
-    parts = text.replace(",", " ").split() if isinstance(text, str) else [str(part) for part in text]
-    formats = []
-    for part in (part.strip().lower() for part in parts):
-        if part in ("", "none"):
-            continue
-        if part not in FORMATS:
-            raise ConfigError(f"Unknown export format '{part}'. Choose from: {', '.join(FORMATS)} (or none).")
-        if part not in formats:
-            formats.append(part)
-    return tuple(formats)
 
 
 def export_portable(model, run_dir: str | os.PathLike, formats: Sequence[str], pixels: np.ndarray, source: str = "held-out images") -> list[ExportCheck]:

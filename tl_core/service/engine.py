@@ -68,6 +68,19 @@ class Engine:
     def scan(self, path: str | os.PathLike, seed: int = 0) -> Dataset:
         return scan_dataset(path, seed=seed)
 
+    def browse_root(self) -> Path:
+        """Where the folder browser starts and which it never leaves (``tl_core.service.browse``)."""
+        from tl_core.service.browse import browse_root
+
+        return browse_root()
+
+    def list_folders(self, folder: str | os.PathLike | None):
+        """The sub-folders of ``folder`` with their image counts, never above the browse root (``FolderListing``)."""
+        from tl_core.service.browse import browse_root, list_folders
+
+        root = browse_root()
+        return list_folders(Path(folder) if folder else root, root)
+
     def write_sample(self, workspace: Workspace) -> Path:
         from tl_core.data.sample import SAMPLE_NAME, write_sample_dataset
 
@@ -113,11 +126,11 @@ class Engine:
         ]
         return LayerMap(spec.name, layers, blocks_from_layer_names(spec, [layer.name for layer in layers]))
 
-    def default_freeze_layers(self, backbone: str) -> int:
-        from tl_core.models.blocks import default_freeze_layers
+    def suggested_settings(self, dataset: Dataset, backbone: str, strategy: str, quick: bool = False, advice=None):
+        """What a run of ``strategy`` starts from on this data (``tl_core.advice.settings.SuggestedSettings``): the rule ``--strategy auto`` uses too."""
+        from tl_core.advice.settings import suggested_settings
 
-        layer_map = self.layer_map(backbone)
-        return default_freeze_layers(get_backbone(backbone), [layer.name for layer in layer_map.layers])
+        return suggested_settings(dataset, backbone, strategy, quick, advice, layer_names=[layer.name for layer in self.layer_map(backbone).layers])
 
     def augment_preview(self, paths: list[str], image_size: int, augmentation: AugmentConfig, versions: int = 4, seed: int = 0) -> np.ndarray:
         """``uint8`` array (images, versions + 1, size, size, 3): the original first, then augmented versions."""
@@ -150,6 +163,13 @@ class Engine:
         from tl_core.data.decisions import load_decisions
 
         return load_decisions(root)
+
+    def decisions_file(self, root: str | os.PathLike) -> bytes:
+        """The label decisions file of a dataset folder, as bytes to download (empty when there is none)."""
+        from tl_core.data.decisions import decisions_path
+
+        path = decisions_path(root)
+        return path.read_bytes() if path.is_file() else b""
 
     def decide_labels(self, root: str | os.PathLike, changes: dict) -> dict:
         """Saves label decisions (None forgets one) next to the images; returns them all."""
@@ -199,6 +219,12 @@ class Engine:
         from tl_core.runs.history import list_runs
 
         return list_runs(runs_dir)
+
+    def compare_runs(self, first, second):
+        """Two history rows side by side (``tl_core.runs.history.RunComparison``): settings, and whether they were judged on the same images."""
+        from tl_core.runs.history import compare_runs
+
+        return compare_runs(first, second)
 
     def delete_run(self, run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
         from tl_core.runs.history import delete_run

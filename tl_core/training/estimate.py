@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core.config import TrainConfig
+from tl_core.config import TrainConfig, default_formats
 from tl_core.data.decoded import decoded_images_cached
 from tl_core.data.images import load_image
 from tl_core.data.records import Dataset
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
-from tl_core.runs.portable import default_formats
 
 THROUGHPUT_FILE = "throughput.json"
 # Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
