@@ -8,7 +8,7 @@ writes and checks each portable file as a run does (``tl_core.runs.portable``):
 the runtime's probabilities against the Keras model's on a few random images.
 It prints, per backbone and format, whether the file was kept, its size, the
 largest difference and the seconds taken, or the converter's message. The
-README's table comes from here; nothing here is a test.
+the table in docs/benchmarks.md comes from here; nothing here is a test.
 """
 
 from __future__ import annotations

@@ -315,7 +315,7 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20, rounds: in
     return {name: float(np.median(values)) for name, values in speeds.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description="Speed benchmark (ratios measured in one run).")
     parser.add_argument("--images", type=int, default=3000, help="JPEGs to build (default 3000)")
     parser.add_argument("--image-size", type=int, default=224)
@@ -326,10 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="memory budget of that run (default: training's own default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     arguments = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if arguments.smoke:
         arguments.images, arguments.image_size, arguments.epochs = 40, 64, 2
         arguments.memory_images = min(arguments.memory_images, 40)
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import numpy as np
     import tensorflow as tf
@@ -400,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(results: dict) -> str:
-    """The results as a Markdown table, the way README.md shows them."""
+    """The results as a Markdown table, the way docs/benchmarks.md shows them."""
     facts, ratios = results["facts"], results["ratios"]
     first, second, naive = results["first_run"], results["second_run"], results["naive"]
     extraction_rate = facts["images"] / max(first["phases"].get("decode", 0) + first["phases"].get("features", 0), 1e-9)

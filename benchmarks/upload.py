@@ -16,7 +16,7 @@ app.py`` and drives Debian's chromium with Playwright the way a user goes:
 
 It prints files/s and MB/s for each and the ratio of the two routes. Needs
 ``playwright`` (requirements-dev.txt) and ``/usr/bin/chromium``. Nothing
-here is a test: the figures go into the README.
+here is a test: the figures go into docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -9,14 +9,19 @@ temporary folder too, never to the user's home.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tl_core.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TL_SHARED_DIR", REPO.parent / "shared"))
@@ -84,6 +89,39 @@ def make_class_folders(root: Path, classes: dict[str, int], size: int = 48, imag
 def tiny_dataset(tmp_path: Path) -> Path:
     """Three classes of 10 generated 48 px images, no split folders."""
     return make_class_folders(tmp_path / "tiny", {"circles": 10, "squares": 10, "stripes": 10})
+
+
+CLASSES = {"red": 16, "green": 16, "blue": 16}
+FLIPS = {"red/red_003.png": "green", "green/green_007.png": "blue", "blue/blue_011.png": "red"}
+
+
+def planted(root: Path, flips: dict[str, str]) -> Path:
+    """Generated classes with some images moved into the wrong class folder (``{"red/red_003.png": "green"}``)."""
+    make_class_folders(root, CLASSES)
+    for relative, wrong in flips.items():
+        source = root / relative
+        source.rename(root / wrong / source.name)
+    return root
+
+
+def bomb_reason(width: int, height: int, limit: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
+    pixels = width * height
+    return (
+        f"image is {width}×{height} pixels ({pixels / 1e6:,.1f} megapixels), over the limit of {limit / 1e6:,.1f} megapixels "
+        f"that guards against decompression bombs; resize it, or raise the limit with scan_dataset(max_pixels={pixels}) "
+        f"or the environment variable TL_CORE_MAX_IMAGE_PIXELS={pixels}"
+    )
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A real 1x1 PNG whose header claims another size (CRC recomputed): a decompression bomb's header, in 70 bytes."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

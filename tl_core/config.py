@@ -60,7 +60,7 @@ IMBALANCE_FOR_CLASS_WEIGHTS = 3.0
 AUTO_STRATEGY = "auto"  # measure the data first and follow the advice (tl_core.advice.advise)
 
 # The recipe of each strategy: the settings left unset (None) in a TrainConfig take these values.
-# Measured in benchmarks.quality; the README's accuracy section has the table behind each choice.
+# Measured in benchmarks.quality; docs/benchmarks.md has the table behind each choice.
 RECIPES: dict[str, dict[str, object]] = {
     # The head is a linear layer on cached features: hundreds of epochs take seconds, and it needs them to converge on small data.
     "feature_extraction": {"epochs": 200, "warmup_epochs": 0, "early_stopping_patience": 20, "learning_rate_schedule": "constant", "test_time_flip": True},

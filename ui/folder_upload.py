@@ -2,7 +2,7 @@
 
 Streamlit's ``st.file_uploader`` sends a folder one request per file and keeps
 every file in the page's state; at a few thousand photos the tab stalls (the
-README's performance section has the measurements). This uploader lets the
+docs/benchmarks.md has the measurements). This uploader lets the
 browser read the chosen folder and send it in batches of about 8 MB, each one
 request, straight to the session's staging folder, without a rerun of the page
 until the last batch has arrived. The bytes go from the file on disk into the

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.labels import main
 
 from conftest import make_class_folders
+
+pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
 
 
 def test_smoke_run_plants_finds_and_trains(capsys, tmp_path: Path, imagenet_weights: Path) -> None:

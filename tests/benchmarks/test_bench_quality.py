@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.quality import main
+
+pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
 
 
 def test_smoke_run_prints_a_row_per_recipe_and_the_picks(capsys, tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.speed import main
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 def test_benchmark_smoke_run_prints_every_ratio(capsys, tmp_path: Path, ants_bees: Path, imagenet_weights: Path) -> None:

@@ -7,12 +7,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.data.decoded import decode_images, decoded_images_cached
-from tl_core.data.images import load_image
+from tl_core.data.decoded import decode_images
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import DataError
 
@@ -37,63 +35,12 @@ def test_ants_bees_is_read_as_published(ants_bees: Path) -> None:
     assert summary["suspicious"] == [] and summary["duplicates"] == []
 
 
-def test_generated_split_is_stratified_seeded_and_stated(tiny_dataset: Path) -> None:
-    first = scan_dataset(tiny_dataset, seed=1)
-    again = scan_dataset(tiny_dataset, seed=1)
-    other = scan_dataset(tiny_dataset, seed=2)
-    counts = first.counts()
-    for name in first.class_names:
-        assert (counts["train"][name], counts["val"][name], counts["test"][name]) == (7, 2, 1) or sum(
-            counts[split][name] for split in counts
-        ) == 10
-        assert counts["val"][name] >= 1 and counts["test"][name] >= 1
-    assert [record.split for record in first.records] == [record.split for record in again.records]
-    assert [record.split for record in first.records] != [record.split for record in other.records]
-    assert first.split_fractions == {"train": 0.7, "val": 0.15, "test": 0.15}
-    assert "70/15/15" in first.split_source and "seed 1" in first.split_source
-    assert first.evaluation_split == "test"
-
-
-def test_given_val_folder_is_kept_for_the_report_and_the_epoch_is_chosen_on_part_of_train(tmp_path: Path) -> None:
-    make_class_folders(tmp_path / "data" / "train", {"a": 20, "b": 20})
-    make_class_folders(tmp_path / "data" / "val", {"a": 4, "b": 5})
-    dataset = scan_dataset(tmp_path / "data", val_fraction=0.2, seed=3)
-    counts = dataset.counts()
-    assert counts == {"train": {"a": 16, "b": 16}, "val": {"a": 4, "b": 4}, "test": {"a": 4, "b": 5}}
-    assert {record.relative_path.split("/")[0] for record in dataset.split("test")} == {"val"}
-    assert {record.relative_path.split("/")[0] for record in dataset.split("val")} == {"train"}
-    assert dataset.evaluation_split == "test"
-    assert "kept apart for the final report" in dataset.split_source and "seed 3" in dataset.split_source
-    assert [record.split for record in scan_dataset(tmp_path / "data", val_fraction=0.2, seed=3).records] == [record.split for record in dataset.records]
-
-
-def test_given_val_folder_does_both_jobs_when_train_is_too_small_to_spare_images(tmp_path: Path) -> None:
-    make_class_folders(tmp_path / "data" / "train", {"a": 20, "b": 9})
-    make_class_folders(tmp_path / "data" / "val", {"a": 4, "b": 4})
-    dataset = scan_dataset(tmp_path / "data")
-    assert dataset.counts() == {"train": {"a": 20, "b": 9}, "val": {"a": 4, "b": 4}}
-    assert dataset.evaluation_split == "val"
-    assert "val/ both chooses the best epoch and reports the accuracy" in dataset.split_source
-    assert "only 9 images" in dataset.split_source
-
-
 def test_lone_top_folder_is_descended_into(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "unzipped" / "my_photos", {"a": 3, "b": 3})
     (tmp_path / "unzipped" / ".DS_Store").write_bytes(b"junk")
     dataset = scan_dataset(tmp_path / "unzipped")
     assert dataset.root == (tmp_path / "unzipped" / "my_photos").resolve()
     assert dataset.class_names == ["a", "b"]
-
-
-def test_train_folder_without_val_gets_a_validation_split(tmp_path: Path) -> None:
-    make_class_folders(tmp_path / "data" / "train", {"a": 10, "b": 10})
-    make_class_folders(tmp_path / "data" / "test", {"a": 2, "b": 2})
-    dataset = scan_dataset(tmp_path / "data", val_fraction=0.2)
-    counts = dataset.counts()
-    assert counts["val"] == {"a": 2, "b": 2}
-    assert counts["train"] == {"a": 8, "b": 8}
-    assert counts["test"] == {"a": 2, "b": 2}
-    assert "no val/ folder" in dataset.split_source
 
 
 def test_unusable_files_are_listed_with_reasons_and_counts_add_up(tmp_path: Path) -> None:
@@ -168,116 +115,6 @@ def test_empty_class_message_counts_its_skipped_files(tmp_path: Path) -> None:
     (root / "c" / "broken.jpg").write_bytes(b"not really")
     with pytest.raises(DataError, match=re.escape("Class 'c' in '" + str(root.resolve()) + "' has no usable images (1 of its files were skipped; see the skipped list for why).")):
         scan_dataset(root)
-
-
-def _save(image: Image.Image, path: Path, image_format: str, **options) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=image_format, **options)
-    return path
-
-
-def test_every_mode_becomes_rgb_of_the_requested_size(tmp_path: Path) -> None:
-    red = np.zeros((20, 30, 3), dtype=np.uint8)
-    red[..., 0] = 255
-    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
-    rgba[..., 0] = 255
-    rgba[:, 15:, 3] = 255  # left half transparent: must become white, not black
-    palette = Image.fromarray(red).convert("P")
-    palette.info["transparency"] = 0
-    cases = {
-        "rgb.jpg": _save(Image.fromarray(red), tmp_path / "rgb.jpg", "JPEG"),
-        "gray.png": _save(Image.fromarray(red).convert("L"), tmp_path / "gray.png", "PNG"),
-        "bw.bmp": _save(Image.fromarray(red).convert("1"), tmp_path / "bw.bmp", "BMP"),
-        "rgba.png": _save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png", "PNG"),
-        "palette.gif": _save(Image.fromarray(red).convert("P"), tmp_path / "palette.gif", "GIF"),
-        "cmyk.jpg": _save(Image.fromarray(red).convert("CMYK"), tmp_path / "cmyk.jpg", "JPEG"),
-        "deep.png": _save(Image.fromarray((np.ones((20, 30)) * 65535).astype(np.uint16)), tmp_path / "deep.png", "PNG"),
-        "webp_no_extension": _save(Image.fromarray(red), tmp_path / "webp_no_extension", "WEBP"),
-    }
-    for name, path in cases.items():
-        pixels = load_image(path, 16)
-        assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8, name
-    assert load_image(cases["rgba.png"], 16)[8, 0].tolist() == [255, 255, 255]
-    assert load_image(cases["rgba.png"], 16)[8, 15].tolist() == [255, 0, 0]
-    assert load_image(cases["deep.png"], 16)[0, 0].tolist() == [255, 255, 255]
-    assert load_image(cases["rgb.jpg"], 16)[8, 8, 0] > 240
-
-
-def test_exif_orientation_is_applied(tmp_path: Path) -> None:
-    picture = np.zeros((20, 40, 3), dtype=np.uint8)  # wide, left half white
-    picture[:, :20] = 255
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
-    path = tmp_path / "rotated.jpg"
-    Image.fromarray(picture).save(path, exif=exif.tobytes(), quality=95)
-    upright = np.asarray(Image.open(path).transpose(Image.Transpose.ROTATE_270).resize((16, 16), Image.Resampling.BILINEAR))
-    pixels = load_image(path, 16)
-    assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 10
-    assert pixels[0, :, 0].mean() > 200 and pixels[-1, :, 0].mean() < 50  # white ends up on top
-
-    dataset_root = tmp_path / "data"
-    for name in ("a", "b"):
-        for index in range(3):
-            target = dataset_root / name / f"{index}.jpg"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    record = scan_dataset(dataset_root).records[0]
-    assert (record.width, record.height) == (20, 40)
-
-
-def test_decoded_images_are_cached_and_memory_mapped_over_budget(tmp_path: Path, tiny_dataset: Path) -> None:
-    dataset = scan_dataset(tiny_dataset)
-    first = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
-    second = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", memory_budget_bytes=0)
-    assert not first.from_cache and first.in_memory
-    assert second.from_cache and not second.in_memory
-    np.testing.assert_array_equal(first.pixels, second.pixels)
-    np.testing.assert_array_equal(first.pixels[first.row_of[dataset.records[3].path]], load_image(dataset.records[3].path, 32))
-    assert decode_images(dataset.records, 40, cache_dir=tmp_path / "cache").from_cache is False  # another size decodes again
-
-
-def test_decoding_hands_over_chunks_in_order_while_it_goes_on(tmp_path: Path, tiny_dataset: Path) -> None:
-    dataset = scan_dataset(tiny_dataset)
-    chunks = []
-    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda start, stop, pixels: chunks.append((start, stop, np.array(pixels))), chunk_rows=8)
-    assert [(start, stop) for start, stop, _ in chunks] == [(0, 8), (8, 16), (16, 24), (24, 30)]
-    np.testing.assert_array_equal(np.concatenate([pixels for _, _, pixels in chunks]), decoded.pixels)
-    hit = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda *chunk: pytest.fail("a cache hit decodes nothing"))
-    assert hit.from_cache
-
-
-def test_a_failing_chunk_consumer_leaves_no_cache_entry(tmp_path: Path, tiny_dataset: Path) -> None:
-    dataset = scan_dataset(tiny_dataset)
-
-    def consume(start: int, stop: int, pixels: np.ndarray) -> None:
-        if start:
-            raise MemoryError("out of memory in the model")
-
-    with pytest.raises(MemoryError):
-        decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=consume, chunk_rows=8)
-    assert list((tmp_path / "cache" / "images").iterdir()) == []
-    assert not decode_images(dataset.records, 32, cache_dir=tmp_path / "cache").from_cache
-
-
-def test_images_that_fit_are_used_from_memory_while_their_cache_file_is_written(tmp_path: Path, tiny_dataset: Path) -> None:
-    dataset = scan_dataset(tiny_dataset)
-    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
-    assert decoded.in_memory and not decoded.from_cache and not decoded.pixels.flags.writeable
-    assert decoded_images_cached(dataset.records, 32, tmp_path / "cache")  # waits for the writing thread
-    (written,) = (tmp_path / "cache" / "images").glob("*.npy")
-    np.testing.assert_array_equal(np.load(written), decoded.pixels)
-
-
-def test_a_cache_file_that_cannot_be_written_costs_only_the_cache(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(np, "save", disk_full)
-    dataset = scan_dataset(tiny_dataset)
-    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
-    assert decoded.pixels.shape == (30, 32, 32, 3) and decoded.pixels.any()
-    assert not decoded_images_cached(dataset.records, 32, tmp_path / "cache")
-    assert list((tmp_path / "cache" / "images").iterdir()) == []  # no half-written file left behind
 
 
 def test_only_files_that_share_a_size_are_hashed(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="skipped: Playwright's Python package is not installed (.ci/run installs it)")
 if not Path(CHROMIUM).exists():

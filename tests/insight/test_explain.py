@@ -14,6 +14,8 @@ from tl_core.insight.explain import classifier_parts, explain, overlay
 
 from conftest import REPO, make_class_folders
 
+pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
+
 SIZE = 32
 
 

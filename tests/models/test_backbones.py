@@ -159,6 +159,7 @@ def test_get_backbone_names_the_choices_for_an_unknown_name() -> None:
 # --- facts measured on the built networks ----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_parameter_count_and_feature_dim(built: dict[str, BuiltBackbone], name: str) -> None:
     spec = get_backbone(name)
@@ -168,6 +169,7 @@ def test_parameter_count_and_feature_dim(built: dict[str, BuiltBackbone], name: 
     assert tuple(model.input_shape) == (None, None, None, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_min_size_is_the_smallest_size_keras_accepts(built: dict[str, BuiltBackbone], name: str) -> None:
     import keras
@@ -215,6 +217,7 @@ def test_preprocessing_matches_keras(spec: BackboneSpec) -> None:
     np.testing.assert_allclose(actual, expected, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", [spec for spec in BACKBONES if spec.preprocessing == "none"], ids=lambda spec: spec.name)
 def test_networks_without_preprocessing_scale_pixels_themselves(
     built: dict[str, BuiltBackbone], spec: BackboneSpec
@@ -241,6 +244,7 @@ def _refuse_download(fname: str | None = None, origin: str | None = None, *args:
     raise _WeightsFileRequested(str(fname))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", BACKBONES, ids=SPEC_NAMES)
 def test_weights_file_is_the_one_keras_asks_for(monkeypatch: pytest.MonkeyPatch, spec: BackboneSpec) -> None:
     import keras
@@ -259,6 +263,7 @@ def test_weights_file_is_the_one_keras_asks_for(monkeypatch: pytest.MonkeyPatch,
 # --- blocks of the real networks -------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_blocks_cover_all_layers_in_order(built: dict[str, BuiltBackbone], name: str) -> None:
     blocks = built[name].blocks
@@ -273,16 +278,19 @@ def test_blocks_cover_all_layers_in_order(built: dict[str, BuiltBackbone], name:
     assert len(names) == len(set(names)), names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_block_starts_agrees_with_the_built_model(built: dict[str, BuiltBackbone], name: str) -> None:
     assert block_starts(get_backbone(name)) == built[name].blocks
 
 
+@pytest.mark.slow
 def test_build_backbone_for_inspection_reuses_recent_models() -> None:
     spec = get_backbone("mobilenet_0.75")
     assert build_backbone_for_inspection(spec) is build_backbone_for_inspection(spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "block_name", "first_layer"),
     [
@@ -323,6 +331,7 @@ def test_block_starts_at_the_expected_layer(
     assert actual == first_layer
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_block_names(built: dict[str, BuiltBackbone]) -> None:
     expected = ["stem"] + [f"block_{number}" for number in range(17)] + ["top"]
     assert [block.name for block in built["mobilenet_v2"].blocks] == expected
@@ -330,6 +339,7 @@ def test_mobilenet_v2_block_names(built: dict[str, BuiltBackbone]) -> None:
     assert built["mobilenet_v2"].layer_names[top.start : top.end] == ["Conv_1", "Conv_1_bn", "out_relu"]
 
 
+@pytest.mark.slow
 def test_vgg16_block_names(built: dict[str, BuiltBackbone]) -> None:
     assert _as_tuples(built["vgg16"].blocks) == [
         ("input", 0, 1),
@@ -341,6 +351,7 @@ def test_vgg16_block_names(built: dict[str, BuiltBackbone]) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_densenet_transition_layers_stay_with_their_dense_block(built: dict[str, BuiltBackbone]) -> None:
     layer_names = built["densenet121"].layer_names
     blocks = {block.name: block for block in built["densenet121"].blocks}

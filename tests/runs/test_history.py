@@ -72,6 +72,7 @@ def test_delete_removes_only_a_run_folder_inside_the_runs_folder(tmp_path: Path)
     assert not run_dir.exists() and [record.name for record in list_runs(runs)] == ["link"]  # listed, never deleted through the link
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_mid_way_leaves_a_failed_record(tmp_path: Path, imagenet_weights: Path, monkeypatch) -> None:
     from tl_core.config import TrainConfig
     from tl_core.training import run as training

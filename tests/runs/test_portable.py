@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tl_core.config import FORMATS_VARIABLE, TrainConfig, parse_formats
+from tl_core.config import FORMATS_VARIABLE, TrainConfig
 from tl_core.errors import ConfigError
 from tl_core.runs import portable
 from tl_core.runs.portable import FORMATS, export_portable, reexport
@@ -40,16 +40,6 @@ def pixels(count: int = 12, size: int = 24, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
 
 
-def test_formats_are_parsed_and_unknown_ones_named() -> None:
-    assert parse_formats("tflite, onnx") == ("tflite", "onnx")
-    assert parse_formats(["ONNX", "int8", "onnx"]) == ("onnx", "int8")
-    assert parse_formats("none") == () and parse_formats([]) == ()
-    with pytest.raises(ConfigError, match="Unknown export format 'png'. Choose from: tflite, int8, onnx"):
-        parse_formats("tflite png")
-    with pytest.raises(ConfigError, match="'savedmodel'"):
-        TrainConfig(data_dir="d", out_dir="o", export_formats=("savedmodel",)).validated()
-
-
 def test_default_formats_follow_the_environment(monkeypatch) -> None:
     monkeypatch.delenv(FORMATS_VARIABLE, raising=False)
     assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ("tflite", "onnx")
@@ -58,6 +48,7 @@ def test_default_formats_follow_the_environment(monkeypatch) -> None:
     assert TrainConfig(data_dir="d", out_dir="o", export_formats=()).validated().export_formats == ()
 
 
+@pytest.mark.slow
 def test_each_format_is_written_checked_and_runs_without_tl_core(tmp_path: Path) -> None:
     model = tiny_model()
     images = pixels()
@@ -155,6 +146,7 @@ def trained_run(tmp_path_factory) -> Path:
     return Path(result.run_dir)
 
 
+@pytest.mark.slow
 def test_a_training_run_writes_and_records_the_files_it_was_asked_for(trained_run: Path) -> None:
     summary = json.loads((trained_run / "run.json").read_text())
 
@@ -166,6 +158,7 @@ def test_a_training_run_writes_and_records_the_files_it_was_asked_for(trained_ru
     assert not (trained_run / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_the_command_line_exports_an_existing_run(trained_run: Path) -> None:
     command = [sys.executable, "-m", "tl_core", "export", str(trained_run), "--format", "onnx", "int8", "--json"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -179,6 +172,7 @@ def test_the_command_line_exports_an_existing_run(trained_run: Path) -> None:
     assert (trained_run / FORMATS["onnx"]).is_file() and (trained_run / FORMATS["int8"]).is_file()
 
 
+@pytest.mark.slow
 def test_reexport_checks_on_random_images_when_the_held_out_ones_are_gone(trained_run: Path, tmp_path: Path) -> None:
     import shutil
 

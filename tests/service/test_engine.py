@@ -38,8 +38,9 @@ def test_augment_preview_puts_the_original_first(tiny_dataset: Path) -> None:
     np.testing.assert_array_equal(preview, Engine().augment_preview(paths, 40, AugmentConfig(rotation=0.2), versions=3, seed=1))
 
 
-def test_default_freeze_depth_is_a_block_boundary() -> None:
+@pytest.mark.slow
+def test_the_suggested_freeze_depth_is_a_block_boundary_of_the_real_backbone(tiny_dataset: Path) -> None:
     engine = Engine()
-    depth = engine.default_freeze_layers("mobilenet_v2")
-    assert depth in {block.start for block in engine.layer_map("mobilenet_v2").blocks}
-    assert 0 < depth < 154
+    suggested = engine.suggested_settings(scan_dataset(tiny_dataset), "mobilenet_v2", "fine_tune")
+    starts = {block.start: block.name for block in engine.layer_map("mobilenet_v2").blocks}
+    assert suggested.freeze_layers == 107 and starts[107] == suggested.freeze_block == "block_12"  # the first 107 of 154 layers, as docs/how-it-works.md says

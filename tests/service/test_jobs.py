@@ -95,6 +95,7 @@ def test_a_running_job_keeps_its_workspace_files_after_the_session_is_dropped(tm
     release.set()
 
 
+@pytest.mark.slow
 def test_a_real_run_trains_in_a_child_process_and_its_events_reach_the_state(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     """Not in the web server's process: Streamlit clears Keras' session after every rerun, which would stall a run there."""
     config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, image_size=32, cache_dir=str(tmp_path / "cache"))
@@ -107,6 +108,7 @@ def test_a_real_run_trains_in_a_child_process_and_its_events_reach_the_state(tmp
     assert not any(thread.name.startswith("training ") for thread in threading.enumerate())  # the relay thread has ended
 
 
+@pytest.mark.slow
 def test_a_child_run_stops_on_request_and_a_failing_one_says_why(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=500, image_size=32, batch_size=2, cache_dir=str(tmp_path / "cache"))
     job = TrainingJob(config).start()

@@ -19,6 +19,8 @@ from tl_core.training.run import train
 
 from conftest import REPO, make_class_folders, pattern_image, write_image
 
+pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
+
 
 def images_of(run_dir: Path) -> dict[str, dict]:
     return {row["path"]: row for row in json.loads((run_dir / "images.json").read_text())}

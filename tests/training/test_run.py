@@ -19,7 +19,7 @@ from tl_core.runs.predict import predict_files
 
 from conftest import REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 def _run(config: TrainConfig, stop: StopRequest | None = None):
@@ -263,3 +263,33 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path, tiny_d
         outcome = report[strategy]
         assert outcome["status"] == "finished" and outcome["loss_finite"], outcome
         assert outcome["saved_dtypes"] == ["float32"], outcome  # mixed precision is for training speed; the file is plain float32
+
+
+def test_feature_extraction_with_test_time_flip_reports_what_the_exported_file_predicts(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """The evaluation averages cached features of each image and its mirror image; the file mirrors pixels. Both must agree."""
+    from tl_core.runs.folder import load_run
+    from tl_core.runs.predict import evaluate_run
+    from tl_core.training.run import train
+
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=5, image_size=48, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    result = train(config)
+    assert result.summary.test_time_flip is True and result.summary.config["test_time_flip"] is True
+    run = load_run(tmp_path / "run")
+    assert any(layer.name == "mean_over_mirror" for layer in run.model.layers)
+    evaluation, details = evaluate_run(run, tiny_dataset)
+    assert details["split"] == "test"
+    assert evaluation.confusion_matrix == result.evaluation.confusion_matrix
+    confidences = {item["path"]: item["confidence"] for item in result.evaluation.to_dict()["misclassified"]}
+    assert {item["path"]: pytest.approx(item["confidence"], abs=1e-4) for item in evaluation.to_dict()["misclassified"]} == confidences
+
+
+def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    from tl_core.config import AugmentConfig
+    from tl_core.training.run import train
+
+    config = TrainConfig(
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=2, image_size=32, augmentation=AugmentConfig(flip="none"), cache_dir=str(tmp_path / "cache"),
+    )
+    result = train(config)
+    assert result.summary.test_time_flip is False  # asked for by the recipe, but a mirror image is not a valid example here
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # no mirror images' features either

@@ -12,7 +12,7 @@ from tl_core.data.records import Dataset
 from tl_core.training.estimate import duration_text, estimate_run
 
 DEFAULT_TIME_BUDGET_MINUTES = 10.0
-# Share of feature extraction's errors fine-tuning removes, from the benchmarks in the README (with at least
+# Share of feature extraction's errors fine-tuning removes, from the benchmarks in docs/benchmarks.md (with at least
 # FULL_CUT_IMAGES_PER_CLASS training images per class; proportionally less below).
 FINE_TUNE_ERROR_CUT = 0.35
 FULL_CUT_IMAGES_PER_CLASS = 300
@@ -46,7 +46,7 @@ class Candidate:
 def expected_fine_tune_accuracy(feature_extraction_accuracy: float, train_images_per_class: float) -> float:
     """Fine-tuning's expected accuracy: feature extraction's, with a share of its errors removed.
 
-    The share (``FINE_TUNE_ERROR_CUT``) comes from the benchmark table in the README; with
+    The share (``FINE_TUNE_ERROR_CUT``) comes from the benchmark table in docs/benchmarks.md; with
     fewer than ``FULL_CUT_IMAGES_PER_CLASS`` training images per class the unfrozen layers
     have less to learn from, so the share shrinks in proportion.
     """

@@ -202,17 +202,7 @@ def measure_similarity(
         FeatureCache(cache_dir).save(keys[ORIGINAL], features)
         FeatureCache(cache_dir).save(keys[MIRRORED], mirrored_features)
     random_features = forward_batches(compiled_forward(build_feature_model(spec, build_backbone(spec, "none"), size), size), pixels)
-    probe = _probe_accuracy(features[labelled], labels[labelled], seed)
-    random_probe = _probe_accuracy(random_features[labelled], labels[labelled], seed)
-    with_mirror = _probe_accuracy(features[labelled], labels[labelled], seed, mirrored=mirrored_features[labelled])
-    # The probe learns from a few hundred images; feature extraction will have the whole training split.
-    # Half the probe's images give a second point of its learning curve, and the curve is extended.
-    mirrors_help = with_mirror >= probe - MIRROR_TOLERANCE
-    half = stratified_half(labels[labelled], seed)
-    half_probe = _probe_accuracy(features[labelled][half], labels[labelled][half], seed, mirrored=mirrored_features[labelled][half] if mirrors_help else None)
-    folds = int(min(5, np.bincount(labels[labelled]).min()))
-    probe_images = int(labelled.sum()) * (folds - 1) // max(folds, 1)
-    estimate = extrapolated_accuracy(half_probe, max(probe, with_mirror) if mirrors_help else probe, probe_images // 2, probe_images, len(dataset.split("train")))
+    probe, random_probe, with_mirror, estimate = _probes(features[labelled], mirrored_features[labelled], random_features[labelled], labels[labelled], seed, len(dataset.split("train")))
     confidence = _imagenet_confidence(pixels, notes)
 
     mean_shift = float(np.mean([entry.shift for entry in shift_profile])) if shift_profile else 0.0
@@ -240,6 +230,25 @@ def measure_similarity(
         feature_extraction_estimate=estimate,
     )
     return measurement, [layer.name for layer in pretrained.layers]
+
+
+def _probes(features: np.ndarray, mirrored: np.ndarray, random_features: np.ndarray, labels: np.ndarray, seed: int, train_images: int) -> tuple[float, float, float, float]:
+    """The probe on pretrained features, on random-weight ones, with mirror images, and feature extraction's expected accuracy.
+
+    The probe learns from a few hundred images; feature extraction will have the whole training split
+    (``train_images``). Half the probe's images give a second point of its learning curve, and the
+    curve is extended.
+    """
+    probe = _probe_accuracy(features, labels, seed)
+    random_probe = _probe_accuracy(random_features, labels, seed)
+    with_mirror = _probe_accuracy(features, labels, seed, mirrored=mirrored)
+    mirrors_help = with_mirror >= probe - MIRROR_TOLERANCE
+    half = stratified_half(labels, seed)
+    half_probe = _probe_accuracy(features[half], labels[half], seed, mirrored=mirrored[half] if mirrors_help else None)
+    folds = int(min(5, np.bincount(labels).min()))
+    probe_images = len(labels) * (folds - 1) // max(folds, 1)
+    estimate = extrapolated_accuracy(half_probe, max(probe, with_mirror) if mirrors_help else probe, probe_images // 2, probe_images, train_images)
+    return probe, random_probe, with_mirror, estimate
 
 
 def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_small: int, images_large: int, images_target: int) -> float:

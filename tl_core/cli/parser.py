@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", action=argparse.BooleanOptionalAction, default=None, dest="test_time_flip",
         help="average each prediction over the image and its mirror image, in the evaluation and inside the exported model (default: on when flips are)",
     )
-    train.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False, help="weight classes by inverse frequency (for imbalanced data)")
+    train.add_argument(
+        "--class-weights", action=argparse.BooleanOptionalAction, default=None,
+        help="weight classes by inverse frequency (default: on when the largest class has 3x or more the images of the smallest)",
+    )
     train.add_argument(
         "--patience", type=int, default=None, dest="early_stopping_patience", help="stop after this many epochs without a better validation loss (default: the recipe's; 0: never)"
     )

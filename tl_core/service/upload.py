@@ -2,7 +2,7 @@
 
 Streamlit's own uploader sends one request per file and keeps every file in
 the page's state, which stops scaling at a few thousand photos (see the
-README's performance section). The app's folder uploader instead packs many
+docs/benchmarks.md, uploading a folder). The app's folder uploader instead packs many
 files into each request; this module is the receiving end. It knows nothing
 about HTTP or Streamlit: the web route hands it request bodies.
 

@@ -1,0 +1,67 @@
+"""The decoded-image cache: decoded once per size, held in memory or memory-mapped, written without blocking, never half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl_core.data.decoded import decode_images, decoded_images_cached
+from tl_core.data.images import load_image
+from tl_core.data.scan import scan_dataset
+
+
+def test_decoded_images_are_cached_and_memory_mapped_over_budget(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+    first = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
+    second = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", memory_budget_bytes=0)
+    assert not first.from_cache and first.in_memory
+    assert second.from_cache and not second.in_memory
+    np.testing.assert_array_equal(first.pixels, second.pixels)
+    np.testing.assert_array_equal(first.pixels[first.row_of[dataset.records[3].path]], load_image(dataset.records[3].path, 32))
+    assert decode_images(dataset.records, 40, cache_dir=tmp_path / "cache").from_cache is False  # another size decodes again
+
+
+def test_decoding_hands_over_chunks_in_order_while_it_goes_on(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+    chunks = []
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda start, stop, pixels: chunks.append((start, stop, np.array(pixels))), chunk_rows=8)
+    assert [(start, stop) for start, stop, _ in chunks] == [(0, 8), (8, 16), (16, 24), (24, 30)]
+    np.testing.assert_array_equal(np.concatenate([pixels for _, _, pixels in chunks]), decoded.pixels)
+    hit = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=lambda *chunk: pytest.fail("a cache hit decodes nothing"))
+    assert hit.from_cache
+
+
+def test_a_failing_chunk_consumer_leaves_no_cache_entry(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+
+    def consume(start: int, stop: int, pixels: np.ndarray) -> None:
+        if start:
+            raise MemoryError("out of memory in the model")
+
+    with pytest.raises(MemoryError):
+        decode_images(dataset.records, 32, cache_dir=tmp_path / "cache", on_chunk=consume, chunk_rows=8)
+    assert list((tmp_path / "cache" / "images").iterdir()) == []
+    assert not decode_images(dataset.records, 32, cache_dir=tmp_path / "cache").from_cache
+
+
+def test_images_that_fit_are_used_from_memory_while_their_cache_file_is_written(tmp_path: Path, tiny_dataset: Path) -> None:
+    dataset = scan_dataset(tiny_dataset)
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
+    assert decoded.in_memory and not decoded.from_cache and not decoded.pixels.flags.writeable
+    assert decoded_images_cached(dataset.records, 32, tmp_path / "cache")  # waits for the writing thread
+    (written,) = (tmp_path / "cache" / "images").glob("*.npy")
+    np.testing.assert_array_equal(np.load(written), decoded.pixels)
+
+
+def test_a_cache_file_that_cannot_be_written_costs_only_the_cache(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    dataset = scan_dataset(tiny_dataset)
+    decoded = decode_images(dataset.records, 32, cache_dir=tmp_path / "cache")
+    assert decoded.pixels.shape == (30, 32, 32, 3) and decoded.pixels.any()
+    assert not decoded_images_cached(dataset.records, 32, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "images").iterdir()) == []  # no half-written file left behind

@@ -1,0 +1,122 @@
+"""Reading one image: every mode becomes upright RGB of the requested size; the pixel limit guards against decompression bombs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, ImageTooLargeError, load_image
+from tl_core.data.scan import scan_dataset
+from tl_core.errors import ConfigError
+
+from conftest import bomb_reason, make_class_folders, png_claiming_size
+
+
+def _save(image: Image.Image, path: Path, image_format: str, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=image_format, **options)
+    return path
+
+
+def test_every_mode_becomes_rgb_of_the_requested_size(tmp_path: Path) -> None:
+    red = np.zeros((20, 30, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, 15:, 3] = 255  # left half transparent: must become white, not black
+    palette = Image.fromarray(red).convert("P")
+    palette.info["transparency"] = 0
+    cases = {
+        "rgb.jpg": _save(Image.fromarray(red), tmp_path / "rgb.jpg", "JPEG"),
+        "gray.png": _save(Image.fromarray(red).convert("L"), tmp_path / "gray.png", "PNG"),
+        "bw.bmp": _save(Image.fromarray(red).convert("1"), tmp_path / "bw.bmp", "BMP"),
+        "rgba.png": _save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png", "PNG"),
+        "palette.gif": _save(Image.fromarray(red).convert("P"), tmp_path / "palette.gif", "GIF"),
+        "cmyk.jpg": _save(Image.fromarray(red).convert("CMYK"), tmp_path / "cmyk.jpg", "JPEG"),
+        "deep.png": _save(Image.fromarray((np.ones((20, 30)) * 65535).astype(np.uint16)), tmp_path / "deep.png", "PNG"),
+        "webp_no_extension": _save(Image.fromarray(red), tmp_path / "webp_no_extension", "WEBP"),
+    }
+    for name, path in cases.items():
+        pixels = load_image(path, 16)
+        assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8, name
+    assert load_image(cases["rgba.png"], 16)[8, 0].tolist() == [255, 255, 255]
+    assert load_image(cases["rgba.png"], 16)[8, 15].tolist() == [255, 0, 0]
+    assert load_image(cases["deep.png"], 16)[0, 0].tolist() == [255, 255, 255]
+    assert load_image(cases["rgb.jpg"], 16)[8, 8, 0] > 240
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    picture = np.zeros((20, 40, 3), dtype=np.uint8)  # wide, left half white
+    picture[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(picture).save(path, exif=exif.tobytes(), quality=95)
+    upright = np.asarray(Image.open(path).transpose(Image.Transpose.ROTATE_270).resize((16, 16), Image.Resampling.BILINEAR))
+    pixels = load_image(path, 16)
+    assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 10
+    assert pixels[0, :, 0].mean() > 200 and pixels[-1, :, 0].mean() < 50  # white ends up on top
+
+    dataset_root = tmp_path / "data"
+    for name in ("a", "b"):
+        for index in range(3):
+            target = dataset_root / name / f"{index}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    record = scan_dataset(dataset_root).records[0]
+    assert (record.width, record.height) == (20, 40)
+
+
+def test_a_bomb_header_is_refused_by_scan_and_by_load_image(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    bomb = root / "a" / "bomb.png"
+    bomb.write_bytes(png_claiming_size(30000, 30000))
+    dataset = scan_dataset(root)
+    assert [(item.path, item.reason) for item in dataset.skipped] == [(str(bomb), bomb_reason(30000, 30000))]
+    with pytest.raises(ImageTooLargeError, match=re.escape(f"'{bomb}': {bomb_reason(30000, 30000)}")):
+        load_image(bomb, 32)
+
+
+def test_the_pixel_limit_is_a_parameter_and_an_environment_variable(tmp_path: Path, monkeypatch) -> None:
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    big = root / "b" / "big.png"
+    Image.new("RGB", (1200, 1000), (9, 99, 199)).save(big)
+    expected = [(str(big), bomb_reason(1200, 1000, limit=1_000_000))]
+    assert [(item.path, item.reason) for item in scan_dataset(root, max_pixels=1_000_000).skipped] == expected
+    assert scan_dataset(root).skipped == []
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, "1_000_000")  # read at call time, not at import
+    assert [(item.path, item.reason) for item in scan_dataset(root).skipped] == expected
+    with pytest.raises(ImageTooLargeError, match=re.escape(f"'{big}': {bomb_reason(1200, 1000, limit=1_000_000)}")):
+        load_image(big, 32)
+    assert load_image(big, 8, max_pixels=2_000_000).shape == (8, 8, 3)  # the parameter wins over the variable
+
+
+def test_raising_the_limit_past_pillows_own_lets_the_header_through(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    (root / "a" / "bomb.png").write_bytes(png_claiming_size(30000, 30000))
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, "1000000000")
+    record = next(record for record in scan_dataset(root).records if record.path.endswith("bomb.png"))
+    assert (record.width, record.height) == (30000, 30000)
+    assert Image.MAX_IMAGE_PIXELS == 500_000_000  # raised to match, never lowered
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("lots", "TL_CORE_MAX_IMAGE_PIXELS is 'lots' while it must be a whole number of pixels above 0. Set it to e.g. 300000000 (300 megapixels), or unset it for the default of 178956970."),
+        ("-5", "TL_CORE_MAX_IMAGE_PIXELS is '-5' while it must be a whole number of pixels above 0. Set it to e.g. 300000000 (300 megapixels), or unset it for the default of 178956970."),
+    ],
+)
+def test_a_bad_pixel_limit_is_named(tmp_path: Path, monkeypatch, value: str, message: str) -> None:
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        scan_dataset(root)
+    monkeypatch.delenv(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE)
+    with pytest.raises(ConfigError, match=re.escape("max_pixels is 0 while it must be a whole number of pixels above 0. Pass e.g. 300000000 (300 megapixels), or None for the default.")):
+        scan_dataset(root, max_pixels=0)

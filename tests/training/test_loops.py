@@ -1,0 +1,50 @@
+"""The loops: the fine-tuning learning-rate schedule and label smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_fine_tuning_schedule_warms_up_over_the_first_epoch_then_decays_to_a_hundredth() -> None:
+    from tl_core.training.loops import fine_tune_schedule
+
+    schedule = fine_tune_schedule(1e-4, steps_per_epoch=50, epochs=12, shape="cosine")
+    rates = np.array([float(schedule(step)) for step in range(0, 600)])
+    assert rates[0] == pytest.approx(1e-5, rel=1e-3)  # starts at a tenth of the peak
+    assert rates.argmax() == pytest.approx(50, abs=1) and rates.max() == pytest.approx(1e-4, rel=1e-3)
+    assert np.all(np.diff(rates[:50]) > 0) and np.all(np.diff(rates[51:]) <= 0)  # up during the first epoch, then only down
+    assert rates[-1] == pytest.approx(1e-6, rel=0.05)  # a hundredth of the peak by the last step
+    short = fine_tune_schedule(1e-4, steps_per_epoch=50, epochs=2, shape="cosine")  # warm-up is at most a tenth of the phase
+    assert np.argmax([float(short(step)) for step in range(100)]) == 10
+    assert fine_tune_schedule(1e-4, 50, 8, "constant") == 1e-4
+
+
+def test_label_smoothing_keeps_the_head_from_becoming_certain() -> None:
+    import keras
+
+    from tl_core.models.build import build_head
+    from tl_core.training.loops import HeadTrainer
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    features = (rng.normal(size=(200, 8)) + labels[:, None] * 4).astype("float32")  # easily separable
+    confidence = {}
+    for smoothing in (0.0, 0.2):
+        keras.utils.set_random_seed(0)
+        head = build_head(8, 2, dropout=0.0)
+        HeadTrainer(head, 0.05, 32, label_smoothing=smoothing).fit(features, labels, (features, labels), epochs=60)
+        confidence[smoothing] = float(np.asarray(head(features)).max(axis=1).mean())
+    assert confidence[0.0] > 0.99
+    # With 0.2 smoothing over 2 classes the target is 0.9 for the right class: the head settles near it.
+    assert confidence[0.2] == pytest.approx(0.9, abs=0.03)
+
+
+def test_smoothed_loss_for_fit_matches_the_formula() -> None:
+    from tl_core.training.loops import SmoothedSparseCrossentropy
+
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
+    labels = np.array([0, 2])
+    targets = np.eye(3)[labels] * 0.9 + 0.1 / 3
+    expected = float(np.mean(-(targets * np.log(probabilities)).sum(axis=1)))
+    assert float(SmoothedSparseCrossentropy(0.1)(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
