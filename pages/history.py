@@ -46,7 +46,7 @@ st.dataframe(
             "created": record.created[:16].replace("T", " "), "dataset": record.dataset, "strategy": record.strategy.replace("_", " "),
             "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
             "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "status": record.status,
-            "backbone": record.backbone, "image size": record.image_size, "frozen layers": record.frozen_layers, "epochs": record.epochs,
+            "backbone": record.backbone, "device": record.device, "image size": record.image_size, "frozen layers": record.frozen_layers, "epochs": record.epochs,
             "images": record.images, "label decisions": record.label_decisions, "classes": record.classes, "seed": record.seed, "fingerprint": record.fingerprint, "folder": record.name,
         }
         for record in records

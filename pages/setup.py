@@ -56,7 +56,7 @@ def remembered(key: str, value: object) -> str:
 def show_device() -> None:
     """The device first: nobody should find out after an hour that the GPU was not used."""
     with st.spinner("Checking which device training will use…"):
-        device = engine.device()
+        device, backend = engine.device(), engine.backend()
     if device.kind == "GPU":
         st.success(f"**Training will run on the GPU: {device.name}**  \n{device.describe()}", icon=":material/memory:")
     else:
@@ -64,6 +64,7 @@ def show_device() -> None:
             f"**Training will run on the CPU.**  \n{device.describe()}  \nOn a CPU, feature extraction with a MobileNet at 128-160 px keeps runs to minutes.",
             icon=":material/computer:",
         )
+    st.caption(f"Keras backend: {backend.title} ({backend.reason}). Set TL_CORE_BACKEND=tensorflow, jax or torch before starting the app to choose another.")
 
 
 def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple:

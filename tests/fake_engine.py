@@ -96,6 +96,11 @@ class FakeEngine(Engine):
     def device(self) -> DeviceInfo:
         return self.fake_device()
 
+    def backend(self):
+        from tl_core.backend import BackendChoice
+
+        return BackendChoice("tensorflow", "fake engine")
+
     def layer_map(self, backbone: str) -> LayerMap:
         spec = get_backbone(backbone)
         names = ["input_layer", "Conv1", "bn_Conv1", "Conv1_relu"]

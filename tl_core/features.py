@@ -5,8 +5,8 @@ the label finder all need the same thing: each image pushed once through the
 frozen pretrained backbone, its pooled output kept. This module is the one
 place that does it:
 
-- ``compiled_forward``: a model on ``uint8`` batches as one compiled function
-  (optionally on the mirror images, or after an augmenter);
+- ``compiled_forward``: a model on ``uint8`` batches, compiled by the Keras
+  backend (optionally on the mirror images, or after an augmenter);
 - ``forward_batches``: that function over chosen rows of a decoded-image
   array, batch by batch, with progress and stop requests;
 - ``FeatureCache`` and the keys of its entries (backbone, weights, image size
@@ -85,23 +85,31 @@ def augmented_features_key(spec, weights: str, image_size: int, images_key: str,
 
 
 def compiled_forward(model, size: int, augmenter=None, mirror: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """``model`` (after ``augmenter`` when given, on mirror images when ``mirror``) as one compiled function of ``uint8`` batches.
+    """``model`` (after ``augmenter`` when given, on mirror images when ``mirror``) as a function of ``uint8`` batches.
 
-    The function is traced once for any batch length, so calling it on every
-    batch of a dataset costs no retracing. It returns ``float32`` NumPy arrays.
+    The model runs through ``predict_on_batch``, which Keras compiles once on every
+    backend (``tf.function``, ``jax.jit``; PyTorch runs eagerly). JAX compiles once per
+    batch shape, so a short last batch is padded to the length of the first: one
+    compilation for a whole dataset. The function returns ``float32`` NumPy arrays.
     """
-    import tensorflow as tf
+    import keras
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def forward(batch):
-        images = tf.cast(batch, tf.float32)
+    pad = keras.config.backend() == "jax"
+    length = [0]
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        images = np.asarray(batch, dtype=np.float32)
         if mirror:
-            images = tf.reverse(images, axis=[2])
+            images = np.ascontiguousarray(images[:, :, ::-1])
         if augmenter is not None:
-            images = augmenter(images, training=True)
-        return tf.cast(model(images, training=False), tf.float32)
+            images = keras.ops.convert_to_numpy(augmenter(images, training=True))
+        count = len(images)
+        length[0] = max(length[0], count)
+        if pad and count < length[0]:
+            images = np.concatenate([images, np.zeros((length[0] - count, *images.shape[1:]), dtype=np.float32)])
+        return np.asarray(model.predict_on_batch(images), dtype=np.float32)[:count]
 
-    return lambda batch: forward(np.asarray(batch)).numpy()
+    return forward
 
 
 def forward_batches(

@@ -75,7 +75,8 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
 
     assert not at.exception
     # The device, first and plainly.
-    assert "Training will run on the CPU." in at.info[0].value and "CPU (2 cores): this TensorFlow build has no GPU support" in at.info[0].value
+    assert "Training will run on the CPU." in at.info[0].value and "CPU (2 cores, TensorFlow): this TensorFlow build has no GPU support" in at.info[0].value
+    assert any("Keras backend: TensorFlow (fake engine)" in caption.value for caption in at.caption)
     assert at.selectbox(key="setup_backbone").value == "mobilenet_v2"
     assert "MobileNetV2 · 224 px · 2.3 M parameters" in at.selectbox(key="setup_backbone").options
     assert at.radio(key="setup_strategy").value == "feature_extraction"
@@ -98,13 +99,13 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
 def test_a_gpu_is_named(folder: Path) -> None:
     class GpuEngine(FakeEngine):
         def device(self):
-            return DeviceInfo(kind="GPU", name="NVIDIA H100 80GB HBM3", count=1, mixed_precision="mixed_float16")
+            return DeviceInfo(kind="GPU", name="NVIDIA H100 80GB HBM3", count=1, mixed_precision="mixed_bfloat16", backend="torch")
 
     at = open_setup(scan_dataset(folder), str(folder), engine=GpuEngine())
 
     assert not at.exception
     assert "Training will run on the GPU: NVIDIA H100 80GB HBM3" in at.success[0].value
-    assert "mixed_float16" in at.success[0].value
+    assert "(PyTorch, bfloat16)" in at.success[0].value
 
 
 def test_strategy_defaults_to_the_choice_made_on_the_scenario_page(folder: Path) -> None:

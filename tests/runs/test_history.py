@@ -117,3 +117,17 @@ def test_the_runs_command_prints_the_table_and_json(tmp_path: Path) -> None:
 
     empty = subprocess.run([sys.executable, "-m", "tl_core", "runs", "--runs-dir", str(tmp_path / "none")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert empty.returncode == 0 and empty.stdout.strip() == f"no runs in {tmp_path / 'none'}"
+
+
+def test_each_run_says_where_it_trained(tmp_path: Path) -> None:
+    gpu = finished_run(tmp_path, "gpu", "2026-12-02T10:00:00+00:00")
+    summary = json.loads((gpu / "run.json").read_text())
+    summary["device"] = {"kind": "GPU", "name": "NVIDIA H100 80GB HBM3", "count": 1, "backend": "torch", "mixed_precision": "mixed_bfloat16", "precision": "bfloat16"}
+    (gpu / "run.json").write_text(json.dumps(summary))
+    old = finished_run(tmp_path, "old", "2026-12-01T10:00:00+00:00")  # written before backends were recorded
+    summary = json.loads((old / "run.json").read_text())
+    summary["device"] = {"kind": "CPU", "name": "CPU", "reason": "no GPU"}
+    (old / "run.json").write_text(json.dumps(summary))
+
+    devices = {record.name: record.device for record in list_runs(tmp_path)}
+    assert devices == {"gpu": "GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16", "old": "CPU · TensorFlow · float32"}

@@ -243,13 +243,14 @@ def test_several_devices_train_one_mirrored_model(tmp_path: Path, tiny_dataset: 
     preamble = """
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        training.distribution_strategy = lambda device: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        from tl_core.device import Distribution
+        training.distribution_strategy = lambda device: Distribution(2, "MirroredStrategy over two logical CPUs", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     """
     report = _run_in_fresh_process(preamble, tmp_path, tiny_dataset, ("feature_extraction", "fine_tune"))
     for strategy, expected_epochs in (("feature_extraction", 1), ("fine_tune", 2)):
         outcome = report[strategy]
         assert outcome["status"] == "finished" and outcome["epochs"] == expected_epochs and outcome["loss_finite"], outcome
-        assert any(note.startswith("Training on 2 GPUs at once") for note in outcome["notes"])
+        assert any(note.startswith("Training on 2 GPUs at once (MirroredStrategy") for note in outcome["notes"])
         assert outcome["predicted"] in ("circles", "squares", "stripes")
 
 

@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     _quiet_tensorflow()
     try:
+        if getattr(arguments, "uses_keras", False):
+            from tl_core.backend import select_backend
+
+            select_backend(arguments.backend)  # before Keras is imported: the command's own process runs on it
         return arguments.handler(arguments)
     except TLError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -75,12 +75,12 @@ class ConsolePrinter:
 
 def format_run_table(records) -> str:
     """The history as an aligned text table, one line per run."""
-    headers = ("created", "status", "dataset", "images", "classes", "backbone", "strategy", "frozen", "size", "seed", "epochs", "accuracy", "minutes", "run")
+    headers = ("created", "status", "dataset", "images", "classes", "backbone", "strategy", "frozen", "size", "seed", "epochs", "accuracy", "minutes", "device", "run")
     rows = [
         (
             record.created.replace("T", " ")[:16], record.status, record.dataset, _cell(record.images), _cell(record.classes), record.backbone,
             record.strategy, _cell(record.frozen_layers), _cell(record.image_size), _cell(record.seed), _cell(record.epochs),
-            "" if record.test_accuracy is None else f"{record.test_accuracy:.3f}", "" if record.seconds is None else f"{record.seconds / 60:.1f}", record.name,
+            "" if record.test_accuracy is None else f"{record.test_accuracy:.3f}", "" if record.seconds is None else f"{record.seconds / 60:.1f}", record.device, record.name,
         )
         for record in records
     ]

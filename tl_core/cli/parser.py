@@ -9,6 +9,8 @@ from tl_core.cli import commands as handlers
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tl_core", description="Guided transfer learning for images: from a folder of labelled photos to a trained model file.")
+    _add_backend_option(parser, argparse.SUPPRESS)
+    parser.set_defaults(backend=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser("inspect", help="print a dataset summary as JSON", description="Scan a dataset folder and print its summary as JSON.")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "it used, its decoded images and features for the unchanged images, and its trained weights (the head, or the whole model when fine-tuning)",
     )
     _add_split_options(train)
-    train.set_defaults(handler=handlers.train, parser_defaults={action.dest: action.default for action in train._actions})
+    _add_backend_option(train, argparse.SUPPRESS)
+    train.set_defaults(uses_keras=True, handler=handlers.train, parser_defaults={action.dest: action.default for action in train._actions})
 
     export = commands.add_parser(
         "export", help="write TFLite or ONNX files for a trained run", description="Convert a trained run's model to TFLite or ONNX, check each file against the Keras model and record the check in run.json.",
@@ -84,13 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", dest="formats", nargs="+", required=True, metavar="FORMAT", help="tflite, int8 (TFLite with 8-bit weights) or onnx; several may be given")
     export.add_argument("--json", action="store_true", help="print the checks as JSON")
-    export.set_defaults(handler=handlers.export)
+    _add_backend_option(export, argparse.SUPPRESS)
+    export.set_defaults(uses_keras=True, handler=handlers.export)
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate a trained run on a dataset", description="Evaluate a trained run's model on a dataset and print the metrics as JSON.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--split", default="auto", choices=("auto", "all", "train", "val", "test"), help="which images to evaluate (default auto: the held-out split, or every image of a plain class folder)")
-    evaluate.set_defaults(handler=handlers.evaluate)
+    _add_backend_option(evaluate, argparse.SUPPRESS)
+    evaluate.set_defaults(uses_keras=True, handler=handlers.evaluate)
 
     explain = commands.add_parser(
         "explain", help="where in an image the model sees a class (Grad-CAM)",
@@ -101,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--class", dest="class_name", default=None, metavar="NAME", help="the class to explain (default: the predicted one)")
     explain.add_argument("--out", required=True, metavar="PNG", help="where to write the image with the heatmap")
     explain.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
-    explain.set_defaults(handler=handlers.explain)
+    _add_backend_option(explain, argparse.SUPPRESS)
+    explain.set_defaults(uses_keras=True, handler=handlers.explain)
 
     runs = commands.add_parser("runs", help="list the runs in the runs folder, newest first", description="List every run in the runs folder with its data, settings, accuracy, duration and status.")
     runs.add_argument("--runs-dir", default=None, metavar="FOLDER", help="the runs folder (default $TL_CORE_RUNS_DIR or ~/tl_core_runs)")
@@ -113,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", metavar="IMAGE", nargs="+")
     predict.add_argument("--top", type=int, default=3, help="how many classes to list per image in --json output (default 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
-    predict.set_defaults(handler=handlers.predict)
+    _add_backend_option(predict, argparse.SUPPRESS)
+    predict.set_defaults(uses_keras=True, handler=handlers.predict)
 
     issues = commands.add_parser(
         "label-issues", help="find images whose label is probably wrong",
@@ -131,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     issues.add_argument("--json", action="store_true", help="print the suspects as a JSON list, most suspicious first")
     issues.add_argument("--report", default=None, metavar="FILE", help="also write the whole report (suspects, near duplicates, odd ones out, figures) as JSON")
     _add_split_options(issues)
-    issues.set_defaults(handler=handlers.label_issues)
+    _add_backend_option(issues, argparse.SUPPRESS)
+    issues.set_defaults(uses_keras=True, handler=handlers.label_issues)
 
     decide = commands.add_parser(
         "label-decide", help="keep, relabel or exclude images without touching the files",
@@ -153,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     advise.add_argument("--cache-dir", default=None, help="cache folder shared with training")
     advise.add_argument("--time-budget", type=float, default=10.0, metavar="MINUTES", help="recommend no strategy expected to take longer here (default 10)")
     advise.add_argument("--seed", type=int, default=0)
-    advise.set_defaults(handler=handlers.advise)
+    _add_backend_option(advise, argparse.SUPPRESS)
+    advise.set_defaults(uses_keras=True, handler=handlers.advise)
 
     compare = commands.add_parser("compare", help="train candidate strategies briefly, side by side", description="Train each strategy briefly on the same split and print validation accuracy and time.")
     compare.add_argument("data", metavar="DATA")
@@ -166,12 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--cache-dir", default=None)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    compare.set_defaults(handler=handlers.compare)
+    _add_backend_option(compare, argparse.SUPPRESS)
+    compare.set_defaults(uses_keras=True, handler=handlers.compare)
 
     backbones = commands.add_parser("backbones", help="list the available backbones", description="List the pretrained networks a run can start from.")
     backbones.add_argument("--json", action="store_true", help="print JSON")
     backbones.set_defaults(handler=handlers.backbones)
     return parser
+
+
+def _add_backend_option(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument(
+        "--backend", default=default, choices=("auto", "tensorflow", "jax", "torch"),
+        help="the Keras backend: auto (the first installed one that sees a GPU: TensorFlow, JAX, then PyTorch; else TensorFlow on the CPU), "
+        "tensorflow, jax or torch (default: $TL_CORE_BACKEND, else auto)",
+    )
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:

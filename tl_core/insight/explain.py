@@ -61,35 +61,40 @@ def classifier_parts(model):
 
 
 def explain(model, pixels: np.ndarray, class_index: int | None = None) -> Explanation:
-    """The Grad-CAM map of ``pixels`` (RGB 0-255, the model's size) for ``class_index`` (None: the predicted class)."""
-    import tensorflow as tf
+    """The Grad-CAM map of ``pixels`` (RGB 0-255, the model's size) for ``class_index`` (None: the predicted class).
+
+    Written with ``keras.ops``; the gradient comes from ``tl_core.backend.value_and_gradients``, so the
+    map is computed the same way on TensorFlow, JAX and PyTorch.
+    """
+    from keras import ops
+
+    from tl_core.backend import value_and_gradients
 
     before, backbone, after = classifier_parts(model)
-    image = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32)[None])
-    with tf.GradientTape() as tape:
-        x = image
-        for layer in before:
-            x = layer(x)
-        feature_map = backbone(x, training=False)
-        tape.watch(feature_map)
-        y = feature_map
+    x = ops.convert_to_tensor(np.asarray(pixels, dtype=np.float32)[None])
+    for layer in before:
+        x = layer(x)
+    feature_map = backbone(x, training=False)
+
+    def probabilities_from(tensors):
+        y = tensors[0]
         for layer in after:
             y = layer(y, training=False)
-        probabilities = tf.cast(y, tf.float32)[0]
-        chosen = int(tf.argmax(probabilities)) if class_index is None else int(class_index)
-        if not 0 <= chosen < probabilities.shape[0]:
-            raise ConfigError(f"Class index {chosen} is out of range: the model has {probabilities.shape[0]} classes.")
-        score = probabilities[chosen]
-    gradients = tape.gradient(score, feature_map)
-    feature_map = tf.cast(feature_map, tf.float32)[0]
-    weights = tf.reduce_mean(tf.cast(gradients, tf.float32)[0], axis=(0, 1))
-    cam = tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1))
+        return ops.cast(y, "float32")[0]
+
+    probabilities = ops.convert_to_numpy(probabilities_from([feature_map])).astype(np.float64)
+    chosen = int(np.argmax(probabilities)) if class_index is None else int(class_index)
+    if not 0 <= chosen < len(probabilities):
+        raise ConfigError(f"Class index {chosen} is out of range: the model has {len(probabilities)} classes.")
+    _, _, (gradients,) = value_and_gradients(lambda tensors: (probabilities_from(tensors)[chosen], None), [feature_map])
+    feature_map = ops.cast(feature_map, "float32")[0]
+    weights = ops.mean(ops.cast(gradients, "float32")[0], axis=(0, 1))
+    cam = ops.relu(ops.sum(feature_map * weights, axis=-1))
     grid = (int(cam.shape[0]), int(cam.shape[1]))
-    size = (int(image.shape[1]), int(image.shape[2]))
-    heatmap = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+    heatmap = ops.convert_to_numpy(ops.image.resize(cam[..., None], (int(pixels.shape[0]), int(pixels.shape[1])), interpolation="bilinear"))[..., 0]
     peak = float(heatmap.max())
     heatmap = heatmap / peak if peak > 0 else np.zeros_like(heatmap)
-    return Explanation(heatmap.astype(np.float32), chosen, probabilities.numpy().astype(np.float64), grid)
+    return Explanation(heatmap.astype(np.float32), chosen, probabilities, grid)
 
 
 def overlay(pixels: np.ndarray, heatmap: np.ndarray, strength: float = 0.55) -> np.ndarray:

@@ -45,6 +45,7 @@ class RunRecord:
         seconds: The run's duration.
         has_model: True when a model file is there.
         label_decisions: The user's label decisions the run applied, in words ("3 relabelled, 12 excluded"); empty when none.
+        device: Where it trained, in words: ``GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16`` or ``CPU · TensorFlow · float32``.
         problem: Why the row is incomplete or unreadable, or the failure message.
         config: The run's full settings (empty when unreadable).
         history: The run's epochs (for learning curves).
@@ -68,6 +69,7 @@ class RunRecord:
     seconds: float | None = None
     has_model: bool = False
     label_decisions: str = ""
+    device: str = ""
     problem: str = ""
     config: dict = field(default_factory=dict, repr=False)
     history: list = field(default_factory=list, repr=False)
@@ -131,10 +133,22 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         seconds=summary.total_seconds,
         has_model=has_model,
         label_decisions=_decisions_in_words(summary.label_decisions),
+        device=_device_in_words(summary.device),
         problem=str(summary.error or ""),
         config=summary.config,
         history=history if isinstance(history, list) else [],
     )
+
+
+def _device_in_words(device: dict) -> str:
+    """``GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16``; runs from before backends were recorded trained on TensorFlow."""
+    from tl_core.backend import BACKEND_NAMES
+
+    if not device:
+        return ""
+    where = f"GPU {device.get('name', '')}".strip() if device.get("kind") == "GPU" else "CPU"
+    precision = device.get("precision") or {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(device.get("mixed_precision", ""), "float32")
+    return f"{where} · {BACKEND_NAMES.get(device.get('backend', 'tensorflow'), device.get('backend'))} · {precision}"
 
 
 def _decisions_in_words(applied) -> str:

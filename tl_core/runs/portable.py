@@ -94,10 +94,45 @@ def export_portable(model, run_dir: str | os.PathLike, formats: Sequence[str], p
     Returns:
         One ``ExportCheck`` per format, in order.
     """
+    import keras
+
+    if keras.config.backend() != "tensorflow":
+        return export_in_tensorflow(run_dir, formats)
     folder = Path(run_dir)
     images = np.asarray(pixels, dtype=np.float32)[:CHECK_IMAGES]
     reference = np.asarray(model.predict(images, batch_size=len(images), verbose=0), dtype=np.float64) if len(images) else None
     return [_export_one(model, folder, name, images, reference, source) for name in parse_formats(formats)]
+
+
+def export_in_tensorflow(run_dir: str | os.PathLike, formats: Sequence[str]) -> list[ExportCheck]:
+    """The files made from the run folder's ``model.keras`` by a child process running Keras on TensorFlow.
+
+    The converters are TensorFlow's, so a run trained on JAX or PyTorch has its
+    model converted from the saved file (the weights do not depend on the backend).
+    The child sees no GPU: converting is CPU work, and it must not take GPU memory
+    from the backend that trains. Where TensorFlow is not installed, each file is
+    reported as not made, with the one command that makes it later.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from tl_core.backend import installed_backends
+
+    wanted = parse_formats(formats)
+    files = ", ".join(FORMATS[name] for name in wanted)
+    later = f"python -m tl_core export {run_dir} --format {' '.join(wanted)}"
+    if "tensorflow" not in installed_backends():
+        message = f"TensorFlow is not installed in this Python, and its converters make {files}. Install it (pip install -r requirements.txt) and make them with: {later}"
+        return [ExportCheck(name, FORMATS[name], False, message) for name in wanted]
+    environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "tl_core", "--backend", "tensorflow", "export", str(run_dir), "--format", *wanted, "--json"]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=1800, check=False)
+    try:
+        return [ExportCheck(**check) for check in json.loads(completed.stdout)]
+    except (ValueError, TypeError):
+        error = _short(RuntimeError((completed.stderr or completed.stdout).strip().splitlines()[-1] if (completed.stderr or completed.stdout).strip() else "no output"))
+        return [ExportCheck(name, FORMATS[name], False, f"The TensorFlow process that converts the model failed ({error}). Try again with: {later}") for name in wanted]
 
 
 def _export_one(model, folder: Path, name: str, images: np.ndarray, reference: np.ndarray | None, source: str) -> ExportCheck:

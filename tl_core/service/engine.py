@@ -99,11 +99,19 @@ class Engine:
     def backbones(self) -> list[BackboneSpec]:
         return list_backbones()
 
+    @functools.cache  # noqa: B019 - one engine per process; the backends installed do not change while it runs
+    def backend(self):
+        """The Keras backend runs will use (``tl_core.backend.BackendChoice``): ``$TL_CORE_BACKEND``, else the first one that sees a GPU."""
+        from tl_core.backend import choose_backend
+
+        return choose_backend()
+
     @functools.cache  # noqa: B019 - one engine per process; the device does not change while it runs
     def device(self) -> DeviceInfo:
+        """The device runs will use, through their backend's own library (this process keeps its own Keras backend)."""
         from tl_core.device import detect_device
 
-        return detect_device()
+        return detect_device(self.backend().name)
 
     @functools.cache  # noqa: B019 - layer maps are pure functions of the backbone name
     def layer_map(self, backbone: str) -> LayerMap:
@@ -198,7 +206,7 @@ class Engine:
 
     def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
         """Starts a run in the background; the session's workspace stays alive until the run ends."""
-        return TrainingJob(config, keep_alive=(workspace,)).start()
+        return TrainingJob(config, keep_alive=(workspace,), backend=self.backend().name).start()
 
     def load_report(self, run_dir: str | os.PathLike) -> RunReport:
         """The evaluation and summary of a run folder (``tl_core.runs.folder.read_report``; no model is loaded).

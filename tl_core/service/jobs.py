@@ -124,8 +124,9 @@ class TrainingJob:
             session, but the job keeps these (and so their files) alive until the run ends.
     """
 
-    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = ()) -> None:
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = (), backend: str | None = None) -> None:
         self.config = config
+        self.backend = backend
         self._trainer = trainer
         self._keep_alive = keep_alive
         self._stop = StopRequest()
@@ -173,7 +174,7 @@ class TrainingJob:
     def _relay_child(self) -> None:
         """Starts the child process and folds the events it sends until it ends."""
         events = self._context.Queue()
-        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop), name=f"training {self.config.out_dir}", daemon=True)
+        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop, self.backend), name=f"training {self.config.out_dir}", daemon=True)
         try:
             child.start()
             while True:
@@ -211,11 +212,21 @@ class TrainingJob:
             self._state = fold_event(self._state, event)
 
 
-def train_in_child(config: TrainConfig, events, stop_flag) -> None:
+def train_in_child(config: TrainConfig, events, stop_flag, backend: str | None = None) -> None:
     """The child process's work: trains, putting every event on ``events`` and None when done.
 
     ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch.
+    ``backend`` is the Keras backend the run uses (None: ``auto``); it is chosen before Keras is imported here.
     """
+    from tl_core.backend import select_backend
+    from tl_core.errors import TLError
+
+    try:
+        select_backend(backend)
+    except TLError as error:
+        events.put(TrainingFailed(str(error), type(error).__name__))
+        events.put(None)
+        return
     from tl_core.advice.auto import run_training
     from tl_core.training.run import describe_failure
 

@@ -65,7 +65,7 @@ class EventBridge(keras.callbacks.Callback):
             "accuracy": logs.get("accuracy"),
             "val_loss": logs.get("val_cross_entropy", logs.get("val_loss")),
             "val_accuracy": logs.get("val_accuracy"),
-            "learning_rate": current_learning_rate(self.target.optimizer) if getattr(self.target, "optimizer", None) is not None else run.config.learning_rate,
+            "learning_rate": current_learning_rate(self.model.optimizer) if getattr(self.model, "optimizer", None) is not None else run.config.learning_rate,
             "seconds": round(seconds, 3),
         }
         run.history.append(entry)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tl_core.config import TrainConfig
 from tl_core.data.decoded import DecodedImages
 from tl_core.data.records import Dataset
-from tl_core.device import DeviceInfo
+from tl_core.device import DeviceInfo, Distribution
 from tl_core.events import EventHandler, Notice, StopRequest
 from tl_core.features import compiled_forward
 from tl_core.insight.metrics import Evaluation
@@ -73,7 +72,7 @@ class RunContext:
     image_size: int = 0
     dataset: Dataset | None = None
     device: DeviceInfo | None = None
-    distribution: object = field(default_factory=tf.distribute.get_strategy)
+    distribution: Distribution = field(default_factory=Distribution)
     model: ModelParts | None = None
     decoded: DecodedImages | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)  # ORIGINAL and, when used, MIRRORED

@@ -16,7 +16,7 @@ from tl_core.models.build import freeze_layers, trainable_parameter_count
 from tl_core.training.callbacks import EventBridge
 from tl_core.training.context import RunContext
 from tl_core.training.inputs import augmented_views, split_rows
-from tl_core.training.loops import HeadTrainer, SmoothedSparseCrossentropy, fine_tune_schedule, pixel_batches
+from tl_core.training.loops import HeadTrainer, SmoothedSparseCrossentropy, fine_tune_schedule, image_batches, training_model
 
 
 def fit_head(run: RunContext, epochs: int) -> None:
@@ -81,8 +81,8 @@ def fit_on_images(run: RunContext, learning_rate: float, epochs: int, phase: str
     rows, labels = split_rows(run)
     augmenter = build_augmenter(config.augmentation, seed=config.seed) if config.augment else None
     pixels = run.decoded.pixels
-    train_data = pixel_batches(pixels, rows["train"], labels["train"], config.batch_size, shuffle_seed=config.seed, augmenter=augmenter)
-    val_data = pixel_batches(pixels, rows["val"], labels["val"], config.batch_size)
+    train_data, augmented = image_batches(pixels, rows["train"], labels["train"], config.batch_size, shuffle_seed=config.seed, augmenter=augmenter)
+    val_data, _ = image_batches(pixels, rows["val"], labels["val"], config.batch_size)
     description = {
         "fine_tune": "Fine-tuning the unfrozen backbone layers and the head on the images",
         "from_scratch": "Training the whole network from random weights on the images",
@@ -91,14 +91,15 @@ def fit_on_images(run: RunContext, learning_rate: float, epochs: int, phase: str
     run.on_event(PhaseStarted(phase, description + (" (augmented)" if augmenter is not None else ""), total=epochs))
     steps = math.ceil(len(rows["train"]) / config.batch_size)
     with run.distribution.scope():
+        trained = training_model(model.classifier, augmenter, augmented)
         optimizer = keras.optimizers.Adam(fine_tune_schedule(learning_rate, steps, epochs, config.learning_rate_schedule))
         # Plain cross-entropy is reported alongside, so validation losses compare across phases whatever the smoothing.
         loss = keras.losses.SparseCategoricalCrossentropy() if not config.label_smoothing else SmoothedSparseCrossentropy(config.label_smoothing)
-        model.classifier.compile(optimizer=optimizer, loss=loss, metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy")])
+        trained.compile(optimizer=optimizer, loss=loss, metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy")])
     bridge = EventBridge(run, phase, model.classifier, steps)
     run.timed(
         phase,
-        model.classifier.fit,
+        trained.fit,
         train_data,
         epochs=len(run.history) + epochs,
         initial_epoch=len(run.history),

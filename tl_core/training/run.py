@@ -39,8 +39,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tl_core.backend import library_version
 from tl_core.config import AUTO_STRATEGY, IMBALANCE_FOR_CLASS_WEIGHTS, TrainConfig, class_weights_default
 from tl_core.data.scan import scan_dataset
 from tl_core.data.split import subsample_training_split
@@ -122,7 +122,8 @@ def record_failure(run: RunContext, message: str) -> None:
 def describe_failure(error: BaseException) -> str:
     """A message for an unexpected failure, with a suggestion where one is known."""
     text = f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"
-    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)) or "out of memory" in text.lower():
+    memory = isinstance(error, MemoryError) or type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
+    if memory or "out of memory" in text.lower() or "resource_exhausted" in text.lower():
         return f"{text}. The run ran out of memory: try a smaller batch size or image size."
     return text
 
@@ -176,8 +177,10 @@ def prepare(run: RunContext) -> None:
     if run.device.mixed_precision:
         keras.mixed_precision.set_global_policy(run.device.mixed_precision)
     run.distribution = distribution_strategy(run.device)
-    if run.distribution.num_replicas_in_sync > 1:
-        run.notice(f"Training on {run.distribution.num_replicas_in_sync} GPUs at once: each holds a copy of the model and takes an equal share of every batch.")
+    if run.distribution.replicas > 1:
+        run.notice(f"Training on {run.distribution.replicas} GPUs at once ({run.distribution.description}).")
+    elif run.distribution.description:
+        run.notice(run.distribution.description)
     throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
     run.estimate = estimate_run(config, dataset, throughput)
     run.notice(f"Estimated time: {run.estimate.describe()} ({run.estimate.basis}; early stopping can make it shorter).")
@@ -268,29 +271,30 @@ def save_run(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
     out_dir = Path(run.config.out_dir)
     model = exported_classifier(run)
     summary = run_summary(run, status)
+    check_records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
+    summary.export_check_images = [record.path for record in check_records]  # a later export checks its files on them too
     run.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
     run.timed("export", write_run_folder, out_dir, summary, model, run.dataset.class_names, evaluation, run.history)
     write_images_manifest(out_dir, run.dataset.records, run.decoded.row_of)
     if run.config.export_formats:
-        summary.exports, summary.export_check_images = run.timed("export", export_portable_files, run, model)
+        summary.exports = run.timed("export", export_portable_files, run, model, check_records)
     summary.seconds = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
     write_run_folder(out_dir, summary)
     run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
     return RunResult(status, out_dir, evaluation, run.history, summary)
 
 
-def export_portable_files(run: RunContext, model: keras.Model) -> tuple[dict, list[str]]:
-    """Writes the TFLite and ONNX files asked for, each checked on held-out images; returns the checks and the images checked on."""
+def export_portable_files(run: RunContext, model: keras.Model, records: list) -> dict:
+    """Writes the TFLite and ONNX files asked for, each checked on held-out images; returns the checks by format."""
     formats = run.config.export_formats
     titles = " and ".join(dict.fromkeys(FORMAT_TITLES[name].split(",")[0] for name in formats))
-    records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
     run.on_event(PhaseStarted("export", f"Converting the model to {titles} and checking the files on {len(records)} held-out images"))
     pixels = run.decoded.pixels[run.decoded.rows(records)]
     checks = export_portable(model, run.config.out_dir, formats, pixels, f"{run.dataset.evaluation_split} images")
     for check in checks:
         if not check.ok:
             run.notice(f"{check.file} not written: {check.message}")
-    return {check.format: check.to_dict() for check in checks}, [record.path for record in records]
+    return {check.format: check.to_dict() for check in checks}
 
 
 def finish_before_any_epoch(run: RunContext) -> RunResult:
@@ -356,7 +360,8 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
         seconds={**run.seconds, "total": round(time.perf_counter() - run.started, 3)},
         versions={
             "python": platform.python_version(),
-            "tensorflow": tf.__version__,
+            "backend": keras.config.backend(),
+            keras.config.backend(): library_version(keras.config.backend()),
             "keras": keras.__version__,
             "numpy": np.__version__,
             "pillow": PIL.__version__,
