@@ -122,10 +122,12 @@ class TrainingJob:
         keep_alive: Objects the run needs until it ends, such as the session
             workspace holding the images: a browser tab closed mid-run drops the
             session, but the job keeps these (and so their files) alive until the run ends.
+        created_by: Who started the run on a shared app (``RunSummary.created_by``; the child process records it).
     """
 
-    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = ()) -> None:
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = (), created_by: str = "") -> None:
         self.config = config
+        self.created_by = created_by
         self._trainer = trainer
         self._keep_alive = keep_alive
         self._stop = StopRequest()
@@ -173,7 +175,7 @@ class TrainingJob:
     def _relay_child(self) -> None:
         """Starts the child process and folds the events it sends until it ends."""
         events = self._context.Queue()
-        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop), name=f"training {self.config.out_dir}", daemon=True)
+        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop, self.created_by), name=f"training {self.config.out_dir}", daemon=True)
         try:
             child.start()
             while True:
@@ -211,10 +213,11 @@ class TrainingJob:
             self._state = fold_event(self._state, event)
 
 
-def train_in_child(config: TrainConfig, events, stop_flag) -> None:
+def train_in_child(config: TrainConfig, events, stop_flag, created_by: str = "") -> None:
     """The child process's work: trains, putting every event on ``events`` and None when done.
 
-    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch.
+    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch;
+    ``created_by`` goes into the run's ``run.json``.
     """
     from tl_core.advice.auto import run_training
     from tl_core.training.run import describe_failure
@@ -227,7 +230,7 @@ def train_in_child(config: TrainConfig, events, stop_flag) -> None:
         events.put(event)
 
     try:
-        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"))
+        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"), created_by=created_by)
     except Exception as error:  # noqa: BLE001 - sent to the parent, whose state shows it
         if not failed:
             events.put(TrainingFailed(describe_failure(error), type(error).__name__))
