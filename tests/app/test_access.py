@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from tl_core.service.sharing import LOOPBACK_NAMES, Sharing, SignIns
+from tl_core.service.sharing import LOOPBACK_NAMES, Access, Sharing, SignIns
 from ui import access
 
 PASSWORD = "correct horse battery"
@@ -113,3 +113,16 @@ def test_a_shared_app_without_a_sign_in_does_not_start(monkeypatch: pytest.Monke
         access.check_can_start()
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith("Transfer Learning Studio did not start. The app is set to listen on '0.0.0.0', where other computers can reach it")
+
+
+def test_with_an_identity_provider_the_account_is_the_visitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tl_core.service.sharing import visitor_key
+
+    monkeypatch.setattr(access, "sharing", lambda: Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",)))
+    monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=False, get=lambda key: None))
+    assert access.session_access() is None  # the page shows st.login's button instead of the app
+    account = {"email": "ada@lab.example"}
+    monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=True, get=account.get))
+    assert access.session_access() == Access(sharing=True, visitor=visitor_key("oidc:ada@lab.example"))
