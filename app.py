@@ -1,9 +1,13 @@
 """Guided transfer learning: `streamlit run app.py`.
 
 ``streamlit run`` first imports this file and finds ``app``, an ``st.App``:
-Streamlit's server plus the folder uploader's routes (``ui/folder_upload.py``).
-The server then runs the same file as the page script on every rerun (there
-``__name__`` is ``"__main__"``), and as a script it only routes. Each step of
+Streamlit's server plus the folder uploader's routes (``ui/folder_upload.py``),
+the sign-in page and the gate in front of everything (``ui/access.py``). A
+server that others could reach without a sign-in does not start
+(``ui.access.check_can_start``); when it stops cleanly, every session's folder
+is removed. The server then runs the same file as the page script on every
+rerun (there ``__name__`` is ``"__main__"``), and as a script it signs the
+session in (on a shared app) and routes. Each step of
 the path is a page in ``pages/``; the state they share lives in
 ``st.session_state``, set up here once (``ui/state.py`` lists the keys): the
 ``engine`` the pages call (``tl_core.service.engine.Engine``; tests put a fake
@@ -12,23 +16,44 @@ sessions), the dataset in use, the Scenario and Setup pages' choices, the
 training job and the run the Evaluate and Export pages show.
 """
 
+import contextlib
+import functools
+
 import streamlit as st
+from starlette.middleware import Middleware
 
 from tl_core.service.engine import Engine
-from tl_core.service.workspace import Workspace
+from tl_core.service.workspace import Workspace, remove_session_folders
+from ui import access
 from ui import state as session
 from ui.folder_upload import upload_routes
 
+
+@contextlib.asynccontextmanager
+async def lifespan(_app):
+    """The server's life: when it stops cleanly, the folders of all its sessions go (uploads, unpacked zips)."""
+    try:
+        yield None
+    finally:
+        remove_session_folders()
+
+
 if __name__ != "__main__":
-    app = st.App(__file__, routes=upload_routes())
+    access.check_can_start()
+    app = st.App(__file__, routes=upload_routes() + access.routes(), middleware=[Middleware(access.AccessGate)], lifespan=lifespan)
 
 
 def main() -> None:
-    """Sets up the session's shared state once, draws the sidebar and runs the chosen page."""
+    """Signs the session in (on a shared app), sets up its shared state once, draws the sidebar and runs the chosen page."""
     st.set_page_config(page_title="Transfer Learning Studio", page_icon=":material/model_training:", layout="wide")
 
+    rights = access.session_access()
+    if rights is None:
+        access.sign_in_screen()
+        st.stop()
     state = st.session_state
-    session.set_up(state, Engine, Workspace.create)
+    session.set_up(state, functools.partial(Engine, rights), Workspace.create)
+    state["workspace"].touch()  # a live session's folder is never swept, however long it sits idle
 
     pages = [
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
@@ -46,6 +71,8 @@ def main() -> None:
     training = state["job"] is not None and state["job"].state().is_running
     with st.sidebar:
         st.caption("Transfer Learning Studio")
+        if rights.sharing:
+            access.sign_out_control()
         # Refreshes itself while a run trains, on whatever page is open.
         st.fragment(sidebar_status, run_every=2.0 if training else None)(state)
 

@@ -233,6 +233,8 @@ class FolderUpload {
       const request = new XMLHttpRequest();
       this.requests.add(request);
       request.open("POST", url);
+      // A header no cross-site page can send without asking first (the server never says yes).
+      request.setRequestHeader("X-TL-Upload", "1");
       if (onProgress) request.upload.onprogress = (event) => onProgress(event.loaded);
       request.onload = () => {
         this.requests.delete(request);
@@ -265,7 +267,7 @@ class FolderUpload {
     if (!run) return;
     run.cancelled = true;
     this.abortRequests();
-    fetch(this.data.url + "/cancel", { method: "POST", keepalive: true }).catch(() => {});
+    this.sendCancel();
     const seconds = (performance.now() - run.started) / 1000;
     this.say("Upload cancelled; nothing from it was kept. Choose a folder to start again.");
     this.end("cancelled", { files: 0, bytes: 0, seconds, message: "Upload cancelled." });
@@ -277,7 +279,12 @@ class FolderUpload {
     if (!run) return;
     run.cancelled = true;
     this.abortRequests();
-    navigator.sendBeacon(this.data.url + "/cancel");
+    this.sendCancel();
+  }
+
+  // Tells the server to discard what arrived; keepalive lets it go out even as the page goes away.
+  sendCancel() {
+    fetch(this.data.url + "/cancel", { method: "POST", keepalive: true, headers: { "X-TL-Upload": "1" } }).catch(() => {});
   }
 }
 

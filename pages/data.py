@@ -1,6 +1,5 @@
 """Step 1, Data: bring in a folder of labelled images and see what is in it."""
 
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -45,10 +44,15 @@ def use_folder(folder: Path, description: str) -> None:
 
 def folder_browser() -> None:
     """The sub-folders of the browsing root with their image counts; open one, or use the folder shown."""
+    refusal = engine.local_folders_refusal()
+    if refusal:
+        st.info(refusal, icon=":material/lock:")
+        return
     root = engine.browse_root()
     st.caption(
         "The fastest way for large folders: nothing is uploaded or copied, the images are read where they are. "
-        f"Browse from `{root}` (set TL_CORE_BROWSE_ROOT to start elsewhere), or type a path."
+        + (f"This app is shared: only folders inside `{root}` can be used. " if engine.access.sharing else "")
+        + f"Browse from `{root}` (set TL_CORE_BROWSE_ROOT to start elsewhere), or type a path."
     )
     listing = engine.list_folders(state.get("browse_dir"))
     current = listing.folder  # where the listing really is: never above the root, never a folder that vanished
@@ -73,7 +77,7 @@ def folder_browser() -> None:
         st.caption("No sub-folders here.")
     typed = st.text_input("Or type a folder path", placeholder="/home/me/photos", key="data_path")
     if st.button("Use the typed folder", disabled=not typed, key="use_typed_path"):
-        use_folder(Path(typed).expanduser(), typed)
+        use_folder(engine.local_folder(typed), typed)
 
 
 try:
@@ -102,10 +106,14 @@ try:
         elif ended and ended.get("status") == "failed":
             state["folder_upload_note"] = ended.get("message", "")
     elif source == "zip":
+        st.caption(
+            f"A .zip of up to {st.get_option('server.maxUploadSize'):,} MB (it is held in the server's memory while it arrives). "
+            "For a bigger dataset choose **Upload a folder** (sent in batches straight to disk, up to the upload limits) or **Folder on this computer**."
+        )
         archive = st.file_uploader("Choose a .zip of the folder", type=["zip"], key="zip_upload")
         if archive is not None and st.button("Unpack and use", type="primary"):
             with st.spinner(f"Unpacking {archive.name}…"):
-                folder = workspace.unpack_zip(io.BytesIO(archive.getvalue()), label=Path(archive.name).stem)
+                folder = workspace.unpack_zip(archive, label=Path(archive.name).stem)  # read where it is: no copy in memory
             use_folder(folder, archive.name)
     else:
         folder_browser()

@@ -1,8 +1,9 @@
 """Step 6, Export and try: take the model files away, and try the model on new images.
 
 The model files are offered as they are in the run folder; they are read
-only when a download is clicked. Uploaded images are written into this
-session's workspace under their base file name and sent to the engine.
+only when a download is clicked. Uploaded images are saved in this session's
+folder by the engine (under a cleaned base name: a NUL byte or an over-long
+name cannot break the page) and classified there.
 """
 
 import functools
@@ -191,16 +192,8 @@ else:
     signature = (str(run_dir), tuple(upload.file_id for upload in uploads))
     cached = state.get("try_results")
     if cached is None or cached[0] != signature:
-        # Each file is saved under its base name only: a name from the browser never chooses the folder.
-        target = workspace.fresh_data_dir("try")
-        paths, names = [], []
-        for number, upload in enumerate(uploads, start=1):
-            base = upload.name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "image"
-            path = target / f"{number:03d}_{base}"
-            path.write_bytes(upload.getvalue())
-            paths.append(str(path))
-            names.append(base)
         try:
+            paths, names = engine.save_tried_images(workspace, [(upload.name, upload.getvalue()) for upload in uploads])
             with st.spinner(f"Loading the model and classifying {len(paths)} image{'s' if len(paths) != 1 else ''}…"):
                 predictions = engine.predict(run_dir, paths, top_k=3)
             state["try_results"] = (signature, predictions, engine.thumbnails(paths, size=160), names)

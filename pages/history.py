@@ -72,8 +72,9 @@ elif open_column.button(
 ):
     state["run_dir"] = chosen
     st.rerun()
-with delete_column.popover("Delete…", icon=":material/delete:", disabled=chosen == training_dir, width="stretch",
-                           help="This run is still training; stop it first." if chosen == training_dir else None):
+not_yours = engine.may_delete(selected)  # on a shared app: only whoever trained a run deletes it
+with delete_column.popover("Delete…", icon=":material/delete:", disabled=chosen == training_dir or bool(not_yours), width="stretch",
+                           help="This run is still training; stop it first." if chosen == training_dir else not_yours or None):
     st.markdown(f"Deletes the folder `{Path(chosen).name}` with its model files and reports. This cannot be undone.")
     if st.button("Delete permanently", type="primary", key="history_delete"):
         try:

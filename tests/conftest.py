@@ -12,8 +12,13 @@ import atexit
 import io
 import os
 import shutil
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -35,6 +40,7 @@ os.environ["KERAS_HOME"] = str(_session_folder / "keras_home")
 os.environ["TL_CORE_CACHE_DIR"] = str(_session_folder / "cache")
 os.environ["TL_CORE_RUNS_DIR"] = str(_session_folder / "runs")
 os.environ["TL_CORE_BROWSE_ROOT"] = str(_session_folder)  # the Data page's folder browser never lists the real home
+os.environ.pop("TL_APP_PASSWORD", None)  # the app under test is the local one unless a test shares it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Converting to TFLite and ONNX takes seconds per run whatever the image size; the tests of those files
 # (test_portable.py, the browser test) ask for them, every other training test skips them.
@@ -130,3 +136,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+# --------------------------------------------------------------------------- a real server (the tests marked slow)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_app_server(tmp_path: Path, log, **environment: str) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free loopback port, its session folders under ``tmp_path``; returns it and its URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path), **environment}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    # A fresh opener without proxies: urllib caches the proxies of the first request in the process,
+    # and another test may have pointed them at a closed port.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.time() + 120
+    while True:
+        try:
+            with opener.open(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return server, url
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise AssertionError("streamlit did not start:\n" + Path(log.name).read_text()[-3000:]) from None
+            time.sleep(0.5)

@@ -29,6 +29,7 @@ from tl_core.models.blocks import blocks_from_layer_names
 from tl_core.runs.predict import Prediction
 from tl_core.service.engine import Engine, LayerInfo, LayerMap
 from tl_core.service.jobs import TrainingJob
+from tl_core.service.sharing import Access
 
 # Canned learning curves: validation loss turns up after epoch 3 while training loss keeps falling.
 CANNED_HISTORY = [
@@ -86,7 +87,8 @@ def write_canned_run(run_dir: Path, class_names: list[str], paths: list[str] | N
 class FakeEngine(Engine):
     """The real engine's cheap parts, with canned answers where TensorFlow would run."""
 
-    def __init__(self) -> None:
+    def __init__(self, access: Access | None = None) -> None:
+        super().__init__(access)
         self.started_configs: list[TrainConfig] = []
 
     @staticmethod

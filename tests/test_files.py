@@ -5,11 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from tl_core.files import atomic_write, cache_key, default_cache_dir, read_json, write_json
+from tl_core.files import atomic_write, cache_key, default_cache_dir, read_json, remove_abandoned_partials, write_json
+
+from conftest import REPO
 
 
 def test_a_write_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -72,3 +77,45 @@ def test_json_helpers_and_cache_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert cache_key("features", 224, "abc") == cache_key("features", 224, "abc") != cache_key("features", 96, "abc")
     monkeypatch.setenv("TL_CORE_CACHE_DIR", str(tmp_path / "cache"))
     assert default_cache_dir() == tmp_path / "cache"
+
+
+def test_a_model_write_killed_half_way_leaves_the_previous_file_and_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "model.h5"
+    target.write_bytes(b"the good model")
+    writer = textwrap.dedent(f"""
+        import time
+        from tl_core.files import atomic_write
+
+        def half_a_model(path):
+            with open(path, "wb") as stream:
+                stream.write(b"half a mod")
+                stream.flush()
+                print("writing", flush=True)
+                time.sleep(60)
+
+        atomic_write({str(target)!r}, half_a_model)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", writer], cwd=REPO, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"writing"
+    finally:
+        child.kill()  # SIGKILL: no finally block, no atexit, nothing of the writer runs any more
+        child.wait(10)
+        child.stdout.close()
+    assert target.read_bytes() == b"the good model"
+    left = [path.name for path in tmp_path.iterdir() if path.name != "model.h5"]
+    assert len(left) == 1 and left[0].startswith(".model-partial-"), "only a cleanup after the fact can remove it"
+    atomic_write(tmp_path / "metrics.json", "{}")  # the next write into the folder does
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json", "model.h5"]
+    assert target.read_bytes() == b"the good model"
+
+
+def test_a_temporary_file_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
+    seen = []
+
+    def writer(path: str) -> None:
+        Path(path).write_bytes(b"x")
+        seen.append(remove_abandoned_partials(tmp_path))  # another writer in this folder meanwhile
+
+    atomic_write(tmp_path / "a.npy", writer)
+    assert seen == [[]] and [path.name for path in tmp_path.iterdir()] == ["a.npy"]

@@ -11,6 +11,11 @@ request (a ``Blob`` of the files); JavaScript never copies them.
 - ``upload_routes()``: the ``/tl-upload/{token}/...`` routes that ``app.py``
   adds to Streamlit's server (``st.App``). They hand each request to the
   ``tl_core.service.upload.FolderUpload`` the token names; the work is done there.
+  A request must come from the app's own page (``ui.access.refused``: a known
+  ``Host``, a matching ``Origin``, the ``X-TL-Upload`` header), and its body
+  must say its length and is read as a stream, cut off at the cap
+  (``ui.access.read_body``): a batch at ``UploadLimits.max_request_bytes``,
+  the plan sent to ``/begin`` at ``BEGIN_BODY_BYTES``.
 - ``folder_uploader(upload)``: draws the component (choose or drop a folder,
   a progress bar with files and megabytes, Cancel) and returns what ended in
   this run: ``None`` while nothing has, else a dict with ``status``
@@ -21,6 +26,7 @@ request (a ``Blob`` of the files); JavaScript never copies them.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -31,8 +37,10 @@ from starlette.routing import Route
 
 from tl_core.errors import DataError
 from tl_core.service.upload import BATCH_BYTES, BATCH_FILES, FolderUpload, find_upload
+from ui.access import BodyRefused, read_body, refused
 
 ROUTE_PREFIX = "/tl-upload"
+BEGIN_BODY_BYTES = 16 * 1024  # the plan: four numbers and the largest file's path
 _SCRIPT = Path(__file__).resolve().parents[1] / "assets" / "folder_upload.js"
 
 
@@ -47,12 +55,16 @@ def upload_routes() -> list[Route]:
 
 
 async def _begin(request: Request) -> JSONResponse:
+    if (refusal := refused(request, length_required=True)) is not None:
+        return refusal
     try:
         upload = find_upload(request.path_params["token"])
-        plan = await request.json()
+        plan = json.loads(await read_body(request, BEGIN_BODY_BYTES))
         progress = await run_in_threadpool(
             upload.begin, int(plan["files"]), int(plan["bytes"]), str(plan.get("largest_name", "")), int(plan.get("largest_bytes", 0))
         )
+    except BodyRefused as error:
+        return JSONResponse({"error": str(error)}, status_code=error.status)
     except (ValueError, KeyError, TypeError) as error:
         return JSONResponse({"error": f"The upload's plan is unreadable ({error}). Reload the page and choose the folder again."}, status_code=400)
     except DataError as error:
@@ -61,20 +73,26 @@ async def _begin(request: Request) -> JSONResponse:
 
 
 async def _batch(request: Request) -> JSONResponse:
+    if (refusal := refused(request, length_required=True)) is not None:
+        return refusal
     try:
         upload = find_upload(request.path_params["token"])
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > upload.limits.max_request_bytes:
-            upload.cancel()
-            return JSONResponse({"error": f"A batch of {declared:,} bytes is larger than any batch the uploader sends. Reload the page and choose the folder again."}, status_code=413)
-        body = await request.body()
+    except DataError as error:
+        return JSONResponse({"error": str(error)}, status_code=400)
+    try:
+        body = await read_body(request, upload.limits.max_request_bytes)
         progress = await run_in_threadpool(upload.receive_batch, body)
+    except BodyRefused as error:
+        await run_in_threadpool(upload.cancel)  # the uploader never sends such a batch: whatever sent it, the upload is over
+        return JSONResponse({"error": f"{error} The upload was cancelled; choose the folder again."}, status_code=error.status)
     except DataError as error:
         return JSONResponse({"error": str(error)}, status_code=400)
     return JSONResponse(progress.as_dict())
 
 
 async def _cancel(request: Request) -> JSONResponse:
+    if (refusal := refused(request)) is not None:
+        return refusal
     try:
         upload = find_upload(request.path_params["token"])
     except DataError as error:

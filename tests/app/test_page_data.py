@@ -116,3 +116,44 @@ def test_the_chosen_source_is_kept_when_you_come_back_from_another_page() -> Non
     assert not at.exception
     assert at.radio(key="data_source").value == "path"
     assert at.text_input(key="data_path") is not None  # the folder browser is drawn again
+
+
+def _shared_app(data_root: Path | None) -> AppTest:
+    from tl_core.service.sharing import Access
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine(Access(sharing=True, data_root=data_root, visitor="v"))
+    at.run()
+    at.radio(key="data_source").set_value("path").run()
+    return at
+
+
+def test_on_a_shared_app_typed_folders_stay_inside_the_data_root(tmp_path: Path) -> None:
+    root = tmp_path / "datasets"
+    make_class_folders(root / "insects", {"ants": 4, "bees": 4})
+    private = make_class_folders(tmp_path / "home" / "private", {"keys": 3, "mail": 3})
+    at = _shared_app(root)
+    assert not at.exception
+    assert f"This app is shared: only folders inside `{root}` can be used." in at.caption[0].value
+    for typed in (str(private), f"{root}/../home/private"):
+        at.text_input(key="data_path").set_value(typed).run()
+        at.button(key="use_typed_path").click().run()
+        assert at.error[0].value.startswith(f"'{typed}' is outside '{root.resolve()}', the data folder of this shared app")
+        assert at.session_state["dataset"] is None, "nothing of the folder was scanned or shown"
+    at.text_input(key="data_path").set_value("insects").run()
+    at.button(key="use_typed_path").click().run()
+    assert not at.exception and at.subheader[0].value == "8 images in 2 classes"
+
+
+def test_on_a_shared_app_without_a_data_root_folders_on_the_server_are_off() -> None:
+    at = _shared_app(None)
+    assert not at.exception
+    assert "its owner has named no data folder, so folders on the server cannot be used" in at.info[0].value
+    assert not at.get("text_input") and not at.get("dataframe")
+
+
+def test_the_zip_route_names_its_size_limit_and_the_way_for_bigger_sets() -> None:
+    at = _app()
+    at.radio(key="data_source").set_value("zip").run()
+    assert not at.exception
+    assert "A .zip of up to 1,024 MB" in at.caption[0].value and "choose **Upload a folder**" in at.caption[0].value

@@ -175,3 +175,27 @@ def test_a_cleaned_run_and_a_noisy_one_compare_on_the_same_held_out_images(tmp_p
     (cleaned / "images.json").write_text(json.dumps(held_out + trained))
     at.run()
     assert "were not judged on the same images" in texts(at, "caption")
+
+
+def test_on_a_shared_app_only_whoever_trained_a_run_deletes_it(tmp_path: Path) -> None:
+    from tl_core.service.sharing import Access, visitor_key
+
+    runs = tmp_path / "runs"
+    theirs = finished_run(runs, "theirs", "2026-12-03T10:00:00+00:00")
+    mine = finished_run(runs, "mine", "2026-12-01T10:00:00+00:00")
+    for run_dir, who in ((theirs, "them"), (mine, "me")):
+        summary = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps({**summary, "created_by": visitor_key(who)}))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine(Access(sharing=True, visitor=visitor_key("me")))
+    at.session_state["workspace"] = Workspace.create(tmp_path / "sessions", runs_root=runs)
+    at.run()
+    at.switch_page("pages/history.py").run()
+    at.session_state["run_dir"] = str(theirs)
+    at.run()
+    at.button(key="history_delete").click().run()  # what a forged click would do: the engine refuses too
+    assert not at.exception and theirs.is_dir()
+    assert "On a shared app a run can be deleted only by whoever trained it" in at.error[0].value
+    at.selectbox(key="history_run").set_value(str(mine)).run()
+    at.button(key="history_delete").click().run()
+    assert not at.exception and not mine.exists() and theirs.is_dir()

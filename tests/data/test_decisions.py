@@ -157,3 +157,32 @@ def test_deciding_for_many_excludes_or_relabels_the_confident_suspects() -> None
     assert relabelled == {"cats/1.jpg": LabelDecision("cats/1.jpg", RELABEL, "cats", to="dogs"), "dogs/3.jpg": None}  # back to its folder's label
     with pytest.raises(DataError, match="not 'keep'"):
         decide_for_many(suspects, 0.8, KEEP, saved)
+
+
+def test_two_tabs_deciding_at_once_both_keep_their_decisions(tmp_path: Path, monkeypatch) -> None:
+    import stat
+    import threading
+    import time
+
+    import tl_core.data.decisions as decisions_module
+
+    root = make_class_folders(tmp_path / "data", {"a": 6, "b": 6})
+    read = decisions_module.load_decisions
+
+    def slow_read(folder):
+        found = read(folder)
+        time.sleep(0.3)  # both tabs have read the file before either writes, unless the lock holds the second back
+        return found
+
+    monkeypatch.setattr(decisions_module, "load_decisions", slow_read)
+    tabs = [
+        threading.Thread(target=decide, args=(root, {path: LabelDecision(path, EXCLUDE, "a")}))
+        for path in ("a/a_000.png", "a/a_001.png")
+    ]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join(10)
+    assert sorted(read(root)) == ["a/a_000.png", "a/a_001.png"]
+    assert stat.S_IMODE((root / DECISIONS_FILE).stat().st_mode) == 0o644  # colleagues sharing the dataset can read it
+    assert scan_dataset(root).summary()["ignored_system_files"] == 0  # the lock file is the app's own, not litter

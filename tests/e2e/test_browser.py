@@ -5,6 +5,11 @@ scenario, pick feature extraction at a small image size with its recipe, train
 and watch the chart, see the confusion matrix, download model.h5 and model.onnx
 and load them with plain Keras and ONNX Runtime in a separate Python. A screenshot of every page is saved in
 a temporary folder (printed at the end; set TL_E2E_SHOTS to keep them elsewhere).
+
+Once more in sharing mode (``TL_APP_PASSWORD``): sign in, upload, train a tiny
+run; a browser without the password gets nothing but the sign-in page; the
+server stopped the way a service manager stops it (SIGTERM) leaves no session
+folder behind.
 """
 
 from __future__ import annotations
@@ -14,19 +19,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import start_app_server
 
 pytestmark = pytest.mark.slow  # trains real networks, or runs a benchmark or the browser
 
@@ -41,37 +44,13 @@ CHROMIUM_ARGUMENTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def app_url(tmp_path: Path, request: pytest.FixtureRequest):
-    port = _free_port()
-    # The user's default: every run also writes model.tflite and model.onnx (the other tests skip them for speed).
-    environment = {**os.environ, "TMPDIR": str(tmp_path), "TL_CORE_EXPORT_FORMATS": "tflite,onnx"}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally below
-    server = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    # A fresh opener without proxies: urllib caches the proxies of the first request in the process,
-    # and another test may have pointed them at a closed port.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    server = None
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with opener.open(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:]) from None
-                time.sleep(0.5)
+        # The user's default: every run also writes model.tflite and model.onnx (the other tests skip them for speed).
+        server, url = start_app_server(tmp_path, log, TL_CORE_EXPORT_FORMATS="tflite,onnx")
         yield url
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed and server.poll() is None:
@@ -81,11 +60,12 @@ def app_url(tmp_path: Path, request: pytest.FixtureRequest):
             log.flush()
             print("streamlit server log with every thread's stack:\n" + (tmp_path / "streamlit.log").read_text()[-20000:])
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         log.close()
 
 
@@ -305,6 +285,77 @@ def test_a_folder_of_thousands_of_images_uploads_and_an_upload_can_be_cancelled(
         expect(page.locator('[data-testid="tl-folder-message"]')).to_contain_text(f"Sent {total + 1:,} files")
         expect(page.get_by_text(f"{total:,} images in 3 classes")).to_be_visible()
         browser.close()
+
+
+SHARED_PASSWORD = "correct horse battery staple"
+
+
+def test_sharing_mode_signs_in_uploads_and_trains_and_keeps_strangers_out(tmp_path: Path, shots_folder: Path, ants_bees: Path, imagenet_weights: Path) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=90_000)
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally below
+    server, url = start_app_server(tmp_path, log, TL_APP_PASSWORD=SHARED_PASSWORD, TL_CORE_BROWSE_ROOT=str(ants_bees.parent))
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: the Setup page's drop-downs open inside the window
+            page.set_default_timeout(60_000)
+
+            def open_page(title: str) -> None:
+                page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+                page.wait_for_load_state("networkidle")
+
+            # Every visitor signs in first: the app itself is not even loaded before.
+            page.goto(url)
+            assert "/tl-sign-in" in page.url
+            page.screenshot(path=str(shots_folder / "sharing_sign_in.png"))
+            page.fill("#password", "not the password")
+            page.click("button[type=submit]")
+            expect(page.get_by_text("That is not the password of this app.")).to_be_visible()
+            page.fill("#password", SHARED_PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.get_by_text("No dataset loaded yet")).to_be_visible()
+            expect(page.get_by_role("link", name="Sign out")).to_be_visible()
+
+            # Upload a folder, then train a tiny run: feature extraction at 96 px.
+            page.get_by_text("Upload a folder").click()
+            page.locator('[data-testid="tl-folder-input"]').set_input_files(str(ants_bees))
+            expect(page.get_by_text("398 images in 2 classes")).to_be_visible()
+            open_page("Scenario")
+            page.get_by_text("Yes: everyday photos", exact=False).first.click()
+            expect(page.get_by_text("Scenario 1", exact=False).first).to_be_visible()
+            page.get_by_role("button", name="Use feature extraction on the Setup page").click()
+            open_page("Setup")
+            expect(page.get_by_text("CPU", exact=False).first).to_be_visible()
+            _choose_option(page, "Image size", "96 px")
+            expect(page.get_by_text("Estimated time", exact=False).first).to_be_visible()
+            page.wait_for_timeout(1500)
+            open_page("Train")
+            page.get_by_role("button", name="Start training").click()
+            expect(page.get_by_text("Accuracy on held-out images", exact=False).first).to_be_visible(timeout=300_000)
+            run_name = re.search(r"runs/([\w.-]+)", page.get_by_text("Run folder:", exact=False).first.inner_text()).group(1)
+            summary = json.loads((Path(os.environ["TL_CORE_RUNS_DIR"]) / run_name / "run.json").read_text())
+            assert summary["status"] == "finished" and len(summary["created_by"]) == 32, "the run records who trained it"
+            page.screenshot(path=str(shots_folder / "sharing_trained.png"), full_page=True)
+
+            # A fresh browser without the password: the sign-in page, and no route answers it.
+            stranger = browser.new_context().new_page()
+            stranger.goto(url + "/")
+            assert "/tl-sign-in" in stranger.url and stranger.title() == "Sign in · Transfer Learning Studio"
+            assert stranger.request.get(url + "/_stcore/host-config").status == 401
+            refused = stranger.request.post(url + "/tl-upload/any/batch", data="x", headers={"Content-Type": "text/plain"})
+            assert refused.status == 401
+            assert sorted(tmp_path.glob("tl_core_session_*")) != [], "the signed-in session has its folder"
+            browser.close()
+    finally:
+        server.terminate()  # SIGTERM, as systemd or docker stop it: a clean stop
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    assert sorted(path.name for path in tmp_path.glob("tl_core_session_*")) == [], "a clean stop removes every session's folder"
+    print(f"screenshots in {shots_folder}")
 
 
 def _choose_option(page, label: str, option: str) -> None:

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from tl_core.errors import DataError
+from tl_core.service.sharing import LOOPBACK_NAMES, Sharing
 from tl_core.service.upload import FolderUpload, UploadLimits, checked_relative_path, find_upload
-from tl_core.service.workspace import Workspace
-from ui.folder_upload import upload_routes
+from tl_core.service.workspace import ALIVE_FILE, Workspace
+from ui import access
+from ui.folder_upload import BEGIN_BODY_BYTES, upload_routes
 
 
 def batch(files: dict[str, bytes]) -> bytes:
@@ -25,7 +28,8 @@ def batch(files: dict[str, bytes]) -> bytes:
 
 
 def _everything_under(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    """Every file under ``folder`` but the session folders' own lock files."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file() and path.name != ALIVE_FILE)
 
 
 def test_a_folder_sent_in_batches_arrives_with_its_paths(tmp_path: Path) -> None:
@@ -203,9 +207,18 @@ def test_an_upload_is_found_by_its_token_only_while_its_session_keeps_it(tmp_pat
     assert not staging.exists()
 
 
+APP_URL = "http://localhost:8501"
+OWN_PAGE = {"X-TL-Upload": "1", "Origin": APP_URL}  # what the uploader's own script sends
+
+
+def _app(monkeypatch: pytest.MonkeyPatch) -> Starlette:
+    monkeypatch.setattr(access, "sharing", lambda: Sharing("localhost", hosts=LOOPBACK_NAMES))
+    return Starlette(routes=upload_routes(), middleware=[Middleware(access.AccessGate)])
+
+
 @pytest.fixture
-def client() -> TestClient:
-    return TestClient(Starlette(routes=upload_routes()))
+def client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    return TestClient(_app(monkeypatch), base_url=APP_URL, headers=OWN_PAGE)
 
 
 def test_the_routes_take_a_whole_upload(tmp_path: Path, client: TestClient) -> None:
@@ -230,3 +243,128 @@ def test_the_routes_answer_errors_with_the_message(tmp_path: Path, client: TestC
     oversized = client.post(f"{url}/batch", content=b"x" * (upload.limits.max_request_bytes + 1))
     assert oversized.status_code == 413 and upload.progress().status == "cancelled"
     assert client.post(f"{url}/cancel").json()["status"] == "cancelled"
+    huge_plan = client.post(f"{url}/begin", content=b'{"files": 1, "bytes": 1, "largest_name": "' + b"x" * BEGIN_BODY_BYTES + b'"}')
+    assert huge_plan.status_code == 413 and f"larger than the {BEGIN_BODY_BYTES:,} bytes this route takes" in huge_plan.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        # A no-cors fetch from a page on another local port: a "simple" text/plain POST, which needs no preflight.
+        ({"Origin": "http://localhost:5173", "Content-Type": "text/plain"}, "This upload lacks the X-TL-Upload header that the app's own page sends"),
+        ({"Origin": "http://localhost:5173", "X-TL-Upload": "1"}, "This upload came from the page 'http://localhost:5173', not from the app at 'localhost:8501'."),
+        ({"X-TL-Upload": "1"}, "This upload came from the page 'None', not from the app"),
+        # DNS rebinding: the page's own name now points here, so Origin and Host agree; the gate refuses the name.
+        ({"Host": "rebind.attacker.example:8501", "Origin": "http://rebind.attacker.example:8501", "X-TL-Upload": "1"}, "not to 'rebind.attacker.example:8501'"),
+    ],
+)
+def test_a_request_from_another_page_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, headers: dict, message: str) -> None:
+    upload = Workspace.create(tmp_path).open_folder_upload()
+    upload.begin(1, 4)
+    stranger = TestClient(_app(monkeypatch), base_url=APP_URL)
+    for route, body in (("batch", batch({"dogs/evil.jpg": b"evil"})), ("begin", b'{"files": 1, "bytes": 4}'), ("cancel", b"")):
+        answer = stranger.post(f"/tl-upload/{upload.token}/{route}", content=body, headers=headers)
+        assert answer.status_code == 403 and message in answer.text, route
+    assert _everything_under(upload.staging) == [] and upload.progress().status == "receiving"  # untouched: the real page goes on
+
+
+def _post_in_chunks(app, path: str, chunks: list[bytes], headers: dict[str, str]) -> tuple[int, dict, int]:
+    """POSTs ``chunks`` straight into the ASGI app, as a server hands them over; returns the status, the answer and how many chunks the app pulled."""
+    import asyncio
+
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal pulled
+        if pulled < len(chunks):
+            pulled += 1
+            return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000), "server": ("localhost", 8501),
+        "headers": [(key.lower().encode(), value.encode()) for key, value in {"Host": "localhost:8501", **OWN_PAGE, **headers}.items()],
+    }
+    asyncio.run(app(scope, receive, send))
+    status = next(message["status"] for message in sent if message["type"] == "http.response.start")
+    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    return status, json.loads(body), pulled
+
+
+def test_an_over_cap_body_is_refused_without_being_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(monkeypatch)
+    upload = Workspace.create(tmp_path).open_folder_upload(limits=UploadLimits(max_file_bytes=1))
+    cap = upload.limits.max_request_bytes  # 12 MB
+    megabytes = [b"x" * 1024**2] * 20
+    upload.begin(1, 1)
+    status, answer, pulled = _post_in_chunks(app, f"/tl-upload/{upload.token}/batch", megabytes, {})  # chunked: no Content-Length
+    assert status == 411 and answer["error"].startswith("The request came without a Content-Length (a chunked body), which the app does not take.")
+    assert pulled == 0 and upload.progress().status == "receiving"  # refused before the upload is even looked up
+    status, answer, pulled = _post_in_chunks(app, f"/tl-upload/{upload.token}/batch", megabytes, {"Content-Length": "1000"})  # a length that lies
+    assert status == 413 and f"sent more than the {cap:,} bytes" in answer["error"]
+    assert pulled == cap // 1024**2 + 1, "reading stops at the first chunk past the cap"
+    status, answer, pulled = _post_in_chunks(app, f"/tl-upload/{upload.token}/begin", [b"{}"], {})
+    assert status == 411 and pulled == 0
+
+
+def test_a_finished_upload_cannot_be_reopened(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    upload = workspace.open_folder_upload()
+    upload.begin(1, 3)
+    upload.receive_batch(batch({"cats/1.jpg": b"cat"}))
+    folder = workspace.finish_folder_upload(upload)
+    with pytest.raises(DataError, match=re.escape("This upload has finished and its files are the dataset now, so it cannot start again.")):
+        upload.begin(1, 3)
+    assert upload.progress().status == "finished" and _everything_under(folder) == ["cats/1.jpg"]
+    with pytest.raises(DataError, match="This upload is finished; there is nothing to finish"):
+        workspace.finish_folder_upload(upload)
+    assert _everything_under(folder) == ["cats/1.jpg"], "the dataset is still there"
+
+
+def test_no_batch_lands_while_the_upload_is_promoted(tmp_path: Path) -> None:
+    import threading
+
+    workspace = Workspace.create(tmp_path)
+    upload = workspace.open_folder_upload()
+    upload.begin(1, 3)
+    upload.receive_batch(batch({"cats/1.jpg": b"cat"}))
+    late: list[BaseException] = []
+
+    def promote(staging: Path) -> Path:
+        sender = threading.Thread(target=lambda: late.append(pytest.raises(DataError, upload.receive_batch, batch({"cats/2.jpg": b"x"})).value))
+        sender.start()
+        sender.join(0.3)
+        assert sender.is_alive(), "a batch waits while the upload is being promoted"
+        promote.sender = sender
+        return workspace._promote(staging, upload.label)
+
+    upload.finish(promote=promote)
+    promote.sender.join(5)
+    assert "This upload is finished, so no more files are taken" in str(late[0])
+    assert _everything_under(workspace.data_dir(upload.label)) == ["cats/1.jpg"]
+
+
+def test_a_path_too_deep_for_the_disk_says_so(tmp_path: Path) -> None:
+    upload = Workspace.create(tmp_path).open_folder_upload()
+    deep = "/".join(["d" * 250] * 20) + "/1.jpg"  # every name fits, the whole path does not (over 4,096 bytes)
+    upload.begin(1, 1)
+    with pytest.raises(DataError) as refused:
+        upload.receive_batch(batch({deep: b"1"}))
+    assert "Its path is longer than this disk allows (folders nested too deep, or a name over 255 bytes)." in str(refused.value)
+    assert "disk space" not in str(refused.value)
+
+
+def test_a_file_and_a_folder_of_the_same_name_say_so(tmp_path: Path) -> None:
+    upload = Workspace.create(tmp_path).open_folder_upload()
+    upload.begin(3, 3)
+    upload.receive_batch(batch({"cats/1.jpg": b"1"}))
+    with pytest.raises(DataError, match=re.escape("'cats' is both a file and a folder in this upload, which no disk can hold.")):
+        upload.receive_batch(batch({"cats": b"2"}))
+    upload.begin(2, 2)
+    with pytest.raises(DataError, match=re.escape("'dogs' is both a file and a folder in this upload")):
+        upload.receive_batch(batch({"dogs": b"1", "dogs/2.jpg": b"2"}))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tl_core.errors import DataError
-from tl_core.service.workspace import WORKSPACE_PREFIX, Workspace, remove_stale_workspaces
+from tl_core.service.workspace import ALIVE_FILE, WORKSPACE_PREFIX, Workspace, remove_session_folders, remove_stale_workspaces
 
 
 def _zip(entries: dict[str, bytes]) -> io.BytesIO:
@@ -161,3 +161,80 @@ def test_stale_session_folders_are_removed(tmp_path: Path) -> None:
     fresh = Workspace.create(tmp_path)
     remove_stale_workspaces(tmp_path)
     assert not stale.exists() and fresh.root.exists()
+
+
+def test_a_live_session_older_than_a_day_survives_another_sessions_start(tmp_path: Path) -> None:
+    live = Workspace.create(tmp_path)
+    dataset = live.unpack_zip(_zip({"cats/1.jpg": b"a", "dogs/2.jpg": b"b"}), label="photos")
+    (dataset / "label_decisions.json").write_text("{}")
+    day_old = time.time() - 25 * 3600
+    for path in (live.root, live.root / "data", dataset, live.root / ALIVE_FILE):
+        os.utime(path, (day_old, day_old))  # untouched for 25 hours: a tab left open over a weekend
+    Workspace.create(tmp_path)  # another tab starts, and sweeps
+    assert (dataset / "cats" / "1.jpg").read_bytes() == b"a" and (dataset / "label_decisions.json").exists()
+    live.touch()
+    assert (live.root / ALIVE_FILE).stat().st_mtime > day_old  # every rerun marks it in use
+
+
+def test_a_gone_sessions_folder_is_swept_once_its_lock_is_free(tmp_path: Path) -> None:
+    gone = Workspace.create(tmp_path)
+    root = gone.root
+    gone._alive.release()  # as when its server died: the lock goes with the process, the folder stays
+    day_old = time.time() - 25 * 3600
+    os.utime(root / ALIVE_FILE, (day_old, day_old))
+    os.utime(root, (day_old, day_old))
+    Workspace.create(tmp_path)
+    assert not root.exists()
+
+
+def test_every_session_folder_goes_when_the_server_stops(tmp_path: Path) -> None:
+    sessions = [Workspace.create(tmp_path) for _ in range(3)]
+    sessions[0].unpack_zip(_zip({"cats/1.jpg": b"a"}))
+    assert remove_session_folders() >= 3
+    assert not any(workspace.root.exists() for workspace in sessions)
+    assert list(tmp_path.glob(f"{WORKSPACE_PREFIX}*")) == []
+
+
+def test_a_zip_is_read_where_it_is_and_its_entry_count_is_checked_before_its_index(tmp_path: Path, monkeypatch) -> None:
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(_zip({"cats/1.jpg": b"a", "dogs/2.jpg": b"b"}).getvalue())
+
+    class NoCopies(io.FileIO):
+        def getvalue(self) -> bytes:  # what made a second copy of the whole zip before
+            raise AssertionError("the zip was copied into memory")
+
+    workspace = Workspace.create(tmp_path / "sessions")
+    with NoCopies(archive) as uploaded:
+        folder = workspace.unpack_zip(uploaded, label="from_file")
+    assert (folder / "cats" / "1.jpg").read_bytes() == b"a"
+    assert (workspace.unpack_zip(archive, label="from_path") / "dogs" / "2.jpg").read_bytes() == b"b"
+
+    many = _zip({f"a/{index}.jpg": b"" for index in range(50)})
+    monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "10")
+
+    def no_index(*arguments, **keywords):
+        raise AssertionError("the whole index was read")
+
+    monkeypatch.setattr("tl_core.service.workspace.zipfile.ZipFile", no_index)
+    with pytest.raises(DataError, match=re.escape("The zip holds 50 files while at most 10 are accepted.")):
+        workspace.unpack_zip(many)
+
+
+def test_a_zip_with_a_file_and_a_folder_of_the_same_name_says_so(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    with pytest.raises(DataError) as refused:
+        workspace.unpack_zip(_zip({"cats": b"a file", "cats/1.jpg": b"a"}))
+    assert "A file and a folder of the same name are in the way of each other. Rename one of them and upload again." in str(refused.value)
+    assert "disk space" not in str(refused.value) and _data_folders(workspace) == []
+
+
+def test_tried_images_with_odd_names_are_saved_under_clean_ones(tmp_path: Path) -> None:
+    from tl_core.service.engine import Engine
+
+    workspace = Workspace.create(tmp_path)
+    odd = [("bad\x00name.jpg", b"1"), ("x" * 300 + ".png", b"2"), ("../../etc/passwd", b"3"), ("C:\\photos\\cat.jpg", b"4"), ("", b"5")]
+    paths, names = Engine().save_tried_images(workspace, odd)
+    assert [Path(path).read_bytes() for path in paths] == [b"1", b"2", b"3", b"4", b"5"]
+    assert all(Path(path).parent == workspace.data_dir("try") for path in paths)
+    assert [Path(path).name for path in paths][:4] == ["001_bad_name.jpg", f"002_{'x' * 116}.png", "003_passwd", "004_cat.jpg"]
+    assert names[:4] == ["bad\\x00name.jpg", "x" * 300 + ".png", "passwd", "cat.jpg"]

@@ -18,8 +18,10 @@ from tl_core.errors import TLError
 from tl_core.events import EventHandler, PhaseStarted, StopRequest, TrainingFailed, ignore_event
 
 
-def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None):
+def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, created_by: str = ""):
     """Trains as ``config`` says; the strategy ``auto`` measures the data first and follows the advice.
+
+    ``created_by`` names who started the run on a shared app (kept in ``run.json``).
 
     Returns:
         The ``tl_core.training.RunResult``.
@@ -36,7 +38,7 @@ def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, sto
         except TLError as error:
             on_event(TrainingFailed(str(error), type(error).__name__))
             raise
-    return train(config, on_event=on_event, stop=stop, notes=notes)
+    return train(config, on_event=on_event, stop=stop, notes=notes, created_by=created_by)
 
 
 def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> tuple[TrainConfig, list[str]]:

@@ -98,6 +98,7 @@ def explain(arguments: argparse.Namespace) -> int:
     from PIL import Image
 
     from tl_core.errors import RunError
+    from tl_core.files import atomic_write
     from tl_core.insight.explain import explain_file, overlay
     from tl_core.runs.folder import load_run
 
@@ -106,7 +107,8 @@ def explain(arguments: argparse.Namespace) -> int:
     target = Path(arguments.out).expanduser()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(pixels, explanation.heatmap)).save(target, format="PNG")
+        picture = Image.fromarray(overlay(pixels, explanation.heatmap))
+        atomic_write(target, lambda temporary: picture.save(temporary, format="PNG"))
     except OSError as error:
         raise RunError(f"Could not write '{target}': {error.strerror or error}. Choose a folder you can write to.") from error
     order = np.argsort(explanation.probabilities)[::-1][: max(arguments.top, 1)]

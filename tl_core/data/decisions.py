@@ -9,6 +9,12 @@ scanner knows the file and does not list it as a stray file.
 A decision remembers the label the image had when it was made. When the file has
 since moved to another class folder, or is gone, or names a class that no longer
 exists, the decision is *stale*: it is not applied, and the scan says why.
+
+Two tabs (or two colleagues) may decide at once: ``decide`` reads, changes and
+writes the file while holding a lock (``.label_decisions.json.lock`` next to
+it), so neither loses the other's decisions. The file is written whole
+(``atomic_write``: synced, renamed into place, readable by everyone who can
+read the folder).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tl_core.errors import DataError
-from tl_core.files import atomic_write
+from tl_core.files import FileLock, atomic_write
 
 DECISIONS_FILE = "label_decisions.json"
+DECISIONS_LOCK = ".label_decisions.json.lock"
+DECISIONS_FILES = (DECISIONS_FILE, DECISIONS_LOCK)  # what the scanner passes over without counting
 FORMAT = "tl_core label decisions"
 KEEP, RELABEL, EXCLUDE = "keep", "relabel", "exclude"
 ACTIONS = (KEEP, RELABEL, EXCLUDE)
@@ -108,23 +116,41 @@ def save_decisions(root: str | os.PathLike, decisions: dict[str, LabelDecision])
     try:
         atomic_write(path, json.dumps(data, indent=1))
     except OSError as error:
-        raise DataError(
-            f"Could not save the label decisions in '{path.parent}': {error.strerror or error}. The folder may be read-only: "
-            "copy the dataset to a folder you can write to and load that copy."
-        ) from error
+        raise _unwritable(path, error) from error
     return path
 
 
+def _unwritable(path: Path, error: OSError) -> DataError:
+    return DataError(
+        f"Could not save the label decisions in '{path.parent}': {error.strerror or error}. The folder may be read-only: "
+        "copy the dataset to a folder you can write to and load that copy."
+    )
+
+
 def decide(root: str | os.PathLike, changes: dict[str, LabelDecision | None]) -> dict[str, LabelDecision]:
-    """Adds, replaces (a ``LabelDecision``) or forgets (``None``) decisions by relative path, saves, and returns them all."""
-    decisions = load_decisions(root)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    for relative, decision in changes.items():
-        if decision is None:
-            decisions.pop(relative, None)
-        else:
-            decisions[relative] = decision if decision.decided else replace(decision, decided=now)
-    save_decisions(root, decisions)
+    """Adds, replaces (a ``LabelDecision``) or forgets (``None``) decisions by relative path, saves, and returns them all.
+
+    The file is read and written under its lock: decisions saved meanwhile by another tab or process are kept.
+
+    Raises:
+        DataError: When the file is damaged, or the folder cannot be written to.
+    """
+    lock = FileLock(Path(root) / DECISIONS_LOCK)
+    try:
+        lock.acquire()
+    except OSError as error:
+        raise _unwritable(decisions_path(root), error) from error
+    try:
+        decisions = load_decisions(root)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for relative, decision in changes.items():
+            if decision is None:
+                decisions.pop(relative, None)
+            else:
+                decisions[relative] = decision if decision.decided else replace(decision, decided=now)
+        save_decisions(root, decisions)
+    finally:
+        lock.release()
     return decisions
 
 

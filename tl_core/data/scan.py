@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tl_core.data.decisions import DECISIONS_FILE, apply_decisions
+from tl_core.data.decisions import DECISIONS_FILES, apply_decisions
 from tl_core.data.images import ImageProbe, content_hash, max_image_pixels, probe_image
 from tl_core.data.records import Dataset, ImageRecord, SkippedFile, check_classes_not_empty, is_system_file
 from tl_core.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLIT_FOLDER_ALIASES, assign_splits, check_fractions
@@ -127,10 +127,10 @@ class _Scan:
     def candidates_in_splits(self, split_folders: dict[str, Path]) -> list[_Candidate]:
         candidates: list[_Candidate] = []
         for child in sorted(self.root.iterdir()):
-            if is_system_file(child.name):
+            if child.name in DECISIONS_FILES:
+                continue  # the user's label decisions (and their lock), applied after the scan
+            elif is_system_file(child.name):
                 self.ignored += 1
-            elif child.name == DECISIONS_FILE:
-                continue  # the user's label decisions, applied after the scan
             elif child.is_file():
                 self.skipped.append(SkippedFile(str(child), "file next to the split folders, not inside a class folder; move it into train/<class>/ to use it"))
             elif child.name.lower() not in SPLIT_FOLDER_ALIASES:
@@ -142,10 +142,10 @@ class _Scan:
     def candidates_in_classes(self, folder: Path, split: str = "") -> list[_Candidate]:
         candidates: list[_Candidate] = []
         for child in sorted(folder.iterdir()):
-            if is_system_file(child.name):
+            if child.name in DECISIONS_FILES and folder == self.root:
+                continue  # the user's label decisions (and their lock), applied after the scan
+            elif is_system_file(child.name):
                 self.ignored += 1
-            elif child.name == DECISIONS_FILE and folder == self.root:
-                continue  # the user's label decisions, applied after the scan
             elif child.is_dir():
                 found = list(self._files_under(child, class_name=child.name, split=split))
                 if not found:

@@ -69,6 +69,8 @@ class RunSummary:
         error: The failure message, for a failed run.
         exports: The check of each portable file (``ExportCheck.to_dict()``), by format.
         export_check_images: The held-out images a later export is checked on.
+        created_by: Who trained it, on a shared app: the signed-in visitor as ``tl_core.service.sharing.visitor_key``
+            gives it (a one-way hash); empty on the local app and the command line.
         extra: Keys this version does not know (kept on a round trip).
     """
 
@@ -101,6 +103,7 @@ class RunSummary:
     error: str | None = None
     exports: dict | None = None
     export_check_images: list | None = None
+    created_by: str = ""
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -128,7 +131,7 @@ class RunSummary:
             if item.name == "extra":
                 continue
             value = getattr(self, item.name)
-            if item.name in ("error", "exports", "export_check_images") and value is None:
+            if (item.name in ("error", "exports", "export_check_images") and value is None) or (item.name == "created_by" and not value):
                 continue
             result[item.name] = value
         return {**result, **self.extra}

@@ -5,19 +5,22 @@ Each sub-folder of the runs folder (``$TL_CORE_RUNS_DIR``, default
 row comes from ``run.json`` (and ``metrics.json`` for the accuracy). A folder
 whose files are missing or unreadable is still listed, with the status
 ``incomplete`` or ``unreadable`` and the reason, so one bad folder never hides
-the others. Nothing here writes, except ``delete_run``.
+the others. Nothing here writes, except ``delete_run`` and, while listing, the
+removal of temporary files that a killed run left behind
+(``tl_core.files.remove_abandoned_partials``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tl_core.errors import RunError
-from tl_core.files import read_json
+from tl_core.files import read_json, remove_abandoned_partials
 from tl_core.runs.folder import METRICS_FILE, MODEL_FILES, RUN_MARKERS, STATUSES, SUMMARY_FILE, held_out_images, read_summary
 
 
@@ -46,6 +49,7 @@ class RunRecord:
         has_model: True when a model file is there.
         label_decisions: The user's label decisions the run applied, in words ("3 relabelled, 12 excluded"); empty when none.
         device: Where it trained, in words: ``GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16`` or ``CPU · TensorFlow · float32``.
+        created_by: Who trained it on a shared app (``RunSummary.created_by``); empty otherwise.
         problem: Why the row is incomplete or unreadable, or the failure message.
         config: The run's full settings (empty when unreadable).
         history: The run's epochs (for learning curves).
@@ -70,6 +74,7 @@ class RunRecord:
     has_model: bool = False
     label_decisions: str = ""
     device: str = ""
+    created_by: str = ""
     problem: str = ""
     config: dict = field(default_factory=dict, repr=False)
     history: list = field(default_factory=list, repr=False)
@@ -96,6 +101,8 @@ def list_runs(runs_dir: str | os.PathLike) -> list[RunRecord]:
         folders = [folder for folder in root.iterdir() if not folder.name.startswith(".") and is_run_folder(folder)]
     except OSError:
         return []
+    for folder in folders:
+        remove_abandoned_partials(folder)  # a run killed while writing its model leaves a hidden partial file
     records = [read_run(folder) for folder in folders]
     return sorted(records, key=lambda record: (record.created, record.name), reverse=True)
 
@@ -134,6 +141,7 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         has_model=has_model,
         label_decisions=_decisions_in_words(summary.label_decisions),
         device=_device_in_words(summary.device),
+        created_by=summary.created_by,
         problem=str(summary.error or ""),
         config=summary.config,
         history=history if isinstance(history, list) else [],
@@ -211,17 +219,27 @@ def compare_runs(first: RunRecord, second: RunRecord) -> RunComparison:
     return RunComparison(settings, differing, bool(first.fingerprint) and first.fingerprint == second.fingerprint, same)
 
 
-def delete_run(run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+def delete_run(run_dir: str | os.PathLike, runs_dir: str | os.PathLike, may_delete: Callable[[str], str] | None = None) -> None:
     """Removes one run folder from ``runs_dir``.
 
+    Args:
+        run_dir: The run folder.
+        runs_dir: The runs folder it must be directly inside.
+        may_delete: Given the run's creator (``RunSummary.created_by``), why it may not be deleted
+            ("" when it may); None allows every run (the local app, the command line).
+
     Raises:
-        RunError: When the folder is not a run folder directly inside ``runs_dir`` (nothing is removed then),
-            or cannot be removed.
+        RunError: When the folder is not a run folder directly inside ``runs_dir``, ``may_delete``
+            refuses it (nothing is removed then), or it cannot be removed.
     """
     root = Path(runs_dir).expanduser().resolve()
     folder = Path(run_dir).expanduser()
     if folder.is_symlink() or folder.resolve().parent != root or not is_run_folder(folder.resolve()):
         raise RunError(f"'{folder}' is not a run folder in '{root}'; nothing was deleted.")
+    if may_delete is not None:
+        refusal = may_delete(read_run(folder.resolve()).created_by)
+        if refusal:
+            raise RunError(f"'{folder.name}' was not deleted. {refusal}")
     try:
         shutil.rmtree(folder.resolve())
     except OSError as error:

@@ -4,6 +4,10 @@ Pages receive an ``Engine`` from the session state and call its methods; they
 never import TensorFlow or Keras themselves. Page tests put a fake with the
 same methods in its place. Heavy modules are imported inside the methods
 that need them, so building an ``Engine`` is instant.
+
+Each session's engine carries its ``Access`` (``tl_core.service.sharing``):
+on a shared app the folders it reads are confined to the data root, the runs
+it starts record who started them, and it deletes only those.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tl_core.models.blocks import Block
 from tl_core.runs.folder import RunReport, TrainedRun, read_report
 from tl_core.runs.predict import Prediction
 from tl_core.service.jobs import TrainingJob
+from tl_core.service.sharing import Access
 from tl_core.service.workspace import Workspace
 
 
@@ -63,23 +68,60 @@ class LayerMap:
 
 
 class Engine:
-    """Everything the pages ask of the engine."""
+    """Everything the pages ask of the engine, for one session whose rights ``access`` says."""
+
+    access: Access = Access()  # the local app: a fake engine that skips __init__ gets it too
+
+    def __init__(self, access: Access | None = None) -> None:
+        self.access = access or Access()
 
     def scan(self, path: str | os.PathLike, seed: int = 0) -> Dataset:
         return scan_dataset(path, seed=seed)
 
-    def browse_root(self) -> Path:
-        """Where the folder browser starts and which it never leaves (``tl_core.service.browse``)."""
-        from tl_core.service.browse import browse_root
+    def browse_root(self) -> Path | None:
+        """Where the folder browser starts and which it never leaves (None: folders on the server are off, see ``local_folders_refusal``)."""
+        return self.access.browse_root()
 
-        return browse_root()
+    def local_folders_refusal(self) -> str:
+        """Why this session cannot use folders on the server ("" when it can)."""
+        return self.access.local_folders_refusal()
+
+    def local_folder(self, typed: str | os.PathLike) -> Path:
+        """The folder a user typed, checked against the data root on a shared app (``Access.local_folder``).
+
+        Raises:
+            DataError: When this session may not read it.
+        """
+        return self.access.local_folder(typed)
 
     def list_folders(self, folder: str | os.PathLike | None):
-        """The sub-folders of ``folder`` with their image counts, never above the browse root (``FolderListing``)."""
-        from tl_core.service.browse import browse_root, list_folders
+        """The sub-folders of ``folder`` with their image counts, never above the browse root (``FolderListing``).
 
-        root = browse_root()
+        Raises:
+            DataError: When folders on the server are off for this session.
+        """
+        from tl_core.errors import DataError
+        from tl_core.service.browse import list_folders
+
+        root = self.browse_root()
+        if root is None:
+            raise DataError(self.local_folders_refusal())
         return list_folders(Path(folder) if folder else root, root)
+
+    def save_tried_images(self, workspace: Workspace, files: list[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
+        """Saves images to try a model on, given as (name from the browser, bytes), in the session's folder.
+
+        Returns:
+            The saved paths (each under a cleaned name, ``Workspace.save_files``) and the names to show
+            (the base name as given, control characters written out as ``\\x00``).
+
+        Raises:
+            DataError: When a file cannot be saved.
+        """
+        from tl_core.service.workspace import shown_name
+
+        paths = workspace.save_files("try", files)
+        return [str(path) for path in paths], [shown_name(name) for name, _ in files]
 
     def write_sample(self, workspace: Workspace) -> Path:
         from tl_core.data.sample import SAMPLE_NAME, write_sample_dataset
@@ -205,8 +247,8 @@ class Engine:
         return estimate_run(config, dataset, throughput)
 
     def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
-        """Starts a run in the background; the session's workspace stays alive until the run ends."""
-        return TrainingJob(config, keep_alive=(workspace,), backend=self.backend().name).start()
+        """Starts a run in the background on this engine's backend; the session's workspace stays alive until the run ends; its ``run.json`` names this session's visitor."""
+        return TrainingJob(config, keep_alive=(workspace,), created_by=self.access.visitor, backend=self.backend().name).start()
 
     def load_report(self, run_dir: str | os.PathLike) -> RunReport:
         """The evaluation and summary of a run folder (``tl_core.runs.folder.read_report``; no model is loaded).
@@ -234,10 +276,19 @@ class Engine:
 
         return compare_runs(first, second)
 
+    def may_delete(self, record) -> str:
+        """Why this session may not delete the run of a history row ("" when it may; ``Access.may_delete``)."""
+        return self.access.may_delete(record.created_by)
+
     def delete_run(self, run_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+        """Deletes a run folder, if this session may (``Access.may_delete``).
+
+        Raises:
+            RunError: When it is not a run folder in ``runs_dir``, may not be deleted by this session, or cannot be removed.
+        """
         from tl_core.runs.history import delete_run
 
-        delete_run(run_dir, runs_dir)
+        delete_run(run_dir, runs_dir, may_delete=self.access.may_delete)
         Engine.load_run.cache_clear()  # a deleted run's model must not be served from memory
 
     def attention_maps(self, run_dir: str | os.PathLike, paths: list[str], class_names: list[str | None]) -> list[np.ndarray | None]:

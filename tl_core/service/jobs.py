@@ -122,10 +122,12 @@ class TrainingJob:
         keep_alive: Objects the run needs until it ends, such as the session
             workspace holding the images: a browser tab closed mid-run drops the
             session, but the job keeps these (and so their files) alive until the run ends.
+        created_by: Who started the run on a shared app (``RunSummary.created_by``; the child process records it).
     """
 
-    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = (), backend: str | None = None) -> None:
+    def __init__(self, config: TrainConfig, trainer: Callable | None = None, keep_alive: tuple = (), created_by: str = "", backend: str | None = None) -> None:
         self.config = config
+        self.created_by = created_by
         self.backend = backend
         self._trainer = trainer
         self._keep_alive = keep_alive
@@ -174,7 +176,9 @@ class TrainingJob:
     def _relay_child(self) -> None:
         """Starts the child process and folds the events it sends until it ends."""
         events = self._context.Queue()
-        child = self._context.Process(target=train_in_child, args=(self.config, events, self._child_stop, self.backend), name=f"training {self.config.out_dir}", daemon=True)
+        child = self._context.Process(
+            target=train_in_child, args=(self.config, events, self._child_stop, self.created_by, self.backend), name=f"training {self.config.out_dir}", daemon=True,
+        )
         try:
             child.start()
             while True:
@@ -212,11 +216,12 @@ class TrainingJob:
             self._state = fold_event(self._state, event)
 
 
-def train_in_child(config: TrainConfig, events, stop_flag, backend: str | None = None) -> None:
+def train_in_child(config: TrainConfig, events, stop_flag, created_by: str = "", backend: str | None = None) -> None:
     """The child process's work: trains, putting every event on ``events`` and None when done.
 
-    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch.
-    ``backend`` is the Keras backend the run uses (None: ``auto``); it is chosen before Keras is imported here.
+    ``stop_flag`` is a ``multiprocessing.Event`` the parent sets to stop the run after the current batch;
+    ``created_by`` goes into the run's ``run.json``; ``backend`` is the Keras backend the run uses
+    (None: ``auto``), chosen before Keras is imported here.
     """
     from tl_core.backend import select_backend
     from tl_core.errors import TLError
@@ -238,7 +243,7 @@ def train_in_child(config: TrainConfig, events, stop_flag, backend: str | None =
         events.put(event)
 
     try:
-        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"))
+        run_training(config, on_event=send, stop=StopRequest(_flag=stop_flag, reason="stop requested by the user"), created_by=created_by)
     except Exception as error:  # noqa: BLE001 - sent to the parent, whose state shows it
         if not failed:
             events.put(TrainingFailed(describe_failure(error), type(error).__name__))

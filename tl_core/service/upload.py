@@ -17,9 +17,11 @@ One upload goes through these steps:
    path is checked (no ``..``, no absolute path, no control characters) and
    the running totals are held to the plan and the limits, whatever the
    browser declared.
-3. ``finish()`` when every planned file has arrived (the staging folder then
-   becomes the dataset folder, see ``Workspace.finish_folder_upload``), or
-   ``cancel()``, which removes everything received so far.
+3. ``finish(promote)`` when every planned file has arrived: the staging
+   folder then becomes the dataset folder (``Workspace.finish_folder_upload``),
+   under the upload's lock, so no batch can slip in between. A finished upload
+   is closed for good: ``begin`` refuses it, and the page opens a new one.
+   Or ``cancel()``, which removes everything received so far.
 
 Files are written only inside the upload's staging folder and nothing from
 an upload is executed or unpickled. An upload is found by its token, a
@@ -29,6 +31,7 @@ uploads weakly, so an upload disappears with the session that owns it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -37,6 +40,7 @@ import threading
 import time
 import unicodedata
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
@@ -197,23 +201,28 @@ class FolderUpload:
         self._files = self._bytes = 0
         self._started = time.monotonic()
         self._paths: set[PurePosixPath] = set()
+        self._parents: set[PurePosixPath] = set()
         self._folders: set[Path] = set()
 
     def begin(self, files: int, total_bytes: int, largest_name: str = "", largest_bytes: int = 0) -> UploadProgress:
         """Starts (or restarts) the upload of ``files`` files of ``total_bytes`` in all.
 
         Raises:
-            DataError: When there is nothing to send or the plan is over a limit.
+            DataError: When there is nothing to send, the plan is over a limit, or the upload
+                has finished (its files are the dataset now; a new upload needs a new token).
         """
         if files <= 0:
             raise DataError("The chosen folder holds no files. Choose the folder that holds one sub-folder per class.")
         self.limits.check(files, total_bytes, largest_name, largest_bytes, what="The chosen folder")
         with self._lock:
+            if self._status == "finished":
+                raise DataError("This upload has finished and its files are the dataset now, so it cannot start again. Reload the page and choose the folder again.")
             self._clear_staging()
             self._status, self._message = "receiving", ""
             self._planned_files, self._planned_bytes = files, total_bytes
             self._files = self._bytes = 0
             self._paths.clear()
+            self._parents.clear()
             self._started = time.monotonic()
             return self._progress()
 
@@ -241,11 +250,16 @@ class FolderUpload:
                 raise
             return self._progress()
 
-    def finish(self) -> UploadProgress:
-        """Checks that every planned file arrived and closes the upload.
+    def finish(self, promote: Callable[[Path], object] | None = None) -> UploadProgress:
+        """Checks that every planned file arrived, closes the upload and hands over its files.
+
+        Args:
+            promote: Called with the staging folder while the upload still holds its lock (no batch,
+                begin or cancel can run meanwhile): moves the files to where they are used.
 
         Raises:
-            DataError: When files are missing (the upload then fails).
+            DataError: When the upload is not receiving, files are missing, or ``promote`` cannot
+                move them (the upload then fails and what it received is removed).
         """
         with self._lock:
             if self._status != "receiving":
@@ -257,6 +271,13 @@ class FolderUpload:
                 )
                 self._fail(message)
                 raise DataError(message)
+            if promote is not None:
+                try:
+                    promote(self.staging)
+                except OSError as error:
+                    failure = write_error(self.label, error)
+                    self._fail(str(failure))
+                    raise failure from error
             self._status = "finished"
             return self._progress()
 
@@ -288,7 +309,14 @@ class FolderUpload:
         for relative, _ in entries:
             if relative in self._paths:
                 raise DataError(f"'{relative}' was sent twice in one upload. Choose the folder again.")
+            clash = relative if relative in self._parents else next((parent for parent in relative.parents if parent in self._paths), None)
+            if clash is not None:
+                raise DataError(
+                    f"'{clash}' is both a file and a folder in this upload, which no disk can hold. "
+                    "Rename the file or the folder (it may come from a case-insensitive disk or a merged copy) and choose the folder again."
+                )
             self._paths.add(relative)
+            self._parents.update(relative.parents)
 
     def _write(self, relative: PurePosixPath, content: memoryview) -> None:
         destination = self.staging.joinpath(*relative.parts)
@@ -314,11 +342,22 @@ class FolderUpload:
 
 
 def write_error(name: str, error: OSError) -> DataError:
-    """The message for a file that could not be saved (a full disk, most often)."""
-    return DataError(
-        f"Could not save '{name}' in the session folder: {error.strerror or error}. "
-        "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
-    )
+    """The message for a file that could not be saved: what the disk said, and what to do about that."""
+    found = f"Could not save '{name}' in the session folder: {error.strerror or error}."
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        remedy = "Free some disk space (or set TMPDIR to a disk with room and restart the app), or give the dataset's local folder path instead."
+    elif error.errno == errno.ENAMETOOLONG:
+        remedy = (
+            "Its path is longer than this disk allows (folders nested too deep, or a name over 255 bytes). "
+            "Shorten the folder or file names, or move the class folders up, and upload again."
+        )
+    elif error.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        remedy = "A file and a folder of the same name are in the way of each other. Rename one of them and upload again."
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        remedy = "The session folder cannot be written to: set TMPDIR to a folder this user can write and restart the app."
+    else:
+        remedy = "Upload again; if it happens again, give the dataset's local folder path instead."
+    return DataError(f"{found} {remedy}")
 
 
 def _parse_batch(body: bytes) -> tuple[list[tuple[PurePosixPath, int]], memoryview]:

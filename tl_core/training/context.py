@@ -82,6 +82,7 @@ class RunContext:
     earlier: EarlierRun | None = None  # the run this one trains again from (config.from_run)
     reuse: dict = field(default_factory=dict)  # what was taken from it: images reused, new, removed
     warm_started: bool = False  # the whole classifier starts from the earlier run's trained weights
+    created_by: str = ""  # who started the run on a shared app (RunSummary.created_by)
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):

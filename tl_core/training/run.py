@@ -71,7 +71,7 @@ from tl_core.training.inputs import compute_features, feature_keys, read_images,
 from tl_core.training.reuse import read_images_reusing, warm_start
 
 
-def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, notes: Sequence[str] = ()) -> RunResult:
+def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, notes: Sequence[str] = (), created_by: str = "") -> RunResult:
     """Runs the whole workflow: check, decode, train, evaluate, export.
 
     Args:
@@ -81,6 +81,7 @@ def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: Stop
         stop: Set it (from any thread) to stop the run after the current batch.
         notes: How the settings were chosen (the advice behind ``auto``): shown as
             notices when the run starts and kept in ``run.json``.
+        created_by: Who started the run on a shared app (``RunSummary.created_by``).
 
     Returns:
         The run's result; the files are in ``config.out_dir``.
@@ -89,7 +90,7 @@ def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: Stop
         TLError: For problems the user can fix (data, options, weights); a
             ``TrainingFailed`` event carries the same message.
     """
-    run = RunContext(config, on_event, stop or StopRequest())
+    run = RunContext(config, on_event, stop or StopRequest(), created_by=created_by)
     try:
         return _workflow(run, notes)
     except TLError as error:
@@ -367,4 +368,5 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
             "pillow": PIL.__version__,
             "scikit-learn": sklearn.__version__,
         },
+        created_by=run.created_by,
     )
