@@ -102,8 +102,9 @@ print(labels[probabilities.argmax()], f"{{probabilities.max():.0%}}")""",
 st.subheader("Run it without Keras")
 st.markdown(
     "The same model for phones and small devices (**TensorFlow Lite**) and for servers and other languages (**ONNX**). "
-    f"Same input (RGB 0-255, {image_size}×{image_size}, preprocessing inside) and output. Each file was run by its own runtime "
-    "on held-out images and compared with the Keras model before it was kept."
+    f"Same input (RGB 0-255, {image_size}×{image_size}, preprocessing inside) and output. They are made when you ask "
+    "(training does not wait for them): each file is run by its own runtime on held-out images and compared with the "
+    "Keras model before it is kept."
 )
 exports = report.summary.exports or {}
 missing = []
@@ -120,7 +121,7 @@ for name, file in PORTABLE_FORMATS.items():
         elif check and not check.get("ok"):
             st.markdown(f"{title}: :orange[{check['message']}]")
         else:
-            st.markdown(f"{title}: not made for this run" + (" (8-bit weights: about 4x smaller, the same top class on nearly every image)." if name == "int8" else "."))
+            st.markdown(f"{title}: not made yet" + (" (8-bit weights: about 4x smaller, the same top class on nearly every image)." if name == "int8" else "."))
 if missing:
     make = st.button(
         f"Make {', '.join(PORTABLE_FORMATS[name] for name in missing)}", icon=":material/build:", key="export_make",

@@ -48,7 +48,9 @@ MIRRORING_FLIPS = ("horizontal", "horizontal_and_vertical")
 SCHEDULES = ("cosine", "constant")
 # Files that run without Keras, written beside model.h5 (tl_core.runs.portable makes and checks them).
 EXPORT_FORMATS = ("tflite", "int8", "onnx")
-DEFAULT_FORMATS = ("tflite", "onnx")
+# None by default: the model (model.h5, model.keras) is what a run is for; converting it took a quarter of a first
+# run on a CPU. The Export page and `python -m tl_core export RUN --format ...` make these files when asked.
+DEFAULT_FORMATS: tuple[str, ...] = ()
 FORMATS_VARIABLE = "TL_CORE_EXPORT_FORMATS"  # e.g. "tflite,onnx,int8", or "none"
 STRATEGIES = ("feature_extraction", "fine_tune", "full_fine_tune", "from_scratch")
 # Strategies whose head first warms up on cached features before backbone layers train on the images.
@@ -172,7 +174,8 @@ class TrainConfig:
             take longer, and fits fine-tuning's epochs into it.
         export_formats: Files beside ``model.h5`` that run without Keras, each checked
             against the Keras model (``EXPORT_FORMATS``: ``tflite``, ``int8``,
-            ``onnx``; None: ``default_formats()``; ``()``: none).
+            ``onnx``; None: ``default_formats()``, which is none unless ``TL_CORE_EXPORT_FORMATS``
+            names some; ``()``: none). Made after the model files are written.
         from_run: An earlier run folder to train again from (``tl_core.training.reuse``): its images
             keep their split, its decoded images and features are reused for the images
             still there, and training starts from its weights (the head, or the whole model when fine-tuning).

@@ -42,7 +42,7 @@ def pixels(count: int = 12, size: int = 24, seed: int = 1) -> np.ndarray:
 
 def test_default_formats_follow_the_environment(monkeypatch) -> None:
     monkeypatch.delenv(FORMATS_VARIABLE, raising=False)
-    assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ("tflite", "onnx")
+    assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ()  # opt-in: none unless asked for
     monkeypatch.setenv(FORMATS_VARIABLE, "onnx,int8")
     assert TrainConfig(data_dir="d", out_dir="o").validated().export_formats == ("onnx", "int8")
     assert TrainConfig(data_dir="d", out_dir="o", export_formats=()).validated().export_formats == ()
@@ -104,7 +104,7 @@ def test_a_converter_failure_leaves_no_file_and_says_why(tmp_path: Path, monkeyp
     def broken(model):
         raise ValueError("Unsupported op: MagicPool")
 
-    monkeypatch.setattr(portable, "_onnx_bytes", broken)
+    monkeypatch.setattr(portable, "onnx_bytes", broken)
     checks = export_portable(tiny_model(), tmp_path, ["onnx", "tflite"], pixels(4))
 
     assert not checks[0].ok and checks[0].message == "tf2onnx could not convert this model: Unsupported op: MagicPool"

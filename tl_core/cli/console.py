@@ -61,6 +61,9 @@ class ConsolePrinter:
     def _on_Notice(self, event) -> None:  # noqa: N802
         self._print(f"note: {event.message}")
 
+    def _on_ModelSaved(self, event) -> None:  # noqa: N802
+        self._print(f"model saved: accuracy {event.test_accuracy:.4f} on the held-out split; model.h5 and model.keras are ready in {event.run_dir} ({event.seconds:.1f}s)")
+
     def _on_TrainingStopped(self, event) -> None:  # noqa: N802
         self._print(f"stopped ({event.reason}) after {event.epochs_done} epochs")
 
@@ -71,6 +74,8 @@ class ConsolePrinter:
         folder = Path(event.run_dir)
         files = sorted(path.name for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")) if folder.is_dir() else []
         self._print(f"{event.status}: accuracy {event.test_accuracy:.4f} on the held-out split; wrote {', '.join(files)} to {event.run_dir} ({event.seconds:.1f}s)")
+        if "model.onnx" not in files and "model.tflite" not in files:
+            self._print(f"TFLite and ONNX files, when you need them: python -m tl_core export {event.run_dir} --format tflite onnx")
 
 
 def format_run_table(records) -> str:

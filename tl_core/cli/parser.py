@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--export", dest="export_formats", nargs="+", default=None, metavar="FORMAT",
         help="files that run without Keras, each checked against the model: tflite, int8 (8-bit weights), onnx, or none "
-        "(default tflite onnx, or $TL_CORE_EXPORT_FORMATS)",
+        "(default none, or $TL_CORE_EXPORT_FORMATS; they are made after the model is saved, and `export` makes them later)",
     )
     train.add_argument(
         "--from-run", default=None, metavar="RUN_DIR",
