@@ -120,3 +120,42 @@ def test_a_bad_pixel_limit_is_named(tmp_path: Path, monkeypatch, value: str, mes
     monkeypatch.delenv(MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE)
     with pytest.raises(ConfigError, match=re.escape("max_pixels is 0 while it must be a whole number of pixels above 0. Pass e.g. 300000000 (300 megapixels), or None for the default.")):
         scan_dataset(root, max_pixels=0)
+
+
+def _photo_like(width: int, height: int) -> Image.Image:
+    """Smooth gradients with some texture: a stand-in for a photo that JPEG compresses as it does photos."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = np.random.default_rng(0).normal(0, 6, (height, width, 1))
+    pixels = np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), 128 + 60 * np.sin((x + y) / 53)], axis=-1) + texture
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_a_large_jpeg_is_reduced_while_decoding_and_keeps_a_margin(tmp_path: Path) -> None:
+    from tl_core.data.images import DRAFT_MARGIN, reduce_while_decoding
+
+    jpeg = _save(_photo_like(2000, 1500), tmp_path / "big.jpg", "JPEG", quality=90)
+    png = _save(_photo_like(400, 300), tmp_path / "big.png", "PNG")
+    # The decoder scales by 2, 4 or 8, and stops where the picture would get smaller than twice the model's size.
+    for size, expected in ((224, (1000, 750)), (96, (500, 375)), (64, (250, 188)), (32, (250, 188)), (800, (2000, 1500))):
+        with Image.open(jpeg) as image:
+            reduce_while_decoding(image, size)
+            assert image.size == expected, size
+            assert min(image.size) >= min(DRAFT_MARGIN * size, 1500)
+    with Image.open(png) as image:
+        reduce_while_decoding(image, 32)
+        assert image.size == (400, 300)  # other formats decode whole
+
+
+
+def test_reduced_decoding_changes_real_photos_less_than_the_choice_of_resize_filter(ants_bees: Path) -> None:
+    photos = sorted((ants_bees / "train" / "bees").glob("*.jpg"))[:20]
+    for size in (32, 64):  # where these 500x375 photos are reduced while decoding
+        reduced_difference, filter_difference = [], []
+        for photo in photos:
+            with Image.open(photo) as image:
+                full = image.convert("RGB")
+                bilinear = np.asarray(full.resize((size, size), Image.Resampling.BILINEAR), dtype=np.int16)
+                lanczos = np.asarray(full.resize((size, size), Image.Resampling.LANCZOS), dtype=np.int16)
+            reduced_difference.append(np.abs(load_image(photo, size).astype(np.int16) - bilinear).mean())
+            filter_difference.append(np.abs(lanczos - bilinear).mean())
+        assert np.mean(reduced_difference) < np.mean(filter_difference), size
