@@ -123,6 +123,12 @@ def show_job(job, was_running: bool) -> None:
             st.markdown(f":blue-badge[:material/sync: Training] running for {duration(job_state.elapsed_seconds)}")
         fraction, text = progress_of(job_state)
         st.progress(fraction, text=text)
+        if job_state.saved_accuracy is not None:
+            st.info(
+                f"**A model is saved already ({job_state.saved_accuracy:.1%} on held-out images) and ready on the Export page once the run ends.** "
+                "The run goes on; a model it tries to improve is saved again only if it does better on the validation images, and Stop keeps the saved one.",
+                icon=":material/task_alt:",
+            )
     elif job_state.status == "failed":
         st.error(job_state.error)
         st.markdown("If the run ran out of memory or was very slow, try a **smaller batch size or image size** on the Setup page, then start again.")

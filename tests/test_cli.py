@@ -46,9 +46,13 @@ def test_train_predict_evaluate_round_trip(capsys, tmp_path: Path, tiny_dataset:
     code, out, err = _cli(capsys, "train", tiny_dataset, "--out", run_dir, "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--cache-dir", tmp_path / "cache")
     assert code == 0, err
     epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert len(epoch_lines) == 2
+    assert len(epoch_lines) == 4  # 2, then up to 2 more with the mirror images (6 validation images: they are expected to pay)
     assert re.match(r"epoch 1/2 \[head\]  loss \d\.\d{4}  acc \d\.\d{4}  val_loss \d\.\d{4}  val_acc \d\.\d{4}  \d+\.\ds$", epoch_lines[0]), epoch_lines[0]
+    assert epoch_lines[3].startswith("epoch 4/4 [head]")
+    saved = [line for line in out.splitlines() if line.startswith("model saved: accuracy ")]
+    assert len(saved) == 2 and out.index(saved[0]) < out.index("mirror images'") < out.index(saved[1]), out  # the first model before the second pass
     assert "finished: accuracy" in out and re.search(r"device: (CPU \(|GPU \S)", out), out
+    assert f"python -m tl_core export {run_dir} --format tflite onnx" in out  # not made unless asked for
     for name in ("model.h5", "model.keras", "labels.json", "metrics.json", "run.json"):
         assert (run_dir / name).is_file(), name
 
@@ -67,6 +71,13 @@ def test_train_predict_evaluate_round_trip(capsys, tmp_path: Path, tiny_dataset:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert code == 0 and report["split"] == "test" and report["images"] == metrics["count"] == 6  # the run's own held-out split
     assert report["test_accuracy"] == metrics["test_accuracy"]
+
+    # The portable files were not made during training; asked for later, they are converted and checked then.
+    assert not (run_dir / "model.onnx").exists()
+    code, out, _ = _cli(capsys, "export", run_dir, "--format", "onnx", "--json")
+    (check,) = json.loads(out)
+    assert code == 0 and check["ok"] and (run_dir / "model.onnx").is_file(), check
+    assert json.loads((run_dir / "run.json").read_text())["exports"]["onnx"]["ok"]
 
 
 @pytest.mark.slow

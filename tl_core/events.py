@@ -84,6 +84,15 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class ModelSaved(Event):
+    """The model files are in the run folder and ready to use; the run may still improve them (and then says so again)."""
+
+    run_dir: str
+    test_accuracy: float
+    seconds: float  # since the run started
+
+
+@dataclass(frozen=True)
 class TrainingStopped(Event):
     """The run ended early because a stop was requested; what was trained so far is kept."""
 

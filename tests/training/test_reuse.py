@@ -72,14 +72,13 @@ def test_training_again_reuses_unchanged_images_and_keeps_their_splits(earlier, 
     Path(removed).unlink()
 
     through_backbone = []
-    real_forward = reuse.run_forward
+    real_forward = reuse.forward_batches
 
-    def counting(run, model, rows, phase, **options):
-        if phase == "features":
-            through_backbone.append(len(rows))
-        return real_forward(run, model, rows, phase, **options)
+    def counting(forward, pixels, rows=None, **options):
+        through_backbone.append(len(pixels) if rows is None else len(rows))
+        return real_forward(forward, pixels, rows, **options)
 
-    monkeypatch.setattr(reuse, "run_forward", counting)
+    monkeypatch.setattr(reuse, "forward_batches", counting)
     notices = []
     config = config_from_run(moved, str(grown), str(tmp_path / "second"), epochs=3)
     result = train(config, on_event=lambda event: notices.append(event.message) if isinstance(event, Notice) else None)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tl_core.config import TrainConfig
-from tl_core.events import EpochEnded, Notice, PhaseStarted, StopRequest, TrainingFinished, TrainingStarted, TrainingStopped
+from tl_core.events import EpochEnded, ModelSaved, Notice, PhaseStarted, StopRequest, TrainingFinished, TrainingStarted, TrainingStopped
 from tl_core.runs.folder import load_run
 from tl_core.runs.predict import predict_files
 
@@ -48,13 +48,25 @@ def test_feature_extraction_on_ants_bees_is_accurate_and_reuses_its_cache(tmp_pa
     run_info = json.loads((tmp_path / "first" / "run.json").read_text())
     assert run_info["data"]["fingerprint"] and run_info["versions"]["keras"] and run_info["seconds"]["features"] > 0
     assert json.loads((tmp_path / "first" / "labels.json").read_text()) == ["ants", "bees"]
+    # The first model (the images' own features) is saved before the mirror images are computed; with 37
+    # validation images they are expected to pay, so the model is trained on and saved again with the test-time flip.
+    saved = [index for index, event in enumerate(events) if isinstance(event, ModelSaved)]
+    assert len(saved) == 2 and isinstance(events[-1], TrainingFinished) and saved[-1] < len(events) - 1
+    mirrors_phase = next(index for index, event in enumerate(events) if isinstance(event, PhaseStarted) and "mirror images" in event.description)
+    assert saved[0] < mirrors_phase < saved[1]
+    assert run_info["test_time_flip"] and set(run_info["cache_keys"]) == {"images", "features", "mirrored"}
+    assert run_info["feature_runtime"]["runtime"] == "keras" and "too few" in run_info["feature_runtime"]["reason"]  # 398 images
 
     # "Train again" with another head: neither the JPEGs nor the backbone run again.
     second_config = TrainConfig(data_dir=str(ants_bees), out_dir=str(tmp_path / "second"), epochs=3, image_size=224, head_units=64, learning_rate=5e-4, cache_dir=str(tmp_path / "cache"))
     second, second_events = _run(second_config)
     assert second.summary.cache == {"images": "hit", "features": "hit"}
     assert "features" not in second.summary.seconds
-    assert any("Bottleneck features reused from the cache" in event.message for event in second_events if isinstance(event, Notice))
+    notices = [event.message for event in second_events if isinstance(event, Notice)]
+    assert "Bottleneck features reused from the cache: the backbone did not run again." in notices
+    assert "The mirror images' features reused from the cache." in notices
+    assert len([event for event in second_events if isinstance(event, ModelSaved)]) == 1 and second.summary.test_time_flip
+    assert second.summary.feature_runtime is None  # the backbone did not run
 
 
 def test_events_follow_the_documented_order(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
@@ -63,11 +75,14 @@ def test_events_follow_the_documented_order(tmp_path: Path, tiny_dataset: Path, 
     kinds = [event.kind for event in events]
     assert kinds[0] == "TrainingStarted" and kinds[-1] == "TrainingFinished"
     phases = [event.phase for event in events if isinstance(event, PhaseStarted)]
-    assert phases == ["features", "head", "evaluate", "export"]  # first run: the backbone runs while the images are read
+    # First run: the backbone runs while the images are read; the first model is saved, then the mirror images'
+    # features (a handful of validation images: they are expected to pay) and the model saved again.
+    assert phases == ["features", "head", "evaluate", "export", "features", "head", "evaluate", "export"]
+    assert kinds.count("ModelSaved") == 2
     started = events[0]
     assert isinstance(started, TrainingStarted) and started.device["kind"] in ("CPU", "GPU") and started.class_names == ["circles", "squares", "stripes"]
     epochs = [event for event in events if isinstance(event, EpochEnded)]
-    assert [event.epoch for event in epochs] == [1, 2] and all(event.seconds > 0 for event in epochs)
+    assert [event.epoch for event in epochs] == [1, 2, 3, 4] and all(event.seconds > 0 for event in epochs)  # up to 2 more with the mirror images
     assert "BatchEnded" in kinds
     finished = events[-1]
     assert isinstance(finished, TrainingFinished) and finished.status == "finished" and finished.test_accuracy == result.evaluation.accuracy
@@ -98,7 +113,8 @@ def test_feature_extraction_can_train_on_cached_augmented_views(tmp_path: Path, 
     notices = [event.message for event in events if isinstance(event, Notice)]
     assert "The head trains on the training images and their mirror images and 2 randomly augmented copies (72 feature vectors)." in notices
     again, events = _run(config)
-    assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["decode", "features", "head", "evaluate", "export"]  # views came from the cache
+    # Every view came from the cache; the head trains on the images' features, then on, with the mirror images' added.
+    assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["decode", "features", "head", "head", "evaluate", "export"]
     assert again.summary.cache["features"] == "hit"
 
 
@@ -247,7 +263,7 @@ def test_several_devices_train_one_mirrored_model(tmp_path: Path, tiny_dataset: 
         training.distribution_strategy = lambda device: Distribution(2, "MirroredStrategy over two logical CPUs", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     """
     report = _run_in_fresh_process(preamble, tmp_path, tiny_dataset, ("feature_extraction", "fine_tune"))
-    for strategy, expected_epochs in (("feature_extraction", 1), ("fine_tune", 2)):
+    for strategy, expected_epochs in (("feature_extraction", 2), ("fine_tune", 2)):  # feature extraction: 1 epoch, then 1 with the mirror images
         outcome = report[strategy]
         assert outcome["status"] == "finished" and outcome["epochs"] == expected_epochs and outcome["loss_finite"], outcome
         assert any(note.startswith("Training on 2 GPUs at once (MirroredStrategy") for note in outcome["notes"])

@@ -55,6 +55,8 @@ class RunSummary:
         best_epoch: The epoch whose weights were kept.
         estimate: The time estimate made when the run started (``Estimate.to_dict()``).
         device: The device (``DeviceInfo.to_dict()``).
+        feature_runtime: What ran the frozen backbone and why (``tl_core.runtime.RuntimeChoice.to_dict()``);
+            None when it did not run (features from the cache, training from scratch).
         data: The dataset: ``root``, ``fingerprint``, ``class_names``, ``counts``, ``split_source``,
             ``split_fractions``, ``evaluation_split``, ``selection_split``, ``seed``.
         skipped, duplicates, suspicious: What the scan found.
@@ -88,6 +90,7 @@ class RunSummary:
     best_epoch: int | None = None
     estimate: dict | None = None
     device: dict = field(default_factory=dict)
+    feature_runtime: dict | None = None
     data: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
     duplicates: list = field(default_factory=list)
@@ -131,7 +134,7 @@ class RunSummary:
             if item.name == "extra":
                 continue
             value = getattr(self, item.name)
-            if (item.name in ("error", "exports", "export_check_images") and value is None) or (item.name == "created_by" and not value):
+            if (item.name in ("error", "exports", "export_check_images", "feature_runtime") and value is None) or (item.name == "created_by" and not value):
                 continue
             result[item.name] = value
         return {**result, **self.extra}

@@ -140,7 +140,7 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         seconds=summary.total_seconds,
         has_model=has_model,
         label_decisions=_decisions_in_words(summary.label_decisions),
-        device=_device_in_words(summary.device),
+        device=_device_in_words(summary.device, summary.feature_runtime),
         created_by=summary.created_by,
         problem=str(summary.error or ""),
         config=summary.config,
@@ -148,15 +148,23 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
     )
 
 
-def _device_in_words(device: dict) -> str:
-    """``GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16``; runs from before backends were recorded trained on TensorFlow."""
+def _device_in_words(device: dict, feature_runtime: dict | None = None) -> str:
+    """``GPU NVIDIA H100 80GB HBM3 · PyTorch · bfloat16``, or ``CPU · TensorFlow · float32 · backbone on ONNX Runtime``.
+
+    Runs from before backends were recorded trained on TensorFlow.
+    """
     from tl_core.backend import BACKEND_NAMES
 
     if not device:
         return ""
     where = f"GPU {device.get('name', '')}".strip() if device.get("kind") == "GPU" else "CPU"
     precision = device.get("precision") or {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(device.get("mixed_precision", ""), "float32")
-    return f"{where} · {BACKEND_NAMES.get(device.get('backend', 'tensorflow'), device.get('backend'))} · {precision}"
+    words = f"{where} · {BACKEND_NAMES.get(device.get('backend', 'tensorflow'), device.get('backend'))} · {precision}"
+    if isinstance(feature_runtime, dict) and feature_runtime.get("runtime") not in (None, "keras"):
+        from tl_core.runtime import TITLES
+
+        words += f" · backbone on {TITLES.get(feature_runtime['runtime'], feature_runtime['runtime'])}"
+    return words
 
 
 def _decisions_in_words(applied) -> str:

@@ -140,7 +140,7 @@ def _export_one(model, folder: Path, name: str, images: np.ndarray, reference: n
     started = time.perf_counter()
     file = FORMATS[name]
     try:
-        content = _tflite_bytes(model, quantize=name == "int8") if name != "onnx" else _onnx_bytes(model)
+        content = _tflite_bytes(model, quantize=name == "int8") if name != "onnx" else onnx_bytes(model)
     except Exception as error:  # noqa: BLE001 - a converter's failure is reported, the other formats still run
         converter = "tf2onnx" if name == "onnx" else "TensorFlow's TFLite converter"
         return ExportCheck(name, file, False, f"{converter} could not convert this model: {_short(error)}", seconds=_since(started))
@@ -177,7 +177,7 @@ def _tflite_bytes(model, quantize: bool) -> bytes:
         return converter.convert()
 
 
-def _onnx_bytes(model) -> bytes:
+def onnx_bytes(model) -> bytes:
     """The model as ONNX: its forward pass traced, every weight and captured constant frozen into the graph, then converted.
 
     Freezing first matters: converting the traced function directly left some

@@ -31,6 +31,7 @@ from tl_core.events import (
     BatchEnded,
     EpochEnded,
     Event,
+    ModelSaved,
     Notice,
     PhaseStarted,
     ProgressUpdated,
@@ -68,6 +69,8 @@ class JobState:
         finished_at: ``time.time()`` when it ended (0 while running).
         stop_requested: True once a stop was asked for.
         test_accuracy: Accuracy on the held-out split, when finished.
+        saved_accuracy: The held-out accuracy of the model already saved in the run folder, while the run may still
+            improve it (feature extraction's mirror images); None before a model is saved.
     """
 
     status: str = "starting"
@@ -86,6 +89,7 @@ class JobState:
     finished_at: float = 0.0
     stop_requested: bool = False
     test_accuracy: float | None = None
+    saved_accuracy: float | None = None
 
     @property
     def is_running(self) -> bool:
@@ -268,6 +272,8 @@ def fold_event(state: JobState, event: Event) -> JobState:
         return replace(state, epoch=event.epoch, epochs=event.epochs, history=state.history + (entry,))
     if isinstance(event, Notice):
         return replace(state, notices=state.notices + (event.message,))
+    if isinstance(event, ModelSaved):
+        return replace(state, saved_accuracy=event.test_accuracy, run_dir=event.run_dir)
     if isinstance(event, TrainingStopped):
         return replace(state, notices=state.notices + (f"Stopped: {event.reason}.",))
     if isinstance(event, TrainingFinished):

@@ -16,10 +16,11 @@ from tl_core.data.decoded import DecodedImages
 from tl_core.data.records import Dataset
 from tl_core.device import DeviceInfo, Distribution
 from tl_core.events import EventHandler, Notice, StopRequest
-from tl_core.features import compiled_forward
+from tl_core.features import MIRRORED, compiled_forward
 from tl_core.insight.metrics import Evaluation
 from tl_core.models.backbones import BackboneSpec
 from tl_core.runs.folder import EarlierRun
+from tl_core.runtime import BackboneRunner
 from tl_core.training.estimate import Estimate
 
 
@@ -83,6 +84,9 @@ class RunContext:
     reuse: dict = field(default_factory=dict)  # what was taken from it: images reused, new, removed
     warm_started: bool = False  # the whole classifier starts from the earlier run's trained weights
     created_by: str = ""  # who started the run on a shared app (RunSummary.created_by)
+    runner: BackboneRunner | None = None  # the frozen backbone's forward pass, by the runtime chosen here (tl_core.runtime)
+    mirrors_deferred: bool = False  # the mirror images' features are wanted but not cached: left for after the first model
+    saved: dict = field(default_factory=dict)  # the model already in the run folder: its accuracy, and whether mirrors taught it
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -103,6 +107,11 @@ class RunContext:
         if key not in self._compiled:
             self._compiled[key] = (model, augmenter, compiled_forward(model, self.image_size, augmenter=augmenter, mirror=mirror))  # holding the models keeps their ids theirs
         return self._compiled[key][2]
+
+    @property
+    def flips_at_test(self) -> bool:
+        """Predictions average the image and its mirror image: asked for, and for feature extraction the mirror images' features are there."""
+        return self.config.uses_test_time_flip and (self.config.strategy != "feature_extraction" or MIRRORED in self.features)
 
     @property
     def planned_epochs(self) -> int:

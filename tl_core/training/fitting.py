@@ -19,8 +19,11 @@ from tl_core.training.inputs import augmented_views, split_rows
 from tl_core.training.loops import HeadTrainer, SmoothedSparseCrossentropy, fine_tune_schedule, image_batches, training_model
 
 
-def fit_head(run: RunContext, epochs: int) -> None:
-    """Trains the head on cached features: the whole of feature extraction, or the warm-up before fine-tuning."""
+def fit_head(run: RunContext, epochs: int, description: str = "") -> None:
+    """Trains the head on cached features: the whole of feature extraction, or the warm-up before fine-tuning.
+
+    The head goes on from its current weights; the epoch with the lowest validation loss of the whole run is kept.
+    """
     config, model = run.config, run.model
     rows, labels = split_rows(run)
     train_rows, train_labels = rows["train"], labels["train"]
@@ -36,14 +39,16 @@ def fit_head(run: RunContext, epochs: int) -> None:
             extra.append(f"{config.augment_views} randomly augmented cop{'y' if config.augment_views == 1 else 'ies'}")
         if views:
             run.notice(f"The head trains on the training images and {' and '.join(extra)} ({len(train_labels) * (1 + len(views)):,} feature vectors).")
-        else:
+        elif not run.mirrors_deferred:  # else the mirror images come after the first head (tl_core.training.mirrors)
             run.notice(
                 "Augmentation is not applied: feature extraction trains on cached features, which are computed once, and this augmentation "
                 "does not mirror images. Cache augmented copies with --augment-views N, or fine-tune to augment every epoch."
             )
     train_x = np.concatenate([train_x, *views]) if views else train_x
     train_y = np.concatenate([train_labels] * (1 + len(views)))
-    description = "Training the new head on cached features" if config.strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
+    description = description or (
+        "Training the new head on cached features" if config.strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
+    )
     run.on_event(PhaseStarted("head", description, total=epochs))
     bridge = EventBridge(run, "head", model.head, math.ceil(len(train_y) / config.batch_size))
     with run.distribution.scope():

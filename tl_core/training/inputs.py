@@ -3,6 +3,13 @@
 On a first run that needs bottleneck features, the backbone works on each
 batch of 64 images as soon as it is decoded (threads decode ahead), so
 decoding adds little to the forward pass; later runs read both from the cache.
+The backbone runs by the runtime chosen for this machine (``tl_core.runtime``).
+
+The mirror images' features (feature extraction with left-right flips) are not
+read or computed here: the first model is trained without them, and
+``tl_core.training.mirrors`` then adds them where they are expected to pay
+(from the cache when a run computed them before), so a run trains the same
+way whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from tl_core.events import PhaseStarted, ProgressUpdated
 from tl_core.features import FEATURE_BATCH_SIZE, MIRRORED, ORIGINAL, FeatureCache, augmented_features_key, forward_batches, load_features, view_keys
 from tl_core.models.augment import build_augmenter
 from tl_core.models.weights import weights_identity
+from tl_core.runtime import backbone_runner
 from tl_core.training.context import RunContext
 
 
@@ -33,9 +41,10 @@ def read_images(run: RunContext) -> None:
     if not config.uses_features or run.warm_started or decoded_images_cached(dataset.records, size, config.cache_dir) or cache.path(keys[ORIGINAL]).exists():
         run.decoded = decode(run)
         return
-    views, what = feature_views(run)
-    run.on_event(PhaseStarted("features", f"Reading {total} images and computing their {what} with the frozen {run.spec.display_name} as they arrive", total=total))
-    forwards = {view: run.compiled(run.model.feature_model, mirror=view == MIRRORED) for view in views}
+    views = [ORIGINAL]
+    run.mirrors_deferred = run.config.mirrored_features  # not cached: computed after the first model, where they pay
+    run.on_event(PhaseStarted("features", f"Reading {total} images and computing their bottleneck features with the frozen {run.spec.display_name} as they arrive", total=total))
+    forwards = {view: feature_forward(run, view == MIRRORED, total) for view in views}
     features = {view: np.zeros((total, run.spec.feature_dim), dtype=np.float32) for view in views}
     extracted = []
 
@@ -56,6 +65,7 @@ def read_images(run: RunContext) -> None:
         for view in views:
             cache.save(keys[view], features[view])
         run.features = features
+        report_runtime(run)
 
 
 def feature_views(run: RunContext) -> tuple[list[str], str]:
@@ -63,6 +73,25 @@ def feature_views(run: RunContext) -> tuple[list[str], str]:
     if run.config.mirrored_features:
         return [ORIGINAL, MIRRORED], "bottleneck features (and those of their mirror images)"
     return [ORIGINAL], "bottleneck features"
+
+
+def feature_forward(run: RunContext, mirror: bool, images: int):
+    """The frozen backbone's forward pass on ``uint8`` batches (their mirror images when ``mirror``), by the runtime chosen here.
+
+    ``images`` is how many images the run expects to push through it (a measurement pays only for enough of them).
+    """
+    if run.runner is None:
+        run.runner = backbone_runner(
+            run.model.feature_model, run.spec, weights_identity(run.spec, run.weights), run.image_size, images, device_kind=run.device.kind, cache_dir=run.config.cache_dir
+        )
+    return run.runner.forward(mirror)
+
+
+def report_runtime(run: RunContext) -> None:
+    """Notes which runtime ran the backbone and why, once it is known."""
+    choice = run.runner.choice if run.runner is not None else None
+    if choice is not None and choice.describe() not in run.notes[-8:]:
+        run.notice(choice.describe() + (" (measured by an earlier run on this machine)" if choice.remembered else ""))
 
 
 def feature_keys(run: RunContext, images_key: str) -> dict[str, str]:
@@ -101,19 +130,20 @@ def report_decoded(run: RunContext, decoded: DecodedImages) -> None:
 
 
 def compute_features(run: RunContext) -> None:
-    """Pooled backbone outputs for every image (and its mirror image when used), from the cache when they were computed before."""
+    """Pooled backbone outputs for every image, from the cache when they were computed before (the mirror images': see ``tl_core.training.mirrors``)."""
     if run.features:  # computed while the images were read
         return
-    views, what = feature_views(run)
+    run.mirrors_deferred = run.config.mirrored_features
     pixels, keys = run.decoded.pixels, feature_keys(run, run.decoded.key)
-    found = load_features(keys, views, len(pixels), run.config.cache_dir)
-    missing = [view for view in views if found[view] is None]
-    run.on_event(PhaseStarted("features", f"Computing {what} of {len(pixels)} images with the frozen {run.spec.display_name}", total=len(pixels) * max(len(missing), 1)))
+    found = load_features(keys, [ORIGINAL], len(pixels), run.config.cache_dir)
+    missing = [view for view in found if found[view] is None]
+    run.on_event(PhaseStarted("features", f"Computing the bottleneck features of {len(pixels)} images with the frozen {run.spec.display_name}", total=len(pixels)))
     if missing:
         found.update(run.timed(
-            "features", features.compute_features, lambda view: run.compiled(run.model.feature_model, mirror=view == MIRRORED), pixels, keys, missing,
+            "features", features.compute_features, lambda view: feature_forward(run, view == MIRRORED, len(pixels)), pixels, keys, missing,
             run.config.cache_dir, stop=run.stop, on_progress=progress_events(run, "features"),
         ))
+        report_runtime(run)
     else:
         run.on_event(ProgressUpdated("features", len(pixels), len(pixels)))
         run.notice("Bottleneck features reused from the cache: the backbone did not run again.")

@@ -29,12 +29,12 @@ from tl_core.config import TrainConfig
 from tl_core.data.decoded import decode_images, decoded_images_path, store_decoded_images
 from tl_core.errors import RunError, TLError
 from tl_core.events import PhaseStarted
-from tl_core.features import MIRRORED, ORIGINAL, FeatureCache
+from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, forward_batches
 from tl_core.models.build import unwrap_test_time_flip
 from tl_core.models.weights import weights_identity
 from tl_core.runs.folder import load_run, read_summary
 from tl_core.training.context import RunContext
-from tl_core.training.inputs import feature_keys, feature_views, progress_events, report_decoded, run_forward
+from tl_core.training.inputs import feature_forward, feature_keys, feature_views, progress_events, report_decoded, report_runtime
 
 
 def config_from_run(run_dir: str | os.PathLike, data_dir: str, out_dir: str, **changes) -> TrainConfig:
@@ -138,11 +138,15 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
     """Features of every image: the reused images' from the earlier run's entries when the backbone is the same; returns the images the backbone ran on."""
     cache, earlier, total = FeatureCache(run.config.cache_dir), run.earlier, run.decoded.pixels.shape[0]
     same_backbone = earlier.summary.weights == weights_identity(run.spec, run.weights)
-    views, what = feature_views(run)
+    views, _ = feature_views(run)
     earlier_keys = {ORIGINAL: earlier.cache_keys.get("features"), MIRRORED: earlier.cache_keys.get("mirrored")}
     before = {view: cache.load(earlier_keys[view]) if same_backbone and earlier_keys[view] else None for view in views}
+    run.mirrors_deferred = MIRRORED in views  # the head learns from them after the first model (tl_core.training.mirrors)
+    if MIRRORED in views and before[MIRRORED] is None:  # the earlier run had none: computed then, where they pay
+        views = [ORIGINAL]
     work = {view: np.arange(total) if before[view] is None else np.asarray(new, dtype=np.int64) for view in views}
     count = sum(len(rows) for rows in work.values())
+    what = "bottleneck features" + (" (and those of their mirror images)" if MIRRORED in views else "")
     run.on_event(PhaseStarted("features", f"Computing the {what} of {len(work[ORIGINAL])} images with the frozen {run.spec.display_name}", total=count))
     keys = feature_keys(run, run.decoded.key)
     features, done = {}, 0
@@ -152,11 +156,14 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
             array[reused] = before[view][earlier_rows]
         if len(work[view]):
             array[work[view]] = run.timed(
-                "features", run_forward, run, run.model.feature_model, work[view], "features", mirror=view == MIRRORED, progress_offset=done, progress_total=count
+                "features", forward_batches, feature_forward(run, view == MIRRORED, count), run.decoded.pixels, work[view],
+                stop=run.stop, on_progress=progress_events(run, "features"), progress_offset=done, progress_total=count,
             )
             done += len(work[view])
-        cache.save(keys[view], array)
+        cache.save(keys[view], array)  # the mirror images' too: read from here after the first model
         features[view] = array
-    run.features = features
+    run.features = {ORIGINAL: features[ORIGINAL]}
     run.cache_use["features"] = "partly reused from the earlier run" if count < total * len(views) else "miss"
+    if count:
+        report_runtime(run)
     return len(work[ORIGINAL])

@@ -18,7 +18,11 @@
      augmentation, at a low learning rate (or from random weights).
 5. ``evaluate``: on the held-out split (averaged with the mirror image when
    test-time flipping is on).
-6. ``export``: model files and reports.
+6. ``export``: the model files and reports (``ModelSaved``: ready to use).
+7. Feature extraction with left-right flips, on a first run: the mirror
+   images' features, where they are expected to pay (``tl_core.training.mirrors``),
+   and the model evaluated and saved again with them.
+8. TFLite and ONNX files, when asked for (``export_formats``), after the model.
 
 The strategy ``auto`` is not resolved here: ``tl_core.advice.auto`` measures the
 data first and hands this module a concrete strategy.
@@ -49,6 +53,7 @@ from tl_core.errors import ConfigError, TLError
 from tl_core.events import (
     EventHandler,
     Interrupted,
+    ModelSaved,
     PhaseStarted,
     StopRequest,
     TrainingFailed,
@@ -68,6 +73,7 @@ from tl_core.training.context import ModelParts, RunContext, RunResult
 from tl_core.training.estimate import estimate_run, forward_throughput
 from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
 from tl_core.training.inputs import compute_features, feature_keys, read_images, run_forward
+from tl_core.training.mirrors import cached_mirror_features, learn_from_mirrors, mirrors_pay
 from tl_core.training.reuse import read_images_reusing, warm_start
 
 
@@ -144,8 +150,33 @@ def _workflow(run: RunContext, notes: Sequence[str]) -> RunResult:
     status = "stopped" if run.stop.requested else "finished"
     if status == "stopped":
         run.on_event(TrainingStopped(reason=run.stop.reason, epochs_done=len(run.history)))
+    if status == "finished" and run.mirrors_deferred:
+        evaluation = with_mirrors(run)
+    else:
+        evaluation = evaluate_and_save(run, status)
+    return finish(run, status, evaluation)
+
+
+def with_mirrors(run: RunContext) -> Evaluation:
+    """After the first head: the mirror images where they pay, and the model evaluated and saved.
+
+    When the mirror images' features must be computed (a pass of the backbone), the first model is
+    evaluated and saved before, so the user has it meanwhile; a stop during that pass keeps it.
+    """
+    pays, why = mirrors_pay(run)
+    run.notice(why)
+    mirrored = cached_mirror_features(run) if pays else None
+    evaluation = evaluate_and_save(run, "finished") if not pays or mirrored is None else None
+    if pays and learn_from_mirrors(run, mirrored):
+        run.exported = None  # the file's model now averages over the mirror image
+        return evaluate_and_save(run, "finished")
+    return evaluation or evaluate_and_save(run, "finished")
+
+
+def evaluate_and_save(run: RunContext, status: str) -> Evaluation:
     evaluation = run.timed("evaluate", evaluate_model, run)
-    return save_run(run, status, evaluation)
+    save_model(run, status, evaluation)
+    return evaluation
 
 
 def prepare(run: RunContext) -> None:
@@ -227,11 +258,11 @@ def evaluate_model(run: RunContext) -> Evaluation:
     split = dataset.evaluation_split
     records = dataset.split(split)
     rows = run.decoded.rows(records)
-    flipped = " and their mirror images (test-time flip)" if run.config.uses_test_time_flip else ""
+    flipped = " and their mirror images (test-time flip)" if run.flips_at_test else ""
     run.on_event(PhaseStarted("evaluate", f"Evaluating on the {split} split ({len(records)} images{flipped})", total=len(records)))
     if run.features and run.config.strategy == "feature_extraction":
         probabilities = model.head.predict(run.features[ORIGINAL][rows], batch_size=256, verbose=0)
-        if run.config.uses_test_time_flip:
+        if run.flips_at_test:
             probabilities = (probabilities + model.head.predict(run.features[MIRRORED][rows], batch_size=256, verbose=0)) / 2
     else:
         # Compiled once, batches sliced from the decoded images: eager calls of the model were several times slower.
@@ -248,7 +279,7 @@ def exported_classifier(run: RunContext) -> keras.Model:
     """The model that goes into the files (built once per run): float32, and averaged over the mirror image when test-time flipping is on."""
     if run.exported is None:
         classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
-        if run.config.uses_test_time_flip:
+        if run.flips_at_test:
             run.exported = with_test_time_flip(classifier, run.image_size)
         else:
             # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
@@ -267,22 +298,34 @@ def _float32_copy(run: RunContext) -> keras.Model:
     return classifier
 
 
-def save_run(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
-    """Writes the run folder: the model files, the reports and, when asked for, the portable files."""
+def save_model(run: RunContext, status: str, evaluation: Evaluation) -> None:
+    """Writes the model files and the reports into the run folder: from here the model is ready to use (``ModelSaved``)."""
     out_dir = Path(run.config.out_dir)
-    model = exported_classifier(run)
-    summary = run_summary(run, status)
-    check_records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
-    summary.export_check_images = [record.path for record in check_records]  # a later export checks its files on them too
+    summary = saved_summary(run, status)
     run.on_event(PhaseStarted("export", "Saving model.h5, model.keras, labels.json and reports"))
-    run.timed("export", write_run_folder, out_dir, summary, model, run.dataset.class_names, evaluation, run.history)
+    run.timed("export", write_run_folder, out_dir, summary, exported_classifier(run), run.dataset.class_names, evaluation, run.history)
     write_images_manifest(out_dir, run.dataset.records, run.decoded.row_of)
+    run.on_event(ModelSaved(run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
+
+
+def finish(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
+    """The portable files when asked for (after the model, which is ready already), the final ``run.json``, and ``TrainingFinished``."""
+    out_dir = Path(run.config.out_dir)
+    summary = saved_summary(run, status)
     if run.config.export_formats:
-        summary.exports = run.timed("export", export_portable_files, run, model, check_records)
+        check_records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
+        summary.exports = run.timed("export", export_portable_files, run, exported_classifier(run), check_records)
     summary.seconds = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
     write_run_folder(out_dir, summary)
     run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
     return RunResult(status, out_dir, evaluation, run.history, summary)
+
+
+def saved_summary(run: RunContext, status: str) -> RunSummary:
+    """``run_summary`` with the held-out images a later export checks its files on."""
+    summary = run_summary(run, status)
+    summary.export_check_images = [record.path for record in run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]]
+    return summary
 
 
 def export_portable_files(run: RunContext, model: keras.Model, records: list) -> dict:
@@ -331,13 +374,14 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
         image_size=run.image_size,
         weights=weights_identity(spec, run.weights),
         strategy=config.strategy,
-        test_time_flip=config.uses_test_time_flip,
+        test_time_flip=run.flips_at_test,
         frozen_layers=None if model is None else model.frozen_layers,
         backbone_layers=None if model is None else len(model.backbone.layers),
         trainable_parameters=None if model is None else trainable_parameter_count(model.classifier),
         best_epoch=run.best_epoch or None,
         estimate=run.estimate.to_dict() if run.estimate else None,
         device=run.device.to_dict(),
+        feature_runtime=run.runner.choice.to_dict() if run.runner is not None and run.runner.choice is not None else None,
         data={
             "root": str(dataset.root),
             "fingerprint": dataset.fingerprint(),
