@@ -41,8 +41,8 @@ def augmentation_text(config) -> str:
     if not config.augment:
         return "no augmentation" + flip
     if config.strategy == "feature_extraction":
-        cached = (["mirror images"] if config.mirrored_features else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
-        return (f"{' and '.join(cached)} cached" if cached else "no augmentation (features are cached once)") + flip
+        cached = (["mirror images where they pay"] if config.mirrored_features else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
+        return (" and ".join(cached) if cached else "no augmentation (features are cached once)") + flip
     return "augmented" + flip
 
 

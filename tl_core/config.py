@@ -349,7 +349,10 @@ def recipe_description(strategy: str, quick: bool = False) -> str:
         text = f"The head trains on cached features until its validation loss stops improving (up to {epochs} epochs: seconds)."
         if quick:
             return text + " Quick: no mirror images, so each image goes through the backbone once, and no test-time flip."
-        return text + " With left-right flips, the mirror images' features train it too, and its answer for each image is averaged with the mirror image's."
+        return text + (
+            " With left-right flips, the first model is saved, and then, where its validation errors say they can pay, the mirror images'"
+            " features train it on (a second pass of the backbone), and its answer for each image is averaged with the mirror image's."
+        )
     if strategy in WARMUP_STRATEGIES:
         layers = "the unfrozen layers train" if strategy == "fine_tune" else "every layer trains"
         text = (

@@ -318,12 +318,19 @@ def onnx_candidate(model, identity: str, cache_dir: str | Path | None = None) ->
     return Candidate(ONNX, make)
 
 
-def backbone_runner(model, spec, weights_identity: str, image_size: int, images: int, *, device_kind: str = "CPU", cache_dir: str | Path | None = None) -> BackboneRunner:
-    """The runner of a frozen feature model on this machine (see the module's docstring for the rules)."""
+def backbone_runner(model, spec, weights_identity: str, image_size: int, images: int, *, device_kind: str | None = None, cache_dir: str | Path | None = None) -> BackboneRunner:
+    """The runner of a frozen feature model on this machine (see the module's docstring for the rules).
+
+    ``device_kind`` is ``"CPU"`` or ``"GPU"`` (None: found with ``tl_core.device.detect_device``).
+    """
     import keras
 
     from tl_core.features import compiled_forward
 
+    if device_kind is None:
+        from tl_core.device import detect_device
+
+        device_kind = detect_device().kind
     identity = backbone_identity(spec, weights_identity, image_size)
     reference = compiled_forward(model, image_size)
     backend = keras.config.backend()

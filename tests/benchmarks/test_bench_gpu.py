@@ -20,6 +20,6 @@ def test_the_gpu_check_reports_every_figure(tmp_path: Path, ants_bees: Path, ima
     assert report["backend"] in ("tensorflow", "jax", "torch") and report["device"]["kind"] in ("CPU", "GPU") and report["describe"]
     for key in ("features_generated", "features_photos"):
         assert report[key]["from_files_images_per_second"] > 0 and report[key]["from_cache_images_per_second"] > 0
-    assert report["features_photos"]["images"] == 397 and 0.5 < report["short_run_on_photos"]["accuracy"] <= 1.0
+    assert 390 <= report["features_photos"]["images"] <= 398 and 0.5 < report["short_run_on_photos"]["accuracy"] <= 1.0
     assert report["fine_tune"]["images_per_second"] > 0 and report["fine_tune"]["phases"]["fine_tune"] > 0
     assert report["model_files"]["dtypes"] == ["float32"] and report["model_files"]["largest_difference"] < 1e-5

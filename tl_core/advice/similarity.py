@@ -175,6 +175,7 @@ def measure_similarity(
 
     from tl_core.models.build import build_backbone, build_feature_model
     from tl_core.models.weights import weights_identity
+    from tl_core.runtime import backbone_runner
 
     started = time.perf_counter()
     spec = get_backbone(backbone)
@@ -195,7 +196,9 @@ def measure_similarity(
     pretrained = build_backbone(spec, "imagenet")
     features, shift_profile = _features_and_shift(pretrained, spec, pixels)
     speeds: list[float] = []
-    mirrored_features = forward_batches(compiled_forward(build_feature_model(spec, pretrained, size), size, mirror=True), pixels, speeds=speeds)
+    # By the runtime chosen for this machine, when a run measured one (the advice's few hundred images alone do not repay a conversion).
+    runner = backbone_runner(build_feature_model(spec, pretrained, size), spec, weights_identity(spec, "imagenet"), size, len(pixels), cache_dir=cache_dir)
+    mirrored_features = forward_batches(runner.forward(mirror=True), pixels, speeds=speeds)
     if whole and keep.all():
         # The same keys training uses: a later feature-extraction run at this size reads these features.
         keys = view_keys(spec, weights_identity(spec, "imagenet"), size, decoded.key)

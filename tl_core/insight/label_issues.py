@@ -422,13 +422,12 @@ def _check_judgeable(dataset: Dataset, labels: np.ndarray, splits: Sequence[str]
 
 def _features(records, backbone, image_size, cache_dir, on_progress, stop):
     """Features of the records (and of their mirror images when those are cached already), the size, whether cached, failed decodes."""
-    import functools
-
     from tl_core.data.decoded import decode_images
-    from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, cached_features, compiled_forward, view_keys
+    from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, cached_features, view_keys
     from tl_core.models.backbones import get_backbone
     from tl_core.models.build import build_backbone, build_feature_model
     from tl_core.models.weights import weights_identity
+    from tl_core.runtime import backbone_runner
 
     spec = get_backbone(backbone)
     size = image_size or spec.default_size
@@ -441,7 +440,12 @@ def _features(records, backbone, image_size, cache_dir, on_progress, stop):
     decoded = decode_images(records, size, cache_dir=cache_dir, on_progress=progress("decode"), stop=stop)
     failed = {item.path: item.reason for item in decoded.failed}
     keys = view_keys(spec, weights_identity(spec, "imagenet"), size, decoded.key)
-    model = functools.cache(lambda: build_feature_model(spec, build_backbone(spec, "imagenet"), size))
-    found, cached = cached_features(lambda view: compiled_forward(model(), size, mirror=view == MIRRORED), decoded.pixels, keys, [ORIGINAL], cache_dir, stop=stop, on_progress=progress("features"))
+    identity = weights_identity(spec, "imagenet")
+
+    def forward(view: str):  # by the runtime chosen for this machine (tl_core.runtime); built only when the features are not cached
+        model = build_feature_model(spec, build_backbone(spec, "imagenet"), size)
+        return backbone_runner(model, spec, identity, size, len(decoded.pixels), cache_dir=cache_dir).forward(mirror=view == MIRRORED)
+
+    found, cached = cached_features(forward, decoded.pixels, keys, [ORIGINAL], cache_dir, stop=stop, on_progress=progress("features"))
     mirrored = FeatureCache(cache_dir).load(keys[MIRRORED])  # used when a run or the advice computed them already
     return found[ORIGINAL], mirrored if mirrored is not None and len(mirrored) == len(records) else None, size, cached, failed
