@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TLError
-from tl_core.insight.curves import overfitting_epoch
+from tl_core.insight.curves import best_epoch, epochs_in_words, overfitting_epoch, phase_spans
 from ui.charts import confusion_heatmap, learning_curves, roc_figure
 
 state = st.session_state
@@ -111,13 +111,16 @@ with class_column:
 
 st.subheader("Learning curves")
 if report.history:
-    overfit = overfitting_epoch(report.history)
+    kept = report.summary.best_epoch or best_epoch(report.history)
+    overfit = overfitting_epoch(report.history, kept_epoch=kept)
     loss_chart, accuracy_chart = learning_curves(report.history, overfit)
     left, right = st.columns(2)
     left.plotly_chart(loss_chart, width="stretch", key="evaluate_loss_chart")
     right.plotly_chart(accuracy_chart, width="stretch", key="evaluate_accuracy_chart")
+    story = f"The run trained {epochs_in_words(phase_spans(report.history, report.summary.planned_phase_epochs))}; the model holds the weights of epoch {kept}, the lowest validation loss."
     if overfit is not None:
-        st.caption(f"From epoch {overfit} the validation loss rose while the training loss fell (overfitting); the weights of the epoch with the lowest validation loss were kept.")
+        story += f" From epoch {overfit} the validation loss rose while the training loss fell (overfitting)."
+    st.caption(story)
 else:
     st.caption("This run has no training history (it was stopped before an epoch finished).")
 

@@ -36,7 +36,7 @@ def test_throughput_is_measured_once_and_scaled_to_other_sizes(tmp_path: Path, i
 
 def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset: Path) -> None:
     from tl_core.data.scan import scan_dataset
-    from tl_core.training.estimate import Throughput, duration_text, estimate_run
+    from tl_core.training.estimate import TRACE_SECONDS, Throughput, duration_text, estimate_run
 
     dataset = scan_dataset(tiny_dataset)
     throughput = Throughput("CPU x test", "mobilenet_v2", 32, 100.0, 0.0)
@@ -51,7 +51,9 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
     assert estimate("feature_extraction", quick=True).parts["features"] == pytest.approx(0.3, abs=0.05)  # quick: no mirror images
     fine_tune = estimate("fine_tune", epochs=4)
     assert fine_tune.parts["fine_tune"] > 0 and fine_tune.seconds > features.seconds
-    assert estimate("fine_tune", epochs=8).parts["fine_tune"] == pytest.approx(2 * fine_tune.parts["fine_tune"], rel=1e-3)
+    # Twice the epochs, twice the time, on top of tracing the training step once.
+    assert estimate("fine_tune", epochs=8).parts["fine_tune"] - TRACE_SECONDS == pytest.approx(2 * (fine_tune.parts["fine_tune"] - TRACE_SECONDS), rel=1e-3)
+    assert fine_tune.epochs == {"head": 200, "fine_tune": 4} and fine_tune.parts == fine_tune.model_parts and not fine_tune.corrections
     assert estimate("full_fine_tune", epochs=4).parts["full_fine_tune"] > fine_tune.parts["fine_tune"]  # more layers to train
     assert "forward pass measured at 100 images/s" in features.basis
     # Portable files cost their measured conversion time (the tests' default asks for none).
@@ -70,3 +72,45 @@ def test_a_run_states_its_estimate_and_keeps_it_in_run_json(tmp_path: Path, tiny
     result = train(config, on_event=events.append)
     assert any(isinstance(event, Notice) and event.message.startswith("Estimated time: about ") for event in events)
     assert result.summary.estimate["seconds"] > 0 and "features" in result.summary.estimate["parts"]
+    assert result.summary.timings["total"]["actual"] == pytest.approx(result.summary.seconds["total"], abs=0.1)
+    assert result.summary.timings["head"]["epochs"] == 2 and result.summary.timings["head"]["planned_epochs"] == 2
+    remembered = json.loads((tmp_path / "cache" / "timings.json").read_text())
+    assert remembered[-1]["groups"] == result.summary.timings and remembered[-1]["strategy"] == "feature_extraction"
+
+
+def test_later_estimates_on_this_device_learn_from_recorded_runs(tmp_path: Path, tiny_dataset: Path) -> None:
+    """A fake device whose fine-tuning epochs take 1.5 times the arithmetic, whose warm-ups stop after a tenth of their
+    epochs, and whose fixed costs are twice the guess: after two recorded runs the estimate says so; another device is untouched."""
+    from tl_core.data.scan import scan_dataset
+    from tl_core.training.estimate import Throughput, estimate_run
+    from tl_core.training.timings import compare_with_estimate, record_timings
+
+    dataset = scan_dataset(tiny_dataset)
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir="", strategy="fine_tune", epochs=4, image_size=32, cache_dir=str(tmp_path)).validated()
+    device = Throughput("tensorflow CPU x2 (fake)", "mobilenet_v2", 32, 100.0, 0.0)
+    first = estimate_run(config, dataset, device, decode_seconds=0.01)
+    assert first.learned_from == 0 and first.parts == first.model_parts
+
+    def a_run_on_the_fake_device(fine_tune_epochs: int) -> dict:
+        model = first.model_parts
+        seconds = {
+            "features": model["features"] + model.get("decode", 0.0),
+            "head": model["head"] / 10,  # 20 of its 200 epochs at the modelled pace
+            "fine_tune": 1.5 * model["fine_tune"] * fine_tune_epochs / 4,
+            "evaluate": model["evaluate"],
+        }
+        seconds["total"] = sum(seconds.values()) + 2 * model["setup"]
+        history = [{"epoch": epoch, "phase": "head"} for epoch in range(1, 21)] + [{"epoch": 20 + epoch, "phase": "fine_tune"} for epoch in range(1, fine_tune_epochs + 1)]
+        return compare_with_estimate(first.to_dict(), seconds, history, "fine_tune")
+
+    record_timings(a_run_on_the_fake_device(4), device.device, "mobilenet_v2", 32, "fine_tune", tmp_path)
+    record_timings(a_run_on_the_fake_device(2), device.device, "mobilenet_v2", 32, "fine_tune", tmp_path)  # stopped early: half the epochs, same pace
+    learnt = estimate_run(config, dataset, device, decode_seconds=0.01)
+    assert learnt.learned_from == 2 and "corrected by what 2 earlier runs here took" in learnt.basis
+    assert learnt.corrections["fine_tune"] == pytest.approx(1.5, rel=0.02)
+    assert learnt.parts["fine_tune"] == pytest.approx(1.5 * first.model_parts["fine_tune"], rel=0.02)
+    assert learnt.parts["head"] == pytest.approx(first.model_parts["head"] / 10, abs=0.06)  # 20 of 200 epochs, at the pace of the model
+    assert learnt.parts["setup"] == pytest.approx(2 * first.model_parts["setup"], rel=0.05)  # the rest: building, tracing, writing
+    assert learnt.seconds > first.seconds
+    other_device = estimate_run(config, dataset, Throughput("jax GPU:fake x1", "mobilenet_v2", 32, 100.0, 0.0), decode_seconds=0.01)
+    assert other_device.learned_from == 0 and other_device.parts == other_device.model_parts

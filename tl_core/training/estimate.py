@@ -15,7 +15,11 @@ seconds, remembered in the cache folder). Everything else is counted:
   validation image and epoch;
 - the evaluation: a forward pass per held-out image, two with test-time flipping.
 
-Early stopping can only make a run shorter than the estimate.
+That is the model of the arithmetic (``Estimate.model_parts``). What a training
+step costs beyond it, and how long tracing and writing files take, depends on
+the device: every finished run records its estimate against what it took, and
+the estimates after it on the same device are corrected by what those runs
+measured (``tl_core.training.timings``). Early stopping can make a run shorter.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import functools
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ from tl_core.data.records import Dataset
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
+from tl_core.training.timings import EPOCH_GROUPS, group_of, learned_corrections
 
 THROUGHPUT_FILE = "throughput.json"
 # Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
@@ -43,6 +48,12 @@ THROUGHPUT_FILE = "throughput.json"
 AUGMENT_SECONDS_PER_224_IMAGE = 0.0011
 HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
 FIXED_SECONDS = 8.0  # building the model, tracing the compiled functions, writing the files
+# Tracing the compiled training step (and its validation step) once per phase on images, and the exported model before the evaluation.
+TRACE_SECONDS = 4.0
+# A training step costs the forward pass plus the backward pass through the layers that train. The backward pass costs
+# about twice their share of the forward arithmetic on a GPU; on a CPU the gradients of depthwise and grouped convolutions
+# are slower still (measured with MobileNetV2 on 2 cores: a fine-tuning epoch took 1.5-1.6 times what a factor of 2 gives).
+BACKWARD_FACTOR = {"GPU": 2.0, "CPU": 3.5}
 # Converting and checking each portable file, measured with MobileNetV2 on 2 CPU cores (benchmarks.portable).
 # The time follows the graph's operations rather than its parameters (VGG16 converts as fast as MobileNetV2,
 # ResNet50 takes 75 s for both files), so it is not scaled: an error of a minute at most, on runs of many minutes.
@@ -74,13 +85,21 @@ class Estimate:
 
     Attributes:
         seconds: The whole run.
-        parts: Seconds per step (``decode``, ``features``, ``head``, ``fine_tune`` ...).
+        parts: Seconds per step (``decode``, ``features``, ``head``, ``fine_tune`` ...), as corrected by earlier runs here.
         basis: What the estimate rests on, in words.
+        model_parts: The same steps from the arithmetic alone, before any correction.
+        corrections: The factor each group of steps was multiplied by (``tl_core.training.timings``); empty before any run here.
+        epochs: Planned epochs of each phase of epochs (``head``, ``fine_tune`` ...).
+        learned_from: Earlier runs on this device the corrections come from.
     """
 
     seconds: float
     parts: dict[str, float]
     basis: str
+    model_parts: dict[str, float] = field(default_factory=dict)
+    corrections: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    learned_from: int = 0
 
     @property
     def minutes(self) -> float:
@@ -220,7 +239,9 @@ def decode_seconds_per_image(dataset: Dataset, image_size: int, sample: int = 12
     return (time.perf_counter() - started) / max(len(records), 1)
 
 
-def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> Estimate:
+def estimate_run(
+    config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None, learn: bool = True,
+) -> Estimate:
     """Roughly how long ``config`` takes on ``dataset`` with this throughput.
 
     Args:
@@ -229,10 +250,29 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
         throughput: The forward pass measured at the run's backbone and image size.
         frozen_layers: Layers kept frozen when fine-tuning (None: the config's, or the default depth).
         decode_seconds: Seconds per image to decode on one core (None: timed on a few of the images).
+        learn: Correct the arithmetic by what earlier runs on this device took (``timings.json`` in the cache folder).
 
     Returns:
         The estimate, with the seconds of each step.
     """
+    parts, epochs = model_parts(config, dataset, throughput, frozen_layers, decode_seconds)
+    factors, shares, runs = learned_corrections(throughput.device, config.backbone, config.cache_dir) if learn else ({}, {}, 0)
+    corrected = {}
+    for name, seconds in parts.items():
+        group = group_of(name)
+        corrected[name] = seconds * factors.get(group, 1.0) * (shares.get(group, 1.0) if group in EPOCH_GROUPS else 1.0)
+    basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
+    if runs:
+        basis += f", corrected by what {runs} earlier run{'s' if runs != 1 else ''} here took"
+    return Estimate(
+        round(sum(corrected.values()), 1), {name: round(value, 1) for name, value in corrected.items()}, basis,
+        model_parts={name: round(value, 1) for name, value in parts.items()}, corrections={group: round(value, 3) for group, value in factors.items()},
+        epochs=epochs, learned_from=runs,
+    )
+
+
+def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> tuple[dict, dict]:
+    """The seconds of each step from the arithmetic alone, and the planned epochs of each phase of epochs (see ``estimate_run``)."""
     from tl_core.data.decoded import decoded_images_key
     from tl_core.features import FeatureCache, feature_cache_key
     from tl_core.models.weights import weights_identity
@@ -249,6 +289,7 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
     strategy = config.strategy
     mirrored = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
     parts: dict[str, float] = {"setup": FIXED_SECONDS}
+    epochs: dict[str, int] = {}
 
     images_cached = decoded_images_cached(dataset.records, size, config.cache_dir)
     if not images_cached:
@@ -265,7 +306,9 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
         if strategy == "feature_extraction" and config.augment:
             parts["features"] = parts.get("features", 0.0) + config.augment_views * counts["train"] * forward
         head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
-        parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + 1.0
+        if head_epochs:
+            parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + 1.0
+            epochs["head"] = int(head_epochs)
     if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
         if strategy == "fine_tune":
             frozen = frozen_layers if frozen_layers is not None else config.freeze_layers
@@ -275,14 +318,14 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
             frozen = 0
         share = trainable_share(config.backbone, size, frozen)
         augment = AUGMENT_SECONDS_PER_224_IMAGE * (size / 224) ** 2 if config.augment else 0.0
-        per_training_image = forward * (1 + 2 * share) + augment
-        parts[strategy] = config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
+        backward = BACKWARD_FACTOR["GPU" if " GPU" in f" {throughput.device}" else "CPU"]
+        per_training_image = forward * (1 + backward * share) + augment
+        parts[strategy] = TRACE_SECONDS + config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
+        epochs[strategy] = int(config.epochs)
     flips = 2 if config.test_time_flip and mirrored else 1
     if strategy != "feature_extraction":
-        parts["evaluate"] = held_out * flips * forward
+        parts["evaluate"] = TRACE_SECONDS + held_out * flips * forward
     formats = default_formats() if config.export_formats is None else config.export_formats
     if formats:
         parts["portable files"] = sum(PORTABLE_SECONDS[name] for name in formats)
-    seconds = sum(parts.values())
-    basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
-    return Estimate(round(seconds, 1), {name: round(value, 1) for name, value in parts.items()}, basis)
+    return parts, epochs

@@ -58,6 +58,7 @@ from tl_core.events import (
     ignore_event,
 )
 from tl_core.features import MIRRORED, ORIGINAL
+from tl_core.insight.curves import epochs_in_words, phase_spans
 from tl_core.insight.metrics import Evaluation, evaluate_predictions
 from tl_core.models.backbones import get_backbone
 from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_test_time_flip
@@ -69,6 +70,7 @@ from tl_core.training.estimate import estimate_run, forward_throughput
 from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
 from tl_core.training.inputs import compute_features, feature_keys, read_images, run_forward
 from tl_core.training.reuse import read_images_reusing, warm_start
+from tl_core.training.timings import compare_with_estimate, record_timings
 
 
 def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, notes: Sequence[str] = (), created_by: str = "") -> RunResult:
@@ -139,6 +141,7 @@ def _workflow(run: RunContext, notes: Sequence[str]) -> RunResult:
         if run.earlier is None or not read_images_reusing(run):
             read_images(run)
         train_model(run)
+        note_kept_epoch(run)
     except Interrupted:
         return finish_before_any_epoch(run)
     status = "stopped" if run.stop.requested else "finished"
@@ -171,7 +174,9 @@ def prepare(run: RunContext) -> None:
     run.weights = "none" if not config.uses_features else check_weights_option(config.weights)
     keras.utils.set_random_seed(config.seed)
     run.device = detect_device()
-    run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
+    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
+    run.estimate = estimate_run(config, dataset, throughput)
+    run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts(), estimate=run.estimate.to_dict()))
     for group in dataset.duplicate_groups():
         if group.kind != "same class":
             run.notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
@@ -182,8 +187,6 @@ def prepare(run: RunContext) -> None:
         run.notice(f"Training on {run.distribution.replicas} GPUs at once ({run.distribution.description}).")
     elif run.distribution.description:
         run.notice(run.distribution.description)
-    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
-    run.estimate = estimate_run(config, dataset, throughput)
     run.notice(f"Estimated time: {run.estimate.describe()} ({run.estimate.basis}; early stopping can make it shorter).")
 
 
@@ -219,6 +222,19 @@ def train_model(run: RunContext) -> None:
         return
     unfreeze(run)
     fit_on_images(run, run.config.backbone_learning_rate, run.config.epochs, "fine_tune")
+
+
+def note_kept_epoch(run: RunContext) -> None:
+    """Says which epoch's weights the model holds: the run's lowest validation loss (``RunSummary.best_epoch``)."""
+    if not run.best_epoch:
+        return
+    spans = phase_spans(run.history, run.config.planned_phase_epochs)
+    span = next((span for span in spans if span.first_epoch <= run.best_epoch <= span.last_epoch), None)
+    where = f" ({span.title})" if span is not None and len(spans) > 1 else ""
+    run.notice(
+        f"The model keeps the weights of epoch {run.best_epoch}{where}, the lowest validation loss of the run ({run.best_loss:.4f}); "
+        f"the run trained {epochs_in_words(spans)}."
+    )
 
 
 def evaluate_model(run: RunContext) -> Evaluation:
@@ -280,9 +296,22 @@ def save_run(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
     if run.config.export_formats:
         summary.exports = run.timed("export", export_portable_files, run, model, check_records)
     summary.seconds = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
+    record_timings_of(run, summary)
     write_run_folder(out_dir, summary)
     run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
     return RunResult(status, out_dir, evaluation, run.history, summary)
+
+
+def record_timings_of(run: RunContext, summary: RunSummary) -> None:
+    """Keeps the estimate against the seconds measured in ``run.json``; a finished run also teaches later estimates here (``timings.json``)."""
+    if run.estimate is None:
+        return
+    summary.timings = compare_with_estimate(run.estimate.to_dict(), summary.seconds, run.history, run.config.strategy)
+    if summary.status == "finished":
+        try:
+            record_timings(summary.timings, run.device.key, run.spec.name, run.image_size, run.config.strategy, run.config.cache_dir)
+        except OSError:  # a cache folder that cannot be written costs later estimates their correction, not this run its files
+            pass
 
 
 def export_portable_files(run: RunContext, model: keras.Model, records: list) -> dict:
@@ -336,6 +365,7 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
         backbone_layers=None if model is None else len(model.backbone.layers),
         trainable_parameters=None if model is None else trainable_parameter_count(model.classifier),
         best_epoch=run.best_epoch or None,
+        phases=[span.to_dict() for span in phase_spans(run.history, config.planned_phase_epochs)],
         estimate=run.estimate.to_dict() if run.estimate else None,
         device=run.device.to_dict(),
         data={
