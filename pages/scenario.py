@@ -6,6 +6,7 @@ from tl_core.advice.compare import best_row
 from tl_core.advice.scenario import SCENARIOS, Recommendation, candidate_strategies, classify_size
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
+from tl_core.models.blocks import freeze_wording
 from ui import state as session
 from ui.charts import comparison_figure, matrix_figure, shift_profile_figure
 
@@ -115,12 +116,8 @@ def show_candidates(advice) -> None:
     """Every strategy weighed: expected accuracy against estimated minutes, so the user can trade one for the other."""
     import pandas as pd
 
-    if advice.matrix_strategy and advice.matrix_strategy != advice.recommendation.strategy:
-        st.info(
-            f"The matrix alone would say **{strategy_name(advice.matrix_strategy)}**; measured on your images and timed on this computer, "
-            f"**{strategy_name(advice.recommendation.strategy)}** is the better use of your time budget ({advice.time_budget_minutes:g} min). The numbers:",
-            icon=":material/balance:",
-        )
+    if advice.overrides_matrix:
+        st.info(f"{advice.override_text()} The numbers:", icon=":material/balance:")
     rows = [
         {
             "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
@@ -174,7 +171,8 @@ with size_slot:
     st.markdown(f"Measured: your data is **{verdict.size}**. {verdict.reason}")
 
 with right_column:
-    st.plotly_chart(matrix_figure(verdict, recommendation), width="stretch", config={"displayModeBar": False})
+    measured_strategy = advice.recommendation.strategy if advice is not None and advice.overrides_matrix else None
+    st.plotly_chart(matrix_figure(verdict, recommendation, measured_strategy), width="stretch", config={"displayModeBar": False})
 
 if recommendation is None:
     st.info("Answer the similarity question to see which cell your data falls in and what to do about it.")
@@ -182,7 +180,10 @@ if recommendation is None:
 
 st.divider()
 strategy = strategy_name(recommendation.strategy)
-st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
+if advice is not None and advice.overrides_matrix:
+    st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: measured, use {strategy} (the matrix alone says {strategy_name(advice.matrix_strategy)})")
+else:
+    st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
 st.caption(f"Size measured from the training split; similarity from {similarity_text(recommendation)}.")
 if advice is not None and advice.candidates:
     show_candidates(advice)
@@ -194,7 +195,7 @@ if advice is not None:
         st.caption(
             f"Each point is one BatchNormalization layer: how far your images move the statistics it learned on ImageNet. "
             f"Where the shift grows, the pretrained layers stop fitting your images: a natural place to stop freezing. "
-            f"Suggested for fine-tuning: freeze the first {advice.fine_tune_freeze_layers} of {advice.backbone_layers} layers (block '{advice.fine_tune_freeze_block}'), "
+            f"Suggested for fine-tuning: {freeze_wording(engine.layer_map(advice.backbone).blocks, advice.fine_tune_freeze_layers)}, "
             f"learning rate {advice.learning_rate:g}, augmentation {'on' if advice.augment else 'optional'}. "
             f"Measured on {advice.measurement.sample_size} images in {advice.measurement.seconds:.0f} s."
         )

@@ -62,7 +62,8 @@ def show_device() -> None:
         st.success(f"**Training will run on the GPU: {device.name}**  \n{device.describe()}", icon=":material/memory:")
     else:
         st.info(
-            f"**Training will run on the CPU.**  \n{device.describe()}  \nOn a CPU, feature extraction with a MobileNet at 128-160 px keeps runs to minutes.",
+            f"**Training will run on the CPU.**  \n{device.describe()}  \nOn a CPU every pass of the images through the network counts: "
+            "the estimate at the bottom of this page gives this plan's time here, and a smaller image size or the quick recipe shortens it.",
             icon=":material/computer:",
         )
     st.caption(f"Keras backend: {backend.title} ({backend.reason}). Set TL_CORE_BACKEND=tensorflow, jax or torch before starting the app to choose another.")
@@ -89,11 +90,18 @@ def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple
             key=remembered("setup_strategy", state.get("chosen_strategy") or recommended or "feature_extraction"),
             on_change=lambda: state.update(chosen_strategy=state["setup_strategy"]),  # the next visit starts from it
         )
+        advice = session.recalled_value(state, session.ADVICE, state["dataset"].fingerprint())
+        overridden = advice.override_text() if advice is not None and advice.recommendation.strategy == recommended else ""
         if recommendation is None:
             st.caption("Step 2 recommends a strategy once it knows how similar your images are to ImageNet.")
             st.page_link("pages/scenario.py", label="Open step 2 · Scenario", icon=":material/grid_view:")
         elif strategy != recommended:
-            st.info(f"Step 2 recommended **{STRATEGY_TITLES[recommended].lower()}** for your data (scenario {recommendation.scenario}: {recommendation.title}). {TRADE_OFFS[strategy]}")
+            st.info(
+                f"Step 2 recommended **{STRATEGY_TITLES[recommended].lower()}** for your data (scenario {recommendation.scenario}: {recommendation.title}). "
+                f"{overridden + ' ' if overridden else ''}{TRADE_OFFS[strategy]}"
+            )
+        elif overridden:
+            st.caption(f"Recommended by the measurement on Step 2: {overridden}")
     return specs[backbone], strategy
 
 

@@ -356,12 +356,14 @@ def class_counts_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
     return figure
 
 
-def matrix_figure(verdict, recommendation) -> go.Figure:
+def matrix_figure(verdict, recommendation, measured_strategy: str | None = None) -> go.Figure:
     """The 2x2 decision matrix with the dataset's cell highlighted (its row only, while similarity is unknown).
 
     Args:
         verdict: The dataset's size (``tl_core.advice.scenario.SizeVerdict``).
         recommendation: Where the data sits (``Recommendation``), or None while the similarity is unknown.
+        measured_strategy: Where the measurement overrode the matrix, the strategy it recommends: the
+            highlighted cell then shows the matrix's strategy as the prior and the measured one under it.
     """
     figure = go.Figure()
     ours = recommendation.scenario if recommendation else None
@@ -374,9 +376,12 @@ def matrix_figure(verdict, recommendation) -> go.Figure:
             fillcolor=CELL_COLOURS[number], opacity=0.55 if highlighted else 0.28 if in_row else 0.14,
             line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
         )
+        advice = f"<i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>"
+        if highlighted and measured_strategy and measured_strategy != cell["strategy"]:
+            advice = f"<i>matrix: {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i><br><b>measured here: → {MATRIX_STRATEGY_NAMES[measured_strategy]}</b>"
         figure.add_annotation(
             x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
-            text=f"<b>Scenario {number}</b><br>{cell['title']}<br><i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>",
+            text=f"<b>Scenario {number}</b><br>{cell['title']}<br>{advice}",
             font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
         )
         # An invisible point per cell carries the hover text (shapes cannot be hovered).

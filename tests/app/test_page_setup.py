@@ -373,3 +373,24 @@ def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
     assert not at.exception
     config = at.session_state["train_config"]
     assert (config.strategy, config.epochs, config.augmentation.flip, config.test_time_flip) == ("feature_extraction", 60, "none", False)
+
+
+def test_where_the_measurement_overrode_the_matrix_setup_says_so_and_its_tips_agree(folder: Path) -> None:
+    """The advice recommends feature extraction where the matrix says fine-tuning: Setup repeats the same sentence as Scenario,
+    and its CPU tip points at this plan's own estimate instead of recommending another strategy."""
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = canned_advice(dataset, "low")
+    at = open_setup(dataset, str(folder), recommendation=advice.recommendation, advice=DatasetResult(dataset.fingerprint(), advice))
+
+    assert not at.exception
+    assert at.radio(key="setup_strategy").value == "feature_extraction"
+    captions = " ".join(element.value for element in at.caption)
+    assert f"Recommended by the measurement on Step 2: {advice.override_text()}" in captions
+    device_tip = at.info[0].value
+    assert "Training will run on the CPU" in device_tip and "feature extraction" not in device_tip and "the estimate at the bottom of this page" in device_tip
+
+    at.radio(key="setup_strategy").set_value("fine_tune").run()
+    assert not at.exception
+    assert advice.override_text() in " ".join(element.value for element in at.info)

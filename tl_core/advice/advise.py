@@ -48,6 +48,20 @@ class Advice:
     fine_tune_freeze_block: str = ""
     fine_tune_freeze_reason: str = ""
 
+    @property
+    def overrides_matrix(self) -> bool:
+        """The measured recommendation differs from what the matrix alone says for the data's cell."""
+        return bool(self.matrix_strategy) and self.matrix_strategy != self.recommendation.strategy
+
+    def override_text(self) -> str:
+        """Where the measurement overrode the matrix, the one sentence every place that shows the advice says; "" elsewhere."""
+        if not self.overrides_matrix:
+            return ""
+        return (
+            f"The matrix alone says {STRATEGY_NAMES[self.matrix_strategy]} for scenario {self.recommendation.scenario}; measured on your images "
+            f"and timed on this device, {STRATEGY_NAMES[self.recommendation.strategy]} is the better use of the {self.time_budget_minutes:g} min budget."
+        )
+
     def to_dict(self) -> dict:
         recommendation = self.recommendation
         return {
