@@ -203,6 +203,7 @@ class FolderUpload:
         self._paths: set[PurePosixPath] = set()
         self._parents: set[PurePosixPath] = set()
         self._folders: set[Path] = set()
+        self._tops: set[str] = set()  # the first part of every path: one name when the user chose one folder
 
     def begin(self, files: int, total_bytes: int, largest_name: str = "", largest_bytes: int = 0) -> UploadProgress:
         """Starts (or restarts) the upload of ``files`` files of ``total_bytes`` in all.
@@ -223,6 +224,7 @@ class FolderUpload:
             self._files = self._bytes = 0
             self._paths.clear()
             self._parents.clear()
+            self._tops.clear()
             self._started = time.monotonic()
             return self._progress()
 
@@ -293,6 +295,13 @@ class FolderUpload:
         with self._lock:
             return self._progress()
 
+    @property
+    def chosen_folder(self) -> str:
+        """The name of the folder the user chose, which the browser puts before every path ("" when the files do not share one)."""
+        with self._lock:
+            tops = set(self._tops)
+        return next(iter(tops)) if len(tops) == 1 and "" not in tops else ""
+
     def _progress(self) -> UploadProgress:
         return UploadProgress(self._status, self._files, self._planned_files, self._bytes, self._planned_bytes, round(time.monotonic() - self._started, 3), self._message)
 
@@ -317,6 +326,7 @@ class FolderUpload:
                 )
             self._paths.add(relative)
             self._parents.update(relative.parents)
+            self._tops.add(relative.parts[0] if len(relative.parts) > 1 else "")
 
     def _write(self, relative: PurePosixPath, content: memoryview) -> None:
         destination = self.staging.joinpath(*relative.parts)

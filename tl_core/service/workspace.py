@@ -139,11 +139,17 @@ class Workspace:
         The upload is checked and moved into place while it holds its lock, so no batch can
         arrive in between, and a finished upload can neither be reopened nor moved twice.
 
+        Returns:
+            The folder the user chose, under its own name (``data_dir(label)/<name>``), so the
+            dataset, the History and ``run.json`` call it what the user calls it; the whole
+            upload's folder when the files share no folder.
+
         Raises:
             DataError: When the upload is not complete or not receiving (see ``FolderUpload.finish``).
         """
         upload.finish(promote=lambda staging: self._promote(staging, upload.label))
-        return self.data_dir(upload.label)
+        chosen = upload.chosen_folder
+        return self.data_dir(upload.label) / chosen if chosen else self.data_dir(upload.label)
 
     def save_files(self, label: str, files: list[tuple[str, bytes]]) -> list[Path]:
         """Saves files the browser sent (name, bytes) in a fresh folder ``data_dir(label)``, in order.

@@ -179,7 +179,7 @@ def prepare(run: RunContext) -> None:
     run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts(), estimate=run.estimate.to_dict()))
     for group in dataset.duplicate_groups():
         if group.kind != "same class":
-            run.notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
+            run.notice(f"Duplicate images ({group.kind}): {', '.join(dataset.relative(path) for path in group.paths)}. See the dataset summary.")
     if run.device.mixed_precision:
         keras.mixed_precision.set_global_policy(run.device.mixed_precision)
     run.distribution = distribution_strategy(run.device)
