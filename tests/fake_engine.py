@@ -161,7 +161,8 @@ class FakeEngine(Engine):
         features = np.stack([load_image(record.path, 8).reshape(-1).astype(np.float32) for record in records])
         if on_progress:
             on_progress("features", len(records), len(records))
-        return judge_labels(dataset, records, features, splits, backbone="8x8 pixels (fake engine)", image_size=8)
+        judged = (lambda done, total: on_progress("judge", done, total)) if on_progress else None
+        return judge_labels(dataset, records, features, splits, backbone="8x8 pixels (fake engine)", image_size=8, on_progress=judged)
 
     def load_run(self, run_dir: str):
         raise AssertionError("pages must not load the model except to predict")
