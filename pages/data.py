@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TLError
+from tl_core.service.upload import format_bytes
 from ui import state as session
 from ui.charts import class_counts_figure
 from ui.folder_upload import folder_uploader
@@ -32,11 +33,6 @@ source = st.radio(
     "Where are your images?", list(SOURCES), index=list(SOURCES).index(state.get("data_source_kept", "sample")), format_func=SOURCES.get, horizontal=True, key="data_source"
 )
 state["data_source_kept"] = source
-
-
-def size_text(byte_count: int) -> str:
-    """Bytes in megabytes of 10^6 bytes (or GB of 10^9), as everywhere in the app."""
-    return f"{byte_count / 1e9:,.2f} GB" if byte_count >= 1e9 else f"{byte_count / 1e6:,.1f} MB"
 
 
 def short_name(name: str, most: int = 14) -> str:
@@ -108,7 +104,7 @@ try:
         ended = folder_uploader(upload, note=state.get("folder_upload_note", ""))
         if ended and ended.get("status") == "finished":
             folder = workspace.finish_folder_upload(upload)
-            state["folder_upload_note"] = f"Sent {ended['files']:,} files ({size_text(ended['bytes'])}) in {ended['seconds']:.1f} s."
+            state["folder_upload_note"] = f"Sent {ended['files']:,} files ({format_bytes(ended['bytes'])}) in {ended['seconds']:.1f} s."
             use_folder(folder, f"{ended['files']:,} uploaded files of '{folder.name}'")
         elif ended and ended.get("status") == "cancelled":
             state["folder_upload_note"] = "Upload cancelled; nothing from it was kept. Choose a folder to start again."
@@ -117,7 +113,7 @@ try:
             state["folder_upload_note"] = ended.get("message", "")
     elif source == "zip":
         st.caption(
-            f"A .zip of up to {size_text(st.get_option('server.maxUploadSize') * 1024**2)} ({st.get_option('server.maxUploadSize'):,} MiB; "
+            f"A .zip of up to {format_bytes(st.get_option('server.maxUploadSize') * 1024**2)} ({st.get_option('server.maxUploadSize'):,} MiB; "
             "it is held in the server's memory while it arrives). "
             "For a bigger dataset choose **Upload a folder** (sent in batches straight to disk, up to the upload limits) or **Folder on this computer**."
         )

@@ -145,8 +145,12 @@ else:
             break
         shown.append((pair, group[:room]))
     previews = iter(engine.thumbnails([item.path for _, items in shown for item in items], size=160))
+    shown_count = sum(len(items) for _, items in shown)
+    if shown_count < mistakes:
+        st.caption(f"Showing {shown_count} of {mistakes} misclassified images: the most frequent confusions first, the most confident mistakes first within each.")
     for pair, items in shown:
-        st.markdown(f"**{pair.true_class} → {pair.predicted_class}** · {pair.count} image{'s' if pair.count != 1 else ''}")
+        showing = f" (showing {len(items)} of {pair.count})" if len(items) < pair.count else ""
+        st.markdown(f"**{pair.true_class} → {pair.predicted_class}** · {pair.count} image{'s' if pair.count != 1 else ''}{showing}")
         for start in range(0, len(items), GALLERY_COLUMNS):
             for column, item in zip(st.columns(GALLERY_COLUMNS), items[start : start + GALLERY_COLUMNS], strict=False):
                 preview = next(previews)
@@ -156,9 +160,8 @@ else:
                         st.image(preview, caption=caption)  # its 160 px, or the column's width where that is narrower
                     else:
                         st.caption(f"{caption}  \n:grey[image not readable: {Path(item.path).name or 'no path'}]")
-    hidden = mistakes - sum(len(items) for _, items in shown)
-    if hidden > 0:
-        st.caption(f"{hidden} more misclassified image{'s' if hidden != 1 else ''} not shown; the gallery shows the first {GALLERY_LIMIT}.")
+    if shown_count < mistakes:
+        st.caption(f"{mistakes - shown_count} more misclassified image{'s' if mistakes - shown_count != 1 else ''} not shown: the gallery stops at {GALLERY_LIMIT}.")
 
     st.markdown("**Where the model looked**")
     if st.toggle(

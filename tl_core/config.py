@@ -163,7 +163,7 @@ class TrainConfig:
         val_fraction: Share of each class kept for validation when the data has no val/ folder.
         test_fraction: Share of each class kept for testing when the data has no split folders.
         cache_dir: Where decoded images and features are cached (None: the default).
-        memory_budget_mb: Decoded images up to this size are held in memory, larger
+        memory_budget_mb: Decoded images up to this size (in MiB, 2^20 bytes) are held in memory, larger
             sets are read from the disk cache.
         max_train_images_per_class: Train on at most this many images per class (a
             seeded subsample of the training split, for quick comparisons); None for all.

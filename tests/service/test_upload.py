@@ -81,12 +81,12 @@ def test_odd_but_harmless_names_are_kept_and_cleaned(tmp_path: Path) -> None:
     ("plan", "message"),
     [
         ((3, 30, "a/1.jpg", 10), "The chosen folder holds 3 files while at most 2 are accepted."),
-        ((2, 2 * 1024**2, "a/1.jpg", 10), "The chosen folder totals 2.0 MB while at most 1.0 MB are accepted."),
-        ((1, 600 * 1024, "a/huge.tif", 600 * 1024), "'a/huge.tif' is 614,400 bytes while a single file may have at most 524,288 bytes"),
+        ((2, 2_000_000, "a/1.jpg", 10), "The chosen folder totals 2.0 MB while at most 1.0 MB are accepted."),
+        ((1, 600_000, "a/huge.tif", 600_000), "'a/huge.tif' is 600.0 kB while a single file may have at most 500.0 kB"),
     ],
 )
 def test_limits_are_checked_before_the_first_byte(tmp_path: Path, plan: tuple, message: str) -> None:
-    limits = UploadLimits(max_files=2, max_total_bytes=1024**2, max_file_bytes=512 * 1024)
+    limits = UploadLimits(max_files=2, max_total_bytes=1_000_000, max_file_bytes=500_000)
     upload = Workspace.create(tmp_path).open_folder_upload(limits=limits)
     with pytest.raises(DataError, match=re.escape(message)):
         upload.begin(*plan)
@@ -191,7 +191,7 @@ def test_limits_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "10")
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_MB", "1.5")
     monkeypatch.setenv("TL_CORE_MAX_FILE_MB", "2")
-    assert UploadLimits.from_environment() == UploadLimits(10, int(1.5 * 1024**2), 2 * 1024**2)
+    assert UploadLimits.from_environment() == UploadLimits(10, 1_500_000, 2_000_000)  # megabytes of 10^6 bytes
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "lots")
     with pytest.raises(DataError, match=re.escape("TL_CORE_MAX_UPLOAD_FILES='lots' is not a positive number.")):
         UploadLimits.from_environment()

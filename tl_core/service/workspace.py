@@ -55,7 +55,7 @@ STALE_AFTER_SECONDS = 24 * 3600
 MAX_COMPRESSION_RATIO = 200
 # The compression ratio is only judged for archives that unpack to more than this:
 # small archives of flat test images compress very well and are harmless.
-RATIO_CHECKED_ABOVE_BYTES = 100 * 1024**2
+RATIO_CHECKED_ABOVE_BYTES = 100_000_000  # 100 MB
 ALIVE_FILE = ".alive"  # locked by the live session that owns the folder, touched on every rerun
 # What removes each live session's folder; the server calls them all when it stops.
 _REMOVERS: set[weakref.finalize] = set()
