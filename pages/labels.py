@@ -8,6 +8,7 @@ import streamlit as st
 from tl_core.data.decisions import DECISIONS_FILE, LabelDecision, changed, choice_of, choices, decide_for_many, folder_label
 from tl_core.errors import TLError
 from ui import state as session
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
@@ -111,7 +112,8 @@ report = report_entry.value if report_entry is not None else None
 images = len(dataset.records)
 button = "Look for wrong labels again" if report else "Look for wrong labels"
 st.caption(f"{images:,} images with MobileNetV2's ImageNet features: about a second per 60 images on a laptop CPU the first time, seconds when the features are cached.")
-pressed = st.button(button, type="secondary" if report else "primary", icon=":material/search:", key="find_label_issues")
+ready = weights_panel(engine, "mobilenet_v2", "labels_weights")
+pressed = st.button(button, type="secondary" if report else "primary", icon=":material/search:", key="find_label_issues", disabled=not ready)
 # One slot for the progress bar and the error it may end in: pressing the button again replaces an old error at once.
 slot = st.empty()
 if pressed:

@@ -9,6 +9,7 @@ from tl_core.errors import TLError
 from tl_core.models.blocks import freeze_wording
 from ui import state as session
 from ui.charts import comparison_figure, matrix_figure, shift_profile_figure
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
@@ -72,12 +73,13 @@ def measure_similarity() -> None:
         "separate your classes compared with random ones, how far your images shift the network's internal statistics, and how "
         "sure an ImageNet classifier is about them."
     )
+    ready = weights_panel(engine, "mobilenet_v2", "scenario_weights")
     budget_column, button_column = st.columns([1, 1], vertical_alignment="bottom")
     budget = budget_column.number_input(
         "Time budget (minutes)", min_value=1.0, max_value=1440.0, value=10.0, step=1.0, key="scenario_budget",
         help="The advice recommends no strategy it expects to take longer than this on this computer, and fits fine-tuning's epochs into it.",
     )
-    if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
+    if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure", disabled=not ready):
         try:
             with st.spinner("Measuring: running the pretrained network, a random one and an ImageNet classifier on your images…"):
                 session.remember(state, session.ADVICE, dataset.fingerprint(), engine.advise(dataset, time_budget_minutes=float(budget)))

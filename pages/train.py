@@ -15,6 +15,7 @@ from tl_core.config import STRATEGY_TITLES, epochs_plan
 from tl_core.errors import TLError
 from tl_core.insight.curves import best_epoch, epochs_in_words, overfitting_epoch, phase_spans
 from ui.charts import learning_curves
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
@@ -198,8 +199,9 @@ if train_config is not None and dataset is not None:
         expected = ""
     st.caption(f"Device: {engine.device().describe()}{expected}")
 
+    ready = train_config.weights != "imagenet" or not train_config.uses_features or weights_panel(engine, train_config.backbone, "train_weights")
     start_column, stop_column, _ = st.columns([1, 1, 4])
-    if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="train_start", width="stretch"):
+    if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running or not ready, key="train_start", width="stretch"):
         try:
             config = dataclasses.replace(train_config, out_dir=str(workspace.new_run_dir(train_config.strategy)))
             state["job"] = engine.start_training(config, workspace)

@@ -127,12 +127,12 @@ def test_offline_imagenet_weights_error_names_the_file_and_folder(capsys, tmp_pa
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     code, _, err = _cli(capsys, "train", tiny_dataset, "--out", tmp_path / "run", "--backbone", "efficientnet_b0", "--image-size", "32", "--cache-dir", tmp_path / "cache")
-    target = Path(os.environ["KERAS_HOME"]) / "models" / "efficientnetb0_notop.h5"
+    folder = Path(os.environ["KERAS_HOME"]) / "models"
     assert code == 2
     assert err.strip() == (
-        "error: Could not download the ImageNet weights for EfficientNetB0 (no network?): Keras wanted the file 'efficientnetb0_notop.h5'. "
-        f"Put a copy at '{target}' ($KERAS_HOME/models/, default ~/.keras/models/), pass a local weights file with --weights PATH, "
-        "or train without pretrained weights with --weights none."
+        "error: The ImageNet weights for EfficientNetB0 are not on this computer and could not be downloaded (no network?). "
+        f"Missing: 'efficientnetb0_notop.h5'. Put a copy in '{folder}' ($KERAS_HOME/models/, default ~/.keras/models/) and try again. "
+        "Or, on the command line: --weights PATH trains from a weights file of your own, --weights none from random weights."
     )
     assert not (tmp_path / "run" / "model.h5").exists()
 

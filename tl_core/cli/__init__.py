@@ -42,8 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             select_backend(arguments.backend)  # before Keras is imported: the command's own process runs on it
         return arguments.handler(arguments)
     except TLError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}{_command_line_hint(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _command_line_hint(error: TLError) -> str:
+    """What only the command line can do about an error (the engine's messages name no option: the app shows them too)."""
+    from tl_core.errors import WeightsError
+
+    if isinstance(error, WeightsError) and "--weights" not in str(error):
+        return " Or, on the command line: --weights PATH trains from a weights file of your own, --weights none from random weights."
+    return ""
 
 
 def _quiet_tensorflow() -> None:
