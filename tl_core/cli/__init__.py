@@ -47,12 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command_line_hint(error: TLError) -> str:
-    """What only the command line can do about an error (the engine's messages name no option: the app shows them too)."""
-    from tl_core.errors import WeightsError
-
-    if isinstance(error, WeightsError) and "--weights" not in str(error):
-        return " Or, on the command line: --weights PATH trains from a weights file of your own, --weights none from random weights."
-    return ""
+    """What only the command line can do about an error (``error.command_line``): the engine's own messages name no option, since the app shows them too."""
+    return f" {error.command_line}" if error.command_line else ""
 
 
 def _quiet_tensorflow() -> None:

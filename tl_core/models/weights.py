@@ -62,10 +62,12 @@ def weights_error(spec: BackboneSpec, weights: str, error: Exception) -> Weights
                 f"The ImageNet weights file '{target}' for {spec.display_name} could not be loaded ({text[:200]}). "
                 "It is probably incomplete: delete it and put a good copy in its place."
             )
-        return WeightsError(
+        missing = WeightsError(
             f"The ImageNet weights for {spec.display_name} are not on this computer and could not be downloaded (no network?). "
             f"Missing: '{spec.weights_file}'. Put a copy in '{keras_models_folder()}' ($KERAS_HOME/models/, default ~/.keras/models/) and try again."
         )
+        missing.command_line = "Or, on the command line: --weights PATH trains from a weights file of your own, --weights none from random weights."
+        return missing
     return WeightsError(
         f"The weights file '{weights}' does not fit the {spec.display_name} backbone ({text[:200]}). "
         "Use a file saved from the same architecture without its classifier top."
