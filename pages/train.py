@@ -61,7 +61,8 @@ def time_left_text(job_state, now: float | None = None) -> str:
     if phase_left is None:
         return ""
     total_left = job_state.seconds_left(now)
-    text = "almost done with this phase" if phase_left < 1 else f"about {duration(phase_left)} left in this phase"
+    about = "at most" if job_state.phase == "head" and measured else "about"  # early stopping may end the head's epochs sooner
+    text = "almost done with this phase" if phase_left < 1 else f"{about} {duration(phase_left)} left in this phase"
     if total_left is not None and total_left - phase_left >= 1:
         text += f", {duration(total_left)} in all"
     return text + ("" if measured else " (estimated; measured once this phase is under way)")

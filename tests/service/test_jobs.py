@@ -161,3 +161,26 @@ def test_a_child_run_stops_on_request_and_a_failing_one_says_why(tmp_path: Path,
 
     missing = TrainingJob(TrainConfig(data_dir=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "failed"))).start().wait(300)
     assert missing.status == "failed" and "does not exist" in missing.error
+
+
+def test_the_head_first_epoch_is_mostly_tracing_and_early_stopping_is_expected(tmp_path: Path) -> None:
+    """Feature extraction: 200 head epochs at most, about 40 in earlier runs here, 0.02 s each once traced. The first epoch's
+    0.6 s is mostly tracing, so the estimate's pace stands in; the epochs left follow early stopping, not the 200."""
+    clock = FakeClock(0.0)
+    config = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run")).validated()  # feature extraction: patience 20
+    job = TrainingJob(config, clock=clock)
+    estimate = {
+        "seconds": 30.0, "parts": {"setup": 8.0, "features": 20.0, "head": 1.8}, "epochs": {"head": 200},
+        "expected_epochs": {"head": 40}, "epoch_seconds": {"head": 0.02}, "trace_seconds": {"head": 1.0},
+    }
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate=estimate))
+    job.handle(PhaseStarted("head", "Training the new head", total=200))
+    job.handle(EpochEnded("head", 1, 200, {"loss": 1.0, "val_loss": 0.5}, 0.6, 1, 200))
+    state = job.state()
+    assert state.seconds_per_epoch == pytest.approx(0.02)
+    assert state.epochs_left() == 39 and state.phase_seconds_left(clock()) == (pytest.approx(0.78), True)
+    for epoch in range(2, 46):  # the validation loss improves until epoch 30, then stalls
+        job.handle(EpochEnded("head", epoch, 200, {"loss": 1.0 / epoch, "val_loss": 0.5 - 0.01 * min(epoch, 30)}, 0.03, epoch, 200))
+    state = job.state()
+    assert state.seconds_per_epoch == pytest.approx(0.03)
+    assert state.epochs_left() == 5  # past the 40 expected: 15 epochs without improvement of the 20 that stop it

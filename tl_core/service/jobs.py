@@ -89,6 +89,7 @@ class JobState:
         phase_first_epoch: The run's epoch number of the current phase's first epoch.
         phase_epochs: Epochs the current phase runs at most (0 for phases that are not epochs).
         planned_phase_epochs: The most epochs each phase of the run runs (``TrainConfig.planned_phase_epochs``).
+        patience: Epochs without a better validation loss before a phase stops early (0: never).
     """
 
     status: str = "starting"
@@ -113,6 +114,7 @@ class JobState:
     phase_first_epoch: int = 0
     phase_epochs: int = 0
     planned_phase_epochs: dict = field(default_factory=dict)
+    patience: int = 0
 
     @property
     def is_running(self) -> bool:
@@ -140,12 +142,42 @@ class JobState:
 
     @property
     def seconds_per_epoch(self) -> float | None:
-        """The pace of the current phase: the mean of its finished epochs, its first left out once there are more
-        (the first carries the tracing of the compiled step); None before its first epoch finished."""
+        """The pace of the current phase, from its own epochs; None before its first epoch finished.
+
+        The first epoch carries the tracing of the compiled steps, so once there are more it is left
+        out. Alone, it counts less the tracing the estimate allows for the phase; where tracing is most
+        of it (the head's epochs on cached features take milliseconds), the estimate's own pace stands in.
+        """
         seconds = [entry["seconds"] for entry in self.phase_history]
         if len(seconds) > 1:
-            seconds = seconds[1:]
-        return sum(seconds) / len(seconds) if seconds else None
+            return sum(seconds[1:]) / (len(seconds) - 1)
+        if not seconds:
+            return None
+        group = self._estimate_group()
+        steady = seconds[0] - float((self.estimate.get("trace_seconds") or {}).get(group, 0.0))
+        if steady >= 0.25 * seconds[0]:
+            return steady
+        return float((self.estimate.get("epoch_seconds") or {}).get(group) or seconds[0])
+
+    def _estimate_group(self) -> str:
+        """The estimate's name of the current phase (full fine-tuning trains in the phase ``fine_tune``)."""
+        planned = self.estimate.get("epochs") or {}
+        return next((name for name in (self.phase, "full_fine_tune") if name in planned), self.phase)
+
+    def epochs_left(self) -> int:
+        """Epochs the current phase still runs: its planned ones, or fewer where early stopping is expected to end it.
+
+        With patience, a phase runs at least until ``patience`` epochs have passed without a better
+        validation loss; the estimate says how many epochs such a phase ran in earlier runs here.
+        """
+        finished = len(self.phase_history)
+        left = max(self.phase_epochs - finished, 0)
+        expected = (self.estimate.get("expected_epochs") or {}).get(self._estimate_group())
+        if not self.patience or not expected:
+            return left
+        best = min(range(len(self.history)), key=lambda index: self.history[index].get("val_loss", float("inf")), default=None)
+        since_best = sum(1 for entry in self.phase_history if best is None or entry["epoch"] > self.history[best]["epoch"])
+        return min(left, max(expected - finished, self.patience - since_best, 0))
 
     def phase_fraction(self) -> float:
         """How far the current phase is, from 0 to 1: epochs (with the share of the epoch under way), or items."""
@@ -169,7 +201,7 @@ class JobState:
             pace = self.seconds_per_epoch
             if pace is not None:
                 under_way = self.done / self.total if self.epoch_under_way else 0.0
-                return max(self.phase_epochs - len(self.phase_history) - under_way, 0.0) * pace, True
+                return max(self.epochs_left() - under_way, 0.0) * pace, True
         elif self.total and self.done and now > self.phase_started_at:
             rate = self.done / (now - self.phase_started_at)
             return (self.total - self.done) / rate, True
@@ -350,7 +382,10 @@ def fold_event(state: JobState, event: Event, now: float | None = None) -> JobSt
     now = time.time() if now is None else now
     if isinstance(event, TrainingStarted):
         config = TrainConfig.from_dict(event.config)
-        return replace(state, status=RUNNING, device=event.device, epochs=config.planned_epochs, estimate=dict(event.estimate), planned_phase_epochs=config.planned_phase_epochs)
+        return replace(
+            state, status=RUNNING, device=event.device, epochs=config.planned_epochs, estimate=dict(event.estimate),
+            planned_phase_epochs=config.planned_phase_epochs, patience=config.early_stopping_patience or 0,
+        )
     if isinstance(event, PhaseStarted):
         epochs = event.total if event.phase in EPOCH_PHASES else 0
         return replace(

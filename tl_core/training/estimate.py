@@ -50,6 +50,7 @@ HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
 FIXED_SECONDS = 8.0  # building the model, tracing the compiled functions, writing the files
 # Tracing the compiled training step (and its validation step) once per phase on images, and the exported model before the evaluation.
 TRACE_SECONDS = 4.0
+HEAD_TRACE_SECONDS = 1.0  # tracing the head's compiled loop and its validation
 # A training step costs the forward pass plus the backward pass through the layers that train. The backward pass costs
 # about twice their share of the forward arithmetic on a GPU; on a CPU the gradients of depthwise and grouped convolutions
 # are slower still (measured with MobileNetV2 on 2 cores: a fine-tuning epoch took 1.5-1.6 times what a factor of 2 gives).
@@ -91,6 +92,9 @@ class Estimate:
         corrections: The factor each group of steps was multiplied by (``tl_core.training.timings``); empty before any run here.
         epochs: Planned epochs of each phase of epochs (``head``, ``fine_tune`` ...).
         learned_from: Earlier runs on this device the corrections come from.
+        expected_epochs: The epochs each phase of epochs is expected to run (the head's warm-up: the share earlier runs here ran).
+        epoch_seconds: Seconds per epoch of each phase of epochs, as corrected, without the tracing of its first epoch.
+        trace_seconds: The tracing each phase of epochs spends in its first epoch.
     """
 
     seconds: float
@@ -100,6 +104,9 @@ class Estimate:
     corrections: dict[str, float] = field(default_factory=dict)
     epochs: dict[str, int] = field(default_factory=dict)
     learned_from: int = 0
+    expected_epochs: dict[str, int] = field(default_factory=dict)
+    epoch_seconds: dict[str, float] = field(default_factory=dict)
+    trace_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def minutes(self) -> float:
@@ -264,10 +271,14 @@ def estimate_run(
     basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
     if runs:
         basis += f", corrected by what {runs} earlier run{'s' if runs != 1 else ''} here took"
+    traces = {group: HEAD_TRACE_SECONDS if group == "head" else TRACE_SECONDS for group in epochs}
     return Estimate(
         round(sum(corrected.values()), 1), {name: round(value, 1) for name, value in corrected.items()}, basis,
         model_parts={name: round(value, 1) for name, value in parts.items()}, corrections={group: round(value, 3) for group, value in factors.items()},
         epochs=epochs, learned_from=runs,
+        expected_epochs={group: max(1, round(planned * shares.get(group, 1.0))) for group, planned in epochs.items()},
+        epoch_seconds={group: round(max(parts[group] - traces[group], 0.0) / planned * factors.get(group, 1.0), 4) for group, planned in epochs.items()},
+        trace_seconds=traces,
     )
 
 
@@ -307,7 +318,7 @@ def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, f
             parts["features"] = parts.get("features", 0.0) + config.augment_views * counts["train"] * forward
         head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
         if head_epochs:
-            parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + 1.0
+            parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + HEAD_TRACE_SECONDS
             epochs["head"] = int(head_epochs)
     if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
         if strategy == "fine_tune":
