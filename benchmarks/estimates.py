@@ -67,6 +67,7 @@ class Row:
     actual_seconds: float
     timings: dict
     readouts: list[Readout]
+    load: float = 0.0  # the machine's load average over the last minute when the run ended: other programs slow a run down
 
     @property
     def error(self) -> float:
@@ -133,21 +134,21 @@ def measure(data: Path, out_dir: Path, smoke: bool, time_budget: float) -> Row:
     summary = result.summary
     return Row(
         Path(data).name, config.strategy, " + ".join(f"{count} {phase}" for phase, count in config.planned_phase_epochs.items()),
-        estimate.learned_from, scenario, estimate.seconds, summary.seconds["total"], summary.timings or {}, readouts,
+        estimate.learned_from, scenario, estimate.seconds, summary.seconds["total"], summary.timings or {}, readouts, round(os.getloadavg()[0], 1),
     )
 
 
 def report(rows: list[Row]) -> str:
     """The tables: each estimate against the run, the phases, and the readouts."""
     lines = [
-        "| dataset | strategy | planned epochs | learnt from runs | Scenario said | Setup and Train said | took | error | within ±25 % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | strategy | planned epochs | learnt from runs | Scenario said | Setup and Train said | took | error | within ±25 % | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         scenario = f"{row.scenario_seconds:.0f} s" if row.scenario_seconds is not None else "n/a"
         lines.append(
             f"| {row.dataset} | {row.strategy} | {row.epochs} | {row.learned_from} | {scenario} | {row.estimate_seconds:.0f} s | "
-            f"{row.actual_seconds:.0f} s | {row.error:+.0%} | {'yes' if abs(row.error) <= TOLERANCE else 'no'} |"
+            f"{row.actual_seconds:.0f} s | {row.error:+.0%} | {'yes' if abs(row.error) <= TOLERANCE else 'no'} | {row.load:.1f} |"
         )
     lines += ["", "| dataset | part | estimated | took | epochs run / planned |", "|---|---|---|---|---|"]
     for row in rows:
@@ -164,7 +165,10 @@ def report(rows: list[Row]) -> str:
             error = "n/a" if readout.error is None else f"{readout.error:+.0%}"
             lines.append(f"| {row.dataset} | {readout.phase} | {readout.epoch} | {said} | {readout.actual:.0f} s | {error} | {phase_said} | {readout.phase_actual:.0f} s |")
     within = [abs(row.error) <= TOLERANCE for row in rows] + [readout.error is not None and abs(readout.error) <= TOLERANCE for row in rows for readout in row.readouts]
-    lines += ["", f"{sum(within)} of {len(within)} estimates and readouts within ±25 % of what happened."]
+    lines += [
+        "", f"{sum(within)} of {len(within)} estimates and readouts within ±25 % of what happened "
+        f"(load: the load average on {os.cpu_count()} cores when each run ended; above the core count, other programs were slowing the runs down).",
+    ]
     return "\n".join(lines)
 
 

@@ -145,8 +145,9 @@ class JobState:
         """The pace of the current phase, from its own epochs; None before its first epoch finished.
 
         The first epoch carries the tracing of the compiled steps, so once there are more it is left
-        out. Alone, it counts less the tracing the estimate allows for the phase; where tracing is most
-        of it (the head's epochs on cached features take milliseconds), the estimate's own pace stands in.
+        out. Alone, it counts less the tracing the estimate allows for the phase; where the estimate's
+        epochs are shorter than that tracing (the head's epochs on cached features take milliseconds),
+        the first epoch says little about the others, and the estimate's own pace stands in.
         """
         seconds = [entry["seconds"] for entry in self.phase_history]
         if len(seconds) > 1:
@@ -154,10 +155,11 @@ class JobState:
         if not seconds:
             return None
         group = self._estimate_group()
-        steady = seconds[0] - float((self.estimate.get("trace_seconds") or {}).get(group, 0.0))
-        if steady >= 0.25 * seconds[0]:
-            return steady
-        return float((self.estimate.get("epoch_seconds") or {}).get(group) or seconds[0])
+        trace = float((self.estimate.get("trace_seconds") or {}).get(group, 0.0))
+        estimated = (self.estimate.get("epoch_seconds") or {}).get(group)
+        if estimated is not None and estimated < trace:
+            return float(estimated)
+        return seconds[0] - trace if seconds[0] - trace >= 0.25 * seconds[0] else seconds[0]
 
     def _estimate_group(self) -> str:
         """The estimate's name of the current phase (full fine-tuning trains in the phase ``fine_tune``)."""

@@ -19,11 +19,15 @@ last few runs there (those with the same backbone when there are any). For a
 phase of epochs the ratio is per epoch: a phase that stopped early says nothing
 about the device's speed. How many of its planned epochs the head's phase ran
 before early stopping ended it is learnt as well, since a warm-up of at most 200
-epochs usually stops after a few dozen.
+epochs usually stops after a few dozen. The arithmetic counts as one run: a
+correction learnt from one run moves the estimate half way (in the logarithm),
+so one run slowed by another program on the machine does not double the next
+estimate.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -144,7 +148,9 @@ def learned_corrections(device: str, backbone: str, cache_dir: str | os.PathLike
     for group in ("images", *EPOCH_GROUPS, "evaluate", "rest"):
         ratios = _ratios(same_backbone, group) or _ratios(records, group)
         if ratios:
-            factors[group] = _clamped(statistics.median(value for value, _ in ratios[-RECENT_RUNS:]))
+            recent = ratios[-RECENT_RUNS:]
+            # The arithmetic counts as one run more: one run's ratio moves the estimate half way (in the logarithm), five runs five sixths.
+            factors[group] = _clamped(math.exp(len(recent) / (len(recent) + 1) * statistics.median(math.log(value) for value, _ in recent)))
             used.update(index for _, index in ratios[-RECENT_RUNS:])
     head_shares = [
         (row["epochs"] / row["planned_epochs"], id(record))
