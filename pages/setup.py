@@ -43,7 +43,7 @@ PREVIEW_SIZE = 128
 PREVIEW_VERSIONS = 4
 PREVIEW_CLASSES = 3
 VARIANTS = {"recommended": "Recommended", "quick": "Quick"}
-PART_NAMES = {"setup": "setting up", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
+PART_NAMES = {"setup": "setting up", "files": "writing the files", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
               "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation", "portable files": "TFLite and ONNX files"}
 
 

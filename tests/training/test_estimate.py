@@ -102,7 +102,7 @@ def test_later_estimates_on_this_device_learn_from_recorded_runs(tmp_path: Path,
             "fine_tune": 1.5 * model["fine_tune"] * fine_tune_epochs / 4,
             "evaluate": model["evaluate"],
         }
-        seconds["total"] = sum(seconds.values()) + 2 * model["setup"]
+        seconds["total"] = sum(seconds.values()) + 2 * (model["setup"] + model["files"])
         history = [{"epoch": epoch, "phase": "head"} for epoch in range(1, 21)] + [{"epoch": 20 + epoch, "phase": "fine_tune"} for epoch in range(1, fine_tune_epochs + 1)]
         return compare_with_estimate(first.to_dict(), seconds, history, "fine_tune")
 
@@ -122,3 +122,15 @@ def test_later_estimates_on_this_device_learn_from_recorded_runs(tmp_path: Path,
 
 def without_head(parts: dict) -> dict:
     return {name: seconds for name, seconds in parts.items() if name != "head"}
+
+
+def test_the_remembered_throughput_is_the_median_of_the_recent_measurements(tmp_path: Path) -> None:
+    """A measurement taken while another program kept the cores busy does not set every later estimate."""
+    from tl_core.training.estimate import Throughput, forward_throughput, remember_throughput
+
+    for speed in (100.0, 40.0, 110.0):
+        remember_throughput(Throughput("CPU x test", "mobilenet_v2", 224, speed, 0.0), tmp_path)
+    assert forward_throughput("mobilenet_v2", 224, "CPU x test", cache_dir=tmp_path, measure=False).images_per_second == 100.0
+    for speed in (60.0, 60.0, 60.0, 60.0):
+        remember_throughput(Throughput("CPU x test", "mobilenet_v2", 224, speed, 0.0), tmp_path)
+    assert forward_throughput("mobilenet_v2", 224, "CPU x test", cache_dir=tmp_path, measure=False).images_per_second == 60.0  # the last five

@@ -53,7 +53,7 @@ EPOCH_PHASES = ("head", "fine_tune", "from_scratch")
 PHASE_ORDER = ("decode", "features", "head", "fine_tune", "from_scratch", "evaluate", "export")
 PHASE_PARTS = {
     "decode": ("decode",), "features": ("features",), "head": ("head",), "fine_tune": ("fine_tune", "full_fine_tune"),
-    "from_scratch": ("from_scratch",), "evaluate": ("evaluate",), "export": ("portable files",),
+    "from_scratch": ("from_scratch",), "evaluate": ("evaluate",), "export": ("files", "portable files"),
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,11 +44,13 @@ from tl_core.models.blocks import default_freeze_layers
 from tl_core.training.timings import group_of, learned_corrections
 
 THROUGHPUT_FILE = "throughput.json"
+RECENT_MEASUREMENTS = 5  # the throughput is the median of this many of the latest measurements
 # Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
 # in benchmarks.speed: about 35 ms per batch of 32 at 224 px), scaled by pixels.
 AUGMENT_SECONDS_PER_224_IMAGE = 0.0011
 HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
-FIXED_SECONDS = 8.0  # building the model, tracing the compiled functions, writing the files
+SETUP_SECONDS = 4.0  # scanning, building the model, tracing the compiled functions
+FILES_SECONDS = 4.0  # writing model.h5, model.keras and the reports at the end
 # Tracing the compiled training step (and its validation step) once per phase on images, and the exported model before the evaluation.
 TRACE_SECONDS = 4.0
 HEAD_TRACE_SECONDS = 1.0  # tracing the head's compiled loop and its validation
@@ -155,8 +158,8 @@ def forward_throughput(backbone: str, image_size: int, device: str, cache_dir: s
     key = f"{device}|{backbone}|{image_size}"
     remembered = _remembered(path)
     if key in remembered:
-        return Throughput(**remembered[key])
-    same_backbone = [Throughput(**entry) for entry in remembered.values() if entry["device"] == device and entry["backbone"] == backbone]
+        return _throughput(remembered[key])
+    same_backbone = [_throughput(entry) for entry in remembered.values() if entry.get("device") == device and entry.get("backbone") == backbone]
     if same_backbone:
         nearest = min(same_backbone, key=lambda entry: abs(entry.image_size - image_size))
         scaled = nearest.images_per_second * (nearest.image_size / image_size) ** 2
@@ -169,17 +172,28 @@ def forward_throughput(backbone: str, image_size: int, device: str, cache_dir: s
 
 
 def remember_throughput(throughput: Throughput, cache_dir: str | os.PathLike | None = None) -> None:
-    """Files a throughput measured elsewhere (the advice's own forward pass) for later estimates."""
+    """Files a throughput measured elsewhere (the advice's own forward pass) for later estimates.
+
+    The estimate uses the median of the last ``RECENT_MEASUREMENTS`` measurements: one taken while
+    another program kept the cores busy does not set every later estimate.
+    """
     path = Path(cache_dir or default_cache_dir()) / THROUGHPUT_FILE
     remembered = _remembered(path)  # another process may have added entries meanwhile
-    remembered[f"{throughput.device}|{throughput.backbone}|{throughput.image_size}"] = asdict(throughput)
+    key = f"{throughput.device}|{throughput.backbone}|{throughput.image_size}"
+    earlier = remembered.get(key, {}).get("recent") or ([remembered[key]["images_per_second"]] if key in remembered else [])
+    recent = [*earlier, throughput.images_per_second][-RECENT_MEASUREMENTS:]
+    remembered[key] = {**asdict(throughput), "images_per_second": statistics.median(recent), "recent": recent}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, remembered, indent=1)
 
 
 def _remembered(path: Path) -> dict:
     remembered = read_json(path, {})
-    return remembered if isinstance(remembered, dict) else {}
+    return {key: entry for key, entry in remembered.items() if isinstance(entry, dict)} if isinstance(remembered, dict) else {}
+
+
+def _throughput(entry: dict) -> Throughput:
+    return Throughput(**{name: entry[name] for name in ("device", "backbone", "image_size", "images_per_second", "measured")})
 
 
 def measure_forward(backbone: str, image_size: int, batch_size: int = 32, batches: int = 3) -> float:
@@ -317,7 +331,7 @@ def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, f
     strategy = config.strategy
     mirrored = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
     gpu = " GPU" in f" {throughput.device}"
-    parts: dict[str, float] = {"setup": FIXED_SECONDS}
+    parts: dict[str, float] = {"setup": SETUP_SECONDS}
     epochs: dict[str, int] = {}
 
     images_cached = decoded_images_cached(dataset.records, size, config.cache_dir)
@@ -354,6 +368,7 @@ def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, f
     flips = 2 if config.test_time_flip and mirrored else 1
     if strategy != "feature_extraction":
         parts["evaluate"] = TRACE_SECONDS + held_out * flips * forward
+    parts["files"] = FILES_SECONDS
     formats = default_formats() if config.export_formats is None else config.export_formats
     if formats:
         parts["portable files"] = sum(PORTABLE_SECONDS[name] for name in formats)
