@@ -61,11 +61,17 @@ def time_left_text(job_state, now: float | None = None) -> str:
     if phase_left is None:
         return ""
     total_left = job_state.seconds_left(now)
+    countable = job_state.in_epochs or job_state.total > 0  # a phase of epochs or images measures its own pace
+    if phase_left < 1 and not measured:
+        estimated = job_state.estimated_seconds(job_state.phase) or 0.0
+        return f"taking longer than the {duration(estimated)} estimated for this phase"
     about = "at most" if job_state.phase == "head" and measured else "about"  # early stopping may end the head's epochs sooner
     text = "almost done with this phase" if phase_left < 1 else f"{about} {duration(phase_left)} left in this phase"
     if total_left is not None and total_left - phase_left >= 1:
         text += f", {duration(total_left)} in all"
-    return text + ("" if measured else " (estimated; measured once this phase is under way)")
+    if measured:
+        return text
+    return text + (" (estimated until its first epoch ends)" if job_state.in_epochs else " (estimated until the first images are through)" if countable else " (estimated)")
 
 
 def progress_of(job_state, now: float | None = None) -> tuple[float, str]:

@@ -215,3 +215,18 @@ def test_coming_back_to_the_page_redraws_the_same_run(tmp_path, data_dir):
     assert not job.state().stop_requested
     assert OVERFITTING_LABEL in chart_specs(at)
     assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["x"] == [1, 2, 3, 4, 5]
+
+
+def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_path, data_dir):
+    """Converting the files: the estimate's 14 s, then, past them, that it is taking longer (never 'almost done' for half a minute)."""
+    clock = [1000.0]
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"), epochs=5, image_size=32)
+    job = TrainingJob(config, clock=lambda: clock[0])
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["ants", "bees"], counts={}, estimate={"seconds": 60.0, "parts": {"files": 4.0, "portable files": 10.0}}))
+    job.handle(PhaseStarted("export", "Converting the model to TensorFlow Lite and ONNX"))
+    clock[0] += 5
+    at = open_train_page(tmp_path, data_dir, job)
+    assert "about 9 s left in this phase (estimated)" in at.get("progress")[0].proto.text
+    clock[0] += 20
+    at = open_train_page(tmp_path, data_dir, job)
+    assert "taking longer than the 14 s estimated for this phase" in at.get("progress")[0].proto.text
