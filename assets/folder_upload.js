@@ -46,11 +46,12 @@ const HTML = `
   <div class="tlfu-message" data-testid="tl-folder-message"></div>
 </div>`;
 
-const MB = 1024 * 1024;
+const MB = 1e6;  // megabytes of 10^6 bytes, as everywhere in the app
 
 function formatBytes(count) {
-  if (count >= 1024 * MB) return (count / (1024 * MB)).toFixed(1) + " GB";
+  if (count >= 1e9) return (count / 1e9).toFixed(1) + " GB";
   if (count >= MB) return (count / MB).toFixed(1) + " MB";
+  if (count >= 1e3) return (count / 1e3).toFixed(1) + " kB";
   return count.toLocaleString("en") + " bytes";
 }
 

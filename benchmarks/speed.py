@@ -91,7 +91,7 @@ def build_dataset(source: Path, target: Path, images: int, size: tuple[int, int]
 
 
 def peak_memory_mb() -> float:
-    """This process's peak resident memory in MB.
+    """This process's peak resident memory in MiB (2^20 bytes).
 
     Linux's ``VmHWM`` belongs to the process's own address space; ``ru_maxrss``
     would also count what a child inherited from its parent before ``exec``.
@@ -427,12 +427,12 @@ def format_table(results: dict) -> str:
     ]
     memory = results.get("memory_run")
     if memory:
-        budget = f"budget {memory['memory_budget_mb']} MB" if memory["memory_budget_mb"] is not None else "default budget"
+        budget = f"budget {memory['memory_budget_mb']} MiB" if memory["memory_budget_mb"] is not None else "default budget"
         lines.append(
-            f"| peak resident memory, first run on {memory['images']:,} images in its own process | {memory['peak_memory_mb']:,.0f} MB | | "
+            f"| peak resident memory, first run on {memory['images']:,} images in its own process | {memory['peak_memory_mb']:,.0f} MiB | | "
             f"images held in {memory['images_held_in']}, {budget} | < 4 GB at 10,000 images |"
         )
-    lines += ["", f"Accuracy on val: ours {first['accuracy']:.3f}, naive {naive['accuracy']:.3f}. Whole benchmark process peak: {results['peak_memory_mb']:,.0f} MB."]
+    lines += ["", f"Accuracy on val: ours {first['accuracy']:.3f}, naive {naive['accuracy']:.3f}. Whole benchmark process peak: {results['peak_memory_mb']:,.0f} MiB."]
     return "\n".join(lines)
 
 

@@ -95,7 +95,7 @@ class AppServer:
                 time.sleep(0.5)
 
     def peak_memory_mb(self) -> float:
-        """The server process's peak resident memory (VmHWM), in MB."""
+        """The server process's peak resident memory (VmHWM), in MiB (2^20 bytes)."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
@@ -149,7 +149,7 @@ def time_zip_route(page, url: str, archive: Path, files: int, classes: int) -> f
 
 
 def _rate(files: int, size: int, seconds: float) -> str:
-    return f"{seconds:6.1f} s  {files / seconds:7.0f} files/s  {size / 1024**2 / seconds:6.1f} MB/s"
+    return f"{seconds:6.1f} s  {files / seconds:7.0f} files/s  {size / 1e6 / seconds:6.1f} MB/s"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         photos = temporary / "photos"
         files, size = make_photos(photos, arguments.photos, arguments.classes, 320, 240)
-        print(f"{files:,} JPEGs, {size / 1024**2:.0f} MB, {arguments.classes} class folders (320x240)")
+        print(f"{files:,} JPEGs, {size / 1e6:.0f} MB, {arguments.classes} class folders (320x240)")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
             server = AppServer(temporary)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                     zip_seconds = time_zip_route(browser.new_page(viewport={"width": 1400, "height": 1400}), server.url, archive, files, arguments.classes)
                     print(f"zip route      {_rate(files, size, zip_seconds)}")
                     print(f"folder route / zip route: {folder_seconds / zip_seconds:.2f}x the time (target: at most 2x; and at most 60 s for 5,000 photos)")
-                print(f"server peak memory so far: {server.peak_memory_mb():.0f} MB")
+                print(f"server peak memory so far: {server.peak_memory_mb():.0f} MiB")
             finally:
                 server.stop()
             shutil.rmtree(photos, ignore_errors=True)
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     page = browser.new_page(viewport={"width": 1400, "height": 1400})
                     seconds, stall, note = time_folder_route(page, server.url, small, small_files, arguments.classes, probe_responsiveness=True)
-                    print(f"{small_files:,} small files ({small_size / 1024**2:.0f} MB): folder route {_rate(small_files, small_size, seconds)}   (the uploader: {note!r})")
-                    print(f"  longest main-thread stall during the upload: {stall:.0f} ms; server peak memory {server.peak_memory_mb():.0f} MB")
+                    print(f"{small_files:,} small files ({small_size / 1e6:.0f} MB): folder route {_rate(small_files, small_size, seconds)}   (the uploader: {note!r})")
+                    print(f"  longest main-thread stall during the upload: {stall:.0f} ms; server peak memory {server.peak_memory_mb():.0f} MiB")
                 finally:
                     server.stop()
             browser.close()

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TLError
+from tl_core.service.upload import format_bytes
 from ui import state as session
 from ui.charts import class_counts_figure
 from ui.folder_upload import folder_uploader
@@ -32,6 +33,11 @@ source = st.radio(
     "Where are your images?", list(SOURCES), index=list(SOURCES).index(state.get("data_source_kept", "sample")), format_func=SOURCES.get, horizontal=True, key="data_source"
 )
 state["data_source_kept"] = source
+
+
+def short_name(name: str, most: int = 14) -> str:
+    """A file name short enough for one line under a thumbnail: ``101403…cec.jpg``."""
+    return name if len(name) <= most else f"{name[: most - 8]}…{name[-7:]}"
 
 
 def use_folder(folder: Path, description: str) -> None:
@@ -98,8 +104,8 @@ try:
         ended = folder_uploader(upload, note=state.get("folder_upload_note", ""))
         if ended and ended.get("status") == "finished":
             folder = workspace.finish_folder_upload(upload)
-            state["folder_upload_note"] = f"Sent {ended['files']:,} files ({ended['bytes'] / 1024**2:,.1f} MB) in {ended['seconds']:.1f} s."
-            use_folder(folder, f"{ended['files']:,} uploaded files")
+            state["folder_upload_note"] = f"Sent {ended['files']:,} files ({format_bytes(ended['bytes'])}) in {ended['seconds']:.1f} s."
+            use_folder(folder, f"{ended['files']:,} uploaded files of '{folder.name}'")
         elif ended and ended.get("status") == "cancelled":
             state["folder_upload_note"] = "Upload cancelled; nothing from it was kept. Choose a folder to start again."
             upload.cancel()  # the browser asked the server too; this makes sure, even if that request was lost
@@ -107,7 +113,8 @@ try:
             state["folder_upload_note"] = ended.get("message", "")
     elif source == "zip":
         st.caption(
-            f"A .zip of up to {st.get_option('server.maxUploadSize'):,} MB (it is held in the server's memory while it arrives). "
+            f"A .zip of up to {format_bytes(st.get_option('server.maxUploadSize') * 1024**2)} ({st.get_option('server.maxUploadSize'):,} MiB; "
+            "it is held in the server's memory while it arrives). "
             "For a bigger dataset choose **Upload a folder** (sent in batches straight to disk, up to the upload limits) or **Folder on this computer**."
         )
         archive = st.file_uploader("Choose a .zip of the folder", type=["zip"], key="zip_upload")
@@ -127,8 +134,14 @@ if dataset is None:
 
 summary = dataset.summary()
 st.divider()
-st.subheader(f"{summary['num_images']:,} images in {summary['num_classes']} classes")
-st.caption(f"Folder: `{summary['root']}` · Split: {summary['split_source']}")
+copy = Path(workspace.root) in Path(summary["root"]).parents  # an upload or the sample: the app's copy, under the folder's own name
+st.subheader(f"{Path(summary['root']).name} · {summary['num_images']:,} images in {summary['num_classes']} classes")
+if copy:
+    st.caption(f"Split: {summary['split_source']}")
+    with st.expander("Where the app keeps this copy"):
+        st.caption(f"`{summary['root']}`: the session's own folder, removed when the session ends. Runs record the folder's name, `{Path(summary['root']).name}`.")
+else:
+    st.caption(f"Folder: `{summary['root']}` · Split: {summary['split_source']}")
 
 size = summary["image_size"]
 columns = st.columns(5)
@@ -176,9 +189,18 @@ def show_duplicates(groups: list[dict]) -> None:
             f"{plural(len(same), 'picture')} {'is' if len(same) == 1 else 'are'} in the same class folder more than once, so "
             f"{'it counts' if len(same) == 1 else 'they count'} more than once in training. Remove the copies unless that is what you want."
         )
-    rows = [{"kind": group["kind"], "classes": ", ".join(group["classes"]), "splits": ", ".join(group["splits"]), "files": "\n".join(group["paths"])} for group in groups]
+    records = {record.path: record for record in dataset.records}
+    rows = [
+        {
+            "group": number, "kind": group["kind"], "file": dataset.relative(path),
+            "class": records[path].class_name if path in records else "", "split": records[path].split if path in records else "",
+        }
+        for number, group in enumerate(groups, start=1)
+        for path in group["paths"]
+    ]
     with st.expander(f"{plural(len(groups), 'group')} of identical files (all are used)", expanded=len(groups) <= 20):
-        st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
+        st.caption("One row per file, paths inside the dataset folder; the files of a group share its number.")
+        st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True, column_config={"group": st.column_config.NumberColumn(width="small")})
 
 
 show_duplicates(summary.get("duplicates", []))
@@ -201,12 +223,12 @@ for name in dataset.class_names:
     previews = [preview for preview in engine.thumbnails(paths) if preview is not None]
     st.markdown(f"**{name}**")
     if previews:
-        st.image(previews, width=96, caption=[Path(path).name for path in paths][: len(previews)])
+        st.image(previews, width=96, caption=[short_name(Path(path).name) for path in paths][: len(previews)])
 
 skipped = summary["skipped"]
 if skipped:
     with st.expander(f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped, with the reason", expanded=len(skipped) <= 20):
-        st.dataframe(pd.DataFrame(skipped), width="stretch", hide_index=True)
+        st.dataframe(pd.DataFrame([{"path": dataset.relative(item["path"]), "reason": item["reason"]} for item in skipped]), width="stretch", hide_index=True)
 else:
     st.success(f"Every file was used ({summary['ignored_system_files']} system files such as .DS_Store passed over).")
 
@@ -214,7 +236,7 @@ suspicious = summary.get("suspicious", [])
 if suspicious:
     with st.expander(f"{plural(len(suspicious), 'file')} used but worth a look", expanded=len(suspicious) <= 20):
         st.caption("These files are used. A name that does not match the content trips up other tools; a file that looks truncated is dropped, with a notice, if it fails to decode when training starts.")
-        st.dataframe(pd.DataFrame(suspicious), width="stretch", hide_index=True)
+        st.dataframe(pd.DataFrame([{"path": dataset.relative(item["path"]), "reason": item["reason"]} for item in suspicious]), width="stretch", hide_index=True)
 
 decided = summary.get("label_decisions") or {}
 if decided:

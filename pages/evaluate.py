@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core.errors import TLError
-from tl_core.insight.curves import overfitting_epoch
+from tl_core.insight.curves import best_epoch, epochs_in_words, overfitting_epoch, phase_spans
 from ui.charts import confusion_heatmap, learning_curves, roc_figure
 
 state = st.session_state
@@ -111,13 +111,16 @@ with class_column:
 
 st.subheader("Learning curves")
 if report.history:
-    overfit = overfitting_epoch(report.history)
+    kept = report.summary.best_epoch or best_epoch(report.history)
+    overfit = overfitting_epoch(report.history, kept_epoch=kept)
     loss_chart, accuracy_chart = learning_curves(report.history, overfit)
     left, right = st.columns(2)
     left.plotly_chart(loss_chart, width="stretch", key="evaluate_loss_chart")
     right.plotly_chart(accuracy_chart, width="stretch", key="evaluate_accuracy_chart")
+    story = f"The run trained {epochs_in_words(phase_spans(report.history, report.summary.planned_phase_epochs))}; the model holds the weights of epoch {kept}, the lowest validation loss."
     if overfit is not None:
-        st.caption(f"From epoch {overfit} the validation loss rose while the training loss fell (overfitting); the weights of the epoch with the lowest validation loss were kept.")
+        story += f" From epoch {overfit} the validation loss rose while the training loss fell (overfitting)."
+    st.caption(story)
 else:
     st.caption("This run has no training history (it was stopped before an epoch finished).")
 
@@ -142,8 +145,12 @@ else:
             break
         shown.append((pair, group[:room]))
     previews = iter(engine.thumbnails([item.path for _, items in shown for item in items], size=160))
+    shown_count = sum(len(items) for _, items in shown)
+    if shown_count < mistakes:
+        st.caption(f"Showing {shown_count} of {mistakes} misclassified images: the most frequent confusions first, the most confident mistakes first within each.")
     for pair, items in shown:
-        st.markdown(f"**{pair.true_class} → {pair.predicted_class}** · {pair.count} image{'s' if pair.count != 1 else ''}")
+        showing = f" (showing {len(items)} of {pair.count})" if len(items) < pair.count else ""
+        st.markdown(f"**{pair.true_class} → {pair.predicted_class}** · {pair.count} image{'s' if pair.count != 1 else ''}{showing}")
         for start in range(0, len(items), GALLERY_COLUMNS):
             for column, item in zip(st.columns(GALLERY_COLUMNS), items[start : start + GALLERY_COLUMNS], strict=False):
                 preview = next(previews)
@@ -153,9 +160,8 @@ else:
                         st.image(preview, caption=caption)  # its 160 px, or the column's width where that is narrower
                     else:
                         st.caption(f"{caption}  \n:grey[image not readable: {Path(item.path).name or 'no path'}]")
-    hidden = mistakes - sum(len(items) for _, items in shown)
-    if hidden > 0:
-        st.caption(f"{hidden} more misclassified image{'s' if hidden != 1 else ''} not shown; the gallery shows the first {GALLERY_LIMIT}.")
+    if shown_count < mistakes:
+        st.caption(f"{mistakes - shown_count} more misclassified image{'s' if mistakes - shown_count != 1 else ''} not shown: the gallery stops at {GALLERY_LIMIT}.")
 
     st.markdown("**Where the model looked**")
     if st.toggle(

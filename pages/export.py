@@ -14,6 +14,7 @@ import streamlit as st
 from tl_core.errors import TLError
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
 from tl_core.runs.portable import FORMATS as PORTABLE_FORMATS
+from tl_core.service.upload import format_bytes
 from ui.charts import show_predictions
 
 state = st.session_state
@@ -54,11 +55,8 @@ st.markdown(
 
 
 def size_text(byte_count: int) -> str:
-    """Bytes in words: "812 B", "14 KB", "9.4 MB"."""
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if byte_count >= scale:
-            return f"{byte_count / scale:.1f} {unit}" if byte_count < 10 * scale else f"{byte_count / scale:.0f} {unit}"
-    return f"{byte_count} B"
+    """Bytes in words, in kB, MB and GB of 10^3, 10^6 and 10^9 bytes: "812 bytes", "14.0 kB", "9.1 MB"."""
+    return format_bytes(byte_count)
 
 
 def file_button(path: Path, mime: str, absent: str) -> bool:

@@ -45,14 +45,20 @@ st.dataframe(
             # What tells runs apart first; the rest of the settings after.
             "created": record.created[:16].replace("T", " "), "dataset": record.dataset, "strategy": record.strategy.replace("_", " "),
             "test accuracy": None if record.test_accuracy is None else 100 * record.test_accuracy,
-            "minutes": None if record.seconds is None else round(record.seconds / 60, 1), "status": record.status,
-            "backbone": record.backbone, "device": record.device, "image size": record.image_size, "frozen layers": record.frozen_layers, "epochs": record.epochs,
+            "minutes": None if record.seconds is None else round(record.seconds / 60, 1),
+            "estimated minutes": None if record.estimated_seconds is None else round(record.estimated_seconds / 60, 1), "status": record.status,
+            "epochs": record.epochs, "phases": record.phases, "kept epoch": record.best_epoch,
+            "backbone": record.backbone, "device": record.device, "image size": record.image_size, "frozen layers": record.frozen_layers,
             "images": record.images, "label decisions": record.label_decisions, "classes": record.classes, "seed": record.seed, "fingerprint": record.fingerprint, "folder": record.name,
         }
         for record in records
     ]),
     hide_index=True, width="stretch",
-    column_config={"test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min")},
+    column_config={
+        "test accuracy": st.column_config.NumberColumn(format="%.1f%%"), "minutes": st.column_config.NumberColumn(format="%.1f min"),
+        "estimated minutes": st.column_config.NumberColumn(format="%.1f min", help="What the estimate said when the run started."),
+        "kept epoch": st.column_config.NumberColumn(help="The epoch whose weights the model holds: the lowest validation loss of the run."),
+    },
 )
 
 st.subheader("One run")

@@ -8,6 +8,7 @@ import streamlit as st
 from tl_core.data.decisions import DECISIONS_FILE, LabelDecision, changed, choice_of, choices, decide_for_many, folder_label
 from tl_core.errors import TLError
 from ui import state as session
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
@@ -111,9 +112,13 @@ report = report_entry.value if report_entry is not None else None
 images = len(dataset.records)
 button = "Look for wrong labels again" if report else "Look for wrong labels"
 st.caption(f"{images:,} images with MobileNetV2's ImageNet features: about a second per 60 images on a laptop CPU the first time, seconds when the features are cached.")
-if st.button(button, type="secondary" if report else "primary", icon=":material/search:", key="find_label_issues"):
-    bar = st.progress(0.0, text="Starting…")
-    words = {"decode": "Reading images", "features": "Running the pretrained network", "judge": "Judging the labels"}
+ready = weights_panel(engine, "mobilenet_v2", "labels_weights")
+pressed = st.button(button, type="secondary" if report else "primary", icon=":material/search:", key="find_label_issues", disabled=not ready)
+# One slot for the progress bar and the error it may end in: pressing the button again replaces an old error at once.
+slot = st.empty()
+if pressed:
+    bar = slot.progress(0.0, text=f"Starting: loading the pretrained network to read {images:,} images…")
+    words = {"decode": "Reading images", "features": "Running the pretrained network", "judge": "Judging the labels: classifiers trained"}
 
     def progress(phase: str, done: int, total: int) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"{words.get(phase, phase)}: {done:,} of {total:,}")
@@ -121,10 +126,9 @@ if st.button(button, type="secondary" if report else "primary", icon=":material/
     try:
         report = engine.find_label_issues(dataset, on_progress=progress)
     except TLError as error:
-        bar.empty()
-        st.error(str(error))
+        slot.error(str(error))
         st.stop()
-    bar.empty()
+    slot.empty()
     session.remember(state, session.LABEL_REPORT, str(dataset.root), report, labels=dataset.fingerprint())
     report_entry = session.recall(state, session.LABEL_REPORT, str(dataset.root))
 
@@ -151,9 +155,9 @@ if report is not None:
             st.success("No label looks wrong: every image's held-out prediction agrees with its label, or is unsure.")
         else:
             st.caption(
-                "Most suspicious first. The percentage is how sure the model that never saw the image is of the suggested class; "
-                "**flagged** marks the surest cases (confident learning). Look at each picture: some suspects are hard or ambiguous images, "
-                "not wrong labels; keep those."
+                "Least likely label first: sorted by the first percentage, how likely the model that never saw the image finds its label; "
+                "the second is how sure it is of the class it suggests. **Flagged** marks the surest cases (confident learning). Look at each "
+                "picture: some suspects are hard or ambiguous images, not wrong labels; keep those."
             )
             if not flagged:
                 st.info("Confident learning flags none of them: the labels look clean. The list shows the images the held-out model disagrees with; most are hard pictures, a few may be wrong labels.")
@@ -167,7 +171,10 @@ if report is not None:
             items = [
                 {
                     "path": suspect.path, "relative_path": suspect.relative_path, "split": suspect.split, "label": suspect.given_label, "suggested": suspect.suggested_label,
-                    "headline": f"labelled **{suspect.given_label}**, looks like **{suspect.suggested_label}** ({suspect.confidence:.0%}){' · :red[flagged]' if suspect.flagged else ''}",
+                    "headline": (
+                        f"labelled **{suspect.given_label}** ({suspect.given_probability:.0%}), looks like **{suspect.suggested_label}** "
+                        f"({suspect.confidence:.0%}){' · :red[flagged]' if suspect.flagged else ''}"
+                    ),
                 }
                 for suspect in paged(report.suspects, "suspects")
             ]

@@ -6,8 +6,10 @@ from tl_core.advice.compare import best_row
 from tl_core.advice.scenario import SCENARIOS, Recommendation, candidate_strategies, classify_size
 from tl_core.config import STRATEGY_TITLES
 from tl_core.errors import TLError
+from tl_core.models.blocks import freeze_wording
 from ui import state as session
 from ui.charts import comparison_figure, matrix_figure, shift_profile_figure
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
@@ -71,12 +73,13 @@ def measure_similarity() -> None:
         "separate your classes compared with random ones, how far your images shift the network's internal statistics, and how "
         "sure an ImageNet classifier is about them."
     )
+    ready = weights_panel(engine, "mobilenet_v2", "scenario_weights")
     budget_column, button_column = st.columns([1, 1], vertical_alignment="bottom")
     budget = budget_column.number_input(
         "Time budget (minutes)", min_value=1.0, max_value=1440.0, value=10.0, step=1.0, key="scenario_budget",
         help="The advice recommends no strategy it expects to take longer than this on this computer, and fits fine-tuning's epochs into it.",
     )
-    if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure"):
+    if button_column.button("Measure similarity", icon=":material/biotech:", key="scenario_measure", disabled=not ready):
         try:
             with st.spinner("Measuring: running the pretrained network, a random one and an ImageNet classifier on your images…"):
                 session.remember(state, session.ADVICE, dataset.fingerprint(), engine.advise(dataset, time_budget_minutes=float(budget)))
@@ -115,12 +118,8 @@ def show_candidates(advice) -> None:
     """Every strategy weighed: expected accuracy against estimated minutes, so the user can trade one for the other."""
     import pandas as pd
 
-    if advice.matrix_strategy and advice.matrix_strategy != advice.recommendation.strategy:
-        st.info(
-            f"The matrix alone would say **{strategy_name(advice.matrix_strategy)}**; measured on your images and timed on this computer, "
-            f"**{strategy_name(advice.recommendation.strategy)}** is the better use of your time budget ({advice.time_budget_minutes:g} min). The numbers:",
-            icon=":material/balance:",
-        )
+    if advice.overrides_matrix:
+        st.info(f"{advice.override_text()} The numbers:", icon=":material/balance:")
     rows = [
         {
             "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
@@ -174,7 +173,8 @@ with size_slot:
     st.markdown(f"Measured: your data is **{verdict.size}**. {verdict.reason}")
 
 with right_column:
-    st.plotly_chart(matrix_figure(verdict, recommendation), width="stretch", config={"displayModeBar": False})
+    measured_strategy = advice.recommendation.strategy if advice is not None and advice.overrides_matrix else None
+    st.plotly_chart(matrix_figure(verdict, recommendation, measured_strategy), width="stretch", config={"displayModeBar": False})
 
 if recommendation is None:
     st.info("Answer the similarity question to see which cell your data falls in and what to do about it.")
@@ -182,7 +182,10 @@ if recommendation is None:
 
 st.divider()
 strategy = strategy_name(recommendation.strategy)
-st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
+if advice is not None and advice.overrides_matrix:
+    st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: measured, use {strategy} (the matrix alone says {strategy_name(advice.matrix_strategy)})")
+else:
+    st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: use {strategy}")
 st.caption(f"Size measured from the training split; similarity from {similarity_text(recommendation)}.")
 if advice is not None and advice.candidates:
     show_candidates(advice)
@@ -194,7 +197,7 @@ if advice is not None:
         st.caption(
             f"Each point is one BatchNormalization layer: how far your images move the statistics it learned on ImageNet. "
             f"Where the shift grows, the pretrained layers stop fitting your images: a natural place to stop freezing. "
-            f"Suggested for fine-tuning: freeze the first {advice.fine_tune_freeze_layers} of {advice.backbone_layers} layers (block '{advice.fine_tune_freeze_block}'), "
+            f"Suggested for fine-tuning: {freeze_wording(engine.layer_map(advice.backbone).blocks, advice.fine_tune_freeze_layers)}, "
             f"learning rate {advice.learning_rate:g}, augmentation {'on' if advice.augment else 'optional'}. "
             f"Measured on {advice.measurement.sample_size} images in {advice.measurement.seconds:.0f} s."
         )

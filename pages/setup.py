@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, recipe_description
+from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, epochs_plan, recipe_description
 from tl_core.data.records import Dataset, ImageRecord
 from tl_core.errors import TLError
+from tl_core.models.blocks import freeze_wording
 from tl_core.training.estimate import duration_text
 from ui import state as session
 from ui.charts import freeze_figure
@@ -42,7 +43,7 @@ PREVIEW_SIZE = 128
 PREVIEW_VERSIONS = 4
 PREVIEW_CLASSES = 3
 VARIANTS = {"recommended": "Recommended", "quick": "Quick"}
-PART_NAMES = {"setup": "setting up", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
+PART_NAMES = {"setup": "setting up", "files": "writing the files", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
               "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation", "portable files": "TFLite and ONNX files"}
 
 
@@ -61,7 +62,8 @@ def show_device() -> None:
         st.success(f"**Training will run on the GPU: {device.name}**  \n{device.describe()}", icon=":material/memory:")
     else:
         st.info(
-            f"**Training will run on the CPU.**  \n{device.describe()}  \nOn a CPU, feature extraction with a MobileNet at 128-160 px keeps runs to minutes.",
+            f"**Training will run on the CPU.**  \n{device.describe()}  \nOn a CPU every pass of the images through the network counts: "
+            "the estimate at the bottom of this page gives this plan's time here, and a smaller image size or the quick recipe shortens it.",
             icon=":material/computer:",
         )
     st.caption(f"Keras backend: {backend.title} ({backend.reason}). Set TL_CORE_BACKEND=tensorflow, jax or torch before starting the app to choose another.")
@@ -88,11 +90,18 @@ def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple
             key=remembered("setup_strategy", state.get("chosen_strategy") or recommended or "feature_extraction"),
             on_change=lambda: state.update(chosen_strategy=state["setup_strategy"]),  # the next visit starts from it
         )
+        advice = session.recalled_value(state, session.ADVICE, state["dataset"].fingerprint())
+        overridden = advice.override_text() if advice is not None and advice.recommendation.strategy == recommended else ""
         if recommendation is None:
             st.caption("Step 2 recommends a strategy once it knows how similar your images are to ImageNet.")
             st.page_link("pages/scenario.py", label="Open step 2 · Scenario", icon=":material/grid_view:")
         elif strategy != recommended:
-            st.info(f"Step 2 recommended **{STRATEGY_TITLES[recommended].lower()}** for your data (scenario {recommendation.scenario}: {recommendation.title}). {TRADE_OFFS[strategy]}")
+            st.info(
+                f"Step 2 recommended **{STRATEGY_TITLES[recommended].lower()}** for your data (scenario {recommendation.scenario}: {recommendation.title}). "
+                f"{overridden + ' ' if overridden else ''}{TRADE_OFFS[strategy]}"
+            )
+        elif overridden:
+            st.caption(f"Recommended by the measurement on Step 2: {overridden}")
     return specs[backbone], strategy
 
 
@@ -142,22 +151,19 @@ def choose_freeze_depth(spec, layer_map, previous: TrainConfig | None, suggested
     else:
         start = suggested.freeze_layers
         if suggested.freeze_reason.startswith("measured"):
-            st.caption(f"Starting from the measured suggestion: freeze the first {start} layers, up to block '{suggested.freeze_block}'.")
+            st.caption(f"Starting from the measured suggestion: {freeze_wording(layer_map.blocks, start)} ({suggested.freeze_reason}).")
     block_ends = {block.end: block for block in layer_map.blocks[:-1]}
     if block_ends:
         frozen_layers = st.select_slider(
-            "Freeze up to and including block", options=list(block_ends), format_func=lambda end: f"{block_ends[end].name} ({end} layers)",
+            "Last frozen block", options=list(block_ends), format_func=lambda end: f"{block_ends[end].name} (the first {end} layers)",
             key=remembered(f"setup_freeze_{spec.name}", min(block_ends, key=lambda end: abs(end - start))), persist_state="page",
             help="Early blocks detect generic edges and textures and are worth keeping; later blocks hold ImageNet-specific parts. "
             "Freezing more trains faster and overfits less; freezing less adapts more to your images.",
         )
     else:
         frozen_layers = st.slider("Layers kept frozen", 0, total, key=remembered(f"setup_freeze_{spec.name}", min(start, total)), persist_state="page")
-    trained_blocks = [block.name for block in layer_map.blocks if block.end > frozen_layers]
-    st.caption(
-        f"The first **{frozen_layers} of {total} layers** stay frozen; blocks {trained_blocks[0]} to {trained_blocks[-1]} retrain "
-        "at a tenth of the learning rate after the head's warm-up. BatchNorm layers always stay frozen."
-    )
+    wording = freeze_wording(layer_map.blocks, frozen_layers)
+    st.caption(f"Freeze depth: **{wording}**, at a tenth of the learning rate after the head's warm-up. BatchNorm layers always stay frozen.")
     return frozen_layers
 
 
@@ -313,22 +319,20 @@ def choose_more_training(strategy: str, dataset: Dataset, defaults: TrainConfig,
     return {"learning_rate": float(learning_rate), "class_weights": class_weights, "test_time_flip": bool(test_time_flip and mirrors), "early_stopping_patience": int(patience), "seed": int(seed)}
 
 
-def show_ready(config: TrainConfig, spec, total_layers: int) -> None:
+def show_ready(config: TrainConfig, spec, blocks) -> None:
     """The plan in one sentence, its estimated time here, and every setting."""
     details = []
     if config.strategy == "fine_tune":
-        details.append(f"first {config.freeze_layers} of {total_layers} layers frozen")
-    if config.uses_warmup and config.warmup_epochs:
-        details.append(f"after up to {config.warmup_epochs} warm-up epochs")
+        details.append(freeze_wording(blocks, config.freeze_layers))
     if config.augment and (config.strategy != "feature_extraction" or config.augment_views):
         details.append("with augmentation" + (f" ({config.augment_views} cached views)" if config.strategy == "feature_extraction" else ""))
     if config.class_weights:
         details.append("class weights on")
     if config.test_time_flip:
         details.append("test-time flip")
-    extra = f" ({', '.join(details)})" if details else ""
+    extra = f"; {'; '.join(details)}" if details else ""
     st.success(
-        f"Ready: {STRATEGY_TITLES[config.strategy].lower()} with {spec.display_name} at {config.image_size} px, {config.epochs} {'head ' if config.strategy == 'feature_extraction' else ''}epochs{extra}.",
+        f"Ready: {STRATEGY_TITLES[config.strategy].lower()} with {spec.display_name} at {config.image_size} px: {epochs_plan(config)}{extra}.",
         icon=":material/check_circle:",
     )
     show_estimate(config)
@@ -384,5 +388,5 @@ except TLError as error:
     st.error(str(error))
     st.stop()
 state["train_config"] = config
-show_ready(config, spec, len(layer_map.layers))
+show_ready(config, spec, layer_map.blocks)
 st.page_link("pages/train.py", label="Next: train the model", icon=":material/arrow_forward:")

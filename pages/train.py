@@ -7,20 +7,19 @@ fragment polls the job once a second and redraws only itself.
 """
 
 import dataclasses
+import time
 
 import streamlit as st
 
-from tl_core.config import STRATEGY_TITLES
+from tl_core.config import STRATEGY_TITLES, epochs_plan
 from tl_core.errors import TLError
-from tl_core.insight.curves import overfitting_epoch
+from tl_core.insight.curves import best_epoch, epochs_in_words, overfitting_epoch, phase_spans
 from ui.charts import learning_curves
+from ui.weights import weights_panel
 
 state = st.session_state
 engine = state["engine"]
 workspace = state["workspace"]
-
-# Phases that loop over epochs; the others (decode, features, evaluate, export) go through images.
-EPOCH_PHASES = ("head", "fine_tune", "from_scratch")
 
 st.title("4 · Train")
 
@@ -56,72 +55,99 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-def pace_text(job_state) -> str:
-    """ "12 s/epoch · about 1 min left", or "" before the first epoch ends."""
-    pace = job_state.seconds_per_epoch
-    if pace is None:
+def time_left_text(job_state, now: float | None = None) -> str:
+    """ "about 4 min left in this phase, 5 min in all", from the phase's own pace, or the estimate before it is measured."""
+    phase_left, measured = job_state.phase_seconds_left(now)
+    if phase_left is None:
         return ""
-    parts = [f"{pace:.1f} s/epoch" if pace < 10 else f"{duration(pace)}/epoch"]
-    left = job_state.eta_seconds
-    if left is not None:
-        parts.append("almost done" if left < 1 else f"about {duration(left)} left")
-    return " · ".join(parts)
+    total_left = job_state.seconds_left(now)
+    countable = job_state.in_epochs or job_state.total > 0  # a phase of epochs or images measures its own pace
+    if phase_left < 1 and not measured:
+        estimated = job_state.estimated_seconds(job_state.phase) or 0.0
+        return f"taking longer than the {duration(estimated)} estimated for this phase"
+    about = "at most" if job_state.phase == "head" and measured else "about"  # early stopping may end the head's epochs sooner
+    text = "almost done with this phase" if phase_left < 1 else f"{about} {duration(phase_left)} left in this phase"
+    if total_left is not None and total_left - phase_left >= 1:
+        text += f", {duration(total_left)} in all"
+    if measured:
+        return text
+    return text + (" (estimated until its first epoch ends)" if job_state.in_epochs else " (estimated until the first images are through)" if countable else " (estimated)")
 
 
-def progress_of(job_state) -> tuple[float, str]:
-    """The progress bar's fraction and text for the current phase."""
+def progress_of(job_state, now: float | None = None) -> tuple[float, str]:
+    """The progress bar's fraction and text: the current phase, from its own count and pace."""
     if job_state.status == "starting" or not job_state.phase:
         return 0.0, "Starting: loading TensorFlow and checking the data…"
     parts = [job_state.phase_description or job_state.phase]
-    if job_state.phase in EPOCH_PHASES and job_state.epochs:
-        finished = len(job_state.history)
-        in_epoch = job_state.epoch > finished and job_state.total > 0
-        fraction = (finished + (job_state.done / job_state.total if in_epoch else 0.0)) / job_state.epochs
-        if in_epoch:
-            parts.append(f"epoch {job_state.epoch}/{job_state.epochs}, batch {job_state.done}/{job_state.total}")
-        else:
-            parts.append(f"{finished}/{job_state.epochs} epochs done")
-        pace = pace_text(job_state)
-        if pace:
-            parts.append(pace)
+    if job_state.in_epochs and job_state.phase_epochs:
+        at_most = "at most " if job_state.phase == "head" else ""
+        epoch = f"epoch {max(job_state.phase_epoch, 1)} of {at_most}{job_state.phase_epochs}"
+        if job_state.phase_first_epoch > 1:
+            epoch += f" (epoch {job_state.phase_first_epoch + max(job_state.phase_epoch, 1) - 1} of the run)"
+        if job_state.epoch_under_way:
+            epoch += f", batch {job_state.done} of {job_state.total}"
+        parts.append(epoch)
+        pace = job_state.seconds_per_epoch
+        if pace is not None:
+            parts.append(f"{pace:.1f} s per epoch" if pace < 10 else f"{duration(pace)} per epoch")
     elif job_state.total:
-        fraction = job_state.done / job_state.total
-        parts.append(f"{job_state.done:,}/{job_state.total:,}")
-    else:
-        # A step without a count (saving the files): the bar keeps showing how far training got.
-        fraction = len(job_state.history) / job_state.epochs if job_state.epochs else 0.0
+        parts.append(f"{job_state.done:,} of {job_state.total:,}")
+    left = time_left_text(job_state, now)
+    if left:
+        parts.append(left)
+    fraction = job_state.phase_fraction()
+    if not job_state.in_epochs and not job_state.total:
+        # A step without a count (saving the files): the bar follows the time the estimate gave it.
+        estimated = job_state.estimated_seconds(job_state.phase)
+        elapsed = (now or time.time()) - job_state.phase_started_at
+        fraction = min(elapsed / estimated, 0.95) if estimated else 0.0
     return min(max(fraction, 0.0), 1.0), " · ".join(parts)
 
 
-def show_curves(history) -> None:
-    """Loss and accuracy charts, with the overfitting point marked and explained."""
+def show_curves(history, kept_epoch: int | None = None) -> None:
+    """Loss and accuracy charts, with the overfitting point marked and explained (judged within each phase)."""
     if not history:
         st.caption("The loss and accuracy charts appear when the first epoch ends.")
         return
-    overfit = overfitting_epoch(history)
+    overfit = overfitting_epoch(history, kept_epoch=kept_epoch)
     loss_chart, accuracy_chart = learning_curves(history, overfit)
     left, right = st.columns(2)
     left.plotly_chart(loss_chart, width="stretch", key="train_loss_chart")
     right.plotly_chart(accuracy_chart, width="stretch", key="train_accuracy_chart")
     if overfit is not None:
+        kept = kept_epoch or best_epoch(history)
         st.caption(
             f":red[**Overfitting from epoch {overfit}.**] After it the training loss kept falling while the validation loss rose: "
-            "the model starts to memorise the training images instead of learning what tells the classes apart. "
-            "The run keeps the weights of the epoch with the lowest validation loss; more augmentation, fewer epochs "
+            "the model started to memorise the training images instead of learning what tells the classes apart. "
+            f"The run keeps the weights of epoch {kept}, its lowest validation loss; more augmentation, fewer epochs "
             "or a smaller head help next time."
         )
+
+
+def outcome_text(job_state, now: float) -> str:
+    """ "Finished in 9 min (estimated: 8 min): 26 epochs: ...; the model keeps the weights of epoch 23." """
+    took = duration(job_state.elapsed_seconds(now))
+    estimated = job_state.estimate.get("seconds")
+    if estimated:
+        took += f" (estimated: {duration(estimated)})"
+    finished = job_state.status == "finished"
+    spans = phase_spans(job_state.history, job_state.planned_phase_epochs if finished else None)  # a stopped run's last phase was cut short by the stop
+    kept = best_epoch(job_state.history)
+    story = f"trained {epochs_in_words(spans)}" + (f"; the model keeps the weights of epoch {kept}, the lowest validation loss." if kept else ".")
+    return f"Finished in {took}: {story}" if finished else f"Stopped after {took}, at your request: {story}"
 
 
 def show_job(job, was_running: bool) -> None:
     """Everything about the job: status, progress, curves, notices and the outcome."""
     job_state = job.state()
+    now = job.clock()
     adopted = False  # True when this run's model has just become the one Evaluate and Export show
     if job_state.is_running:
         if job_state.stop_requested:
-            st.markdown(f":orange-badge[:material/hourglass_top: Stopping] after the current batch · running for {duration(job_state.elapsed_seconds)}")
+            st.markdown(f":orange-badge[:material/hourglass_top: Stopping] after the current batch · running for {duration(job_state.elapsed_seconds(now))}")
         else:
-            st.markdown(f":blue-badge[:material/sync: Training] running for {duration(job_state.elapsed_seconds)}")
-        fraction, text = progress_of(job_state)
+            st.markdown(f":blue-badge[:material/sync: Training] running for {duration(job_state.elapsed_seconds(now))}")
+        fraction, text = progress_of(job_state, now)
         st.progress(fraction, text=text)
         if job_state.saved_accuracy is not None:
             st.info(
@@ -134,15 +160,12 @@ def show_job(job, was_running: bool) -> None:
         st.markdown("If the run ran out of memory or was very slow, try a **smaller batch size or image size** on the Setup page, then start again.")
         st.page_link("pages/setup.py", label="Back to Setup", icon=":material/tune:")
     else:
-        epochs_done = len(job_state.history)
         if job_state.test_accuracy is not None:
             adopted = state["adopted_run"] != job_state.run_dir
             if adopted:  # once: a run reopened on the History page afterwards stays the one shown
                 state["run_dir"] = state["adopted_run"] = job_state.run_dir
-            took = duration(job_state.elapsed_seconds)
-            how = f"Finished in {took}." if job_state.status == "finished" else f"Stopped after {epochs_done} epoch{'s' if epochs_done != 1 else ''} ({took}); the best epoch so far was kept."
             st.success(
-                f"{how} **Accuracy on held-out images: {job_state.test_accuracy:.1%}** "
+                f"{outcome_text(job_state, now)} **Accuracy on held-out images: {job_state.test_accuracy:.1%}** "
                 f"(images the model never trained on). Run folder: `{job_state.run_dir}`",
                 icon=":material/check_circle:",
             )
@@ -166,11 +189,7 @@ running = job is not None and job.state().is_running
 if train_config is not None and dataset is not None:
     backbone = next((spec for spec in engine.backbones() if spec.name == train_config.backbone), None)
     size = train_config.image_size or (backbone.default_size if backbone else None)
-    epochs = f"{train_config.epochs} epochs"
-    if train_config.strategy == "feature_extraction":
-        epochs = f"up to {train_config.epochs} head epochs"
-    if train_config.uses_warmup and train_config.warmup_epochs:
-        epochs += f" after a warm-up of the head (up to {train_config.warmup_epochs} epochs)"
+    epochs = epochs_plan(train_config)
     summary = [
         backbone.display_name if backbone else train_config.backbone,
         STRATEGY_TITLES.get(train_config.strategy, train_config.strategy).lower(),
@@ -184,15 +203,18 @@ if train_config is not None and dataset is not None:
         summary.append("class weights")
     st.markdown(f"**Plan:** {' · '.join(summary)}, on {len(dataset.records):,} images in {dataset.num_classes} classes.")
     try:
-        estimate = engine.estimate(train_config, dataset).describe()
-        # Once a run has cached the images and features, the next one with these settings is much shorter.
-        expected = f" · another run with these settings: {estimate}" if job is not None else f" · expected to take {estimate}"
+        estimate = engine.estimate(train_config, dataset)
+        # Once a run has cached the images and features, the next one with these settings is shorter; the estimate learns from each run.
+        expected = f" · another run with these settings: {estimate.describe()}" if job is not None else f" · expected to take {estimate.describe()}"
+        if estimate.learned_from:
+            expected += f" (the arithmetic corrected by what {estimate.learned_from} earlier run{'s' if estimate.learned_from != 1 else ''} here took)"
     except TLError:
         expected = ""
     st.caption(f"Device: {engine.device().describe()}{expected}")
 
+    ready = train_config.weights != "imagenet" or not train_config.uses_features or weights_panel(engine, train_config.backbone, "train_weights")
     start_column, stop_column, _ = st.columns([1, 1, 4])
-    if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="train_start", width="stretch"):
+    if start_column.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running or not ready, key="train_start", width="stretch"):
         try:
             config = dataclasses.replace(train_config, out_dir=str(workspace.new_run_dir(train_config.strategy)))
             state["job"] = engine.start_training(config, workspace)

@@ -58,7 +58,7 @@ def canned_events(config: TrainConfig, class_names: list[str], epochs: int | Non
     return events
 
 
-def write_canned_run(run_dir: Path, class_names: list[str], paths: list[str] | None = None) -> Path:
+def write_canned_run(run_dir: Path, class_names: list[str], paths: list[str] | None = None, data_dir: str = "") -> Path:
     """A run folder with real-looking reports and placeholder model files (pages only offer their bytes)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     count = 4 * len(class_names)
@@ -75,7 +75,8 @@ def write_canned_run(run_dir: Path, class_names: list[str], paths: list[str] | N
     summary = {
         "status": "finished", "strategy": "feature_extraction", "image_size": 32,
         "backbone": {"name": "mobilenet_v2", "display_name": "MobileNetV2"},
-        "seconds": {"total": 2.5}, "history": history, "skipped": [],
+        "seconds": {"total": 2.5}, "history": history, "skipped": [], "best_epoch": 3,
+        "data": {"root": data_dir, "class_names": class_names},
     }
     (run_dir / "run.json").write_text(json.dumps(summary))
     (run_dir / "labels.json").write_text(json.dumps(class_names))
@@ -134,7 +135,7 @@ class FakeEngine(Engine):
             class_names = sorted(path.name for path in Path(config.data_dir).iterdir() if path.is_dir())
             for event in canned_events(config, class_names):
                 on_event(event)
-            write_canned_run(Path(config.out_dir), class_names)
+            write_canned_run(Path(config.out_dir), class_names, data_dir=config.data_dir)
             on_event(TrainingFinished(status="finished", run_dir=config.out_dir, test_accuracy=0.83, seconds=2.5))
 
         return TrainingJob(config, trainer=fake_train).start()
@@ -160,7 +161,8 @@ class FakeEngine(Engine):
         features = np.stack([load_image(record.path, 8).reshape(-1).astype(np.float32) for record in records])
         if on_progress:
             on_progress("features", len(records), len(records))
-        return judge_labels(dataset, records, features, splits, backbone="8x8 pixels (fake engine)", image_size=8)
+        judged = (lambda done, total: on_progress("judge", done, total)) if on_progress else None
+        return judge_labels(dataset, records, features, splits, backbone="8x8 pixels (fake engine)", image_size=8, on_progress=judged)
 
     def load_run(self, run_dir: str):
         raise AssertionError("pages must not load the model except to predict")

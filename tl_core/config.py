@@ -165,7 +165,7 @@ class TrainConfig:
         val_fraction: Share of each class kept for validation when the data has no val/ folder.
         test_fraction: Share of each class kept for testing when the data has no split folders.
         cache_dir: Where decoded images and features are cached (None: the default).
-        memory_budget_mb: Decoded images up to this size are held in memory, larger
+        memory_budget_mb: Decoded images up to this size (in MiB, 2^20 bytes) are held in memory, larger
             sets are read from the disk cache.
         max_train_images_per_class: Train on at most this many images per class (a
             seeded subsample of the training split, for quick comparisons); None for all.
@@ -306,6 +306,14 @@ class TrainConfig:
         return (self.epochs or 0) + ((self.warmup_epochs or 0) if self.uses_warmup else 0)
 
     @property
+    def planned_phase_epochs(self) -> dict[str, int]:
+        """The most epochs each phase of epochs runs, by the phase's name in the run's history (``head``, ``fine_tune``, ``from_scratch``)."""
+        phases = {"head": self.head_epochs} if self.head_epochs else {}
+        if self.trains_on_images and self.epochs:
+            phases["from_scratch" if self.strategy == "from_scratch" else "fine_tune"] = self.epochs
+        return phases
+
+    @property
     def recipe_settings(self) -> dict[str, object]:
         """The settings a recipe decides, as this config has them."""
         return {name: getattr(self, name) for name in RECIPES["fine_tune"]}
@@ -363,6 +371,23 @@ def recipe_description(strategy: str, quick: bool = False) -> str:
     else:
         text = f"Every layer trains from random weights on augmented images for {epochs} epochs, the learning rate{decay}; the epoch with the lowest validation loss is kept."
     return text + (" Quick: fewer epochs and no test-time flip." if quick else "")
+
+
+def epochs_plan(config: TrainConfig) -> str:
+    """The epochs a config plans, phase by phase, in words (the Setup and Train pages say it the same way).
+
+    ``a warm-up of the head on cached features (at most 200 epochs, until its validation loss stops
+    improving), then 8 epochs of fine-tuning``.
+    """
+    stop = " until its validation loss stops improving" if config.early_stopping_patience else ""
+    head = f"at most {config.head_epochs} epoch{'s' if config.head_epochs != 1 else ''},{stop}" if stop else f"{config.head_epochs} epochs"
+    if config.strategy == "feature_extraction":
+        return f"the head on cached features ({head})"
+    at_most = "at most " if config.early_stopping_patience and config.early_stopping_patience < (config.epochs or 0) else ""
+    main = f"{at_most}{config.epochs} epoch{'s' if config.epochs != 1 else ''} of {'training from scratch' if config.strategy == 'from_scratch' else 'fine-tuning'}"
+    if config.uses_warmup and config.head_epochs:
+        return f"a warm-up of the head on cached features ({head}), then {main}"
+    return main
 
 
 def default_formats() -> tuple[str, ...]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 
 class TLError(Exception):
-    """Base class for problems the user can fix (bad data, bad options, missing files)."""
+    """Base class for problems the user can fix (bad data, bad options, missing files).
+
+    Attributes:
+        command_line: What only the command line can do about it (an option to pass), which the command
+            line adds to the message; the message itself names no option, since the app shows it too.
+    """
+
+    command_line: str = ""
 
 
 class DataError(TLError):

@@ -34,6 +34,7 @@ class TrainingStarted(Event):
     device: dict[str, Any]
     class_names: list[str]
     counts: dict[str, dict[str, int]]
+    estimate: dict[str, Any] = field(default_factory=dict)  # the time estimate (``Estimate.to_dict()``): seconds per part
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,11 @@ class EpochEnded(Event):
 
     phase: str
     epoch: int  # 1-based, counted across phases
-    epochs: int  # planned epochs over all phases
+    epochs: int  # planned epochs over all phases (the warm-up's own count once the phase after it starts)
     metrics: dict[str, float]
     seconds: float
+    phase_epoch: int = 0  # 1-based within the phase
+    phase_epochs: int = 0  # planned epochs of the phase (at most, where early stopping may end it)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ class BackboneRunner:
     ) -> None:
         self.reference, self.timer = reference, timer
         self.folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
-        self.choice_file = self.folder / f"{cache_key('runtime-v1', machine_fingerprint(), identity)}.json"
+        self.choice_file = choice_file(identity, cache_dir)
         self.candidates = {candidate.name: candidate for candidate in candidates}
         self.chosen: Forward | None = None
         self.choice: RuntimeChoice | None = None
@@ -236,12 +236,23 @@ class BackboneRunner:
             return self.reference
 
     def _remembered(self) -> RuntimeChoice | None:
-        try:
-            choice = RuntimeChoice.from_dict(json.loads(self.choice_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        choice.remembered = True
-        return choice
+        return remembered_choice(self.choice_file)
+
+
+def choice_file(identity: str, cache_dir: str | Path | None = None) -> Path:
+    """Where this machine's choice for a backbone (``backbone_identity``) is remembered."""
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
+    return folder / f"{cache_key('runtime-v1', machine_fingerprint(), identity)}.json"
+
+
+def remembered_choice(path: Path) -> RuntimeChoice | None:
+    """The choice an earlier run on this machine measured and kept (``choice_file``), or None."""
+    try:
+        choice = RuntimeChoice.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    choice.remembered = True
+    return choice
 
 
 def cosine_similarities(features: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import streamlit as st
 
 from tl_core.advice.scenario import SCENARIOS
 from tl_core.config import STRATEGY_TITLES
+from tl_core.models.blocks import freeze_wording
 
 TRAIN_COLOR = "#1f77b4"
 VALIDATION_COLOR = "#ff7f0e"
@@ -71,23 +72,22 @@ def learning_curves(history: Sequence[dict], overfit_epoch: int | None = None) -
             )
         _mark_phase_changes(figure, history, epochs)
         if overfit_epoch is not None:
-            # Near the right edge the label would run off the chart, so it goes to the left of the line there.
-            side = "left" if epochs and overfit_epoch > (epochs[0] + epochs[-1]) / 2 else "right"
-            figure.add_vline(
-                x=overfit_epoch,
-                line={"color": WARNING_COLOR, "dash": "dot", "width": 2},
-                annotation_text=OVERFITTING_LABEL,
-                annotation_position=f"top {side}",
-                annotation_font_color=WARNING_COLOR,
+            figure.add_vline(x=overfit_epoch, line={"color": WARNING_COLOR, "dash": "dot", "width": 2})
+            # The label sits above the plotting area, where no curve runs; near the right edge it ends at the line.
+            side = "right" if epochs and overfit_epoch > (epochs[0] + epochs[-1]) / 2 else "left"
+            figure.add_annotation(
+                x=overfit_epoch, y=1.0, yref="paper", yanchor="bottom", xanchor=side, showarrow=False,
+                text=OVERFITTING_LABEL, font={"color": WARNING_COLOR, "size": 12},
             )
         figure.update_layout(
-            title=title,
-            height=330,
-            margin={"t": 50, "b": 10, "l": 10, "r": 10},
+            title={"text": title, "y": 0.97, "yanchor": "top"},
+            height=350,
+            margin={"t": 70, "b": 10, "l": 10, "r": 10},
             legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
             hovermode="x unified",
         )
-        figure.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 15 else None)
+        figure.update_xaxes(title={"text": "epoch", "standoff": 28}, dtick=1 if len(epochs) <= 15 else None)
+        figure.update_yaxes(automargin=True)
         if metric == "accuracy":
             figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
         else:
@@ -134,12 +134,11 @@ def _mark_phase_changes(figure: go.Figure, history: Sequence[dict], epochs: list
     """A thin grey line where one training phase hands over to the next (warm-up to fine-tuning)."""
     for previous, entry, epoch in zip(history, history[1:], epochs[1:], strict=False):
         if entry.get("phase") and entry.get("phase") != previous.get("phase"):
-            figure.add_vline(
-                x=epoch - 0.5,
-                line={"color": "grey", "dash": "dash", "width": 1},
-                annotation_text=f"{PHASE_NAMES.get(entry['phase'], entry['phase'])} starts",
-                annotation_position="bottom right",
-                annotation_font_color="grey",
+            figure.add_vline(x=epoch - 0.5, line={"color": "grey", "dash": "dash", "width": 1})
+            # Under the plotting area, beside the epoch axis: never over a curve, never over the overfitting label above.
+            figure.add_annotation(
+                x=epoch - 0.5, y=0.0, yref="paper", yanchor="top", xanchor="left", yshift=-22, showarrow=False,
+                text=f"{PHASE_NAMES.get(entry['phase'], entry['phase'])} starts", font={"color": "grey", "size": 11},
             )
 
 
@@ -270,6 +269,10 @@ def show_predictions(predictions: Sequence, previews: Sequence, names: Sequence[
 def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters: int, unit: str) -> go.Figure:
     """The backbone as one horizontal bar of blocks, input on the left, coloured by whether each part trains.
 
+    Every block is named under the bar (a line joins each name to its block, where the
+    blocks are too narrow for the names to sit right under them); the title gives the
+    freeze depth in the wording of ``tl_core.models.blocks.freeze_wording``.
+
     Args:
         layer_map: The backbone's layers and blocks (``tl_core.service.engine.LayerMap``).
         frozen_layers: Layers kept frozen (the freeze line is drawn for fine-tuning).
@@ -282,17 +285,18 @@ def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters:
     shown: set[str] = set()
     position = 0.0
     freeze_line = None
+    centres: list[tuple[str, float]] = []
 
-    def add_segment(label: str, status: str, width: float, hover: str) -> None:
+    def add_segment(status: str, width: float, hover: str) -> None:
         figure.add_trace(go.Bar(
             x=[width], y=["network"], orientation="h", name=status, legendgroup=status, showlegend=status not in shown,
-            marker={"color": SEGMENT_COLOURS[status], "line": {"color": "white", "width": 1}},
-            text=[label], textposition="inside", insidetextanchor="middle", textangle=0, hovertemplate=hover + "<extra></extra>",
+            marker={"color": SEGMENT_COLOURS[status], "line": {"color": "white", "width": 1}}, hovertemplate=hover + "<extra></extra>",
         ))
         shown.add(status)
 
     for block in layer_map.blocks:
         cut = min(max(frozen_layers, block.start), block.end)
+        block_start = position
         for start, end, status in ((block.start, cut, "frozen"), (cut, block.end, trains_as)):
             if end <= start:
                 continue
@@ -301,21 +305,44 @@ def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters:
             width = float(end - start) if unit == "layers" else float(parameters)
             if status == "frozen" and end == frozen_layers:
                 freeze_line = position + width
-            hover = f"<b>{block.name}</b><br>layers {start}-{end - 1} ({end - start} layers)<br>{parameters:,} parameters<br>{status}"
-            add_segment(block.name, status, width, hover)
+            add_segment(status, width, f"<b>{block.name}</b><br>layers {start}-{end - 1} ({end - start} layers)<br>{parameters:,} parameters<br>{status}")
             position += width
-    head_width = 1.0 if unit == "layers" else float(head_parameters)
-    add_segment("head", "new head", head_width, f"<b>new head</b><br>pooling + dense layer for your classes<br>{head_parameters:,} parameters<br>trains")
+        centres.append((block.name, (block_start + position) / 2))
+    head_width = 4.0 if unit == "layers" else float(head_parameters)
+    add_segment("new head", head_width, f"<b>new head</b><br>pooling + dense layer for your classes<br>{head_parameters:,} parameters<br>trains")
+    centres.append(("head", position + head_width / 2))
+    _name_blocks(figure, centres, position + head_width)
     if strategy == "fine_tune" and freeze_line is not None:
         figure.add_vline(x=freeze_line, line={"color": "#111827", "width": 3, "dash": "dot"})
-        figure.add_annotation(x=freeze_line, y=1.02, yref="paper", text="freeze line", showarrow=False, xanchor="center", yanchor="bottom", font={"size": 11})
+        figure.add_annotation(x=freeze_line, y=1.0, yref="paper", text="freeze line", showarrow=False, xanchor="center", yanchor="bottom", font={"size": 11})
+    blocks = layer_map.blocks
+    frozen = {"feature_extraction": blocks[-1].end if blocks else 0, "fine_tune": frozen_layers}.get(strategy, 0)
+    title = "Nothing pretrained: every layer starts from random weights" if strategy == "from_scratch" else freeze_wording(blocks, frozen).capitalize()
     figure.update_layout(
-        barmode="stack", height=190, margin={"t": 30, "b": 10, "l": 10, "r": 10}, bargap=0.15,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.12, "x": 0}, uniformtext={"minsize": 9, "mode": "hide"},
-        xaxis={"title": "input → output, block widths by " + unit, "showgrid": False, "fixedrange": True},
-        yaxis={"visible": False, "fixedrange": True},
+        title={"text": title, "font": {"size": 13}, "y": 0.98, "yanchor": "top"},
+        barmode="stack", height=320, margin={"t": 80, "b": 10, "l": 10, "r": 10}, bargap=0.15,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0},
+        xaxis={
+            "title": {"text": "input → output, block widths by " + unit, "standoff": 85}, "showgrid": False, "fixedrange": True, "showticklabels": False,
+            "ticks": "", "range": [0, position + head_width],
+        },
+        yaxis={"visible": False, "fixedrange": True, "domain": [0.55, 1.0]},
     )
     return figure
+
+
+def _name_blocks(figure: go.Figure, centres: list[tuple[str, float]], width: float) -> None:
+    """Writes every block's name under the bar, upright; names of narrow blocks are spread out and joined to their block by a line."""
+    spread = width / len(centres)
+    # An upright name needs about 12 px; the bar is at least about 600 px wide on the Setup page.
+    crowded = any(later - earlier < width * 12 / 600 for (_, earlier), (_, later) in zip(centres, centres[1:], strict=False))
+    for number, (name, centre) in enumerate(centres):
+        label_x = spread * (number + 0.5) if crowded else centre
+        figure.add_annotation(
+            x=centre, y=0.55, xref="x", yref="paper", ax=label_x, ay=30, axref="x", ayref="pixel", text=name, textangle=-90,
+            showarrow=True, arrowhead=0, arrowwidth=1, arrowcolor="#9ca3af", xanchor="center", yanchor="top", font={"size": 10},
+            standoff=0, startstandoff=0,
+        )
 
 
 def class_counts_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
@@ -329,12 +356,14 @@ def class_counts_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
     return figure
 
 
-def matrix_figure(verdict, recommendation) -> go.Figure:
+def matrix_figure(verdict, recommendation, measured_strategy: str | None = None) -> go.Figure:
     """The 2x2 decision matrix with the dataset's cell highlighted (its row only, while similarity is unknown).
 
     Args:
         verdict: The dataset's size (``tl_core.advice.scenario.SizeVerdict``).
         recommendation: Where the data sits (``Recommendation``), or None while the similarity is unknown.
+        measured_strategy: Where the measurement overrode the matrix, the strategy it recommends: the
+            highlighted cell then shows the matrix's strategy as the prior and the measured one under it.
     """
     figure = go.Figure()
     ours = recommendation.scenario if recommendation else None
@@ -347,9 +376,12 @@ def matrix_figure(verdict, recommendation) -> go.Figure:
             fillcolor=CELL_COLOURS[number], opacity=0.55 if highlighted else 0.28 if in_row else 0.14,
             line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
         )
+        advice = f"<i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>"
+        if highlighted and measured_strategy and measured_strategy != cell["strategy"]:
+            advice = f"<i>matrix: {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i><br><b>measured here: → {MATRIX_STRATEGY_NAMES[measured_strategy]}</b>"
         figure.add_annotation(
             x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
-            text=f"<b>Scenario {number}</b><br>{cell['title']}<br><i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>",
+            text=f"<b>Scenario {number}</b><br>{cell['title']}<br>{advice}",
             font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
         )
         # An invisible point per cell carries the hover text (shapes cannot be hovered).

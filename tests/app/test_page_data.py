@@ -29,7 +29,7 @@ def test_sample_dataset_loads_and_is_summarised() -> None:
     at = _app()
     at.button[0].click().run()
     assert not at.exception
-    assert at.subheader[0].value == "240 images in 4 classes"
+    assert at.subheader[0].value == "digits · 240 images in 4 classes"
     assert [metric.value for metric in at.metric][:2] == ["4", "240"]
     assert at.session_state["dataset"].class_names == ["0", "1", "2", "3"]
     assert at.get("plotly_chart"), "the per-class bar chart is drawn"
@@ -66,8 +66,9 @@ def test_identical_files_in_one_class_are_noted_not_warned(tmp_path: Path) -> No
     assert at.info[0].value == "1 picture is in the same class folder more than once, so it counts more than once in training. Remove the copies unless that is what you want."
     assert at.expander[0].label == "1 group of identical files (all are used)"
     table = at.expander[0].dataframe[0].value
-    copies = [str(root.resolve() / "train" / "a" / name) for name in ("a_000.png", "again.png")]
-    assert (table["kind"][0], table["classes"][0], table["splits"][0], table["files"][0]) == ("same class", "a", "train", "\n".join(copies))
+    # One row per file, its path inside the dataset: both copies can be read in full.
+    assert list(table["file"]) == ["train/a/a_000.png", "train/a/again.png"]
+    assert list(table["group"]) == [1, 1] and list(table["kind"]) == ["same class"] * 2 and list(table["class"]) == ["a", "a"] and list(table["split"]) == ["train", "train"]
 
 
 def test_bad_folder_shows_the_engine_message(tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_the_folder_browser_lists_folders_with_counts_and_uses_one(tmp_path: Pat
     assert list(at.dataframe[0].value["folder"]) == ["cats", "dogs"]
     at.button(key="browse_use").click().run()
     assert not at.exception
-    assert at.subheader[0].value == "7 images in 2 classes"
+    assert at.subheader[0].value == "photos · 7 images in 2 classes"
 
 
 def test_the_folder_upload_opens_an_upload_for_this_session() -> None:
@@ -142,7 +143,7 @@ def test_on_a_shared_app_typed_folders_stay_inside_the_data_root(tmp_path: Path)
         assert at.session_state["dataset"] is None, "nothing of the folder was scanned or shown"
     at.text_input(key="data_path").set_value("insects").run()
     at.button(key="use_typed_path").click().run()
-    assert not at.exception and at.subheader[0].value == "8 images in 2 classes"
+    assert not at.exception and at.subheader[0].value == "insects · 8 images in 2 classes"
 
 
 def test_on_a_shared_app_without_a_data_root_folders_on_the_server_are_off() -> None:
@@ -156,4 +157,60 @@ def test_the_zip_route_names_its_size_limit_and_the_way_for_bigger_sets() -> Non
     at = _app()
     at.radio(key="data_source").set_value("zip").run()
     assert not at.exception
-    assert "A .zip of up to 1,024 MB" in at.caption[0].value and "choose **Upload a folder**" in at.caption[0].value
+    assert "A .zip of up to 1.1 GB (1,024 MiB;" in at.caption[0].value and "choose **Upload a folder**" in at.caption[0].value
+
+
+def test_a_folder_upload_keeps_the_name_of_the_chosen_folder(tmp_path: Path, monkeypatch) -> None:
+    """The browser sends 'my photos/train/cats/1.png'...: the Data page, the History and run.json call the data 'my photos',
+    the session's copy of it is named only in a details box, the file tables show paths inside it and captions stay short."""
+    import json as json_module
+
+    import ui.folder_upload
+    from tl_core.data.records import Dataset
+
+    source = make_class_folders(tmp_path / "source", {"cats": 4, "dogs": 4})
+    long_name = source / "cats" / "10140303196_b88d3d6cec_long_name.png"
+    (source / "cats" / "cats_000.png").rename(long_name)
+    (source / "dogs" / "copy_of_a_cat.png").write_bytes((source / "cats" / "cats_001.png").read_bytes())
+    files = {f"my photos/{path.relative_to(source).as_posix()}": path.read_bytes() for path in sorted(source.rglob("*.png"))}
+    ended = {}
+
+    def fake_uploader(upload, key="folder_uploader", note=""):
+        """What the browser does: the plan, one batch with every file, then 'finished' once."""
+        if upload.progress().status == "waiting" and not ended:
+            upload.begin(len(files), sum(len(data) for data in files.values()))
+            manifest = json_module.dumps({"files": [{"path": path, "size": len(data)} for path, data in files.items()]}).encode()
+            upload.receive_batch(manifest + b"\n" + b"".join(files.values()))
+            ended.update(status="finished", files=len(files), bytes=sum(len(data) for data in files.values()), seconds=0.5)
+            return dict(ended)
+        return None
+
+    monkeypatch.setattr(ui.folder_upload, "folder_uploader", fake_uploader)
+    at = _app()
+    at.radio(key="data_source").set_value("folder").run()
+    assert not at.exception
+    dataset: Dataset = at.session_state["dataset"]
+    assert dataset.root.name == "my photos" and at.session_state["data_dir"].endswith("my photos")
+    assert at.subheader[0].value == "my photos · 9 images in 2 classes"
+    details = next(expander for expander in at.expander if expander.label == "Where the app keeps this copy")
+    assert str(dataset.root) in details.caption[0].value
+    assert [caption.value for caption in at.caption if str(dataset.root) in caption.value] == [details.caption[0].value], "the staging path only in the details box"
+    assert at.session_state["folder_upload_note"].startswith("Sent 9 files (") and " kB) in 0.5 s." in at.session_state["folder_upload_note"]
+    table = next(expander for expander in at.expander if "identical files" in expander.label).dataframe[0].value
+    assert sorted(table["file"]) == ["cats/cats_001.png", "dogs/copy_of_a_cat.png"]
+    captions = [caption for image in at.get("image") for caption in image.proto.imgs and [item.caption for item in image.proto.imgs]]
+    assert "101403…ame.png" in captions and all(len(caption) <= 14 for caption in captions)
+
+    # Trained (fake engine), the run carries the name into run.json and the History.
+    from tl_core.config import TrainConfig
+
+    at.session_state["train_config"] = TrainConfig(data_dir=str(dataset.root), out_dir="", epochs=5, image_size=32)
+    at.switch_page("pages/train.py").run()
+    at.button(key="train_start").click().run()
+    at.session_state["job"].wait(5)
+    at.switch_page("pages/history.py").run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["dataset"]) == ["my photos"]
+    run_json = json_module.loads((Path(at.session_state["job"].state().run_dir) / "run.json").read_text())
+    assert Path(run_json["data"]["root"]).name == "my photos"
+    assert "9 images in `my photos`" in " ".join(caption.value for caption in at.caption)

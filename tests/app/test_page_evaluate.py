@@ -122,19 +122,42 @@ def test_the_gallery_shows_readable_images_as_thumbnails(tmp_path):
     assert "image not readable" not in texts(at, "caption")
 
 
+def with_predictions(run_dir, labels, probabilities):
+    """The canned run's metrics replaced by an evaluation of these predictions (images that do not exist)."""
+    evaluation = evaluate_predictions(labels, probabilities, ["ants", "bees"], [f"/nowhere/{index}.png" for index in range(len(labels))])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(evaluation.to_dict())
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
 def test_the_gallery_is_capped_and_says_how_many_more(tmp_path):
     run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
     labels = np.arange(60) % 2
     probabilities = np.tile([0.2, 0.8], (60, 1))  # everything predicted as bees: 30 ants are wrong
-    evaluation = evaluate_predictions(labels, probabilities, ["ants", "bees"], [f"/nowhere/{index}.png" for index in range(60)])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update(evaluation.to_dict())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    at = open_evaluate_page(run_dir)
+    at = open_evaluate_page(with_predictions(run_dir, labels, probabilities))
 
     assert not at.exception
-    assert "6 more misclassified images not shown; the gallery shows the first 24." in texts(at, "caption")
+    assert "Showing 24 of 30 misclassified images" in texts(at, "caption")
+    assert "ants → bees** · 30 images (showing 24 of 30)" in texts(at, "markdown")
+    assert "6 more misclassified images not shown: the gallery stops at 24." in texts(at, "caption")
     assert texts(at, "caption").count("true: ants · predicted: bees (80%)") == 24
+
+
+def test_a_group_cut_short_by_the_gallery_says_how_many_it_shows(tmp_path):
+    """23 ants taken for bees fill the gallery but one place; of the 2 bees taken for ants only 1 fits: '2 images (showing 1 of 2)'."""
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    labels = np.array([0] * 30 + [1] * 30)
+    probabilities = np.tile([0.8, 0.2], (60, 1))
+    probabilities[:23] = [0.2, 0.8]  # 23 ants predicted as bees
+    probabilities[30:32] = [0.7, 0.3]  # 2 bees predicted as ants
+    probabilities[32:] = [0.1, 0.9]
+    at = open_evaluate_page(with_predictions(run_dir, labels, probabilities))
+
+    assert not at.exception
+    assert "**ants → bees** · 23 images" in texts(at, "markdown") and "23 images (showing" not in texts(at, "markdown")
+    assert "**bees → ants** · 2 images (showing 1 of 2)" in texts(at, "markdown")
+    assert "Showing 24 of 25 misclassified images" in texts(at, "caption")
 
 
 def test_a_run_that_finished_on_another_page_is_picked_up(tmp_path):

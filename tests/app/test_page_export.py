@@ -46,13 +46,13 @@ def test_without_a_run_the_page_points_to_train():
 
 def test_every_run_file_has_a_download_button_labelled_with_its_size(tmp_path):
     run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
-    (run_dir / "model.h5").write_bytes(b"0" * (3 * 1024 * 1024))
+    (run_dir / "model.h5").write_bytes(b"0" * 9_129_656)  # the model.tflite: 9.1 MB of 10^6 bytes, not 8.7
     at = open_export_page(run_dir)
 
     assert not at.exception
     labels = [button.proto.label for button in at.get("download_button")]
-    assert labels[0] == "model.h5 · 3.0 MB"
-    assert labels[1] == "model.keras · 16 B"
+    assert labels[0] == "model.h5 · 9.1 MB"
+    assert labels[1] == "model.keras · 16 bytes"
     assert [label.split(" · ")[0] for label in labels] == ["model.h5", "model.keras", "labels.json", "run.json", "metrics.json"]
     assert all(button.proto.ignore_rerun for button in at.get("download_button"))
     assert "accuracy **75.0%** on 8 held-out images, input 32×32 px" in texts(at, "markdown")
@@ -142,7 +142,7 @@ def test_portable_files_are_offered_with_their_check_and_missing_ones_can_be_mad
     assert not at.exception
     assert "Run it without Keras" in texts(at, "subheader")
     labels = [button.proto.label for button in at.get("download_button")]
-    assert "model.tflite · 2.0 KB" in labels and not any(label.startswith("model.onnx") for label in labels)
+    assert "model.tflite · 2.0 kB" in labels and not any(label.startswith("model.onnx") for label in labels)
     markdown = texts(at, "markdown")
     assert "**TensorFlow Lite**: Checked: probabilities within 2.4e-07 of the Keras model's on 32 test images." in markdown
     assert "**ONNX**: :orange[tf2onnx could not convert this model: Unsupported op: MagicPool]" in markdown
@@ -158,6 +158,6 @@ def test_portable_files_are_offered_with_their_check_and_missing_ones_can_be_mad
     assert not at.exception
     assert at.session_state["engine"].exported == ["int8", "onnx"]
     labels = [button.proto.label for button in at.get("download_button")]
-    assert {"model.tflite · 2.0 KB", "model_int8.tflite · 14 B", "model.onnx · 14 B"} <= set(labels)
+    assert {"model.tflite · 2.0 kB", "model_int8.tflite · 14 bytes", "model.onnx · 14 bytes"} <= set(labels)
     assert "**ONNX**: Checked: fake engine." in texts(at, "markdown")
     assert not at.get("button") or all(button.key != "export_make" for button in at.button)

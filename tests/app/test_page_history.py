@@ -50,7 +50,7 @@ def test_runs_are_listed_and_one_can_be_opened(tmp_path: Path) -> None:
     table = at.dataframe[0].value
     assert list(table["folder"]) == ["broken", "newer", "older"]  # newest first (the damaged folder's time is now)
     assert list(table["status"]) == ["unreadable", "finished", "finished"]
-    assert list(table.columns[:6]) == ["created", "dataset", "strategy", "test accuracy", "minutes", "status"]
+    assert list(table.columns[:10]) == ["created", "dataset", "strategy", "test accuracy", "minutes", "estimated minutes", "status", "epochs", "phases", "kept epoch"]
     assert list(table["test accuracy"])[1:] == [75.0, 75.0] and list(table["strategy"])[1:] == ["fine tune", "feature extraction"]
 
     # The damaged run says why and cannot be opened; a finished one can.

@@ -141,3 +141,41 @@ def test_a_pair_of_copies_in_two_classes_is_decided_in_its_own_form(tmp_path: Pa
     next(button for button in at.button if button.label == "Save these two decisions").click().run()
     assert not at.exception
     assert {path: decision.action for path, decision in load_decisions(root).items()} == {"blue/copy.png": EXCLUDE}
+
+
+def test_a_retry_clears_the_old_error_progress_moves_and_the_list_is_sorted_by_what_it_shows(tmp_path: Path) -> None:
+    """The first try fails (weights missing), the second succeeds: no error is left on the page. The progress callback
+    moves through every phase from 0, and the suspects run from the least likely label up, the number each card shows first."""
+    import re
+
+    from tl_core.errors import WeightsError
+
+    root = flipped_folder(tmp_path / "data")
+    steps = []
+
+    class FailsOnce(FakeEngine):
+        tries = 0
+
+        def find_label_issues(self, dataset, backbone="mobilenet_v2", on_progress=None):
+            FailsOnce.tries += 1
+            if FailsOnce.tries == 1:
+                raise WeightsError("The ImageNet weights for MobileNetV2 are missing.")
+            return super().find_label_issues(dataset, backbone, on_progress=lambda phase, done, total: (steps.append((phase, done, total)), on_progress(phase, done, total)))
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["engine"] = FailsOnce()
+    at.session_state["dataset"] = scan_dataset(root)
+    at.session_state["data_dir"] = str(root)
+    at.run()
+    at.switch_page("pages/labels.py").run()
+    at.button(key="find_label_issues").click().run()
+    assert [error.value for error in at.error] == ["The ImageNet weights for MobileNetV2 are missing."]
+    at.button(key="find_label_issues").click().run()
+    assert not at.exception and not at.error
+    judged = [(done, total) for phase, done, total in steps if phase == "judge"]
+    assert judged[0][0] == 0 and [done for done, _ in judged] == list(range(judged[0][1] + 1))
+
+    headlines = [markdown.value for markdown in at.markdown if markdown.value.startswith("labelled **") and "looks like" in markdown.value]
+    given = [int(re.match(r"labelled \*\*\w+\*\* \((\d+)%\)", headline).group(1)) for headline in headlines]
+    assert headlines and given == sorted(given)
+    assert "sorted by the first percentage" in " ".join(caption.value for caption in at.caption)

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from tl_core.advice.scenario import recommend
 from tl_core.data.records import Dataset, ImageRecord
 from tl_core.data.scan import scan_dataset
+from tl_core.models.blocks import freeze_wording
 
 from conftest import REPO, make_class_folders
 from fake_engine import FakeEngine
@@ -224,10 +225,16 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     assert metrics["Probe gain"] == "0.00" and metrics["Domain shift"] == "0.13" and metrics["Confidence"] == "0.16"
     assert at.session_state["recommendation"].similarity_source == "measured"
     assert "Scenario 2" in text and "measured similarity 0.12" in text
-    assert "Suggested for fine-tuning: freeze the first 12 of 22 layers (block 'block_2')" in text
-    # The candidates side by side: expected accuracy against minutes here; the measurement overrules the matrix.
-    assert "The matrix alone would say **fine-tuning with the first layers frozen**" in text
-    assert "use feature extraction" in text
+    wording = freeze_wording(FakeEngine().layer_map("mobilenet_v2").blocks, 12)
+    assert f"Suggested for fine-tuning: {wording}," in text
+    # The candidates side by side: expected accuracy against minutes here; the measurement overrules the matrix,
+    # and the heading, the blue box and the matrix's own cell all say so.
+    advice = at.session_state["advice"].value
+    assert advice.overrides_matrix and advice.override_text() in text
+    heading = at.subheader[-1].value if "Scenario 2" in at.subheader[-1].value else next(header.value for header in at.subheader if "Scenario 2" in header.value)
+    assert heading.endswith(": measured, use feature extraction (the matrix alone says fine-tuning with the first layers frozen)")
+    cells = " ".join(annotation["text"] for annotation in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"])
+    assert "matrix: freeze early layers,<br>retrain the rest</i><br><b>measured here: → feature extraction" in cells
     candidates = at.dataframe[0].value
     assert list(candidates["strategy"]) == ["Feature extraction  ★ recommended", "Fine-tuning with the first layers frozen", "Training from scratch"]
     assert list(candidates["minutes here"]) == [0.5, 4.0, 15.0] and list(candidates["fits the budget"]) == ["yes", "yes", "no"]

@@ -14,6 +14,7 @@ from tl_core.data.scan import scan_dataset
 from tl_core.device import DeviceInfo
 from tl_core.errors import ConfigError
 from tl_core.models.backbones import get_backbone
+from tl_core.models.blocks import freeze_wording
 from ui.state import DatasetResult
 
 from conftest import REPO, make_class_folders
@@ -88,7 +89,7 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
     # Only the head trains; everything in the backbone is frozen.
     assert metric(at, "Parameters that train") == f"{1280 * 3 + 3:,}"
     assert metric(at, "Layers frozen") == f"{FAKE_LAYERS} of {FAKE_LAYERS}"
-    assert "Ready: feature extraction with MobileNetV2 at 224 px, 200 head epochs" in at.success[-1].value and "test-time flip" in at.success[-1].value
+    assert "Ready: feature extraction with MobileNetV2 at 224 px: the head on cached features (at most 200 epochs, until its validation loss stops improving)" in at.success[-1].value and "test-time flip" in at.success[-1].value
     # How long it takes here, and what the quick recipe would take.
     assert metric(at, "Estimated time") == "40 min"
     assert any("The quick recipe would take about" in element.value for element in at.caption)
@@ -137,7 +138,9 @@ def test_freeze_slider_changes_the_trainable_parameters(folder: Path) -> None:
     assert not at.exception
     assert slider.value == 16
     assert metric(at, "Parameters that train") == expected_trainable(16)
-    assert "The first **16 of 22 layers** stay frozen" in " ".join(element.value for element in at.caption)
+    wording = freeze_wording(FakeEngine().layer_map("mobilenet_v2").blocks, 16)
+    assert wording == "the first 16 of 22 layers frozen (stem to block_4); block_5 to top retrain"
+    assert f"Freeze depth: **{wording}**" in " ".join(element.value for element in at.caption)
 
     slider.set_value(10).run()
 
@@ -173,7 +176,7 @@ def test_warmup_only_for_fine_tuning(folder: Path) -> None:
     assert not at.exception
     at.number_input(key="setup_warmup_full_fine_tune_recommended").set_value(2).run()
     assert at.session_state["train_config"].warmup_epochs == 2
-    assert "after up to 2 warm-up epochs" in at.success[-1].value
+    assert "a warm-up of the head on cached features (at most 2 epochs, until its validation loss stops improving), then 8 epochs of fine-tuning" in at.success[-1].value
 
     at.radio(key="setup_strategy").set_value("from_scratch").run()
     assert not at.exception
@@ -246,7 +249,7 @@ def test_training_settings_reach_the_config(folder: Path) -> None:
     assert not at.exception
     config = at.session_state["train_config"]
     assert (config.image_size, config.epochs, config.batch_size, config.learning_rate, config.seed) == (128, 3, 16, 1e-4, 7)
-    assert "at 128 px, 3 head epochs" in at.success[-1].value
+    assert "at 128 px: the head on cached features (at most 3 epochs" in at.success[-1].value
 
 
 def test_image_sizes_follow_the_backbone(folder: Path) -> None:
@@ -323,7 +326,8 @@ def test_measured_freeze_depth_is_the_starting_point(folder: Path) -> None:
     at.run()
     at.switch_page("pages/setup.py").run()
     assert not at.exception
-    assert "Starting from the measured suggestion: freeze the first 12 layers, up to block 'block_2'." in " ".join(caption.value for caption in at.caption)
+    measured = freeze_wording(FakeEngine().layer_map("mobilenet_v2").blocks, 12)
+    assert f"Starting from the measured suggestion: {measured} (measured: " in " ".join(caption.value for caption in at.caption)
     assert at.session_state["train_config"].freeze_layers == 13  # the nearest block boundary of the fake layer map
 
 
@@ -369,3 +373,24 @@ def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
     assert not at.exception
     config = at.session_state["train_config"]
     assert (config.strategy, config.epochs, config.augmentation.flip, config.test_time_flip) == ("feature_extraction", 60, "none", False)
+
+
+def test_where_the_measurement_overrode_the_matrix_setup_says_so_and_its_tips_agree(folder: Path) -> None:
+    """The advice recommends feature extraction where the matrix says fine-tuning: Setup repeats the same sentence as Scenario,
+    and its CPU tip points at this plan's own estimate instead of recommending another strategy."""
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = canned_advice(dataset, "low")
+    at = open_setup(dataset, str(folder), recommendation=advice.recommendation, advice=DatasetResult(dataset.fingerprint(), advice))
+
+    assert not at.exception
+    assert at.radio(key="setup_strategy").value == "feature_extraction"
+    captions = " ".join(element.value for element in at.caption)
+    assert f"Recommended by the measurement on Step 2: {advice.override_text()}" in captions
+    device_tip = at.info[0].value
+    assert "Training will run on the CPU" in device_tip and "feature extraction" not in device_tip and "the estimate at the bottom of this page" in device_tip
+
+    at.radio(key="setup_strategy").set_value("fine_tune").run()
+    assert not at.exception
+    assert advice.override_text() in " ".join(element.value for element in at.info)

@@ -71,6 +71,20 @@ def test_a_class_with_one_image_is_refused_with_the_fix(tmp_path: Path) -> None:
         judge_labels(dataset, dataset.records, np.zeros((len(dataset.records), 4), dtype=np.float32), ["test"])
 
 
+def test_the_judgement_reports_progress_from_its_first_classifier(tmp_path: Path) -> None:
+    """One step per classifier trained (each fold of each regularisation strength tried, then each fold of the judgement), from 0 on."""
+    from tl_core.insight.label_issues import REGULARISATION_GRID
+
+    dataset = scan_dataset(planted(tmp_path / "data", {}))
+    splits = judged_splits(dataset, None)
+    records = [record for record in dataset.records if record.split in splits]
+    features = np.stack([np.asarray(Image.open(record.path).convert("RGB").resize((8, 8))).reshape(-1).astype(np.float32) for record in records])
+    steps = []
+    judge_labels(dataset, records, features, splits, on_progress=lambda done, total: steps.append((done, total)))
+    total = 5 * (len(REGULARISATION_GRID) + 1)
+    assert steps == [(done, total) for done in range(total + 1)]
+
+
 @pytest.mark.slow
 def test_the_real_backbone_finds_a_flip_and_a_resized_copy_and_caches_its_features(tmp_path: Path, imagenet_weights: Path) -> None:
     root = planted(tmp_path / "data", {"red/red_003.png": "blue"})

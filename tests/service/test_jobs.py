@@ -10,11 +10,10 @@ import pytest
 
 from tl_core.config import TrainConfig
 from tl_core.errors import DataError
-from tl_core.events import TrainingFailed, TrainingFinished
-from tl_core.insight.curves import overfitting_epoch
+from tl_core.events import BatchEnded, EpochEnded, PhaseStarted, ProgressUpdated, TrainingFailed, TrainingFinished, TrainingStarted
 from tl_core.service.jobs import TrainingJob, fold_event
 
-from fake_engine import CANNED_HISTORY, canned_events
+from fake_engine import canned_events
 
 
 def _config(tmp_path: Path) -> TrainConfig:
@@ -30,10 +29,59 @@ def test_events_fold_into_progress_history_and_eta(tmp_path: Path) -> None:
     assert state.phase == "head" and state.epochs == 5 and state.epoch == 2
     assert [entry["val_loss"] for entry in state.history] == [0.80, 0.55]
     assert state.seconds_per_epoch == pytest.approx(0.5)
-    assert state.eta_seconds == pytest.approx(1.5)  # three epochs left at half a second each
+    assert state.phase_seconds_left() == (pytest.approx(1.5), True)  # three epochs left at half a second each
+    assert state.seconds_left() == pytest.approx(1.5)
     assert any("Augmentation is not applied" in notice for notice in state.notices)
     finished = fold_event(state, TrainingFinished(status="finished", run_dir="/runs/x", test_accuracy=0.9, seconds=3.0))
-    assert finished.status == "finished" and finished.test_accuracy == 0.9 and finished.eta_seconds is None
+    assert finished.status == "finished" and finished.test_accuracy == 0.9 and finished.seconds_left() is None
+
+
+def test_progress_and_time_left_are_per_phase_from_the_phase_own_pace(tmp_path: Path) -> None:
+    """The head's fast epochs never set the pace of fine-tuning; before a phase measured anything, its estimate stands in."""
+    clock = FakeClock(1000.0)
+    config = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), strategy="fine_tune", epochs=4).validated()
+    job = TrainingJob(config, clock=clock)
+    estimate = {"seconds": 260.0, "parts": {"setup": 8.0, "features": 30.0, "head": 2.0, "fine_tune": 200.0, "evaluate": 20.0}}
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate=estimate))
+    job.handle(PhaseStarted("features", "Reading 100 images", total=100))
+    clock.advance(10)
+    job.handle(ProgressUpdated("features", 50, 100))
+    state = job.state()
+    assert state.phase_fraction() == 0.5
+    assert state.phase_seconds_left(clock()) == (pytest.approx(10.0), True)  # 50 images in 10 s: 10 s for the other 50
+    assert state.seconds_left(clock()) == pytest.approx(10.0 + 2.0 + 200.0 + 20.0)  # then the estimate of the phases after it
+    job.handle(PhaseStarted("head", "Warming up the new head", total=200))
+    for epoch in range(1, 4):
+        clock.advance(0.02)
+        job.handle(EpochEnded("head", epoch, 204, {"loss": 1.0 / epoch, "val_loss": 0.5}, 0.02, epoch, 200))
+    assert job.state().phase_epoch == 3 and job.state().phase_epochs == 200
+    job.handle(PhaseStarted("fine_tune", "Fine-tuning", total=4))
+    clock.advance(30)
+    job.handle(BatchEnded("fine_tune", 4, 5, 10, {}))
+    state = job.state()
+    assert state.phase_first_epoch == 4 and state.phase_epoch == 1 and state.phase_epochs == 4
+    assert state.seconds_per_epoch is None  # not 0.02 s from the head's epochs
+    assert state.phase_seconds_left(clock()) == (pytest.approx(170.0), False)  # the estimate's 200 s less the 30 spent
+    clock.advance(30)
+    job.handle(EpochEnded("fine_tune", 4, 7, {"loss": 0.3, "val_loss": 0.3}, 60.0, 1, 4))
+    clock.advance(25)
+    job.handle(EpochEnded("fine_tune", 5, 7, {"loss": 0.2, "val_loss": 0.25}, 50.0, 2, 4))
+    state = job.state()
+    assert state.seconds_per_epoch == pytest.approx(50.0)  # the first epoch, with the tracing, is left out
+    assert state.phase_seconds_left(clock()) == (pytest.approx(100.0), True)
+    assert state.seconds_left(clock()) == pytest.approx(120.0)  # and the evaluation's estimate
+    assert state.phase_fraction() == pytest.approx(0.5)
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_stop_reaches_the_trainer_and_the_state(tmp_path: Path) -> None:
@@ -69,15 +117,6 @@ def test_a_user_error_keeps_the_engine_message(tmp_path: Path) -> None:
 
     state = TrainingJob(_config(tmp_path), trainer=trainer).start().wait(5)
     assert state.status == "failed" and state.error == "Found 1 class ('a') ..."
-
-
-def test_overfitting_epoch_marks_where_the_losses_part() -> None:
-    history = [{"epoch": number, **metrics} for number, metrics in enumerate(CANNED_HISTORY, start=1)]
-    assert overfitting_epoch(history) == 3
-    assert overfitting_epoch(history[:4]) is None  # one rising epoch is noise, not a trend
-    steady = [{"epoch": number, "loss": 1 / number, "val_loss": 1 / number} for number in range(1, 8)]
-    assert overfitting_epoch(steady) is None
-    assert overfitting_epoch([{"epoch": 1, "loss": 1.0, "val_loss": None}] * 4) is None
 
 
 def test_a_running_job_keeps_its_workspace_files_after_the_session_is_dropped(tmp_path: Path) -> None:
@@ -122,3 +161,26 @@ def test_a_child_run_stops_on_request_and_a_failing_one_says_why(tmp_path: Path,
 
     missing = TrainingJob(TrainConfig(data_dir=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "failed"))).start().wait(300)
     assert missing.status == "failed" and "does not exist" in missing.error
+
+
+def test_the_head_first_epoch_is_mostly_tracing_and_early_stopping_is_expected(tmp_path: Path) -> None:
+    """Feature extraction: 200 head epochs at most, about 40 in earlier runs here, 0.02 s each once traced. The first epoch's
+    0.6 s is mostly tracing, so the estimate's pace stands in; the epochs left follow early stopping, not the 200."""
+    clock = FakeClock(0.0)
+    config = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run")).validated()  # feature extraction: patience 20
+    job = TrainingJob(config, clock=clock)
+    estimate = {
+        "seconds": 30.0, "parts": {"setup": 8.0, "features": 20.0, "head": 1.8}, "epochs": {"head": 200},
+        "expected_epochs": {"head": 40}, "epoch_seconds": {"head": 0.02}, "trace_seconds": {"head": 1.0},
+    }
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate=estimate))
+    job.handle(PhaseStarted("head", "Training the new head", total=200))
+    job.handle(EpochEnded("head", 1, 200, {"loss": 1.0, "val_loss": 0.5}, 0.6, 1, 200))
+    state = job.state()
+    assert state.seconds_per_epoch == pytest.approx(0.02)
+    assert state.epochs_left() == 39 and state.phase_seconds_left(clock()) == (pytest.approx(0.78), True)
+    for epoch in range(2, 46):  # the validation loss improves until epoch 30, then stalls
+        job.handle(EpochEnded("head", epoch, 200, {"loss": 1.0 / epoch, "val_loss": 0.5 - 0.01 * min(epoch, 30)}, 0.03, epoch, 200))
+    state = job.state()
+    assert state.seconds_per_epoch == pytest.approx(0.03)
+    assert state.epochs_left() == 5  # past the 40 expected: 15 epochs without improvement of the 20 that stop it

@@ -42,10 +42,11 @@ def test_a_folder_sent_in_batches_arrives_with_its_paths(tmp_path: Path) -> None
     assert upload.receive_batch(batch(first)).files == 2
     progress = upload.receive_batch(batch(second))
     assert (progress.files, progress.bytes, progress.total_files, progress.total_bytes) == (5, total, 5, total)
+    assert upload.chosen_folder == "photos"
     folder = workspace.finish_folder_upload(upload)
-    assert folder == workspace.data_dir("folder_upload")
-    assert _everything_under(folder) == sorted(["photos/.DS_Store", "photos/train/cats/1.jpg", "photos/train/dogs/2.jpg", "photos/val/cats/3.jpg", "photos/val/dogs/4.jpg"])
-    assert (folder / "photos" / "val" / "cats" / "3.jpg").read_bytes() == b"cat three"
+    assert folder == workspace.data_dir("folder_upload") / "photos", "the dataset keeps the name of the folder the user chose"
+    assert _everything_under(folder) == sorted([".DS_Store", "train/cats/1.jpg", "train/dogs/2.jpg", "val/cats/3.jpg", "val/dogs/4.jpg"])
+    assert (folder / "val" / "cats" / "3.jpg").read_bytes() == b"cat three"
     assert upload.progress().status == "finished"
 
 
@@ -80,12 +81,12 @@ def test_odd_but_harmless_names_are_kept_and_cleaned(tmp_path: Path) -> None:
     ("plan", "message"),
     [
         ((3, 30, "a/1.jpg", 10), "The chosen folder holds 3 files while at most 2 are accepted."),
-        ((2, 2 * 1024**2, "a/1.jpg", 10), "The chosen folder totals 2.0 MB while at most 1.0 MB are accepted."),
-        ((1, 600 * 1024, "a/huge.tif", 600 * 1024), "'a/huge.tif' is 614,400 bytes while a single file may have at most 524,288 bytes"),
+        ((2, 2_000_000, "a/1.jpg", 10), "The chosen folder totals 2.0 MB while at most 1.0 MB are accepted."),
+        ((1, 600_000, "a/huge.tif", 600_000), "'a/huge.tif' is 600.0 kB while a single file may have at most 500.0 kB"),
     ],
 )
 def test_limits_are_checked_before_the_first_byte(tmp_path: Path, plan: tuple, message: str) -> None:
-    limits = UploadLimits(max_files=2, max_total_bytes=1024**2, max_file_bytes=512 * 1024)
+    limits = UploadLimits(max_files=2, max_total_bytes=1_000_000, max_file_bytes=500_000)
     upload = Workspace.create(tmp_path).open_folder_upload(limits=limits)
     with pytest.raises(DataError, match=re.escape(message)):
         upload.begin(*plan)
@@ -142,7 +143,7 @@ def test_cancel_discards_what_arrived_and_a_new_begin_starts_clean(tmp_path: Pat
         upload.receive_batch(batch({"b/2.jpg": b"2"}))
     upload.begin(1, 1)
     upload.receive_batch(batch({"b/2.jpg": b"2"}))
-    assert _everything_under(workspace.finish_folder_upload(upload)) == ["b/2.jpg"]
+    assert _everything_under(workspace.finish_folder_upload(upload)) == ["2.jpg"]  # inside the folder 'b' the user chose
 
 
 def test_an_incomplete_upload_cannot_become_the_dataset(tmp_path: Path) -> None:
@@ -164,9 +165,9 @@ def test_a_new_upload_replaces_the_previous_dataset_only_when_finished(tmp_path:
     second = workspace.open_folder_upload("folder_upload")
     second.begin(1, 6)
     second.receive_batch(batch({"cats/1.jpg": b"second"}))
-    assert (folder / "cats" / "1.jpg").read_bytes() == b"first", "the old dataset stays until the new one is complete"
+    assert (folder / "1.jpg").read_bytes() == b"first", "the old dataset stays until the new one is complete"
     workspace.finish_folder_upload(second)
-    assert (folder / "cats" / "1.jpg").read_bytes() == b"second"
+    assert (folder / "1.jpg").read_bytes() == b"second"
 
 
 def test_a_full_disk_fails_the_upload_with_what_to_do(tmp_path: Path, monkeypatch) -> None:
@@ -190,7 +191,7 @@ def test_limits_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "10")
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_MB", "1.5")
     monkeypatch.setenv("TL_CORE_MAX_FILE_MB", "2")
-    assert UploadLimits.from_environment() == UploadLimits(10, int(1.5 * 1024**2), 2 * 1024**2)
+    assert UploadLimits.from_environment() == UploadLimits(10, 1_500_000, 2_000_000)  # megabytes of 10^6 bytes
     monkeypatch.setenv("TL_CORE_MAX_UPLOAD_FILES", "lots")
     with pytest.raises(DataError, match=re.escape("TL_CORE_MAX_UPLOAD_FILES='lots' is not a positive number.")):
         UploadLimits.from_environment()
@@ -320,10 +321,10 @@ def test_a_finished_upload_cannot_be_reopened(tmp_path: Path) -> None:
     folder = workspace.finish_folder_upload(upload)
     with pytest.raises(DataError, match=re.escape("This upload has finished and its files are the dataset now, so it cannot start again.")):
         upload.begin(1, 3)
-    assert upload.progress().status == "finished" and _everything_under(folder) == ["cats/1.jpg"]
+    assert upload.progress().status == "finished" and _everything_under(folder) == ["1.jpg"] and folder.name == "cats"
     with pytest.raises(DataError, match="This upload is finished; there is nothing to finish"):
         workspace.finish_folder_upload(upload)
-    assert _everything_under(folder) == ["cats/1.jpg"], "the dataset is still there"
+    assert _everything_under(folder) == ["1.jpg"], "the dataset is still there"
 
 
 def test_no_batch_lands_while_the_upload_is_promoted(tmp_path: Path) -> None:

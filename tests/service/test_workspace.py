@@ -64,7 +64,7 @@ def test_zip_bomb_is_refused(tmp_path: Path, monkeypatch) -> None:
     workspace = Workspace.create(tmp_path)
     message = "The zip totals 2.0 MB while at most 1.0 MB are accepted. Give the dataset's local folder path instead (Folder on this computer), or raise the limit with TL_CORE_MAX_UPLOAD_MB (megabytes)."
     with pytest.raises(DataError, match=re.escape(message)):
-        workspace.unpack_zip(_zip({"cats/zeros.bin": bytes(2 * 1024 * 1024)}))
+        workspace.unpack_zip(_zip({"cats/zeros.bin": bytes(2_000_000)}))
     assert _data_folders(workspace) == []
 
 
@@ -144,7 +144,7 @@ def test_a_single_zip_entry_over_the_file_limit_is_refused(tmp_path: Path, monke
     monkeypatch.setenv("TL_CORE_MAX_FILE_MB", "1")
     workspace = Workspace.create(tmp_path)
     with pytest.raises(DataError, match=re.escape("'cats/huge.tif' is 2.0 MB while a single file may have at most 1.0 MB")):
-        workspace.unpack_zip(_zip({"cats/1.jpg": b"1", "cats/huge.tif": bytes(2 * 1024 * 1024)}))
+        workspace.unpack_zip(_zip({"cats/1.jpg": b"1", "cats/huge.tif": bytes(2_000_000)}))
     assert _data_folders(workspace) == []
 
 

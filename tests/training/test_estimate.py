@@ -36,7 +36,7 @@ def test_throughput_is_measured_once_and_scaled_to_other_sizes(tmp_path: Path, i
 
 def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset: Path) -> None:
     from tl_core.data.scan import scan_dataset
-    from tl_core.training.estimate import Throughput, duration_text, estimate_run
+    from tl_core.training.estimate import TRACE_SECONDS, Throughput, duration_text, estimate_run
 
     dataset = scan_dataset(tiny_dataset)
     throughput = Throughput("CPU x test", "mobilenet_v2", 32, 100.0, 0.0)
@@ -51,7 +51,12 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
     assert estimate("feature_extraction", quick=True).parts["features"] == pytest.approx(0.3, abs=0.05)  # quick: no mirror images
     fine_tune = estimate("fine_tune", epochs=4)
     assert fine_tune.parts["fine_tune"] > 0 and fine_tune.seconds > features.seconds
-    assert estimate("fine_tune", epochs=8).parts["fine_tune"] == pytest.approx(2 * fine_tune.parts["fine_tune"], rel=1e-3)
+    # Twice the epochs, twice the time, on top of tracing the training step once.
+    assert estimate("fine_tune", epochs=8).parts["fine_tune"] - TRACE_SECONDS == pytest.approx(2 * (fine_tune.parts["fine_tune"] - TRACE_SECONDS), rel=1e-3)
+    assert fine_tune.epochs == {"head": 200, "fine_tune": 4} and not fine_tune.corrections and without_head(fine_tune.parts) == without_head(fine_tune.model_parts)
+    # Early stopping ends the head's warm-up: before any run here, after about twice its patience and ten more epochs.
+    assert fine_tune.expected_epochs == {"head": 30, "fine_tune": 4}
+    assert fine_tune.parts["head"] == pytest.approx(fine_tune.model_parts["head"] * 30 / 200, abs=0.06)
     assert estimate("full_fine_tune", epochs=4).parts["full_fine_tune"] > fine_tune.parts["fine_tune"]  # more layers to train
     assert "forward pass measured at 100 images/s" in features.basis
     # Portable files cost their measured conversion time (the tests' default asks for none).
@@ -70,3 +75,89 @@ def test_a_run_states_its_estimate_and_keeps_it_in_run_json(tmp_path: Path, tiny
     result = train(config, on_event=events.append)
     assert any(isinstance(event, Notice) and event.message.startswith("Estimated time: about ") for event in events)
     assert result.summary.estimate["seconds"] > 0 and "features" in result.summary.estimate["parts"]
+    assert result.summary.timings["total"]["actual"] == pytest.approx(result.summary.seconds["total"], abs=0.1)
+    # 2 epochs on the images, then 2 on the images and their mirror images (a handful of validation images: they pay).
+    assert result.summary.timings["head"]["epochs"] == 4 and result.summary.timings["head"]["planned_epochs"] == 4
+    assert result.summary.phases[0]["planned_epochs"] == 4
+    remembered = json.loads((tmp_path / "cache" / "timings.json").read_text())
+    assert remembered[-1]["groups"] == result.summary.timings and remembered[-1]["strategy"] == "feature_extraction"
+
+
+def test_later_estimates_on_this_device_learn_from_recorded_runs(tmp_path: Path, tiny_dataset: Path) -> None:
+    """A fake device whose fine-tuning epochs take 1.5 times the arithmetic, whose warm-ups stop after a tenth of their
+    epochs, and whose fixed costs are twice the guess: after two recorded runs the estimate says so; another device is untouched."""
+    from tl_core.data.scan import scan_dataset
+    from tl_core.training.estimate import Throughput, estimate_run
+    from tl_core.training.timings import compare_with_estimate, record_timings
+
+    dataset = scan_dataset(tiny_dataset)
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir="", strategy="fine_tune", epochs=4, image_size=32, cache_dir=str(tmp_path)).validated()
+    device = Throughput("tensorflow CPU x2 (fake)", "mobilenet_v2", 32, 100.0, 0.0)
+    first = estimate_run(config, dataset, device, decode_seconds=0.01)
+    assert first.learned_from == 0 and without_head(first.parts) == without_head(first.model_parts)
+
+    def a_run_on_the_fake_device(fine_tune_epochs: int) -> dict:
+        model = first.model_parts
+        seconds = {
+            "features": model["features"] + model.get("decode", 0.0),
+            "head": model["head"] / 10,  # 20 of its 200 epochs at the modelled pace
+            "fine_tune": 1.5 * model["fine_tune"] * fine_tune_epochs / 4,
+            "evaluate": model["evaluate"],
+        }
+        seconds["total"] = sum(seconds.values()) + 2 * (model["setup"] + model["files"])
+        history = [{"epoch": epoch, "phase": "head"} for epoch in range(1, 21)] + [{"epoch": 20 + epoch, "phase": "fine_tune"} for epoch in range(1, fine_tune_epochs + 1)]
+        return compare_with_estimate(first.to_dict(), seconds, history, "fine_tune")
+
+    record_timings(a_run_on_the_fake_device(4), device.device, "mobilenet_v2", 32, "fine_tune", tmp_path)
+    record_timings(a_run_on_the_fake_device(2), device.device, "mobilenet_v2", 32, "fine_tune", tmp_path)  # stopped early: half the epochs, same pace
+    learnt = estimate_run(config, dataset, device, decode_seconds=0.01)
+    assert learnt.learned_from == 2 and "corrected by what 2 earlier runs here took" in learnt.basis
+    # Two runs against the arithmetic's one: the corrections move two thirds of the way (in the logarithm).
+    assert learnt.corrections["fine_tune"] == pytest.approx(1.5 ** (2 / 3), rel=0.02)
+    assert learnt.parts["fine_tune"] == pytest.approx(1.5 ** (2 / 3) * first.model_parts["fine_tune"], rel=0.02)
+    assert learnt.expected_epochs["head"] == 20 and learnt.parts["head"] == pytest.approx(first.model_parts["head"] / 10, abs=0.06)  # 20 of 200 epochs
+    assert learnt.parts["setup"] == pytest.approx(2 ** (2 / 3) * first.model_parts["setup"], rel=0.05)  # the rest: building, tracing, writing
+    assert learnt.seconds > first.seconds
+    other_device = estimate_run(config, dataset, Throughput("jax GPU:fake x1", "mobilenet_v2", 32, 100.0, 0.0), decode_seconds=0.01)
+    assert other_device.learned_from == 0 and without_head(other_device.parts) == without_head(other_device.model_parts)
+
+
+def without_head(parts: dict) -> dict:
+    return {name: seconds for name, seconds in parts.items() if name != "head"}
+
+
+def test_the_remembered_throughput_is_the_median_of_the_recent_measurements(tmp_path: Path) -> None:
+    """A measurement taken while another program kept the cores busy does not set every later estimate."""
+    from tl_core.training.estimate import Throughput, forward_throughput, remember_throughput
+
+    for speed in (100.0, 40.0, 110.0):
+        remember_throughput(Throughput("CPU x test", "mobilenet_v2", 224, speed, 0.0), tmp_path)
+    assert forward_throughput("mobilenet_v2", 224, "CPU x test", cache_dir=tmp_path, measure=False).images_per_second == 100.0
+    for speed in (60.0, 60.0, 60.0, 60.0):
+        remember_throughput(Throughput("CPU x test", "mobilenet_v2", 224, speed, 0.0), tmp_path)
+    assert forward_throughput("mobilenet_v2", 224, "CPU x test", cache_dir=tmp_path, measure=False).images_per_second == 60.0  # the last five
+
+
+def test_features_are_estimated_at_the_speed_of_the_runtime_an_earlier_run_chose_here(tmp_path: Path, tiny_dataset: Path, monkeypatch) -> None:
+    """A machine where ONNX Runtime ran the backbone 2.5x as fast as Keras: the next estimate's features take 1/2.5 the time."""
+    import tl_core.runtime as runtime
+    from tl_core.data.scan import scan_dataset
+    from tl_core.models.backbones import get_backbone
+    from tl_core.models.weights import weights_identity
+    from tl_core.training.estimate import Throughput, estimate_run
+
+    monkeypatch.setattr(runtime, "MEASURE_FROM_IMAGES", 10)  # the tiny set's 30 images count as enough to measure
+    dataset = scan_dataset(tiny_dataset)
+    throughput = Throughput("CPU x test", "mobilenet_v2", 32, 100.0, 0.0)
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir="", strategy="feature_extraction", image_size=32, cache_dir=str(tmp_path)).validated()
+    before = estimate_run(config, dataset, throughput, decode_seconds=0.01, learn=False)
+    spec = get_backbone("mobilenet_v2")
+    path = runtime.choice_file(runtime.backbone_identity(spec, weights_identity(spec, "imagenet"), 32), tmp_path)
+    path.parent.mkdir(parents=True)
+    choice = runtime.RuntimeChoice(runtime.ONNX, "faster", {runtime.KERAS: 100.0, runtime.ONNX: 250.0}, {runtime.ONNX: 0.99999}, 64)
+    path.write_text(json.dumps(choice.to_dict()))
+    after = estimate_run(config, dataset, throughput, decode_seconds=0.01, learn=False)
+    assert after.parts["features"] == pytest.approx(before.parts["features"] / 2.5, abs=0.06)  # parts are rounded to 0.1 s
+    assert "2.5x that on ONNX Runtime" in after.basis and "ONNX" not in before.basis
+    on_gpu = estimate_run(config, dataset, Throughput("GPU x test", "mobilenet_v2", 32, 100.0, 0.0), decode_seconds=0.01, learn=False)
+    assert on_gpu.parts["features"] == pytest.approx(before.parts["features"], abs=0.06)  # a GPU runs the backbone on Keras

@@ -54,6 +54,11 @@ def test_feature_extraction_on_ants_bees_is_accurate_and_reuses_its_cache(tmp_pa
     assert len(saved) == 2 and isinstance(events[-1], TrainingFinished) and saved[-1] < len(events) - 1
     mirrors_phase = next(index for index, event in enumerate(events) if isinstance(event, PhaseStarted) and "mirror images" in event.description)
     assert saved[0] < mirrors_phase < saved[1]
+    # One story: the head's epochs on the mirror images count in the phase's plan, and the last note names the epoch the file holds.
+    head_epochs = len(metrics["history"])
+    assert run_info["phases"] == [{"phase": "head", "title": "the head", "first_epoch": 1, "last_epoch": head_epochs, "epochs": head_epochs, "planned_epochs": 2 * config.epochs, "stopped_early": head_epochs < 2 * config.epochs}]
+    kept = [note for note in run_info["notes"] if "keeps the weights of epoch" in note]
+    assert kept[0].startswith("The first model keeps") and kept[-1].startswith(f"The model (with the mirror images) keeps the weights of epoch {run_info['best_epoch']},")
     assert run_info["test_time_flip"] and set(run_info["cache_keys"]) == {"images", "features", "mirrored"}
     assert run_info["feature_runtime"]["runtime"] == "keras" and "too few" in run_info["feature_runtime"]["reason"]  # 398 images
 

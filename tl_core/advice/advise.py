@@ -21,7 +21,7 @@ from tl_core.config import STRATEGY_NAMES
 from tl_core.data.records import Dataset
 from tl_core.data.scan import scan_dataset
 from tl_core.models.backbones import BackboneSpec, get_backbone
-from tl_core.models.blocks import blocks_from_layer_names
+from tl_core.models.blocks import blocks_from_layer_names, freeze_wording
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,20 @@ class Advice:
     fine_tune_freeze_layers: int | None = None
     fine_tune_freeze_block: str = ""
     fine_tune_freeze_reason: str = ""
+
+    @property
+    def overrides_matrix(self) -> bool:
+        """The measured recommendation differs from what the matrix alone says for the data's cell."""
+        return bool(self.matrix_strategy) and self.matrix_strategy != self.recommendation.strategy
+
+    def override_text(self) -> str:
+        """Where the measurement overrode the matrix, the one sentence every place that shows the advice says; "" elsewhere."""
+        if not self.overrides_matrix:
+            return ""
+        return (
+            f"The matrix alone says {STRATEGY_NAMES[self.matrix_strategy]} for scenario {self.recommendation.scenario}; measured on your images "
+            f"and timed on this device, {STRATEGY_NAMES[self.recommendation.strategy]} is the better use of the {self.time_budget_minutes:g} min budget."
+        )
 
     def to_dict(self) -> dict:
         recommendation = self.recommendation
@@ -157,7 +171,8 @@ def advise(
         freeze, block = 0, "all"
     learning_rate = 1e-3 if strategy in ("feature_extraction", "from_scratch") else 1e-4
     augment = True
-    reasons = _reasons(measurement, matrix, strategy, freeze, block, len(layer_names), learning_rate, augment, size, freeze_reason)
+    blocks = blocks_from_layer_names(spec, layer_names)
+    reasons = _reasons(measurement, matrix, strategy, freeze_wording(blocks, freeze), learning_rate, size, freeze_reason)
     reasons.insert(len(reasons) - 2, candidate_reason(candidates, matrix.strategy, time_budget_minutes))
     if flip == "none":
         reasons.append(
@@ -167,7 +182,7 @@ def advise(
     views = []
     if matrix.scenario == 2:
         views = [
-            f"Freeze the first {measured_freeze} layers (up to block '{measured_block}', where your images start to move the network's statistics) and retrain the rest at a low learning rate.",
+            f"Keep {freeze_wording(blocks, measured_freeze)} at a low learning rate: the frozen layers end where your images start to move the network's statistics.",
             f"Transfer may barely help: the pretrained features beat random ones by only {measurement.probe_accuracy - measurement.random_probe_accuracy:+.0%} "
             "in the probe. A model trained from scratch may do as well; compare the strategies side by side before deciding.",
         ]
@@ -179,9 +194,7 @@ def advise(
     )
 
 
-def _reasons(
-    measurement: Measurement, recommendation: Recommendation, strategy: str, freeze: int, block: str, layers: int, learning_rate: float, augment: bool, size: str, freeze_reason: str
-) -> list[str]:
+def _reasons(measurement: Measurement, recommendation: Recommendation, strategy: str, freeze_text: str, learning_rate: float, size: str, freeze_reason: str) -> list[str]:
     verdict = recommendation.size_verdict
     reasons = [verdict.reason if verdict else f"The data counts as {size}."]
     probe = (
@@ -205,7 +218,7 @@ def _reasons(
         f"({SCENARIOS[recommendation.scenario]['title']}), where the matrix suggests {STRATEGY_NAMES[recommendation.strategy]}."
     )
     if strategy == "fine_tune":
-        reasons.append(f"Freeze the first {freeze} of {layers} layers, up to block '{block}': {freeze_reason}.")
+        reasons.append(f"Freeze depth: {freeze_text}. Why: {freeze_reason}.")
     reasons.append(f"Learning rate {learning_rate:g}" + (" (low: pretrained layers are being adjusted, not relearned)." if learning_rate < 1e-3 else "."))
     if strategy != "feature_extraction":
         reasons.append("Augment the training images (flips, rotation, zoom, shift, contrast): random changes are the cheapest defence against overfitting.")

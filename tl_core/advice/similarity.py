@@ -36,6 +36,7 @@ from tl_core.data.records import Dataset
 from tl_core.data.split import stratified_half, stratified_sample
 from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, compiled_forward, forward_batches, out_of_fold_probabilities, view_keys
 from tl_core.models.backbones import get_backbone
+from tl_core.models.weights import CLASSIFIER_WEIGHTS_FILE
 
 HIGH_SIMILARITY_THRESHOLD = 0.5
 # A mean BatchNorm shift of this size maps to similarity exp(-1) ~ 0.37. Calibrated on real data here:
@@ -48,7 +49,6 @@ CONFIDENCE_FLOOR, CONFIDENCE_CEILING = 0.15, 0.65
 DEFAULT_SAMPLE_SIZE = 500
 # Mirror images count as harmless when the probe trained with them loses at most this much accuracy.
 MIRROR_TOLERANCE = 0.005
-CLASSIFIER_WEIGHTS_FILE = "mobilenet_7_5_224_tf.h5"
 COMPONENT_NAMES = {"probe": "probe gain", "shift": "domain shift", "confidence": "ImageNet confidence"}
 
 

@@ -42,8 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             select_backend(arguments.backend)  # before Keras is imported: the command's own process runs on it
         return arguments.handler(arguments)
     except TLError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}{_command_line_hint(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _command_line_hint(error: TLError) -> str:
+    """What only the command line can do about an error (``error.command_line``): the engine's own messages name no option, since the app shows them too."""
+    return f" {error.command_line}" if error.command_line else ""
 
 
 def _quiet_tensorflow() -> None:

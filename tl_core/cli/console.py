@@ -51,7 +51,12 @@ class ConsolePrinter:
 
     def _on_EpochEnded(self, event) -> None:  # noqa: N802
         metrics = event.metrics
-        parts = [f"epoch {event.epoch}/{event.epochs} [{event.phase}]"]
+        phase = event.phase.replace("_", " ")
+        if event.phase_epochs:
+            at_most = "at most " if event.phase == "head" else ""
+            parts = [f"epoch {event.epoch} [{phase} {event.phase_epoch} of {at_most}{event.phase_epochs}]"]
+        else:
+            parts = [f"epoch {event.epoch}/{event.epochs} [{phase}]"]
         for name, label in (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc")):
             if metrics.get(name) is not None:
                 parts.append(f"{label} {metrics[name]:.4f}")

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights, shuffling and augmentation (default 0)")
     train.add_argument("--cache-dir", default=None, help="cache folder for decoded images and features (default $TL_CORE_CACHE_DIR or ~/.cache/tl_core)")
-    train.add_argument("--memory-budget-mb", type=int, default=2048, help="decoded images up to this size stay in memory, larger sets are read from disk (default 2048)")
+    train.add_argument("--memory-budget-mb", type=int, default=2048, help="decoded images up to this size in MiB (2^20 bytes) stay in memory, larger sets are read from disk (default 2048)")
     train.add_argument(
         "--export", dest="export_formats", nargs="+", default=None, metavar="FORMAT",
         help="files that run without Keras, each checked against the model: tflite, int8 (8-bit weights), onnx, or none "

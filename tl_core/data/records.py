@@ -190,6 +190,13 @@ class Dataset:
         groups = [_duplicate_group(members) for members in by_hash.values() if len(members) > 1]
         return sorted(groups, key=lambda group: group.paths[0])
 
+    def relative(self, path: str) -> str:
+        """``path`` inside the dataset folder, with ``/`` separators (the path as it is, when it lies elsewhere)."""
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
     def summary(self) -> dict:
         """A JSON-ready description of the dataset, as ``python -m tl_core inspect`` prints it.
 

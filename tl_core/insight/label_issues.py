@@ -211,17 +211,14 @@ def find_label_issues(
         keep = np.array([record.path not in failed for record in records])
         records = [record for record, kept in zip(records, keep, strict=True) if kept]
         features, mirrored = features[keep], None if mirrored is None else mirrored[keep]
-    if on_progress:
-        on_progress("judge", 0, 1)
     from tl_core.models.backbones import get_backbone
 
     report = judge_labels(
         dataset, records, features, splits, mirrored=mirrored, folds=folds, seed=seed, near_duplicate_similarity=near_duplicate_similarity,
         backbone=get_backbone(backbone).display_name, image_size=size, features_cached=cached, started=started,
+        on_progress=(lambda done, total: on_progress("judge", done, total)) if on_progress else None,
     )
     report.skipped = [{"path": path, "reason": reason} for path, reason in sorted(failed.items())]
-    if on_progress:
-        on_progress("judge", 1, 1)
     return report
 
 
@@ -248,14 +245,22 @@ def judge_labels(
     image_size: int = 0,
     features_cached: bool = False,
     started: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> LabelReport:
-    """The judgement itself, on features already computed (row ``i`` for ``records[i]``); see ``find_label_issues``."""
+    """The judgement itself, on features already computed (row ``i`` for ``records[i]``); see ``find_label_issues``.
+
+    ``on_progress`` is called with (classifiers trained, classifiers in all): one per fold and
+    regularisation strength tried, then one per fold for the judgement, from 0 on.
+    """
     started = time.perf_counter() if started is None else started
     labels = np.array([record.label for record in records])
     _check_judgeable(dataset, labels, splits)
     folds = int(min(folds, np.bincount(labels, minlength=dataset.num_classes)[np.unique(labels)].min()))
-    strength = choose_regularisation(features, labels, folds, seed)
-    probabilities = out_of_fold_probabilities(features, labels, dataset.num_classes, folds, seed, unit_length_regression(strength), mirrored=mirrored)
+    total = folds * (len(REGULARISATION_GRID) + 1)
+    fitted = _Counter(on_progress, total)
+    strength = choose_regularisation(features, labels, folds, seed, on_fit=fitted.one_more)
+    make_model = unit_length_regression(strength)
+    probabilities = out_of_fold_probabilities(features, labels, dataset.num_classes, folds, seed, lambda: _Reporting(make_model(), fitted.one_more), mirrored=mirrored)
     suspects, estimated = _suspects(records, labels, probabilities, dataset.class_names)
     duplicates = near_duplicates(records, features, near_duplicate_similarity) + _identical_conflicts(dataset, splits)
     duplicates.sort(key=lambda pair: (not pair.identical, -pair.similarity))
@@ -286,7 +291,40 @@ def unit_length_regression(strength: float) -> Callable:
     return lambda: make_pipeline(Normalizer(), LogisticRegression(max_iter=3000, C=strength))
 
 
-def choose_regularisation(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> float:
+class _Counter:
+    """Counts the classifiers trained and reports after each one (from 0 of ``total`` at the start)."""
+
+    def __init__(self, on_progress: Callable[[int, int], None] | None, total: int) -> None:
+        self.on_progress, self.total, self.done = on_progress, total, 0
+        if on_progress:
+            on_progress(0, total)
+
+    def one_more(self) -> None:
+        self.done += 1
+        if self.on_progress:
+            self.on_progress(min(self.done, self.total), self.total)
+
+
+class _Reporting:
+    """A scikit-learn classifier that reports when it has been fitted."""
+
+    def __init__(self, model, on_fit: Callable[[], None]) -> None:
+        self.model, self.on_fit = model, on_fit
+
+    def fit(self, features, labels):
+        self.model.fit(features, labels)
+        self.on_fit()
+        return self
+
+    def predict_proba(self, features):
+        return self.model.predict_proba(features)
+
+    @property
+    def classes_(self):
+        return self.model.classes_
+
+
+def choose_regularisation(features: np.ndarray, labels: np.ndarray, folds: int, seed: int, on_fit: Callable[[], None] | None = None) -> float:
     """The inverse regularisation strength ``C`` with the best cross-validated log-loss, from ``REGULARISATION_GRID``.
 
     Too weak a regularisation lets the classifier learn the wrong labels too, and
@@ -312,6 +350,8 @@ def choose_regularisation(features: np.ndarray, labels: np.ndarray, folds: int, 
             for train, held_out in splits:
                 model = LogisticRegression(max_iter=3000, C=strength).fit(unit[train], labels[train])
                 loss += log_loss(labels[held_out], model.predict_proba(unit[held_out]), labels=classes) * len(held_out)
+                if on_fit is not None:
+                    on_fit()
             losses[strength] = loss
     return min(losses, key=losses.get)
 

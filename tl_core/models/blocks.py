@@ -224,3 +224,32 @@ def block_starts(spec: BackboneSpec) -> list[Block]:
         The blocks of ``blocks_from_layer_names`` for the built model's layers.
     """
     return blocks_from_layer_names(spec, list(layer_names(spec)))
+
+
+def freeze_wording(blocks: list[Block], frozen_layers: int) -> str:
+    """How deep a backbone is frozen, in the one wording the advice, the Setup page, the freeze map and the command line use.
+
+    ``the first 107 of 154 layers frozen (stem to block_11); block_12 to top retrain``, or, when the
+    depth falls inside a block, ``... frozen (stem to block_11 and part of block_12); the rest of
+    block_12 to top retrain``.
+
+    Args:
+        blocks: The backbone's blocks (``blocks_from_layer_names``), covering every layer.
+        frozen_layers: Layers kept frozen, from the input.
+    """
+    if not blocks:
+        return f"the first {frozen_layers} layers frozen"
+    total, first, last = blocks[-1].end, blocks[0].name, blocks[-1].name
+    if frozen_layers <= 0:
+        return f"no layer frozen: all {total} layers retrain ({first} to {last})"
+    if frozen_layers >= total:
+        return f"all {total} layers frozen ({first} to {last}); only the new head trains"
+    split = next(block for block in blocks if block.start <= frozen_layers < block.end)
+    whole = [block for block in blocks if block.end <= frozen_layers]
+    frozen_names = f"{first} to {whole[-1].name}" if len(whole) > 1 else (whole[0].name if whole else "")
+    if split.start == frozen_layers:
+        retrain = f"{split.name} to {last} retrain" if split is not blocks[-1] else f"{last} retrains"
+    else:
+        frozen_names = f"{frozen_names} and part of {split.name}" if frozen_names else f"part of {split.name}"
+        retrain = f"the rest of {split.name} to {last} retrain" if split is not blocks[-1] else f"the rest of {last} retrains"
+    return f"the first {frozen_layers} of {total} layers frozen ({frozen_names}); {retrain}"

@@ -53,7 +53,9 @@ class RunSummary:
         test_time_flip: Whether predictions average the image and its mirror image.
         frozen_layers, backbone_layers, trainable_parameters: What trained.
         best_epoch: The epoch whose weights were kept.
+        phases: The epochs each phase ran (``tl_core.insight.curves.PhaseSpan.to_dict()``), in order.
         estimate: The time estimate made when the run started (``Estimate.to_dict()``).
+        timings: That estimate against the seconds measured, per group of phases (``tl_core.training.timings.compare_with_estimate``).
         device: The device (``DeviceInfo.to_dict()``).
         feature_runtime: What ran the frozen backbone and why (``tl_core.runtime.RuntimeChoice.to_dict()``);
             None when it did not run (features from the cache, training from scratch).
@@ -88,7 +90,9 @@ class RunSummary:
     backbone_layers: int | None = None
     trainable_parameters: int | None = None
     best_epoch: int | None = None
+    phases: list = field(default_factory=list)
     estimate: dict | None = None
+    timings: dict | None = None
     device: dict = field(default_factory=dict)
     feature_runtime: dict | None = None
     data: dict = field(default_factory=dict)
@@ -134,7 +138,7 @@ class RunSummary:
             if item.name == "extra":
                 continue
             value = getattr(self, item.name)
-            if (item.name in ("error", "exports", "export_check_images", "feature_runtime") and value is None) or (item.name == "created_by" and not value):
+            if (item.name in ("error", "exports", "export_check_images", "feature_runtime", "timings") and value is None) or (item.name == "created_by" and not value):
                 continue
             result[item.name] = value
         return {**result, **self.extra}
@@ -143,6 +147,19 @@ class RunSummary:
     def display_name(self) -> str:
         """The backbone as people call it (``MobileNetV2``), or its name."""
         return str(self.backbone.get("display_name") or self.config.get("backbone") or "")
+
+    @property
+    def planned_phase_epochs(self) -> dict[str, int]:
+        """The most epochs each phase could run (``{"head": 200, "fine_tune": 8}``), from ``phases`` or the settings."""
+        planned = {span["phase"]: span["planned_epochs"] for span in self.phases if isinstance(span, dict) and span.get("planned_epochs")}
+        if planned or not self.config:
+            return planned
+        from tl_core.config import TrainConfig
+
+        try:
+            return TrainConfig.from_dict(self.config).planned_phase_epochs
+        except (TypeError, ValueError):
+            return {}
 
     @property
     def class_names(self) -> list[str]:

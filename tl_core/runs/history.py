@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tl_core.errors import RunError
 from tl_core.files import read_json, remove_abandoned_partials
+from tl_core.insight.curves import phase_spans
 from tl_core.runs.folder import METRICS_FILE, MODEL_FILES, RUN_MARKERS, STATUSES, SUMMARY_FILE, held_out_images, read_summary
 
 
@@ -44,6 +45,9 @@ class RunRecord:
         image_size: Side of the input.
         seed: The run's seed.
         epochs: Epochs trained (all phases).
+        phases: The epochs of each phase, short: ``18 warm-up + 8 fine-tuning``.
+        best_epoch: The epoch whose weights the model holds.
+        estimated_seconds: What the estimate said when the run started.
         test_accuracy: Accuracy on the held-out split, when the run has a model.
         seconds: The run's duration.
         has_model: True when a model file is there.
@@ -69,6 +73,9 @@ class RunRecord:
     image_size: int | None = None
     seed: int | None = None
     epochs: int | None = None
+    phases: str = ""
+    best_epoch: int | None = None
+    estimated_seconds: float | None = None
     test_accuracy: float | None = None
     seconds: float | None = None
     has_model: bool = False
@@ -136,6 +143,9 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         image_size=summary.image_size or summary.config.get("image_size"),
         seed=summary.config.get("seed"),
         epochs=len(history) if history else None,
+        phases=phases_in_short(history, summary.planned_phase_epochs) if isinstance(history, list) else "",
+        best_epoch=summary.best_epoch,
+        estimated_seconds=(summary.estimate or {}).get("seconds"),
         test_accuracy=metrics.get("test_accuracy"),
         seconds=summary.total_seconds,
         has_model=has_model,
@@ -146,6 +156,15 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         config=summary.config,
         history=history if isinstance(history, list) else [],
     )
+
+
+def phases_in_short(history: list, planned: dict) -> str:
+    """``18 warm-up + 8 fine-tuning``: the epochs of each phase, as a table cell."""
+    spans = phase_spans([entry for entry in history if isinstance(entry, dict)], planned)
+    return " + ".join(f"{span.epochs} {SHORT_TITLES.get(span.phase, span.phase) if not span.warm_up else 'warm-up'}" for span in spans)
+
+
+SHORT_TITLES = {"head": "head", "fine_tune": "fine-tuning", "from_scratch": "from scratch"}
 
 
 def _device_in_words(device: dict, feature_runtime: dict | None = None) -> str:

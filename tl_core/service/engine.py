@@ -238,6 +238,28 @@ class Engine:
             data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, flip=flip, on_row=on_row
         )
 
+    def missing_weights(self, backbone: str, with_classifier: bool = True) -> list:
+        """The ImageNet weights files this backbone needs that are not on this computer (``tl_core.models.weights.NeededWeights``).
+
+        ``with_classifier`` counts the similarity's confidence classifier too (the Scenario page's measurement).
+        """
+        from tl_core.models.weights import missing_weights, needed_weights
+
+        return missing_weights(needed_weights(get_backbone(backbone), with_classifier))
+
+    def install_weights(self, backbone: str, name: str, data: bytes) -> Path:
+        """Saves a weights file the user loaded where Keras looks for it (the local app only).
+
+        Raises:
+            WeightsError: When the app is shared (its owner installs weights), or the file is not one the backbone needs or not HDF5.
+        """
+        from tl_core.errors import WeightsError
+        from tl_core.models.weights import install_weights, needed_weights
+
+        if self.access.sharing:
+            raise WeightsError("This app is shared, so weights are installed by whoever runs it: ask the owner to put the files in Keras' folder on the server.")
+        return install_weights(name, data, needed_weights(get_backbone(backbone)))
+
     def estimate(self, config: TrainConfig, dataset: Dataset):
         """Roughly how long ``config`` takes here (``tl_core.training.estimate.Estimate``); the first call per network and size times the forward pass."""
         from tl_core.training.estimate import estimate_run, forward_throughput

@@ -46,14 +46,15 @@ from pathlib import Path, PurePosixPath
 
 from tl_core.errors import DataError
 
+MB = 1_000_000  # a megabyte: 10^6 bytes
 MAX_FILES_VARIABLE = "TL_CORE_MAX_UPLOAD_FILES"
 MAX_TOTAL_MB_VARIABLE = "TL_CORE_MAX_UPLOAD_MB"
 MAX_FILE_MB_VARIABLE = "TL_CORE_MAX_FILE_MB"
 # A batch the browser sends holds at most this many bytes, unless one file alone is larger.
-BATCH_BYTES = 8 * 1024**2
+BATCH_BYTES = 8_000_000  # 8 MB; sizes are in MB of 10^6 bytes and GB of 10^9 throughout
 BATCH_FILES = 500
 # Room for the manifest line on top of the files in a batch.
-_MANIFEST_ALLOWANCE = 4 * 1024**2
+_MANIFEST_ALLOWANCE = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,15 @@ class UploadLimits:
     """
 
     max_files: int = 200_000
-    max_total_bytes: int = 4 * 1024**3
-    max_file_bytes: int = 256 * 1024**2
+    max_total_bytes: int = 4_000_000_000
+    max_file_bytes: int = 256_000_000
 
     @classmethod
     def from_environment(cls) -> UploadLimits:
         """The defaults, each replaced by its environment variable where one is set.
 
         ``TL_CORE_MAX_UPLOAD_FILES`` (a count), ``TL_CORE_MAX_UPLOAD_MB`` and
-        ``TL_CORE_MAX_FILE_MB`` (megabytes). Read at every call, so a test or a
+        ``TL_CORE_MAX_FILE_MB`` (megabytes of 10^6 bytes). Read at every call, so a test or a
         user can change them without restarting Python.
 
         Raises:
@@ -84,8 +85,8 @@ class UploadLimits:
         defaults = cls()
         return cls(
             max_files=_positive_from_environment(MAX_FILES_VARIABLE, defaults.max_files, 1),
-            max_total_bytes=_positive_from_environment(MAX_TOTAL_MB_VARIABLE, defaults.max_total_bytes, 1024**2),
-            max_file_bytes=_positive_from_environment(MAX_FILE_MB_VARIABLE, defaults.max_file_bytes, 1024**2),
+            max_total_bytes=_positive_from_environment(MAX_TOTAL_MB_VARIABLE, defaults.max_total_bytes, MB),
+            max_file_bytes=_positive_from_environment(MAX_FILE_MB_VARIABLE, defaults.max_file_bytes, MB),
         )
 
     @property
@@ -130,11 +131,13 @@ def _positive_from_environment(name: str, default: int, unit: int) -> int:
 
 
 def format_bytes(count: int) -> str:
-    """``812 bytes``, ``3.4 MB``, ``1.2 GB``."""
-    if count >= 1024**3:
-        return f"{count / 1024**3:.1f} GB"
-    if count >= 1024**2:
-        return f"{count / 1024**2:.1f} MB"
+    """``812 bytes``, ``14.0 kB``, ``3.4 MB``, ``1.2 GB``: kilo-, mega- and gigabytes of 10^3, 10^6 and 10^9 bytes, as everywhere in the app."""
+    if count >= 1e9:
+        return f"{count / 1e9:.1f} GB"
+    if count >= MB:
+        return f"{count / MB:.1f} MB"
+    if count >= 1e3:
+        return f"{count / 1e3:.1f} kB"
     return f"{count:,} bytes"
 
 
@@ -203,6 +206,7 @@ class FolderUpload:
         self._paths: set[PurePosixPath] = set()
         self._parents: set[PurePosixPath] = set()
         self._folders: set[Path] = set()
+        self._tops: set[str] = set()  # the first part of every path: one name when the user chose one folder
 
     def begin(self, files: int, total_bytes: int, largest_name: str = "", largest_bytes: int = 0) -> UploadProgress:
         """Starts (or restarts) the upload of ``files`` files of ``total_bytes`` in all.
@@ -223,6 +227,7 @@ class FolderUpload:
             self._files = self._bytes = 0
             self._paths.clear()
             self._parents.clear()
+            self._tops.clear()
             self._started = time.monotonic()
             return self._progress()
 
@@ -293,6 +298,13 @@ class FolderUpload:
         with self._lock:
             return self._progress()
 
+    @property
+    def chosen_folder(self) -> str:
+        """The name of the folder the user chose, which the browser puts before every path ("" when the files do not share one)."""
+        with self._lock:
+            tops = set(self._tops)
+        return next(iter(tops)) if len(tops) == 1 and "" not in tops else ""
+
     def _progress(self) -> UploadProgress:
         return UploadProgress(self._status, self._files, self._planned_files, self._bytes, self._planned_bytes, round(time.monotonic() - self._started, 3), self._message)
 
@@ -317,6 +329,7 @@ class FolderUpload:
                 )
             self._paths.add(relative)
             self._parents.update(relative.parents)
+            self._tops.add(relative.parts[0] if len(relative.parts) > 1 else "")
 
     def _write(self, relative: PurePosixPath, content: memoryview) -> None:
         destination = self.staging.joinpath(*relative.parts)

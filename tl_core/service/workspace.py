@@ -55,7 +55,7 @@ STALE_AFTER_SECONDS = 24 * 3600
 MAX_COMPRESSION_RATIO = 200
 # The compression ratio is only judged for archives that unpack to more than this:
 # small archives of flat test images compress very well and are harmless.
-RATIO_CHECKED_ABOVE_BYTES = 100 * 1024**2
+RATIO_CHECKED_ABOVE_BYTES = 100_000_000  # 100 MB
 ALIVE_FILE = ".alive"  # locked by the live session that owns the folder, touched on every rerun
 # What removes each live session's folder; the server calls them all when it stops.
 _REMOVERS: set[weakref.finalize] = set()
@@ -139,11 +139,17 @@ class Workspace:
         The upload is checked and moved into place while it holds its lock, so no batch can
         arrive in between, and a finished upload can neither be reopened nor moved twice.
 
+        Returns:
+            The folder the user chose, under its own name (``data_dir(label)/<name>``), so the
+            dataset, the History and ``run.json`` call it what the user calls it; the whole
+            upload's folder when the files share no folder.
+
         Raises:
             DataError: When the upload is not complete or not receiving (see ``FolderUpload.finish``).
         """
         upload.finish(promote=lambda staging: self._promote(staging, upload.label))
-        return self.data_dir(upload.label)
+        chosen = upload.chosen_folder
+        return self.data_dir(upload.label) / chosen if chosen else self.data_dir(upload.label)
 
     def save_files(self, label: str, files: list[tuple[str, bytes]]) -> list[Path]:
         """Saves files the browser sent (name, bytes) in a fresh folder ``data_dir(label)``, in order.

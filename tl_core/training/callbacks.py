@@ -20,12 +20,15 @@ class EventBridge(keras.callbacks.Callback):
     leaves the warm-up's head in place.
     """
 
-    def __init__(self, run: RunContext, phase: str, target: keras.Model, batches: int) -> None:
+    def __init__(self, run: RunContext, phase: str, target: keras.Model, batches: int, planned: int = 0, warm_up: bool = False) -> None:
         super().__init__()
         self.run = run
         self.phase = phase
         self.target = target
         self.batches = batches
+        self.planned = planned  # epochs this phase runs at most
+        self.warm_up = warm_up  # the head's phase before fine-tuning
+        self.first_epoch = len(run.history) + 1
         self.best_weights = target.get_weights()  # the starting point counts until an epoch beats it
         self.epochs_without_improvement = 0
         self.epoch_started = 0.0
@@ -70,7 +73,8 @@ class EventBridge(keras.callbacks.Callback):
         }
         run.history.append(entry)
         metrics = {key: value for key, value in entry.items() if key in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        run.on_event(EpochEnded(self.phase, entry["epoch"], max(run.planned_epochs, entry["epoch"]), metrics, seconds))
+        phase_epoch = entry["epoch"] - self.first_epoch + 1
+        run.on_event(EpochEnded(self.phase, entry["epoch"], max(run.planned_epochs, entry["epoch"]), metrics, seconds, phase_epoch, max(self.planned, phase_epoch)))
         val_loss = entry["val_loss"] if entry["val_loss"] is not None else math.inf
         if val_loss < run.best_loss:
             run.best_loss, run.best_epoch = val_loss, entry["epoch"]
@@ -79,9 +83,21 @@ class EventBridge(keras.callbacks.Callback):
         else:
             self.epochs_without_improvement += 1
             patience = run.config.early_stopping_patience
-            if patience and self.epochs_without_improvement >= patience:
+            if patience and self.epochs_without_improvement >= patience and (not self.planned or phase_epoch < self.planned):
                 self.model.stop_training = True
-                run.notice(f"Early stopping: validation loss has not improved for {patience} epochs; keeping epoch {run.best_epoch} (val_loss {run.best_loss:.4f}).")
+                run.notice(self.early_stopping_note(entry["epoch"], phase_epoch, patience))
+
+    def early_stopping_note(self, epoch: int, phase_epoch: int, patience: int) -> str:
+        """What early stopping did, naming the epoch whose weights are kept (the run's lowest validation loss so far)."""
+        run = self.run
+        ended = f"after epoch {epoch} ({phase_epoch} of at most {self.planned})" if self.planned else f"after epoch {epoch}"
+        why = f"the validation loss had not improved for {patience} epochs"
+        if self.warm_up:
+            return (
+                f"The head's warm-up stopped early {ended}: {why}. The head goes into fine-tuning with the weights of epoch {run.best_epoch} "
+                f"(val_loss {run.best_loss:.4f}), the best so far."
+            )
+        return f"Early stopping {ended}: {why}; the model keeps the weights of epoch {run.best_epoch} (val_loss {run.best_loss:.4f})."
 
     def restore_best(self) -> None:
         self.target.set_weights(self.best_weights)

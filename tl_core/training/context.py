@@ -87,6 +87,7 @@ class RunContext:
     runner: BackboneRunner | None = None  # the frozen backbone's forward pass, by the runtime chosen here (tl_core.runtime)
     mirrors_deferred: bool = False  # the mirror images' features are wanted but not cached: left for after the first model
     saved: dict = field(default_factory=dict)  # the model already in the run folder: its accuracy, and whether mirrors taught it
+    mirror_epochs: int = 0  # the head's epochs planned on with the mirror images, after the first model (tl_core.training.mirrors)
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def timed(self, phase: str, work: Callable, *arguments, **keywords):
@@ -112,6 +113,14 @@ class RunContext:
     def flips_at_test(self) -> bool:
         """Predictions average the image and its mirror image: asked for, and for feature extraction the mirror images' features are there."""
         return self.config.uses_test_time_flip and (self.config.strategy != "feature_extraction" or MIRRORED in self.features)
+
+    @property
+    def planned_phase_epochs(self) -> dict[str, int]:
+        """``TrainConfig.planned_phase_epochs``, with the head's epochs on the mirror images added once they are planned."""
+        planned = self.config.planned_phase_epochs
+        if self.mirror_epochs:
+            planned["head"] = planned.get("head", 0) + self.mirror_epochs
+        return planned
 
     @property
     def planned_epochs(self) -> int:

@@ -15,7 +15,11 @@ seconds, remembered in the cache folder). Everything else is counted:
   validation image and epoch;
 - the evaluation: a forward pass per held-out image, two with test-time flipping.
 
-Early stopping can only make a run shorter than the estimate.
+That is the model of the arithmetic (``Estimate.model_parts``). What a training
+step costs beyond it, and how long tracing and writing files take, depends on
+the device: every finished run records its estimate against what it took, and
+the estimates after it on the same device are corrected by what those runs
+measured (``tl_core.training.timings``). Early stopping can make a run shorter.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +41,24 @@ from tl_core.data.records import Dataset
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
+from tl_core.training.timings import group_of, learned_corrections
 
 THROUGHPUT_FILE = "throughput.json"
+RECENT_MEASUREMENTS = 5  # the throughput is the median of this many of the latest measurements
 # Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
 # in benchmarks.speed: about 35 ms per batch of 32 at 224 px), scaled by pixels.
 AUGMENT_SECONDS_PER_224_IMAGE = 0.0011
 HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
-FIXED_SECONDS = 8.0  # building the model, tracing the compiled functions, writing the files
+SETUP_SECONDS = 4.0  # scanning, building the model, tracing the compiled functions
+FILES_SECONDS = 4.0  # writing model.h5, model.keras and the reports at the end
+# Tracing the compiled training step (and its validation step) once per phase on images, and the exported model before the evaluation.
+TRACE_SECONDS = 4.0
+HEAD_TRACE_SECONDS = 1.0  # tracing the head's compiled loop and its validation
+HEAD_EPOCHS_PER_PATIENCE = 2  # see expected_epochs
+# A training step costs the forward pass plus the backward pass through the layers that train. The backward pass costs
+# about twice their share of the forward arithmetic on a GPU; on a CPU the gradients of depthwise and grouped convolutions
+# are slower still (measured with MobileNetV2 on 2 cores: a fine-tuning epoch took 1.5-1.6 times what a factor of 2 gives).
+BACKWARD_FACTOR = {"GPU": 2.0, "CPU": 3.5}
 # Converting and checking each portable file, measured with MobileNetV2 on 2 CPU cores (benchmarks.portable).
 # The time follows the graph's operations rather than its parameters (VGG16 converts as fast as MobileNetV2,
 # ResNet50 takes 75 s for both files), so it is not scaled: an error of a minute at most, on runs of many minutes.
@@ -74,13 +90,27 @@ class Estimate:
 
     Attributes:
         seconds: The whole run.
-        parts: Seconds per step (``decode``, ``features``, ``head``, ``fine_tune`` ...).
+        parts: Seconds per step (``decode``, ``features``, ``head``, ``fine_tune`` ...), as corrected by earlier runs here.
         basis: What the estimate rests on, in words.
+        model_parts: The same steps from the arithmetic alone, before any correction.
+        corrections: The factor each group of steps was multiplied by (``tl_core.training.timings``); empty before any run here.
+        epochs: Planned epochs of each phase of epochs (``head``, ``fine_tune`` ...).
+        learned_from: Earlier runs on this device the corrections come from.
+        expected_epochs: The epochs each phase of epochs is expected to run (the head's warm-up: the share earlier runs here ran).
+        epoch_seconds: Seconds per epoch of each phase of epochs, as corrected, without the tracing of its first epoch.
+        trace_seconds: The tracing each phase of epochs spends in its first epoch.
     """
 
     seconds: float
     parts: dict[str, float]
     basis: str
+    model_parts: dict[str, float] = field(default_factory=dict)
+    corrections: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    learned_from: int = 0
+    expected_epochs: dict[str, int] = field(default_factory=dict)
+    epoch_seconds: dict[str, float] = field(default_factory=dict)
+    trace_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def minutes(self) -> float:
@@ -128,8 +158,8 @@ def forward_throughput(backbone: str, image_size: int, device: str, cache_dir: s
     key = f"{device}|{backbone}|{image_size}"
     remembered = _remembered(path)
     if key in remembered:
-        return Throughput(**remembered[key])
-    same_backbone = [Throughput(**entry) for entry in remembered.values() if entry["device"] == device and entry["backbone"] == backbone]
+        return _throughput(remembered[key])
+    same_backbone = [_throughput(entry) for entry in remembered.values() if entry.get("device") == device and entry.get("backbone") == backbone]
     if same_backbone:
         nearest = min(same_backbone, key=lambda entry: abs(entry.image_size - image_size))
         scaled = nearest.images_per_second * (nearest.image_size / image_size) ** 2
@@ -142,17 +172,28 @@ def forward_throughput(backbone: str, image_size: int, device: str, cache_dir: s
 
 
 def remember_throughput(throughput: Throughput, cache_dir: str | os.PathLike | None = None) -> None:
-    """Files a throughput measured elsewhere (the advice's own forward pass) for later estimates."""
+    """Files a throughput measured elsewhere (the advice's own forward pass) for later estimates.
+
+    The estimate uses the median of the last ``RECENT_MEASUREMENTS`` measurements: one taken while
+    another program kept the cores busy does not set every later estimate.
+    """
     path = Path(cache_dir or default_cache_dir()) / THROUGHPUT_FILE
     remembered = _remembered(path)  # another process may have added entries meanwhile
-    remembered[f"{throughput.device}|{throughput.backbone}|{throughput.image_size}"] = asdict(throughput)
+    key = f"{throughput.device}|{throughput.backbone}|{throughput.image_size}"
+    earlier = remembered.get(key, {}).get("recent") or ([remembered[key]["images_per_second"]] if key in remembered else [])
+    recent = [*earlier, throughput.images_per_second][-RECENT_MEASUREMENTS:]
+    remembered[key] = {**asdict(throughput), "images_per_second": statistics.median(recent), "recent": recent}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, remembered, indent=1)
 
 
 def _remembered(path: Path) -> dict:
     remembered = read_json(path, {})
-    return remembered if isinstance(remembered, dict) else {}
+    return {key: entry for key, entry in remembered.items() if isinstance(entry, dict)} if isinstance(remembered, dict) else {}
+
+
+def _throughput(entry: dict) -> Throughput:
+    return Throughput(**{name: entry[name] for name in ("device", "backbone", "image_size", "images_per_second", "measured")})
 
 
 def measure_forward(backbone: str, image_size: int, batch_size: int = 32, batches: int = 3) -> float:
@@ -220,7 +261,9 @@ def decode_seconds_per_image(dataset: Dataset, image_size: int, sample: int = 12
     return (time.perf_counter() - started) / max(len(records), 1)
 
 
-def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> Estimate:
+def estimate_run(
+    config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None, learn: bool = True,
+) -> Estimate:
     """Roughly how long ``config`` takes on ``dataset`` with this throughput.
 
     Args:
@@ -229,10 +272,75 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
         throughput: The forward pass measured at the run's backbone and image size.
         frozen_layers: Layers kept frozen when fine-tuning (None: the config's, or the default depth).
         decode_seconds: Seconds per image to decode on one core (None: timed on a few of the images).
+        learn: Correct the arithmetic by what earlier runs on this device took (``timings.json`` in the cache folder).
 
     Returns:
         The estimate, with the seconds of each step.
     """
+    parts, epochs = model_parts(config, dataset, throughput, frozen_layers, decode_seconds)
+    factors, shares, runs = learned_corrections(throughput.device, config.backbone, config.cache_dir) if learn else ({}, {}, 0)
+    corrected = {}
+    for name, seconds in parts.items():
+        group = group_of(name)
+        share = expected_epochs(group, epochs[group], config.early_stopping_patience, shares) / epochs[group] if group in epochs else 1.0
+        corrected[name] = seconds * factors.get(group, 1.0) * share
+    basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
+    speedup, runtime = feature_speedup(config, dataset, throughput)
+    if speedup != 1.0:
+        basis += f"; the backbone's features {speedup:.1f}x that on {runtime}, as measured by an earlier run here"
+    if runs:
+        basis += f", corrected by what {runs} earlier run{'s' if runs != 1 else ''} here took"
+    traces = {group: HEAD_TRACE_SECONDS if group == "head" else TRACE_SECONDS for group in epochs}
+    expected = {group: expected_epochs(group, planned, config.early_stopping_patience, shares) for group, planned in epochs.items()}
+    return Estimate(
+        round(sum(corrected.values()), 1), {name: round(value, 1) for name, value in corrected.items()}, basis,
+        model_parts={name: round(value, 1) for name, value in parts.items()}, corrections={group: round(value, 3) for group, value in factors.items()},
+        epochs=epochs, learned_from=runs,
+        expected_epochs=expected,
+        epoch_seconds={group: round(max(parts[group] - traces[group], 0.0) / planned * factors.get(group, 1.0), 4) for group, planned in epochs.items()},
+        trace_seconds=traces,
+    )
+
+
+def expected_epochs(group: str, planned: int, patience: int | None, shares: dict[str, float]) -> int:
+    """The epochs a phase is expected to run: all of them, but the head's, which early stopping ends.
+
+    The head stops once its validation loss has not improved for ``patience`` epochs: in our runs
+    (cats_dogs, aerial, cat_breeds, flowers) after 18 to 63 of its 200, about twice the patience and
+    ten more. Earlier runs on this device replace that guess with the share of its epochs they ran.
+    """
+    if group != "head" or not patience:
+        return planned
+    if "head" in shares:
+        return max(1, round(planned * shares["head"]))
+    return min(planned, HEAD_EPOCHS_PER_PATIENCE * patience + 10)
+
+
+def feature_speedup(config: TrainConfig, dataset: Dataset, throughput: Throughput) -> tuple[float, str]:
+    """How much faster than the measured Keras pass the run's bottleneck features go, and on which runtime.
+
+    Where an earlier run on this machine chose another runtime for the same backbone, weights and
+    size (``tl_core.runtime``), its measured speed-up; else 1 (Keras, or a choice not measured yet).
+    """
+    from tl_core.models.weights import weights_identity
+    from tl_core.runtime import KERAS, MEASURE_FROM_IMAGES, backbone_identity, choice_file, remembered_choice
+
+    if config.strategy == "from_scratch" or " GPU" in f" {throughput.device}" or len(dataset.records) < MEASURE_FROM_IMAGES:
+        return 1.0, KERAS
+    spec = get_backbone(config.backbone)
+    size = config.image_size or spec.default_size
+    try:
+        identity = weights_identity(spec, config.weights or "imagenet")
+    except OSError:  # a weights file gone: the run will say so
+        return 1.0, KERAS
+    choice = remembered_choice(choice_file(backbone_identity(spec, identity, size), config.cache_dir))
+    if choice is None or choice.runtime == KERAS or not choice.speedup:
+        return 1.0, KERAS
+    return choice.speedup, choice.title
+
+
+def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> tuple[dict, dict]:
+    """The seconds of each step from the arithmetic alone, and the planned epochs of each phase of epochs (see ``estimate_run``)."""
     from tl_core.data.decoded import decoded_images_key
     from tl_core.features import FeatureCache, feature_cache_key
     from tl_core.models.weights import weights_identity
@@ -248,7 +356,9 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
     cores = os.cpu_count() or 1
     strategy = config.strategy
     mirrored = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
-    parts: dict[str, float] = {"setup": FIXED_SECONDS}
+    gpu = " GPU" in f" {throughput.device}"
+    parts: dict[str, float] = {"setup": SETUP_SECONDS}
+    epochs: dict[str, int] = {}
 
     images_cached = decoded_images_cached(dataset.records, size, config.cache_dir)
     if not images_cached:
@@ -258,14 +368,19 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
         weights = "none" if config.weights == "none" else "imagenet"
         key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size))
         views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
+        deferred = False
         if not FeatureCache(config.cache_dir).path(key).exists():
-            parts["features"] = images * views * forward
-            if "decode" in parts:  # on a first run the backbone works while the images are decoded
+            parts["features"] = images * views * forward / feature_speedup(config, dataset, throughput)[0]
+            deferred = views == 2  # a first run: the head trains, then trains on with the mirror images where they pay
+            if "decode" in parts and gpu:  # a GPU runs the backbone while the CPU decodes; on a CPU both share its cores
                 parts["decode"] = max(0.0, parts["decode"] - parts["features"])
         if strategy == "feature_extraction" and config.augment:
             parts["features"] = parts.get("features", 0.0) + config.augment_views * counts["train"] * forward
         head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
-        parts["head"] = head_epochs * counts["train"] * views * HEAD_SECONDS_PER_FEATURE_EPOCH + 1.0
+        if head_epochs:
+            vectors = 1 + views if deferred else views  # deferred: its epochs on the images, then as many on the images and their mirror images
+            parts["head"] = head_epochs * counts["train"] * vectors * HEAD_SECONDS_PER_FEATURE_EPOCH + HEAD_TRACE_SECONDS
+            epochs["head"] = int(head_epochs) * (2 if deferred else 1)
     if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
         if strategy == "fine_tune":
             frozen = frozen_layers if frozen_layers is not None else config.freeze_layers
@@ -275,14 +390,15 @@ def estimate_run(config: TrainConfig, dataset: Dataset, throughput: Throughput, 
             frozen = 0
         share = trainable_share(config.backbone, size, frozen)
         augment = AUGMENT_SECONDS_PER_224_IMAGE * (size / 224) ** 2 if config.augment else 0.0
-        per_training_image = forward * (1 + 2 * share) + augment
-        parts[strategy] = config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
+        backward = BACKWARD_FACTOR["GPU" if gpu else "CPU"]
+        per_training_image = forward * (1 + backward * share) + augment
+        parts[strategy] = TRACE_SECONDS + config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
+        epochs[strategy] = int(config.epochs)
     flips = 2 if config.test_time_flip and mirrored else 1
     if strategy != "feature_extraction":
-        parts["evaluate"] = held_out * flips * forward
+        parts["evaluate"] = TRACE_SECONDS + held_out * flips * forward
+    parts["files"] = FILES_SECONDS
     formats = default_formats() if config.export_formats is None else config.export_formats
     if formats:
         parts["portable files"] = sum(PORTABLE_SECONDS[name] for name in formats)
-    seconds = sum(parts.values())
-    basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
-    return Estimate(round(seconds, 1), {name: round(value, 1) for name, value in parts.items()}, basis)
+    return parts, epochs

@@ -11,7 +11,7 @@ from tl_core.errors import ConfigError
 from tl_core.events import PhaseStarted
 from tl_core.features import MIRRORED, ORIGINAL
 from tl_core.models.augment import build_augmenter
-from tl_core.models.blocks import default_freeze_layers
+from tl_core.models.blocks import blocks_from_layer_names, default_freeze_layers, freeze_wording
 from tl_core.models.build import freeze_layers, trainable_parameter_count
 from tl_core.training.callbacks import EventBridge
 from tl_core.training.context import RunContext
@@ -50,7 +50,8 @@ def fit_head(run: RunContext, epochs: int, description: str = "") -> None:
         "Training the new head on cached features" if config.strategy == "feature_extraction" else "Warming up the new head on cached features (backbone frozen)"
     )
     run.on_event(PhaseStarted("head", description, total=epochs))
-    bridge = EventBridge(run, "head", model.head, math.ceil(len(train_y) / config.batch_size))
+    warm_up = config.strategy != "feature_extraction"
+    bridge = EventBridge(run, "head", model.head, math.ceil(len(train_y) / config.batch_size), planned=epochs, warm_up=warm_up)
     with run.distribution.scope():
         trainer = HeadTrainer(model.head, config.learning_rate, config.batch_size, class_weights(run, train_labels), seed=config.seed, label_smoothing=config.label_smoothing)
     validation = (run.features[ORIGINAL][rows["val"]], labels["val"])
@@ -64,8 +65,9 @@ def unfreeze(run: RunContext) -> None:
     frozen = 0 if run.config.strategy == "full_fine_tune" else freeze_depth(run)
     freeze_layers(model.backbone, frozen)
     model.frozen_layers = frozen
+    blocks = blocks_from_layer_names(spec, [layer.name for layer in model.backbone.layers])
     run.notice(
-        f"Fine-tuning {spec.display_name}: first {frozen} of {len(model.backbone.layers)} layers frozen, "
+        f"Fine-tuning {spec.display_name}: {freeze_wording(blocks, frozen)}; "
         f"{trainable_parameter_count(model.classifier):,} parameters train at learning rate {run.config.backbone_learning_rate:g}"
         f"{' (warm-up, then cosine decay)' if run.config.learning_rate_schedule == 'cosine' else ''}; BatchNormalization layers stay in inference mode."
     )
@@ -101,7 +103,7 @@ def fit_on_images(run: RunContext, learning_rate: float, epochs: int, phase: str
         # Plain cross-entropy is reported alongside, so validation losses compare across phases whatever the smoothing.
         loss = keras.losses.SparseCategoricalCrossentropy() if not config.label_smoothing else SmoothedSparseCrossentropy(config.label_smoothing)
         trained.compile(optimizer=optimizer, loss=loss, metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy")])
-    bridge = EventBridge(run, phase, model.classifier, steps)
+    bridge = EventBridge(run, phase, model.classifier, steps, planned=epochs)
     run.timed(
         phase,
         trained.fit,

@@ -73,7 +73,7 @@ def learn_from_mirrors(run: RunContext, mirrored: np.ndarray | None) -> bool:
     head, the curves and the best epoch put back as they were.
     """
     head = run.model.head
-    kept = (head.get_weights(), list(run.history), run.best_loss, run.best_epoch, run.planned)
+    kept = (head.get_weights(), list(run.history), run.best_loss, run.best_epoch, run.planned, run.mirror_epochs)
     pixels, total = run.decoded.pixels, len(run.decoded.pixels)
     try:
         if mirrored is None:
@@ -87,12 +87,13 @@ def learn_from_mirrors(run: RunContext, mirrored: np.ndarray | None) -> bool:
         run.features[MIRRORED] = mirrored
         if run.config.augment:  # else they serve the test-time flip only
             run.planned = len(run.history) + run.config.head_epochs
+            run.mirror_epochs = run.config.head_epochs
             fit_head(run, run.config.head_epochs, "Training the head on, with the mirror images' features added")
         if run.stop.requested:
             raise Interrupted
     except Interrupted:
         head.set_weights(kept[0])
-        run.history[:], run.best_loss, run.best_epoch, run.planned = kept[1], kept[2], kept[3], kept[4]
+        run.history[:], run.best_loss, run.best_epoch, run.planned, run.mirror_epochs = kept[1], kept[2], kept[3], kept[4], kept[5]
         run.features.pop(MIRRORED, None)
         run.notice("Stopped while learning from the mirror images: the first model is kept as it was saved.")
         return False

@@ -63,6 +63,7 @@ from tl_core.events import (
     ignore_event,
 )
 from tl_core.features import MIRRORED, ORIGINAL
+from tl_core.insight.curves import epochs_in_words, phase_spans
 from tl_core.insight.metrics import Evaluation, evaluate_predictions
 from tl_core.models.backbones import get_backbone
 from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_test_time_flip
@@ -75,6 +76,7 @@ from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
 from tl_core.training.inputs import compute_features, feature_keys, read_images, run_forward
 from tl_core.training.mirrors import cached_mirror_features, learn_from_mirrors, mirrors_pay
 from tl_core.training.reuse import read_images_reusing, warm_start
+from tl_core.training.timings import compare_with_estimate, record_timings
 
 
 def train(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, notes: Sequence[str] = (), created_by: str = "") -> RunResult:
@@ -151,8 +153,9 @@ def _workflow(run: RunContext, notes: Sequence[str]) -> RunResult:
     if status == "stopped":
         run.on_event(TrainingStopped(reason=run.stop.reason, epochs_done=len(run.history)))
     if status == "finished" and run.mirrors_deferred:
-        evaluation = with_mirrors(run)
+        evaluation = with_mirrors(run)  # says which epoch is kept once it knows whether a second model follows
     else:
+        note_kept_epoch(run)
         evaluation = evaluate_and_save(run, status)
     return finish(run, status, evaluation)
 
@@ -164,11 +167,13 @@ def with_mirrors(run: RunContext) -> Evaluation:
     evaluated and saved before, so the user has it meanwhile; a stop during that pass keeps it.
     """
     pays, why = mirrors_pay(run)
+    note_kept_epoch(run, "The first model" if pays else "The model")
     run.notice(why)
     mirrored = cached_mirror_features(run) if pays else None
     evaluation = evaluate_and_save(run, "finished") if not pays or mirrored is None else None
     if pays and learn_from_mirrors(run, mirrored):
         run.exported = None  # the file's model now averages over the mirror image
+        note_kept_epoch(run, "The model (with the mirror images)")
         return evaluate_and_save(run, "finished")
     return evaluation or evaluate_and_save(run, "finished")
 
@@ -202,10 +207,12 @@ def prepare(run: RunContext) -> None:
     run.weights = "none" if not config.uses_features else check_weights_option(config.weights)
     keras.utils.set_random_seed(config.seed)
     run.device = detect_device()
-    run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts()))
+    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
+    run.estimate = estimate_run(config, dataset, throughput)
+    run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts(), estimate=run.estimate.to_dict()))
     for group in dataset.duplicate_groups():
         if group.kind != "same class":
-            run.notice(f"Duplicate images ({group.kind}): {', '.join(group.paths)}. See the dataset summary.")
+            run.notice(f"Duplicate images ({group.kind}): {', '.join(dataset.relative(path) for path in group.paths)}. See the dataset summary.")
     if run.device.mixed_precision:
         keras.mixed_precision.set_global_policy(run.device.mixed_precision)
     run.distribution = distribution_strategy(run.device)
@@ -213,8 +220,6 @@ def prepare(run: RunContext) -> None:
         run.notice(f"Training on {run.distribution.replicas} GPUs at once ({run.distribution.description}).")
     elif run.distribution.description:
         run.notice(run.distribution.description)
-    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
-    run.estimate = estimate_run(config, dataset, throughput)
     run.notice(f"Estimated time: {run.estimate.describe()} ({run.estimate.basis}; early stopping can make it shorter).")
 
 
@@ -250,6 +255,19 @@ def train_model(run: RunContext) -> None:
         return
     unfreeze(run)
     fit_on_images(run, run.config.backbone_learning_rate, run.config.epochs, "fine_tune")
+
+
+def note_kept_epoch(run: RunContext, which: str = "") -> None:
+    """Says which epoch's weights the model holds: the run's lowest validation loss (``RunSummary.best_epoch``)."""
+    if not run.best_epoch:
+        return
+    spans = phase_spans(run.history, run.planned_phase_epochs)
+    span = next((span for span in spans if span.first_epoch <= run.best_epoch <= span.last_epoch), None)
+    where = f" ({span.title})" if span is not None and len(spans) > 1 else ""
+    run.notice(
+        f"{which or 'The model'} keeps the weights of epoch {run.best_epoch}{where}, the lowest validation loss of the run ({run.best_loss:.4f}); "
+        f"the run trained {epochs_in_words(spans)}."
+    )
 
 
 def evaluate_model(run: RunContext) -> Evaluation:
@@ -316,6 +334,7 @@ def finish(run: RunContext, status: str, evaluation: Evaluation) -> RunResult:
         check_records = run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]
         summary.exports = run.timed("export", export_portable_files, run, exported_classifier(run), check_records)
     summary.seconds = {**run.seconds, "total": round(time.perf_counter() - run.started, 3)}
+    record_timings_of(run, summary)
     write_run_folder(out_dir, summary)
     run.on_event(TrainingFinished(status=status, run_dir=str(out_dir), test_accuracy=evaluation.accuracy, seconds=time.perf_counter() - run.started))
     return RunResult(status, out_dir, evaluation, run.history, summary)
@@ -326,6 +345,18 @@ def saved_summary(run: RunContext, status: str) -> RunSummary:
     summary = run_summary(run, status)
     summary.export_check_images = [record.path for record in run.dataset.split(run.dataset.evaluation_split)[:CHECK_IMAGES]]
     return summary
+
+
+def record_timings_of(run: RunContext, summary: RunSummary) -> None:
+    """Keeps the estimate against the seconds measured in ``run.json``; a finished run also teaches later estimates here (``timings.json``)."""
+    if run.estimate is None:
+        return
+    summary.timings = compare_with_estimate(run.estimate.to_dict(), summary.seconds, run.history, run.config.strategy)
+    if summary.status == "finished":
+        try:
+            record_timings(summary.timings, run.device.key, run.spec.name, run.image_size, run.config.strategy, run.config.cache_dir)
+        except OSError:  # a cache folder that cannot be written costs later estimates their correction, not this run its files
+            pass
 
 
 def export_portable_files(run: RunContext, model: keras.Model, records: list) -> dict:
@@ -379,6 +410,7 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
         backbone_layers=None if model is None else len(model.backbone.layers),
         trainable_parameters=None if model is None else trainable_parameter_count(model.classifier),
         best_epoch=run.best_epoch or None,
+        phases=[span.to_dict() for span in phase_spans(run.history, run.planned_phase_epochs)],
         estimate=run.estimate.to_dict() if run.estimate else None,
         device=run.device.to_dict(),
         feature_runtime=run.runner.choice.to_dict() if run.runner is not None and run.runner.choice is not None else None,
