@@ -120,9 +120,12 @@ def show_candidates(advice) -> None:
 
     if advice.overrides_matrix:
         st.info(f"{advice.override_text()} The numbers:", icon=":material/balance:")
+    sized = any(row.image_size for row in advice.candidates)  # small images: each strategy also at sizes near theirs
+    spec_size = next((spec.default_size for spec in engine.backbones() if spec.name == advice.backbone), 224)
     rows = [
         {
             "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
+            **({"image size": f"{row.image_size or spec_size} px"} if sized else {}),
             "expected accuracy": None if row.expected_accuracy is None else 100 * row.expected_accuracy,
             "minutes here": None if row.seconds is None else round(row.seconds / 60, 1),
             "fits the budget": "yes" if row.within_budget else "no",
@@ -134,7 +137,9 @@ def show_candidates(advice) -> None:
         "expected accuracy": st.column_config.NumberColumn(format="%.1f%%"),
         "minutes here": st.column_config.NumberColumn(format="%.1f min"),
     })
-    bases = "\n".join(f"- **{STRATEGY_TITLES[row.strategy]}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
+    bases = "\n".join(f"- **{STRATEGY_TITLES[row.strategy]}{f' at {row.image_size} px' if row.image_size else ''}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
+    if sized:
+        bases += f"\n\n{advice.image_size_reason}"
     st.caption(
         "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds what fine-tuning "
         "gained in our benchmarks. Compare the strategies below to measure them all on the same split.\n\n" + bases

@@ -273,12 +273,21 @@ def choose_training(spec, strategy: str, dataset: Dataset, defaults: TrainConfig
     else:
         warmup_epochs = 0
         first_row[1].caption("No warm-up: " + ("the head is all that trains." if strategy == "feature_extraction" else "everything trains from the start."))
-    sizes = sorted({size for size in FAST_IMAGE_SIZES if spec.min_size <= size < spec.default_size} | {spec.default_size})
+    advised_size = suggested.image_size or spec.default_size
+    sizes = sorted({size for size in FAST_IMAGE_SIZES if spec.min_size <= size < spec.default_size} | {spec.default_size, advised_size})
+    remembered_size = defaults.image_size if previous is not None and previous.backbone == spec.name and defaults.image_size in sizes else advised_size
+
+    def size_words(size: int) -> str:
+        kind = " (advised)" if size == advised_size and suggested.image_size else " (the network's own)" if size == spec.default_size else " (faster)"
+        return f"{size} px{kind}"
+
     image_size = first_row[2].selectbox(
-        "Image size", sizes, format_func=lambda size: f"{size} px" + (" (the network's own)" if size == spec.default_size else " (faster)"),
-        key=remembered(f"setup_image_size_{spec.name}", defaults.image_size if previous is not None and previous.backbone == spec.name and defaults.image_size in sizes else spec.default_size),
-        help=f"Images are resized to this square. {spec.display_name}'s ImageNet weights saw {spec.default_size} px; smaller is faster, mostly on a CPU, and can cost some accuracy.",
+        "Image size", sizes, format_func=size_words, key=remembered(f"setup_image_size_{spec.name}", remembered_size),
+        help=f"Images are resized to this square. {spec.display_name}'s ImageNet weights saw {spec.default_size} px; smaller is faster, mostly on a CPU, and can cost some accuracy "
+        "unless the images are small themselves: then a size near their own is as good and many times faster.",
     )
+    if suggested.image_size_reason:
+        st.caption(suggested.image_size_reason)
     batch_size = first_row[3].select_slider(
         "Batch size", BATCH_SIZES, key=remembered("setup_batch_size", defaults.batch_size if defaults.batch_size in BATCH_SIZES else 32),
         help="Images per training step. Larger batches use more memory; lower it if training runs out of memory.",

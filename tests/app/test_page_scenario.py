@@ -236,6 +236,7 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     cells = " ".join(annotation["text"] for annotation in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"])
     assert "matrix: freeze early layers,<br>retrain the rest</i><br><b>measured here: → feature extraction" in cells
     candidates = at.dataframe[0].value
+    assert "image size" not in candidates.columns  # images as large as the network's input: one size, no column
     assert list(candidates["strategy"]) == ["Feature extraction  ★ recommended", "Fine-tuning with the first layers frozen", "Training from scratch"]
     assert list(candidates["minutes here"]) == [0.5, 4.0, 15.0] and list(candidates["fits the budget"]) == ["yes", "yes", "no"]
     assert list(candidates["expected accuracy"])[:2] == pytest.approx([97.0, 97.5]) and pd.isna(list(candidates["expected accuracy"])[2])

@@ -394,3 +394,29 @@ def test_where_the_measurement_overrode_the_matrix_setup_says_so_and_its_tips_ag
     at.radio(key="setup_strategy").set_value("fine_tune").run()
     assert not at.exception
     assert advice.override_text() in " ".join(element.value for element in at.info)
+
+
+def test_the_advised_image_size_is_the_starting_point_and_says_why(folder: Path) -> None:
+    """Small images: the advice measured feature extraction at 64 px as good as at 224 px; Setup starts there, says why, and the user can change it."""
+    from dataclasses import replace
+
+    from fake_engine import canned_advice
+
+    from tl_core.advice.candidates import Candidate
+
+    dataset = scan_dataset(folder)
+    advice = canned_advice(dataset, "low")
+    reason = "Image size 64 px: your images are typically 48 px; of the sizes weighed (64 px, 128 px, 224 px), the recommended candidate runs at this one."
+    candidates = [replace(row, recommended=False) for row in advice.candidates] + [
+        Candidate("feature_extraction", 0.975, "measured: the probe at 64 px", 10.0, 200, True, recommended=True, image_size=64)
+    ]
+    advice = replace(advice, candidates=candidates, image_size=64, image_size_reason=reason, typical_side=48)
+    at = open_setup(dataset, str(folder), chosen_strategy="feature_extraction", advice=DatasetResult(dataset.fingerprint(), advice))
+
+    assert not at.exception
+    sizes = at.selectbox(key="setup_image_size_mobilenet_v2")
+    assert sizes.value == 64 and "64 px (advised)" in sizes.options
+    assert reason in [caption.value for caption in at.caption]
+    assert at.session_state["train_config"].image_size == 64
+    sizes.set_value(224).run()
+    assert at.session_state["train_config"].image_size == 224

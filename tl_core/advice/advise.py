@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tl_core.advice.candidates import DEFAULT_TIME_BUDGET_MINUTES, Candidate, candidate_reason, plan_candidates
 from tl_core.advice.scenario import SCENARIOS, Recommendation, classify_size, recommend
-from tl_core.advice.similarity import DEFAULT_SAMPLE_SIZE, HIGH_SIMILARITY_THRESHOLD, SHIFT_GROWTH_THRESHOLD, LayerShift, Measurement, measure_similarity
+from tl_core.advice.similarity import DEFAULT_SAMPLE_SIZE, HIGH_SIMILARITY_THRESHOLD, SHIFT_GROWTH_THRESHOLD, LayerShift, Measurement, measure_similarity, probe_at_size
+from tl_core.advice.sizes import candidate_sizes, size_reason, typical_side
 from tl_core.config import STRATEGY_NAMES
 from tl_core.data.records import Dataset
 from tl_core.data.scan import scan_dataset
@@ -47,6 +48,9 @@ class Advice:
     fine_tune_freeze_layers: int | None = None
     fine_tune_freeze_block: str = ""
     fine_tune_freeze_reason: str = ""
+    image_size: int | None = None  # the input size of the recommended candidate (None: the backbone's own)
+    image_size_reason: str = ""  # why, in one sentence
+    typical_side: int | None = None  # the images' median short side, in pixels
 
     @property
     def overrides_matrix(self) -> bool:
@@ -85,6 +89,9 @@ class Advice:
             "time_budget_minutes": self.time_budget_minutes,
             "fine_tune_freeze_layers": self.fine_tune_freeze_layers,
             "fine_tune_freeze_block": self.fine_tune_freeze_block,
+            "image_size": self.image_size,
+            "image_size_reason": self.image_size_reason,
+            "typical_side": self.typical_side,
             "candidates": [asdict(candidate) for candidate in self.candidates],
             "components": {key: round(value, 4) for key, value in self.measurement.components().items()},
             "measurement": asdict(self.measurement),
@@ -156,13 +163,15 @@ def advise(
     device = detect_device()
     if measurement.forward_images_per_second:
         throughput = Throughput(device.key, spec.name, spec.default_size, measurement.forward_images_per_second, time.time())
-        remember_throughput(throughput)
+        remember_throughput(throughput, cache_dir)
     else:
         from tl_core.training.estimate import forward_throughput
 
         throughput = forward_throughput(spec.name, spec.default_size, device.key)
-    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip)
+    typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
+    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
     chosen = next(row for row in candidates if row.recommended)
+    size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)
     strategy = chosen.strategy
     freeze, block = measured_freeze, measured_block
     if strategy == "feature_extraction":
@@ -174,6 +183,8 @@ def advise(
     blocks = blocks_from_layer_names(spec, layer_names)
     reasons = _reasons(measurement, matrix, strategy, freeze_wording(blocks, freeze), learning_rate, size, freeze_reason)
     reasons.insert(len(reasons) - 2, candidate_reason(candidates, matrix.strategy, time_budget_minutes))
+    if len(sizes) > 1:
+        reasons.insert(len(reasons) - 2, size_why)
     if flip == "none":
         reasons.append(
             f"Mirror images look like another class here (the probe trained with them scores {measurement.mirror_probe_accuracy:.1%} against "
@@ -191,7 +202,24 @@ def advise(
         recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
         candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
         fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
+        image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical,
     )
+
+
+def _probes_at_other_sizes(dataset: Dataset, spec: BackboneSpec, measurement: Measurement, sample_size: int, cache_dir: str | None, seed: int, device: str):
+    """The images' typical side, the input sizes weighed for them, and the probe at each size but the backbone's own (measured already)."""
+    from tl_core.training.estimate import Throughput, remember_throughput
+
+    typical = typical_side(dataset)
+    sizes = candidate_sizes(typical, spec)
+    probes = []
+    for size in sizes:
+        if size != spec.default_size:
+            probe = probe_at_size(dataset, spec.name, size, measurement.mirror_images_help, sample_size, cache_dir, seed)
+            if probe.images_per_second:  # later estimates at this size use it
+                remember_throughput(Throughput(device, spec.name, size, probe.images_per_second, time.time()), cache_dir)
+            probes.append(probe)
+    return typical, sizes, probes
 
 
 def _reasons(measurement: Measurement, recommendation: Recommendation, strategy: str, freeze_text: str, learning_rate: float, size: str, freeze_reason: str) -> list[str]:

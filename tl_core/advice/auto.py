@@ -60,6 +60,10 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
     changes: dict[str, object] = {}
     if config.epochs is None and not config.quick:
         changes["epochs"] = suggested.epochs  # the recipe's epochs, or fewer to fit the time budget
+    if suggested.image_size and config.image_size is None:
+        changes["image_size"] = suggested.image_size
+    elif suggested.image_size and config.image_size != suggested.image_size:
+        notes.append(f"Your image size of {config.image_size} px is kept (the advice suggested {suggested.image_size} px).")
     if suggested.flip == "none" and config.augmentation.flip != "none":
         flip = "vertical" if config.augmentation.flip == "horizontal_and_vertical" else "none"
         changes["augmentation"] = replace(config.augmentation, flip=flip)

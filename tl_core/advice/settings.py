@@ -4,7 +4,7 @@ For a strategy (and its quick variant) on a dataset: the recipe's epochs, or
 the advice's when it fitted them to the time budget; the freeze depth measured
 by the advice, or the usual depth; no left-right flips where the advice found
 that mirror images look like another class; class weights on for imbalanced
-data. ``--strategy auto`` (``tl_core.advice.auto``) and the Setup page both
+data; the input size the advice measured as best for the strategy. ``--strategy auto`` (``tl_core.advice.auto``) and the Setup page both
 start from ``suggested_settings``, so the same choices give the same run.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tl_core.config import class_weights_default, recipe_defaults
+from tl_core.advice.candidates import best_candidate
+from tl_core.config import STRATEGY_NAMES, class_weights_default, recipe_defaults
 from tl_core.data.records import Dataset
 from tl_core.models.backbones import get_backbone
 
@@ -35,6 +36,8 @@ class SuggestedSettings:
         freeze_block: For fine-tuning, the first block that trains.
         freeze_reason: Where that depth comes from, in words.
         epochs_reason: Where the epochs come from, in words.
+        image_size: The input size the advice measured as best for this strategy (None: the backbone's own).
+        image_size_reason: Why, in words.
     """
 
     strategy: str
@@ -50,6 +53,8 @@ class SuggestedSettings:
     freeze_block: str = ""
     freeze_reason: str = ""
     epochs_reason: str = ""
+    image_size: int | None = None
+    image_size_reason: str = ""
 
 
 def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bool = False, advice=None, layer_names: list[str] | None = None) -> SuggestedSettings:
@@ -68,6 +73,14 @@ def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bo
     epochs, epochs_reason = int(recipe["epochs"]), "the recipe's"
     if measured is not None and measured.epochs and measured.recommendation.strategy == strategy and not quick and measured.epochs != epochs:
         epochs, epochs_reason = int(measured.epochs), f"fitted by the advice to its time budget of {measured.time_budget_minutes:g} min"
+    image_size, image_size_reason = None, ""
+    sized = [row for row in (measured.candidates if measured is not None else []) if row.strategy == strategy]
+    if any(row.image_size for row in sized):
+        image_size = best_candidate(sized).image_size
+        image_size_reason = measured.image_size_reason if strategy == measured.recommendation.strategy else (
+            f"Image size {image_size or get_backbone(backbone).default_size} px: of the sizes the advice weighed for {STRATEGY_NAMES[strategy]} "
+            f"({', '.join(str(row.image_size or get_backbone(backbone).default_size) + ' px' for row in sized)}), the one expected to do best in the time budget."
+        )
     freeze_layers, freeze_block, freeze_reason = None, "", ""
     if strategy == "fine_tune":
         freeze_layers, freeze_block, freeze_reason = _freeze_depth(backbone, measured, layer_names)
@@ -85,6 +98,8 @@ def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bo
         freeze_block=freeze_block,
         freeze_reason=freeze_reason,
         epochs_reason=epochs_reason,
+        image_size=image_size,
+        image_size_reason=image_size_reason,
     )
 
 

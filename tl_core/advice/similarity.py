@@ -181,16 +181,7 @@ def measure_similarity(
     spec = get_backbone(backbone)
     size = spec.default_size
     whole = len(dataset.records) <= sample_size
-    records = dataset.records if whole else stratified_sample(dataset, sample_size, seed)
-    labels = np.array([record.label for record in records])
-    decoded = decode_images(records, size, cache_dir=cache_dir, memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES)
-    failed = {item.path for item in decoded.failed}
-    keep = np.array([record.path not in failed for record in records])
-    pixels, labels = decoded.pixels[keep] if not keep.all() else decoded.pixels, labels[keep]
-    # The probes learn from labels: they never see the held-out test images, which must judge the final model alone.
-    labelled = np.array([record.split != "test" for record in records])[keep]
-    if np.bincount(labels[labelled], minlength=dataset.num_classes).min() < 2:
-        labelled = np.ones(len(labels), dtype=bool)  # too few images outside the test split to probe: use them all
+    decoded, keep, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
     notes: list[str] = []
 
     pretrained = build_backbone(spec, "imagenet")
@@ -233,6 +224,43 @@ def measure_similarity(
         feature_extraction_estimate=estimate,
     )
     return measurement, [layer.name for layer in pretrained.layers]
+
+
+def _decoded_sample(dataset: Dataset, size: int, sample_size: int, cache_dir: str | None, seed: int):
+    """The advice's sample decoded at ``size``: the decoded images, which of the sample decoded, their pixels and labels, and which the probes learn from."""
+    records = dataset.records if len(dataset.records) <= sample_size else stratified_sample(dataset, sample_size, seed)
+    labels = np.array([record.label for record in records])
+    decoded = decode_images(records, size, cache_dir=cache_dir, memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES)
+    failed = {item.path for item in decoded.failed}
+    keep = np.array([record.path not in failed for record in records])
+    pixels, labels = decoded.pixels[keep] if not keep.all() else decoded.pixels, labels[keep]
+    # The probes learn from labels: they never see the held-out test images, which must judge the final model alone.
+    labelled = np.array([record.split != "test" for record in records])[keep]
+    if np.bincount(labels[labelled], minlength=dataset.num_classes).min() < 2:
+        labelled = np.ones(len(labels), dtype=bool)  # too few images outside the test split to probe: use them all
+    return decoded, keep, pixels, labels, labelled
+
+
+def probe_at_size(dataset: Dataset, backbone: str, size: int, mirrors: bool, sample_size: int = DEFAULT_SAMPLE_SIZE, cache_dir: str | None = None, seed: int = 0):
+    """Feature extraction measured at input ``size`` on the advice's sample (``tl_core.advice.sizes.SizeProbe``).
+
+    The same sample and folds as ``measure_similarity``'s probe, so the sizes compare on equal
+    terms, image for image; ``mirrors``: the probe trains and answers with mirror images too.
+    """
+    from tl_core.advice.sizes import SizeProbe
+    from tl_core.models.build import build_backbone, build_feature_model
+    from tl_core.models.weights import weights_identity
+    from tl_core.runtime import backbone_runner
+
+    spec = get_backbone(backbone)
+    _, _, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
+    model = build_feature_model(spec, build_backbone(spec, "imagenet"), size)
+    runner = backbone_runner(model, spec, weights_identity(spec, "imagenet"), size, len(pixels), cache_dir=cache_dir)
+    speeds: list[float] = []
+    features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
+    mirrored = forward_batches(runner.forward(mirror=True), pixels[labelled]) if mirrors else None
+    probe = _probe_accuracy(features, labels[labelled], seed, mirrored=mirrored)
+    return SizeProbe(size, probe, speeds[0] if speeds else None)
 
 
 def _probes(features: np.ndarray, mirrored: np.ndarray, random_features: np.ndarray, labels: np.ndarray, seed: int, train_images: int) -> tuple[float, float, float, float]:

@@ -19,6 +19,7 @@ names the problem and the fix, and exit status 2. No traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -55,3 +56,6 @@ def _quiet_tensorflow() -> None:
     """Keeps TensorFlow's start-up chatter and Keras' internal warnings off the terminal (set before TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?$")
+    # Small models (the head, the probes) each get their own predict function: TensorFlow then warns of "retracing",
+    # which costs milliseconds here and reads like a fault.
+    logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())

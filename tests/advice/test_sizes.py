@@ -1,0 +1,121 @@
+"""The input size as part of the advice: the sizes weighed for small images, and the choice between them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tl_core.advice.sizes import MAX_UPSAMPLING, STEP, SizeProbe, candidate_sizes, typical_side
+from tl_core.models.backbones import get_backbone, list_backbones
+
+from conftest import make_class_folders
+from fake_engine import canned_advice
+
+
+@pytest.mark.parametrize(
+    ("typical", "backbone", "expected"),
+    [
+        (500, "mobilenet_v2", [224]),  # photos: the network's own size only
+        (200, "mobilenet_v2", [224]),  # close enough to it: nothing is upsampled far
+        (64, "mobilenet_v2", [64, 128, 224]),  # satellite tiles: their own size, one between, the network's
+        (150, "mobilenet_v2", [160, 192, 224]),
+        (20, "mobilenet_v2", [32, 96, 224]),  # tinier than the network accepts: its smallest
+        (64, "inception_v3", [96, 160, 299]),  # Inception needs at least 75 px
+    ],
+)
+def test_the_sizes_weighed_for_images_of_a_typical_side(typical: int, backbone: str, expected: list[int]) -> None:
+    assert candidate_sizes(typical, get_backbone(backbone)) == expected
+
+
+@pytest.mark.parametrize("typical", [16, 33, 48, 64, 80, 96, 100, 127, 150, 180, 199, 224, 256, 400, 1000])
+def test_every_size_is_accepted_by_the_backbone_and_never_far_above_the_pixels(typical: int) -> None:
+    for spec in list_backbones():
+        sizes = candidate_sizes(typical, spec)
+        assert sizes == sorted(set(sizes)) and sizes[-1] == spec.default_size
+        assert all(size >= spec.min_size and (size % STEP == 0 or size == spec.default_size) for size in sizes), (spec.name, sizes)
+        smallest = sizes[0]
+        if len(sizes) > 1:  # the images' own size: at most MAX_UPSAMPLING times their side, unless the backbone needs more
+            assert smallest <= max(typical * MAX_UPSAMPLING, STEP * -(-spec.min_size // STEP)), (spec.name, typical, sizes)
+
+
+def _dataset(tmp_path: Path, size: int):
+    from tl_core.data.scan import scan_dataset
+
+    return scan_dataset(make_class_folders(tmp_path / "data", {"ants": 30, "bees": 30}, size=size))
+
+
+def test_the_typical_side_is_the_median_short_side(tmp_path: Path) -> None:
+    assert typical_side(_dataset(tmp_path, 64)) == 64
+
+
+def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float]):
+    """``advise`` on 60 generated 64 px images, with the measurements faked: the probe's accuracy at each size from ``accuracies``.
+
+    Feature extraction at 224 px is expected 2 points above its probe (the learning curve extended).
+
+    The forward pass runs at 100 images/s at 224 px and in proportion to the pixels at smaller sizes.
+    """
+    import tl_core.advice.advise as advise_module
+    from tl_core.models.blocks import layer_names
+
+    dataset = _dataset(tmp_path, 64)
+    measurement = replace(
+        canned_advice(dataset).measurement, shift_profile=[], forward_images_per_second=100.0, probe_accuracy=accuracies[224], mirror_probe_accuracy=None, feature_extraction_estimate=accuracies[224] + 0.02
+    )
+    monkeypatch.setattr(advise_module, "measure_similarity", lambda *arguments: (measurement, list(layer_names(get_backbone("mobilenet_v2")))))
+    probed = []
+
+    def fake_probe(dataset, backbone, size, mirrors, *rest):
+        probed.append(size)
+        return SizeProbe(size, accuracies[size], 100.0 * (224 / size) ** 2)
+
+    monkeypatch.setattr(advise_module, "probe_at_size", fake_probe)
+    advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"), time_budget_minutes=0.2)
+    return dataset, advice, probed
+
+
+def test_small_images_are_advised_at_a_size_near_their_own_when_it_measures_at_least_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset, advice, probed = _advise_with_probes(tmp_path, monkeypatch, {64: 0.905, 128: 0.90, 224: 0.90})
+    assert probed == [64, 128]  # every size but the network's own is probed; that one is the similarity's own probe
+    assert {(row.strategy, row.image_size) for row in advice.candidates} >= {("feature_extraction", None), ("feature_extraction", 64), ("feature_extraction", 128)}
+    chosen = next(row for row in advice.candidates if row.recommended)
+    # Each size's expectation is the network's size's, moved by the paired probes' difference: 0.92 + 0.005.
+    assert (chosen.strategy, chosen.image_size) == ("feature_extraction", 64) and advice.image_size == 64
+    assert chosen.expected_accuracy == pytest.approx(0.925)
+    assert all(" at 64 px" in row.accuracy_basis for row in advice.candidates if row.image_size == 64)
+    assert advice.image_size_reason.startswith("Image size 64 px: your images are typically 64 px; of the sizes weighed (64 px, 128 px, 224 px)") and "upsampled 3.5x, for 12x" in advice.image_size_reason
+    assert advice.image_size_reason in advice.reasons
+    assert advice.to_dict()["image_size"] == 64 and advice.to_dict()["typical_side"] == 64
+
+
+def test_a_smaller_size_within_a_point_does_not_take_the_lead_for_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes on a few hundred images cannot tell half a point; the network's own size keeps the lead unless a smaller one measures as well."""
+    _, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {64: 0.895, 128: 0.898, 224: 0.90})
+    chosen = next(row for row in advice.candidates if row.recommended)
+    assert chosen.image_size is None and advice.image_size is None
+    assert advice.image_size_reason.startswith("Image size 224 px, the network's own: your images are typically 64 px")
+
+
+def test_the_network_s_own_size_wins_where_it_measures_clearly_better(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {64: 0.80, 128: 0.85, 224: 0.95})
+    assert advice.image_size is None and "Image size 224 px, the network's own" in advice.image_size_reason
+    assert [row.expected_accuracy for row in advice.candidates if row.strategy == "feature_extraction"] == pytest.approx([0.97, 0.82, 0.87])
+
+
+def test_auto_and_the_setup_settings_follow_the_advised_size_and_keep_the_user_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tl_core.advice.advise as advise_module
+    from tl_core.advice.auto import resolve_auto
+    from tl_core.advice.settings import suggested_settings
+    from tl_core.config import TrainConfig
+
+    dataset, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {64: 0.905, 128: 0.90, 224: 0.90})
+    monkeypatch.setattr(advise_module, "advise", lambda *arguments, **keywords: advice)
+    strategy = advice.recommendation.strategy
+    assert suggested_settings(dataset, "mobilenet_v2", strategy, advice=advice).image_size == 64
+    config = TrainConfig(data_dir=str(dataset.root), out_dir=str(tmp_path / "run"), strategy="auto", cache_dir=str(tmp_path / "cache"))
+    resolved, notes = resolve_auto(config)
+    assert resolved.image_size == 64 and resolved.strategy == strategy
+    kept, notes = resolve_auto(replace(config, image_size=224))
+    assert kept.image_size == 224 and "Your image size of 224 px is kept (the advice suggested 64 px)." in notes
