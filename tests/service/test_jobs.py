@@ -141,7 +141,8 @@ def test_a_real_run_trains_in_a_child_process_and_its_events_reach_the_state(tmp
     job = TrainingJob(config).start()
     state = job.wait(300)
     assert state.status == "finished", state.error
-    assert len(state.history) == 3 and state.test_accuracy is not None
+    assert len(state.history) == 6 and state.test_accuracy is not None  # 3 epochs, then 3 with the mirror images (a handful of validation images: they pay)
+    assert state.saved_accuracy == state.test_accuracy
     assert any(notice.startswith("Estimated time: about") for notice in state.notices)
     assert (tmp_path / "run" / "model.h5").exists()
     assert not any(thread.name.startswith("training ") for thread in threading.enumerate())  # the relay thread has ended

@@ -46,8 +46,9 @@ def test_estimate_counts_every_pass_over_the_images(tmp_path: Path, tiny_dataset
         return estimate_run(config, dataset, throughput, decode_seconds=0.01)
 
     features = estimate("feature_extraction")
-    # 30 images and their 30 mirror images through the backbone at 100 images/s.
-    assert features.parts["features"] == pytest.approx(0.6, abs=0.05)
+    # 30 images, then (where they pay, after the first model) their 30 mirror images, through the backbone at 100 images/s.
+    assert features.parts["features"] == pytest.approx(0.3, abs=0.05) and features.parts["mirror features"] == pytest.approx(0.3, abs=0.05)
+    assert features.epochs["head"] == 400 and "mirror head" in features.parts  # the head's 200 epochs, then as many on both views
     assert estimate("feature_extraction", quick=True).parts["features"] == pytest.approx(0.3, abs=0.05)  # quick: no mirror images
     fine_tune = estimate("fine_tune", epochs=4)
     assert fine_tune.parts["fine_tune"] > 0 and fine_tune.seconds > features.seconds
@@ -161,3 +162,21 @@ def test_features_are_estimated_at_the_speed_of_the_runtime_an_earlier_run_chose
     assert "2.5x that on ONNX Runtime" in after.basis and "ONNX" not in before.basis
     on_gpu = estimate_run(config, dataset, Throughput("GPU x test", "mobilenet_v2", 32, 100.0, 0.0), decode_seconds=0.01, learn=False)
     assert on_gpu.parts["features"] == pytest.approx(before.parts["features"], abs=0.06)  # a GPU runs the backbone on Keras
+
+
+def test_a_run_whose_mirror_images_did_not_pay_is_compared_with_what_it_did() -> None:
+    """The estimate counted the mirror images' pass and the head's second round; a run that skipped them is judged without them."""
+    from tl_core.training.timings import compare_with_estimate
+
+    estimate = {
+        "seconds": 80.0, "epochs": {"head": 400},
+        "parts": {"setup": 8.0, "features": 30.0, "mirror features": 30.0, "head": 3.0, "mirror head": 6.0, "files": 3.0},
+    }
+    seconds = {"features": 28.0, "head": 2.0, "total": 36.0}
+    history = [{"epoch": number, "phase": "head"} for number in range(1, 30)]
+    skipped = compare_with_estimate(estimate, seconds, history, "feature_extraction", mirrors_ran=False)
+    assert skipped["images"] == {"estimated": 30.0, "model": 30.0, "actual": 28.0}
+    assert skipped["head"] == {"estimated": 3.0, "model": 3.0, "actual": 2.0, "planned_epochs": 200, "epochs": 29}
+    assert skipped["total"] == {"estimated": 80.0, "actual": 36.0}  # what the user was told stays on record
+    ran = compare_with_estimate(estimate, seconds, history, "feature_extraction")
+    assert ran["images"]["estimated"] == 60.0 and ran["head"]["planned_epochs"] == 400

@@ -41,7 +41,7 @@ from tl_core.data.records import Dataset
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
-from tl_core.training.timings import group_of, learned_corrections
+from tl_core.training.timings import MIRROR_FEATURES, MIRROR_HEAD, group_of, grouped, learned_corrections
 
 THROUGHPUT_FILE = "throughput.json"
 RECENT_MEASUREMENTS = 5  # the throughput is the median of this many of the latest measurements
@@ -297,7 +297,7 @@ def estimate_run(
         model_parts={name: round(value, 1) for name, value in parts.items()}, corrections={group: round(value, 3) for group, value in factors.items()},
         epochs=epochs, learned_from=runs,
         expected_epochs=expected,
-        epoch_seconds={group: round(max(parts[group] - traces[group], 0.0) / planned * factors.get(group, 1.0), 4) for group, planned in epochs.items()},
+        epoch_seconds={group: round(max(grouped(parts)[group] - traces[group], 0.0) / planned * factors.get(group, 1.0), 4) for group, planned in epochs.items()},
         trace_seconds=traces,
     )
 
@@ -370,17 +370,20 @@ def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, f
         views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
         deferred = False
         if not FeatureCache(config.cache_dir).path(key).exists():
-            parts["features"] = images * views * forward / feature_speedup(config, dataset, throughput)[0]
             deferred = views == 2  # a first run: the head trains, then trains on with the mirror images where they pay
+            parts["features"] = images * (1 if deferred else views) * forward / feature_speedup(config, dataset, throughput)[0]
+            if deferred:
+                parts[MIRROR_FEATURES] = parts["features"]
             if "decode" in parts and gpu:  # a GPU runs the backbone while the CPU decodes; on a CPU both share its cores
                 parts["decode"] = max(0.0, parts["decode"] - parts["features"])
         if strategy == "feature_extraction" and config.augment:
             parts["features"] = parts.get("features", 0.0) + config.augment_views * counts["train"] * forward
         head_epochs = config.epochs if strategy == "feature_extraction" else config.warmup_epochs
         if head_epochs:
-            vectors = 1 + views if deferred else views  # deferred: its epochs on the images, then as many on the images and their mirror images
-            parts["head"] = head_epochs * counts["train"] * vectors * HEAD_SECONDS_PER_FEATURE_EPOCH + HEAD_TRACE_SECONDS
+            parts["head"] = head_epochs * counts["train"] * (1 if deferred else views) * HEAD_SECONDS_PER_FEATURE_EPOCH + HEAD_TRACE_SECONDS
             epochs["head"] = int(head_epochs) * (2 if deferred else 1)
+            if deferred:  # as many epochs again, on the images and their mirror images
+                parts[MIRROR_HEAD] = head_epochs * counts["train"] * 2 * HEAD_SECONDS_PER_FEATURE_EPOCH
     if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
         if strategy == "fine_tune":
             frozen = frozen_layers if frozen_layers is not None else config.freeze_layers

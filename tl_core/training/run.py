@@ -351,7 +351,7 @@ def record_timings_of(run: RunContext, summary: RunSummary) -> None:
     """Keeps the estimate against the seconds measured in ``run.json``; a finished run also teaches later estimates here (``timings.json``)."""
     if run.estimate is None:
         return
-    summary.timings = compare_with_estimate(run.estimate.to_dict(), summary.seconds, run.history, run.config.strategy)
+    summary.timings = compare_with_estimate(run.estimate.to_dict(), summary.seconds, run.history, run.config.strategy, mirrors_ran=MIRRORED in run.features)
     if summary.status == "finished":
         try:
             record_timings(summary.timings, run.device.key, run.spec.name, run.image_size, run.config.strategy, run.config.cache_dir)

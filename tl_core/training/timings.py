@@ -41,11 +41,16 @@ RECENT_RUNS = 5  # each correction is the median of this many of the latest matc
 FACTOR_RANGE = (0.2, 5.0)  # a correction outside this range comes from a broken record, not a device
 SMALLEST_COMPARED_SECONDS = 1.0  # groups shorter than this are too noisy to learn from
 EPOCH_GROUPS = ("head", "fine_tune", "full_fine_tune", "from_scratch")
+# Feature extraction's second pass and second round of the head, with the mirror images: estimated, and
+# left out of the comparison where the run found they would not pay (tl_core.training.mirrors).
+MIRROR_FEATURES, MIRROR_HEAD = "mirror features", "mirror head"
 # The estimate's parts, grouped as the run measures them (a first run decodes while the backbone works).
 PART_GROUPS = {
     "decode": "images",
     "features": "images",
+    MIRROR_FEATURES: "images",
     "head": "head",
+    MIRROR_HEAD: "head",
     "fine_tune": "fine_tune",
     "full_fine_tune": "full_fine_tune",
     "from_scratch": "from_scratch",
@@ -80,7 +85,7 @@ def measured_groups(seconds: dict[str, float], strategy: str) -> dict[str, float
     return groups
 
 
-def compare_with_estimate(estimate: dict, seconds: dict, history: list[dict], strategy: str) -> dict:
+def compare_with_estimate(estimate: dict, seconds: dict, history: list[dict], strategy: str, mirrors_ran: bool = True) -> dict:
     """The run's estimate against what it took, per group: what ``run.json`` keeps as ``timings``.
 
     Args:
@@ -88,14 +93,21 @@ def compare_with_estimate(estimate: dict, seconds: dict, history: list[dict], st
         seconds: The run's measured seconds per phase, with ``total``.
         history: The run's epochs (each with its ``phase``), to count the epochs each phase ran.
         strategy: The strategy trained.
+        mirrors_ran: False where the mirror images' pass was estimated but skipped (or stopped): its parts
+            and the head's second round of epochs are left out, so the run is compared with what it did.
 
     Returns:
         ``{group: {"estimated", "model", "actual", "planned_epochs", "epochs"}}`` and ``total``.
     """
-    shown = grouped(estimate.get("parts") or {})
-    model = grouped(estimate.get("model_parts") or estimate.get("parts") or {})
+    parts, model_parts = estimate.get("parts") or {}, estimate.get("model_parts") or estimate.get("parts") or {}
+    planned = dict(estimate.get("epochs") or {})
+    if not mirrors_ran and MIRROR_HEAD in parts:
+        planned["head"] = planned.get("head", 0) // 2
+    if not mirrors_ran:
+        parts, model_parts = ({name: value for name, value in chosen.items() if name not in (MIRROR_FEATURES, MIRROR_HEAD)} for chosen in (parts, model_parts))
+    shown = grouped(parts)
+    model = grouped(model_parts)
     actual = measured_groups(seconds, strategy)
-    planned = estimate.get("epochs") or {}
     ran = _epochs_per_group(history, strategy)
     rows = {}
     for group in dict.fromkeys([*shown, *actual]):
