@@ -8,8 +8,8 @@ For each dataset, in order, as a user of the app would go: the advice measures
 the data and recommends a strategy (its candidate's minutes are what the
 Scenario page shows); the run starts from the settings the Setup page suggests
 for that strategy, and its estimate is the one Setup and Train show; then the
-run trains, in this process, with the app's defaults (the TFLite and ONNX
-files included). At the end of the first epoch of each phase of epochs the
+run trains, in this process, with the app's defaults (no TFLite or ONNX
+files: those are made on request). At the end of the first epoch of each phase of epochs the
 time-left readout the Train page would show is taken, and compared with the
 time the run still took.
 

@@ -283,7 +283,7 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20, rounds: in
     from tl_core.models.augment import build_augmenter
     from tl_core.models.backbones import get_backbone
     from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers
-    from tl_core.training.loops import pixel_batches
+    from tl_core.training.loops import image_batches
 
     spec = get_backbone("mobilenet_v2")
     backbone = build_backbone(spec, "imagenet")
@@ -299,7 +299,7 @@ def fine_tune_steps(pixels, labels, image_size: int, steps: int = 20, rounds: in
     augmented_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     in_memory = tf.data.Dataset.from_tensor_slices((tf.cast(pixels[:count], tf.float32), labels[:count])).batch(batch_size).cache()
     setups = {
-        "ours_steps_per_second": (classifier, pixel_batches(pixels, np.arange(count), labels[:count], batch_size, shuffle_seed=0, augmenter=build_augmenter(AugmentConfig(), 0))),
+        "ours_steps_per_second": (classifier, image_batches(pixels, np.arange(count), labels[:count], batch_size, shuffle_seed=0, augmenter=build_augmenter(AugmentConfig(), 0))[0]),
         "plain_steps_per_second": (classifier, in_memory),
         "augmented_in_model_steps_per_second": (augmented_model, in_memory),
     }

@@ -166,3 +166,16 @@ def test_backbones_lists_the_table(capsys) -> None:
     names = [entry["name"] for entry in json.loads(out)]
     assert code == 0
     assert {"mobilenet_v2", "mobilenet", "efficientnet_b0", "resnet50", "vgg16", "inception_v3", "xception"} <= set(names)
+
+
+def test_tensorflow_s_retracing_warnings_stay_off_the_terminal_and_its_other_warnings_do_not(caplog) -> None:
+    import logging
+
+    from tl_core.cli import _quiet_tensorflow
+
+    _quiet_tensorflow()
+    logger = logging.getLogger("tensorflow")
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        logger.warning("5 out of the last 13 calls to <function f> triggered tf.function retracing. Tracing is expensive ...")
+        logger.warning("Something a user should see")
+    assert [record.getMessage() for record in caplog.records] == ["Something a user should see"]

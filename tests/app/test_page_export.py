@@ -161,3 +161,35 @@ def test_portable_files_are_offered_with_their_check_and_missing_ones_can_be_mad
     assert {"model.tflite · 2.0 kB", "model_int8.tflite · 14 bytes", "model.onnx · 14 bytes"} <= set(labels)
     assert "**ONNX**: Checked: fake engine." in texts(at, "markdown")
     assert not at.get("button") or all(button.key != "export_make" for button in at.button)
+
+
+class RefusingEngine(FakeEngine):
+    """Makes the float files; the 8-bit one fails its check (1 of 32 images gets another top class), as a weak model's can."""
+
+    def export_portable(self, run_dir, formats):
+        from tl_core.runs.portable import FORMATS, ExportCheck, record_checks
+
+        checks = [check for check in super().export_portable(run_dir, [name for name in formats if name != "int8"])]
+        if "int8" in formats:
+            refused = ExportCheck("int8", FORMATS["int8"], False, "Not kept: same top class as the Keras model on 97% of 32 of the run's held-out images (at least 98% needed).")
+            record_checks(Path(run_dir), [refused])
+            checks.append(refused)
+        return checks
+
+
+def test_after_making_the_files_the_page_shows_what_was_made_and_why_one_was_not_kept(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = RefusingEngine()
+    at.session_state["run_dir"] = str(run_dir)
+    at.run()
+    at.switch_page("pages/export.py").run()
+    assert at.button(key="export_make").label == "Make model.tflite, model_int8.tflite, model.onnx"
+
+    at.button(key="export_make").click().run()
+
+    assert not at.exception and not at.error
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert {"model.tflite · 14 bytes", "model.onnx · 14 bytes"} <= set(labels) and not any(label.startswith("model_int8") for label in labels)
+    assert "**TensorFlow Lite, 8-bit weights**: :orange[Not kept: same top class as the Keras model on 97% of 32 of the run's held-out images (at least 98% needed).]" in texts(at, "markdown")
+    assert at.button(key="export_make").label == "Make model_int8.tflite"  # offered again, not left showing the files as not made

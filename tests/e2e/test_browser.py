@@ -155,8 +155,13 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         model_path = tmp_path / "downloaded_model.h5"
         download_info.value.save_as(model_path)
         expect(page.get_by_text("Run it without Keras").first).to_be_visible()
-        page.get_by_role("button", name=re.compile("^Make model.tflite")).click()  # converted and checked on request
-        expect(page.get_by_role("button", name=re.compile("^Make model.tflite"))).to_have_count(0, timeout=180_000)
+        page.get_by_role("button", name=re.compile("^Make model.tflite")).click()  # converted and checked on request, in a child process
+        expect(page.get_by_role("button", name=re.compile(r"model\.onnx · \d"))).to_be_visible(timeout=300_000)
+        expect(page.get_by_role("button", name=re.compile("^Make model.tflite"))).to_have_count(0)
+        # The 8-bit file is kept only where it gives the model's top class on 98 % of the held-out images; this tiny
+        # model can miss that by an image, and the page then says so beside the file instead of offering it.
+        int8_made = page.get_by_role("button", name=re.compile(r"model_int8\.tflite · \d")).count() == 1
+        assert int8_made or page.get_by_text(re.compile(r"Not kept: same top class as the Keras model on \d+%")).count() == 1
         with page.expect_download() as download_info:
             page.get_by_role("button", name="model.onnx", exact=False).first.click()
         onnx_path = tmp_path / "downloaded_model.onnx"

@@ -251,5 +251,8 @@ def _reasons(measurement: Measurement, recommendation: Recommendation, strategy:
     if strategy != "feature_extraction":
         reasons.append("Augment the training images (flips, rotation, zoom, shift, contrast): random changes are the cheapest defence against overfitting.")
     elif measurement.mirror_images_help:
-        reasons.append("Augment through mirror images: their features are cached once, the head trains on both and its answers are averaged over both.")
+        reasons.append(
+            "Augment through mirror images where they pay: once the first model is saved, if its validation errors leave at least half a point to win, "
+            "the mirror images' features are computed and cached, the head trains on both and its answers are averaged over both."
+        )
     return reasons

@@ -2,10 +2,13 @@
 
 A network pretrained at 224 px is usually run at 224 px, but small images (64 px satellite
 tiles, 96 px microscope crops) upsampled to it cost every forward pass the square of the
-factor and add no detail. The candidates are the backbone's own size, the images' typical
-size (rounded to a multiple of 32, never far above their pixels) and one in between; each
-is then measured like a strategy (``tl_core.advice.advise``): a probe at that size on the
-advice's sample for the expected accuracy, its own forward pass for the time.
+factor, and may or may not gain from the network seeing them at the scale it learnt. The
+candidates are the backbone's own size, the images' typical size (rounded to a multiple of
+32, never far above their pixels) and one in between; each is then measured like a strategy
+(``tl_core.advice.advise``): a probe at that size on the advice's sample, compared with the
+probe at the network's size on the same images, for the expected accuracy, and its own
+forward pass for the time. On a 64 px copy of aerial, 224 px won (0.943 against 0.889 at
+128 px and 0.860 at 64 px), so a smaller size has to measure at least as well to be chosen.
 """
 
 from __future__ import annotations

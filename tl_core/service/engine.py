@@ -336,10 +336,16 @@ class Engine:
         return config_from_run(run_dir, data_dir, out_dir)
 
     def export_portable(self, run_dir: str | os.PathLike, formats: list[str]) -> list:
-        """Writes and checks TFLite or ONNX files for a run (``tl_core.runs.portable.reexport``); returns the checks."""
-        from tl_core.runs.portable import reexport
+        """Writes and checks TFLite or ONNX files for a run; returns the checks.
 
-        return reexport(run_dir, formats)
+        In a child process (``tl_core.runs.portable.export_in_tensorflow``): TensorFlow's converters
+        build graphs and sessions of their own, which the web server's process, where Streamlit
+        clears Keras' session between reruns, need not hold or share; and it works whichever
+        backend the app's runs use.
+        """
+        from tl_core.runs.portable import export_in_tensorflow
+
+        return export_in_tensorflow(run_dir, formats)
 
     def predict(self, run_dir: str | os.PathLike, paths: list[str], top_k: int = 3) -> list[Prediction]:
         from tl_core.runs.predict import predict_files
