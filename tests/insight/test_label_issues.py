@@ -132,3 +132,18 @@ def test_cli_lists_suspects_as_json_and_saves_decisions(tmp_path: Path, imagenet
     assert "'purple' is not a class" in capsys.readouterr().err
     assert main(["label-decide", str(root), "--exclude", "red/nothing.png"]) == 2
     assert "is not an image of the dataset" in capsys.readouterr().err
+
+
+def test_the_judgement_forks_no_process_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cleanlab forks a pool by default; a fork of the web server (TensorFlow's threads holding locks) hung in the browser test."""
+    import multiprocessing
+    import multiprocessing.pool
+
+    def refuse(*arguments, **keywords):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    monkeypatch.setattr(multiprocessing.pool, "Pool", refuse)
+    dataset = scan_dataset(planted(tmp_path / "data", FLIPS))
+    report = pixel_judgement(dataset)
+    assert any(suspect.flagged for suspect in report.suspects)

@@ -423,7 +423,9 @@ def _suspects(records: Sequence[ImageRecord], labels: np.ndarray, probabilities:
     local = np.searchsorted(present, labels)
     local_probabilities = probabilities[:, present]
     local_probabilities = local_probabilities / np.maximum(local_probabilities.sum(axis=1, keepdims=True), 1e-12)
-    flagged = set(confident_learning(local, local_probabilities, filter_by="prune_by_noise_rate").nonzero()[0].tolist())
+    # One process: by default cleanlab forks a pool, and a fork of a process whose TensorFlow and ONNX Runtime threads
+    # hold locks can hang for good (seen in the web server: the pool's join never returned). The work is milliseconds.
+    flagged = set(confident_learning(local, local_probabilities, filter_by="prune_by_noise_rate", n_jobs=1).nonzero()[0].tolist())
     estimated = int(num_label_issues(local, local_probabilities))
     disagreeing = set(np.nonzero(probabilities.argmax(axis=1) != labels)[0].tolist())
     suspects = []
