@@ -174,7 +174,9 @@ def test_tensorflow_s_retracing_warnings_stay_off_the_terminal_and_its_other_war
     from tl_core.cli import _quiet_tensorflow
 
     _quiet_tensorflow()
+    _quiet_tensorflow()  # every command calls it: the filter is not stacked
     logger = logging.getLogger("tensorflow")
+    assert len([item for item in logger.filters if getattr(item, "__name__", "") == "_not_retracing"]) == 1
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
         logger.warning("5 out of the last 13 calls to <function f> triggered tf.function retracing. Tracing is expensive ...")
         logger.warning("Something a user should see")

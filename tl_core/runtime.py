@@ -127,7 +127,6 @@ class BackboneRunner:
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.reference, self.timer = reference, timer
-        self.folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
         self.choice_file = choice_file(identity, cache_dir)
         self.candidates = {candidate.name: candidate for candidate in candidates}
         self.chosen: Forward | None = None
@@ -218,7 +217,7 @@ class BackboneRunner:
         if choice.runtime != KERAS or len(passing) < len(self._cosines):
             # Remembered: a faster runtime, or one whose features drift. A runtime merely not fast enough is measured
             # again next time (a busy machine can hide its speed), which costs a few batches, not a conversion.
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.choice_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.choice_file, lambda temporary: Path(temporary).write_text(json.dumps(choice.to_dict(), indent=2)))
 
     def _settle(self, choice: RuntimeChoice) -> None:
@@ -241,8 +240,12 @@ class BackboneRunner:
 
 def choice_file(identity: str, cache_dir: str | Path | None = None) -> Path:
     """Where this machine's choice for a backbone (``backbone_identity``) is remembered."""
-    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
-    return folder / f"{cache_key('runtime-v1', machine_fingerprint(), identity)}.json"
+    return runtimes_folder(cache_dir) / f"{cache_key('runtime-v1', machine_fingerprint(), identity)}.json"
+
+
+def runtimes_folder(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder's ``runtimes/``: the choices measured on this machine and the converted ONNX files."""
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
 
 
 def remembered_choice(path: Path) -> RuntimeChoice | None:
@@ -313,7 +316,7 @@ def onnx_candidate(model, identity: str, cache_dir: str | Path | None = None) ->
 
         from tl_core.runs.portable import INPUT_NAME, onnx_bytes
 
-        folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "runtimes"
+        folder = runtimes_folder(cache_dir)
         path = folder / f"{cache_key('onnx-v1', identity, _version('tf2onnx'))}.onnx"
         if not path.is_file():
             content = onnx_bytes(model)

@@ -58,4 +58,8 @@ def _quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?$")
     # Small models (the head, the probes) each get their own predict function: TensorFlow then warns of "retracing",
     # which costs milliseconds here and reads like a fault.
-    logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
+    logging.getLogger("tensorflow").addFilter(_not_retracing)  # the same function each time: added once, however often main runs
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
