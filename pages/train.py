@@ -37,11 +37,15 @@ if train_config is None or dataset is None:
 def augmentation_text(config) -> str:
     """How the plan augments: feature extraction only through cached mirror images and augmented views."""
     flip = " · test-time flip" if config.uses_test_time_flip else ""
+    if config.strategy == "feature_extraction" and config.mirrored_features:
+        # The mirror images' pass runs only where it is expected to pay; the test-time flip needs it, so it is as conditional.
+        mirrors = "mirror images where they pay" + (", for training and a test-time flip" if config.uses_test_time_flip else "")
+        mirrors = mirrors if config.augment else mirrors.replace("for training and ", "for ")
+        return " and ".join([mirrors] + ([f"{config.augment_views} augmented views"] if config.augment and config.augment_views else []))
     if not config.augment:
         return "no augmentation" + flip
     if config.strategy == "feature_extraction":
-        cached = (["mirror images where they pay"] if config.mirrored_features else []) + ([f"{config.augment_views} augmented views"] if config.augment_views else [])
-        return (" and ".join(cached) if cached else "no augmentation (features are cached once)") + flip
+        return (f"{config.augment_views} augmented views" if config.augment_views else "no augmentation (features are cached once)") + flip
     return "augmented" + flip
 
 

@@ -155,7 +155,7 @@ def test_onnx_runtime_gives_keras_features_on_a_real_backbone(tmp_path: Path, im
     from tl_core.models.backbones import get_backbone
     from tl_core.models.build import build_backbone, build_feature_model
     from tl_core.models.weights import weights_identity
-    from tl_core.runtime import backbone_runner, onnx_candidate, backbone_identity
+    from tl_core.runtime import backbone_identity, backbone_runner, onnx_candidate
 
     spec = get_backbone("mobilenet_v2")
     model = build_feature_model(spec, build_backbone(spec, "imagenet"), 64)
@@ -165,3 +165,19 @@ def test_onnx_runtime_gives_keras_features_on_a_real_backbone(tmp_path: Path, im
     reference = backbone_runner(model, spec, weights_identity(spec, "imagenet"), 64, 10, cache_dir=tmp_path).forward()(pixels)
     assert cosine_similarities(onnx(pixels), reference).min() >= MIN_COSINE
     assert len(list((tmp_path / "runtimes").glob("*.onnx"))) == 1  # converted once, kept for later runs
+
+
+def test_speeds_measured_through_a_runner_are_brought_back_to_keras_speed(tmp_path: Path) -> None:
+    """Estimates multiply Keras' speed by the chosen runtime's speed-up: a speed measured on ONNX Runtime must not count it twice."""
+    clock = Clock()
+    keras, fast = fake_backbone(clock, 0.01), fake_backbone(clock, 0.004)
+    measuring = BackboneRunner(keras, "backbone-a", MEASURE_FROM_IMAGES, [Candidate(ONNX, lambda: fast)], cache_dir=tmp_path, timer=clock)
+    forward_batches(measuring.forward(), images(320))
+    assert measuring.choice.runtime == ONNX and not measuring.choice.remembered
+    assert measuring.keras_images_per_second(123.0) == pytest.approx(100.0)  # Keras' own speed, measured side by side in this pass
+    remembered = BackboneRunner(keras, "backbone-a", 64, [Candidate(ONNX, lambda: fast)], cache_dir=tmp_path, timer=clock)
+    assert remembered.choice.remembered and remembered.choice.speedup == pytest.approx(2.5)
+    assert remembered.keras_images_per_second(250.0) == pytest.approx(100.0)
+    assert remembered.keras_images_per_second(None) is None
+    only_keras = BackboneRunner(keras, "backbone-b", 64, keras_only="the backbone runs on the GPU.", cache_dir=tmp_path, timer=clock)
+    assert only_keras.keras_images_per_second(90.0) == 90.0

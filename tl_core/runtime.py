@@ -61,7 +61,7 @@ class RuntimeChoice:
         images_per_second: Each runtime measured here (empty when none was measured).
         min_cosine: Each candidate's least cosine similarity to Keras' features on the measured images.
         images_compared: How many images the features were compared on.
-        remembered: True when the choice was measured by an earlier run on this machine.
+        remembered: True when the choice was measured earlier on this machine (by a run or the advice).
     """
 
     runtime: str
@@ -156,6 +156,20 @@ class BackboneRunner:
             return self._run(images)
 
         return run
+
+    def keras_images_per_second(self, measured: float | None) -> float | None:
+        """Keras' own speed here, from a speed ``measured`` through this runner: what time estimates count in.
+
+        The estimates multiply Keras' forward pass by the chosen runtime's measured speed-up
+        (``tl_core.training.estimate.feature_speedup``), so a speed measured on ONNX Runtime is
+        brought back to Keras' (or taken from this pass's side-by-side measurement) before it is remembered.
+        """
+        choice = self.choice
+        if choice is not None and not choice.remembered and KERAS in choice.images_per_second:
+            return choice.images_per_second[KERAS]  # measured side by side during this pass
+        if measured and choice is not None and choice.runtime != KERAS and choice.speedup:
+            return measured / choice.speedup
+        return measured
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.chosen is None and self.choice is not None:

@@ -400,9 +400,9 @@ def test_the_advised_image_size_is_the_starting_point_and_says_why(folder: Path)
     """Small images: the advice measured feature extraction at 64 px as good as at 224 px; Setup starts there, says why, and the user can change it."""
     from dataclasses import replace
 
-    from fake_engine import canned_advice
-
     from tl_core.advice.candidates import Candidate
+
+    from fake_engine import canned_advice
 
     dataset = scan_dataset(folder)
     advice = canned_advice(dataset, "low")

@@ -230,3 +230,26 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
     clock[0] += 20
     at = open_train_page(tmp_path, data_dir, job)
     assert "taking longer than the 14 s estimated for this phase" in at.get("progress")[0].proto.text
+
+
+@pytest.mark.parametrize(
+    ("settings", "said", "not_said"),
+    [
+        ({}, "mirror images where they pay, for training and a test-time flip", "· test-time flip"),
+        ({"augment": False}, "mirror images where they pay, for a test-time flip", "for training"),
+        ({"test_time_flip": False}, "· mirror images where they pay, on 12 images", "test-time flip"),
+        ({"strategy": "fine_tune"}, "augmented · test-time flip", "mirror images"),
+    ],
+)
+def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images(tmp_path, data_dir, settings, said, not_said):
+    """Feature extraction flips at test time only where the mirror images' pass runs, and that pass runs only where it pays."""
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["workspace"] = Workspace.create(tmp_path / "workspaces", runs_root=tmp_path / "runs")
+    at.session_state["data_dir"] = str(data_dir)
+    at.session_state["dataset"] = scan_dataset(data_dir)
+    at.session_state["train_config"] = TrainConfig(data_dir=str(data_dir), out_dir="", epochs=5, image_size=32, **settings).validated()
+    at.run()
+    at.switch_page("pages/train.py").run()
+    plan = next(element.value for element in at.markdown if element.value.startswith("**Plan:**"))
+    assert said in plan and not_said not in plan, plan

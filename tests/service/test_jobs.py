@@ -185,3 +185,26 @@ def test_the_head_first_epoch_is_mostly_tracing_and_early_stopping_is_expected(t
     state = job.state()
     assert state.seconds_per_epoch == pytest.approx(0.03)
     assert state.epochs_left() == 5  # past the 40 expected: 15 epochs without improvement of the 20 that stop it
+
+
+def test_time_left_during_a_first_head_counts_the_mirror_images_still_to_come(tmp_path: Path) -> None:
+    """The mirror images' pass follows the first model where the estimate counts it; once that model is saved, it is under way or skipped."""
+    clock = FakeClock(0.0)
+    config = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run")).validated()
+    estimate = {
+        "seconds": 60.0, "parts": {"setup": 2.0, "features": 25.0, "mirror features": 25.0, "head": 1.0, "mirror head": 1.0, "files": 2.0},
+        "epochs": {"head": 400}, "expected_epochs": {"head": 50}, "epoch_seconds": {"head": 0.02}, "trace_seconds": {"head": 1.0},
+    }
+    job = TrainingJob(config, clock=clock)
+    job.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate=estimate))
+    job.handle(PhaseStarted("head", "Training the new head", total=200))
+    job.handle(EpochEnded("head", 1, 200, {"loss": 1.0, "val_loss": 0.5}, 0.6, 1, 200))
+    state = job.state()
+    phase_left, _ = state.phase_seconds_left(clock())
+    assert state.seconds_left(clock()) == pytest.approx(phase_left + 25.0 + 2.0)  # the mirror images' pass, then the files
+    without = TrainingJob(config, clock=clock)
+    plain = {**estimate, "parts": {name: value for name, value in estimate["parts"].items() if not name.startswith("mirror")}}
+    without.handle(TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate=plain))
+    without.handle(PhaseStarted("head", "Training the new head", total=200))
+    without.handle(EpochEnded("head", 1, 200, {"loss": 1.0, "val_loss": 0.5}, 0.6, 1, 200))
+    assert without.state().seconds_left(clock()) == pytest.approx(phase_left + 2.0)

@@ -180,3 +180,29 @@ def test_a_run_whose_mirror_images_did_not_pay_is_compared_with_what_it_did() ->
     assert skipped["total"] == {"estimated": 80.0, "actual": 36.0}  # what the user was told stays on record
     ran = compare_with_estimate(estimate, seconds, history, "feature_extraction")
     assert ran["images"]["estimated"] == 60.0 and ran["head"]["planned_epochs"] == 400
+
+
+def test_the_advice_expected_accuracy_foresees_whether_the_mirror_images_are_counted(tmp_path: Path) -> None:
+    """A run skips the mirror images' pass where its first model leaves too few errors for them to fix; the estimate foresees it."""
+    from tl_core.data.scan import scan_dataset
+    from tl_core.training.estimate import Throughput, estimate_run, remember_expected_accuracy
+
+    from conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "many", {"a": 150, "b": 150}, size=16)
+    dataset = scan_dataset(data)
+    assert len(dataset.split("val")) >= 40  # enough validation images for a near-perfect model to leave under half a point
+    throughput = Throughput("CPU x test", "mobilenet_v2", 32, 100.0, 0.0)
+    config = TrainConfig(data_dir=str(data), out_dir="", image_size=32, cache_dir=str(tmp_path)).validated()
+    without_advice = estimate_run(config, dataset, throughput, decode_seconds=0.01)
+    assert "mirror features" in without_advice.parts and without_advice.epochs["head"] == 400  # nothing known: counted
+    remember_expected_accuracy(dataset, "mobilenet_v2", 32, 0.80, tmp_path)
+    assert "mirror features" in estimate_run(config, dataset, throughput, decode_seconds=0.01).parts  # many errors left to fix
+    remember_expected_accuracy(dataset, "mobilenet_v2", 32, 0.999, tmp_path)
+    foreseen = estimate_run(config, dataset, throughput, decode_seconds=0.01)
+    assert "mirror features" not in foreseen.parts and "mirror head" not in foreseen.parts and foreseen.epochs["head"] == 200
+    assert foreseen.parts["features"] == without_advice.parts["features"] and foreseen.seconds < without_advice.seconds
+    assert "the mirror images' pass is not counted: at the 99.9% the advice expects" in foreseen.basis
+    # Another size of the same images has its own expectation (none here).
+    other = TrainConfig(data_dir=str(data), out_dir="", image_size=48, cache_dir=str(tmp_path)).validated()
+    assert "mirror features" in estimate_run(other, dataset, Throughput("CPU x test", "mobilenet_v2", 48, 100.0, 0.0), decode_seconds=0.01).parts

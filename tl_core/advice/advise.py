@@ -151,7 +151,7 @@ def advise(
         time_budget_minutes: How long a run may take; slower candidates are not recommended.
     """
     from tl_core.device import detect_device
-    from tl_core.training.estimate import Throughput, remember_throughput
+    from tl_core.training.estimate import Throughput, remember_expected_accuracy, remember_throughput
 
     dataset = data_dir if isinstance(data_dir, Dataset) else scan_dataset(data_dir, seed=seed)
     spec = get_backbone(backbone)
@@ -169,6 +169,11 @@ def advise(
 
         throughput = forward_throughput(spec.name, spec.default_size, device.key)
     typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
+    # Estimates of feature extraction (here and later, on the Setup page or the command line) foresee from these whether
+    # the run will go on to the mirror images.
+    remember_expected_accuracy(dataset, spec.name, spec.default_size, measurement.feature_extraction_accuracy, cache_dir)
+    for probe in size_probes:
+        remember_expected_accuracy(dataset, spec.name, probe.image_size, probe.expected_accuracy(measurement), cache_dir)
     candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
     chosen = next(row for row in candidates if row.recommended)
     size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)

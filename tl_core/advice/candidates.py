@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tl_core.advice.scenario import candidate_strategies, classify_size
-from tl_core.advice.sizes import SizeProbe
 from tl_core.advice.similarity import Measurement
+from tl_core.advice.sizes import SizeProbe
 from tl_core.config import STRATEGY_NAMES, AugmentConfig, TrainConfig
 from tl_core.data.records import Dataset
 from tl_core.training.estimate import Throughput, duration_text, estimate_run

@@ -187,8 +187,11 @@ def measure_similarity(
     pretrained = build_backbone(spec, "imagenet")
     features, shift_profile = _features_and_shift(pretrained, spec, pixels)
     speeds: list[float] = []
-    # By the runtime chosen for this machine, when a run measured one (the advice's few hundred images alone do not repay a conversion).
-    runner = backbone_runner(build_feature_model(spec, pretrained, size), spec, weights_identity(spec, "imagenet"), size, len(pixels), cache_dir=cache_dir)
+    # By the runtime chosen for this machine. Where none is remembered yet, it is measured here when the run that follows
+    # will push enough images through the backbone to repay a conversion: the converted file and the choice are cached for
+    # that run, and its time estimate then counts the speed-up (the advice's own few hundred images would not repay it).
+    images_to_come = max(len(pixels), len(dataset.records))  # the run's first pass over every image
+    runner = backbone_runner(build_feature_model(spec, pretrained, size), spec, weights_identity(spec, "imagenet"), size, images_to_come, cache_dir=cache_dir)
     mirrored_features = forward_batches(runner.forward(mirror=True), pixels, speeds=speeds)
     if whole and keep.all():
         # The same keys training uses: a later feature-extraction run at this size reads these features.
@@ -220,7 +223,7 @@ def measure_similarity(
         seconds=round(time.perf_counter() - started, 2),
         notes=notes,
         mirror_probe_accuracy=with_mirror,
-        forward_images_per_second=speeds[0] if speeds else None,
+        forward_images_per_second=runner.keras_images_per_second(speeds[0] if speeds else None),
         feature_extraction_estimate=estimate,
     )
     return measurement, [layer.name for layer in pretrained.layers]
@@ -260,7 +263,7 @@ def probe_at_size(dataset: Dataset, backbone: str, size: int, mirrors: bool, sam
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
     mirrored = forward_batches(runner.forward(mirror=True), pixels[labelled]) if mirrors else None
     probe = _probe_accuracy(features, labels[labelled], seed, mirrored=mirrored)
-    return SizeProbe(size, probe, speeds[0] if speeds else None)
+    return SizeProbe(size, probe, runner.keras_images_per_second(speeds[0] if speeds else None))
 
 
 def _probes(features: np.ndarray, mirrored: np.ndarray, random_features: np.ndarray, labels: np.ndarray, seed: int, train_images: int) -> tuple[float, float, float, float]:

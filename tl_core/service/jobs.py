@@ -41,6 +41,7 @@ from tl_core.events import (
     TrainingStarted,
     TrainingStopped,
 )
+from tl_core.training.timings import MIRROR_FEATURES
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -231,6 +232,9 @@ class JobState:
             return None
         position = PHASE_ORDER.index(self.phase) if self.phase in PHASE_ORDER else len(PHASE_ORDER)
         later = sum(self.estimated_seconds(phase) or 0.0 for phase in PHASE_ORDER[position + 1 :])
+        if self.phase == "head" and self.saved_accuracy is None:
+            # A first head whose run counts on the mirror images: their pass of the backbone comes after the first model.
+            later += float((self.estimate.get("parts") or {}).get(MIRROR_FEATURES, 0.0))
         return current + later
 
     def elapsed_seconds(self, now: float | None = None) -> float:

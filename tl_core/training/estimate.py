@@ -38,19 +38,22 @@ from tl_core.config import TrainConfig, default_formats
 from tl_core.data.decoded import decoded_images_cached
 from tl_core.data.images import load_image
 from tl_core.data.records import Dataset
+from tl_core.features import MIRRORS_WORTH_POINTS, mirror_gain_points
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
 from tl_core.training.timings import MIRROR_FEATURES, MIRROR_HEAD, group_of, grouped, learned_corrections
 
 THROUGHPUT_FILE = "throughput.json"
+EXPECTATIONS_FILE = "expected_accuracy.json"  # the advice's expected feature-extraction accuracy per dataset, backbone and size
+KEPT_EXPECTATIONS = 200
 RECENT_MEASUREMENTS = 5  # the throughput is the median of this many of the latest measurements
 # Seconds per image for the random affine resampling of one augmented training image on a CPU core (measured
 # in benchmarks.speed: about 35 ms per batch of 32 at 224 px), scaled by pixels.
 AUGMENT_SECONDS_PER_224_IMAGE = 0.0011
 HEAD_SECONDS_PER_FEATURE_EPOCH = 2e-5
-SETUP_SECONDS = 4.0  # scanning, building the model, tracing the compiled functions
-FILES_SECONDS = 4.0  # writing model.h5, model.keras and the reports at the end
+SETUP_SECONDS = 1.5  # scanning, building the model (measured: the "rest" of in-process runs on 2 cores, 2 s with the files)
+FILES_SECONDS = 1.5  # writing model.h5, model.keras and the reports at the end
 # Tracing the compiled training step (and its validation step) once per phase on images, and the exported model before the evaluation.
 TRACE_SECONDS = 4.0
 HEAD_TRACE_SECONDS = 1.0  # tracing the head's compiled loop and its validation
@@ -211,6 +214,57 @@ def measure_forward(backbone: str, image_size: int, batch_size: int = 32, batche
     return batch_size * batches / (time.perf_counter() - started)
 
 
+# --------------------------------------------------------------------------- what the advice expects of the data
+
+
+def remember_expected_accuracy(dataset: Dataset, backbone: str, image_size: int, accuracy: float, cache_dir: str | os.PathLike | None = None) -> None:
+    """Files the advice's expected feature-extraction accuracy for these images at this size, for later estimates.
+
+    The estimate of a feature-extraction run uses it to foresee whether the mirror images'
+    second pass of the backbone will be found worth it (``tl_core.training.mirrors``).
+    """
+    from tl_core.data.decoded import decoded_images_key
+
+    path = Path(cache_dir or default_cache_dir()) / EXPECTATIONS_FILE
+    remembered = read_json(path, {})
+    remembered = remembered if isinstance(remembered, dict) else {}
+    remembered.pop(_expectation_key(backbone, decoded_images_key(dataset.records, image_size)), None)
+    remembered[_expectation_key(backbone, decoded_images_key(dataset.records, image_size))] = round(float(accuracy), 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, dict(list(remembered.items())[-KEPT_EXPECTATIONS:]), indent=1)
+
+
+def remembered_expected_accuracy(dataset: Dataset, backbone: str, image_size: int, cache_dir: str | os.PathLike | None = None) -> float | None:
+    """The advice's expected feature-extraction accuracy for these images at this size (None when no advice measured it)."""
+    from tl_core.data.decoded import decoded_images_key
+
+    remembered = read_json(Path(cache_dir or default_cache_dir()) / EXPECTATIONS_FILE, {})
+    value = remembered.get(_expectation_key(backbone, decoded_images_key(dataset.records, image_size))) if isinstance(remembered, dict) else None
+    return float(value) if isinstance(value, int | float) and 0.0 <= value <= 1.0 else None
+
+
+def _expectation_key(backbone: str, images_key: str) -> str:
+    return f"{backbone}|{images_key}"
+
+
+def mirrors_foreseen(config: TrainConfig, dataset: Dataset) -> tuple[bool, str]:
+    """Whether a first feature-extraction run is expected to go on to the mirror images, and why in words.
+
+    The run decides after its first model, from that model's validation errors
+    (``tl_core.training.mirrors.mirrors_pay``). Before the run, the advice's
+    expected accuracy stands in for them; without an advice, the mirror images are counted.
+    """
+    spec = get_backbone(config.backbone)
+    expected = remembered_expected_accuracy(dataset, spec.name, config.image_size or spec.default_size, config.cache_dir)
+    if expected is None:
+        return True, ""
+    count = len(dataset.split("val"))
+    gain = mirror_gain_points((1.0 - expected) * count, count)
+    if gain < MIRRORS_WORTH_POINTS:
+        return False, f"the mirror images' pass is not counted: at the {expected:.1%} the advice expects, they would add about {gain:.1f} points, so the run skips them"
+    return True, ""
+
+
 # --------------------------------------------------------------------------- the model's arithmetic
 
 
@@ -277,7 +331,8 @@ def estimate_run(
     Returns:
         The estimate, with the seconds of each step.
     """
-    parts, epochs = model_parts(config, dataset, throughput, frozen_layers, decode_seconds)
+    mirrors, mirrors_why = mirrors_foreseen(config, dataset) if config.strategy == "feature_extraction" else (True, "")
+    parts, epochs = model_parts(config, dataset, throughput, frozen_layers, decode_seconds, mirrors=mirrors)
     factors, shares, runs = learned_corrections(throughput.device, config.backbone, config.cache_dir) if learn else ({}, {}, 0)
     corrected = {}
     for name, seconds in parts.items():
@@ -287,9 +342,11 @@ def estimate_run(
     basis = f"forward pass measured at {throughput.images_per_second:.0f} images/s on {throughput.device}"
     speedup, runtime = feature_speedup(config, dataset, throughput)
     if speedup != 1.0:
-        basis += f"; the backbone's features {speedup:.1f}x that on {runtime}, as measured by an earlier run here"
+        basis += f"; the backbone's features {speedup:.1f}x that on {runtime}, as measured earlier here (by a run or the advice)"
     if runs:
         basis += f", corrected by what {runs} earlier run{'s' if runs != 1 else ''} here took"
+    if mirrors_why:
+        basis += f"; {mirrors_why}"
     traces = {group: HEAD_TRACE_SECONDS if group == "head" else TRACE_SECONDS for group in epochs}
     expected = {group: expected_epochs(group, planned, config.early_stopping_patience, shares) for group, planned in epochs.items()}
     return Estimate(
@@ -339,8 +396,13 @@ def feature_speedup(config: TrainConfig, dataset: Dataset, throughput: Throughpu
     return choice.speedup, choice.title
 
 
-def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None) -> tuple[dict, dict]:
-    """The seconds of each step from the arithmetic alone, and the planned epochs of each phase of epochs (see ``estimate_run``)."""
+def model_parts(
+    config: TrainConfig, dataset: Dataset, throughput: Throughput, frozen_layers: int | None = None, decode_seconds: float | None = None, mirrors: bool = True,
+) -> tuple[dict, dict]:
+    """The seconds of each step from the arithmetic alone, and the planned epochs of each phase of epochs (see ``estimate_run``).
+
+    ``mirrors``: a first feature-extraction run is expected to go on to the mirror images (``mirrors_foreseen``).
+    """
     from tl_core.data.decoded import decoded_images_key
     from tl_core.features import FeatureCache, feature_cache_key
     from tl_core.models.weights import weights_identity
@@ -368,6 +430,7 @@ def model_parts(config: TrainConfig, dataset: Dataset, throughput: Throughput, f
         weights = "none" if config.weights == "none" else "imagenet"
         key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size))
         views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
+        views = views if mirrors else 1  # foreseen not to pay: the run keeps its first model, on the images' own features
         deferred = False
         if not FeatureCache(config.cache_dir).path(key).exists():
             deferred = views == 2  # a first run: the head trains, then trains on with the mirror images where they pay

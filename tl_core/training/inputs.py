@@ -91,7 +91,7 @@ def report_runtime(run: RunContext) -> None:
     """Notes which runtime ran the backbone and why, once it is known."""
     choice = run.runner.choice if run.runner is not None else None
     if choice is not None and choice.describe() not in run.notes[-8:]:
-        run.notice(choice.describe() + (" (measured by an earlier run on this machine)" if choice.remembered else ""))
+        run.notice(choice.describe() + (" (measured earlier on this machine, by a run or the advice)" if choice.remembered else ""))
 
 
 def feature_keys(run: RunContext, images_key: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ So a run does not wait for them. The head is first trained on the images'
 own features, and then:
 
 - ``mirrors_pay`` looks at that head's validation errors: when a fifth of them
-  is expected to be under ``WORTH_POINTS`` points, the mirror images are left out;
+  is expected to be under ``MIRRORS_WORTH_POINTS`` points (``tl_core.features``),
+  the mirror images are left out;
 - otherwise ``learn_from_mirrors`` takes the mirror images' features from the
   cache (``cached_mirror_features``) or computes and caches them, and the head
   trains on, on both views; the caller evaluates it with the test-time flip.
@@ -28,28 +29,23 @@ from __future__ import annotations
 import numpy as np
 
 from tl_core.events import Interrupted, PhaseStarted
-from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, forward_batches, load_features
+from tl_core.features import MIRRORED, MIRRORS_WORTH_POINTS, ORIGINAL, FeatureCache, forward_batches, load_features, mirror_gain_points
 from tl_core.training.context import RunContext
 from tl_core.training.fitting import fit_head
 from tl_core.training.inputs import feature_forward, feature_keys, progress_events, split_rows
-
-ERRORS_FIXED = 0.2  # the share of the remaining errors the mirror images fixed on our sets (0.08 to 0.25)
-WORTH_POINTS = 0.5  # below this expected gain, in accuracy points, the second pass of the backbone is skipped (cats_dogs: 0.4 expected, 0.1 measured, for 20 s)
 
 
 def mirrors_pay(run: RunContext) -> tuple[bool, str]:
     """Whether the mirror images' features are expected to be worth their pass of the backbone, and why in words.
 
-    The validation error of the first model is estimated with one error and one
-    right answer added (so a perfect score on a few images does not read as no
-    errors at all), and a fifth of it is the expected gain.
+    A fifth of the first model's validation errors is the expected gain (``mirror_gain_points``).
     """
     rows, labels = split_rows(run)
     count = len(labels["val"])
     predicted = run.model.head.predict(run.features[ORIGINAL][rows["val"]], batch_size=256, verbose=0).argmax(axis=1)
     errors = int(np.sum(predicted != labels["val"]))
-    expected = 100 * ERRORS_FIXED * (errors + 1) / (count + 2)
-    if expected < WORTH_POINTS:
+    expected = mirror_gain_points(errors, count)
+    if expected < MIRRORS_WORTH_POINTS:
         return False, (
             f"Mirror images skipped: the first model gets {count - errors} of {count} validation images right, so the mirror images, which fixed "
             f"about a fifth of the remaining errors on our benchmarks, would add about {expected:.1f} points here for a second pass of the backbone."
