@@ -155,3 +155,37 @@ def test_dropped_files_leave_the_duplicate_and_suspicious_lists(tmp_path: Path) 
     assert sorted(Path(item.path).name for item in decoded.failed) == ["cut copy.png", "cut.png"]
     assert cleaned.suspicious == [] and cleaned.duplicate_groups() == []
     assert cleaned.summary()["files_seen"] == dataset.summary()["files_seen"] == 10
+
+
+class _RecordingPool:
+    """Stands in for the scan's thread pool: runs ``map`` in this thread and counts the files handed to it."""
+
+    def __init__(self) -> None:
+        self.mapped = 0
+
+    def map(self, function, items):
+        items = list(items)
+        self.mapped += len(items)
+        return [function(item) for item in items]
+
+
+@pytest.mark.parametrize(("seconds_per_header", "in_threads"), [(0.0001, False), (0.005, True)])
+def test_headers_go_to_threads_only_when_they_wait_for_the_disk(tmp_path: Path, monkeypatch, seconds_per_header: float, in_threads: bool) -> None:
+    """From the page cache, threads only contend for the interpreter; from a slow disk they overlap the waits."""
+    import tl_core.data.scan as scan
+    from tl_core.data.images import probe_image
+
+    from conftest import make_class_folders
+
+    paths = sorted(make_class_folders(tmp_path / "data", {"a": 50, "b": 50}, size=16).rglob("*.png"))
+    clock = {"now": 0.0}
+
+    def timed_probe(path, pixel_limit):  # each header read costs seconds_per_header on a fake clock
+        clock["now"] += seconds_per_header
+        return probe_image(path, pixel_limit)
+
+    monkeypatch.setattr(scan, "probe_image", timed_probe)
+    pool = _RecordingPool()
+    probes = scan.probe_headers(paths, 10**8, pool, timer=lambda: clock["now"])
+    assert probes == [probe_image(path, 10**8) for path in paths]  # the same facts, in order, either way
+    assert pool.mapped == ((len(paths) - scan.TIMED_HEADERS) if in_threads else 0)

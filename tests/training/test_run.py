@@ -110,6 +110,12 @@ def test_features_computed_while_reading_equal_features_of_cached_images(tmp_pat
     assert not np.allclose(streamed_features[0], streamed_features[1])  # a mirror image has other features
     for path, features in zip(streamed, streamed_features, strict=True):
         np.testing.assert_allclose(np.load(path), features, rtol=1e-5, atol=1e-5)
+    # With both caches, the pixels are mapped, not read: only a mirror images' pass would need them.
+    third, events = _run(config)
+    assert third.summary.cache == {"images": "hit", "features": "hit"}
+    notices = [event.message for event in events if isinstance(event, Notice)]
+    assert "Decoded images reused from the cache; held in disk (memory-mapped: the features are cached, so pixels are read only if the mirror images need them)." in notices
+    assert third.evaluation.accuracy == again.evaluation.accuracy
 
 
 def test_feature_extraction_can_train_on_cached_augmented_views(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
