@@ -226,12 +226,15 @@ if train_config is not None and dataset is not None:
             st.error(str(error))
         else:
             st.rerun()
+    # One element whether the run goes on or not: the run's view below keeps its place on the page when the run
+    # ends, so the page's rerun replaces it instead of drawing it a second time for a moment.
+    while_running = st.container()
     if running:
         stop_column.button(
             "Stop", icon=":material/stop:", key="train_stop", width="stretch", on_click=job.stop, disabled=job.state().stop_requested,
             help="Ends the run after the current batch; the best epoch so far is saved and evaluated.",
         )
-        st.caption("Only one run at a time. You can move to other pages: training goes on, and this page shows it again when you come back.")
+        while_running.caption("Only one run at a time. You can move to other pages: training goes on, and this page shows it again when you come back.")
 
 if job is None:
     st.info("Press **Start training** to begin. The charts update every second while the model trains.")

@@ -253,3 +253,20 @@ def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images
     at.switch_page("pages/train.py").run()
     plan = next(element.value for element in at.markdown if element.value.startswith("**Plan:**"))
     assert said in plan and not_said not in plan, plan
+
+
+def test_the_run_view_keeps_its_place_on_the_page_when_the_run_ends(tmp_path, data_dir):
+    """The page reruns once when a run ends: the run's view must sit at the same position in both layouts, or the
+    rerun draws it a second time below the old one until the page has finished (seen in the browser for 2-5 s)."""
+
+    def divider_position(at: AppTest) -> int:
+        return next(index for index, element in enumerate(at.main.children.values()) if type(element).__name__ == "Divider")
+
+    running = open_train_page(tmp_path, data_dir, running_job(data_dir, tmp_path))
+    finished_job = TrainingJob(TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"), epochs=5, image_size=32))
+    for event in canned_events(finished_job.config, ["ants", "bees"]):
+        finished_job.handle(event)
+    finished_job.handle(TrainingFinished(status="finished", run_dir=str(tmp_path / "run"), test_accuracy=0.9, seconds=1.0))
+    finished = open_train_page(tmp_path, data_dir, finished_job)
+    assert running.button(key="train_stop") is not None and finished.session_state["job"].state().status == "finished"
+    assert divider_position(running) == divider_position(finished)
