@@ -374,11 +374,11 @@ def _choose_option(page, label: str, option: str) -> None:
         choice = page.get_by_role("option", name=option, exact=False).first
         try:
             choice.wait_for(state="visible", timeout=10_000)
+            choice.click(timeout=10_000)  # the list may close between the two (seen under load: "element was detached")
         except Exception:
             if attempt == 3:
                 raise
             page.keyboard.press("Escape")
             continue
-        choice.click()
         break
     page.wait_for_timeout(500)
