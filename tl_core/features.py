@@ -236,13 +236,16 @@ def compute_features(
 
 
 def out_of_fold_probabilities(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None
+    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None,
+    answer_on: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities of each image from a model trained on the other folds (stratified, seeded).
 
     ``make_model()`` gives a fresh scikit-learn classifier for each fold. With
     ``mirrored`` (features of the mirror images), each fold's model trains on both
-    views and averages its answers over both, as feature extraction does. A class
+    views and averages its answers over both, as feature extraction does. With
+    ``answer_on`` (another view of the same images, e.g. their mirror images), the
+    model trained on ``features`` answers for that view of the held-out images. A class
     absent from a fold's training images gets probability 0 there.
     """
     from sklearn.model_selection import StratifiedKFold
@@ -252,7 +255,7 @@ def out_of_fold_probabilities(
         model = make_model()
         if mirrored is None:
             model.fit(features[train], labels[train])
-            answer = model.predict_proba(features[held_out])
+            answer = model.predict_proba((features if answer_on is None else answer_on)[held_out])
         else:
             model.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
             answer = (model.predict_proba(features[held_out]) + model.predict_proba(mirrored[held_out])) / 2

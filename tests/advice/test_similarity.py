@@ -1,0 +1,45 @@
+"""The similarity measurement's mirror-image test: a probe trained on the images, read on their mirror images."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from tl_core.advice.similarity import MIRROR_LOSS_LIMIT, _probe_accuracy
+
+
+def _features(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated classes of 40 feature vectors each."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), 40)
+    centres = rng.normal(size=(3, 16)) * 3
+    return centres[labels] + rng.normal(size=(len(labels), 16)), labels
+
+
+def test_a_probe_read_on_mirror_images_tells_same_class_views_from_other_class_views() -> None:
+    features, labels = _features()
+    plain = _probe_accuracy(features, labels, 0)
+    # A scene's mirror image: the same class, its features moved a little.
+    same = features + np.random.default_rng(1).normal(scale=0.3, size=features.shape)
+    # A digit's mirror image: it reads as another class (its features are another class's).
+    other = features[np.argsort(np.roll(labels, 40), kind="stable")]
+    assert _probe_accuracy(features, labels, 0, answer_on=same) >= plain - MIRROR_LOSS_LIMIT
+    assert _probe_accuracy(features, labels, 0, answer_on=other) < plain - 0.5
+    assert _probe_accuracy(features, labels, 0, answer_on=features) == plain  # the images themselves: the plain probe
+
+
+def test_mirror_images_help_follows_the_transfer_when_it_was_measured() -> None:
+    from tl_core.advice.similarity import Measurement
+
+    measurement = Measurement(
+        sample_size=480, chance_accuracy=0.05, probe_accuracy=0.9, random_probe_accuracy=0.4, probe_similarity=0.8, shift_profile=[], mean_shift=0.2,
+        shift_similarity=0.7, imagenet_confidence=None, confidence_similarity=None, similarity_score=0.75, similarity="high", seconds=1.0,
+    )
+    # Aerial scenes: the probe with mirror images lost 0.7 points (noise), the transfer 1.3: mirror images help.
+    aerial = replace(measurement, probe_accuracy=0.903, mirror_probe_accuracy=0.896, mirror_transfer_accuracy=0.890)
+    # Digits: the probe with mirror images lost only 1 point, but read on mirror images the probe lost 10.7.
+    digits = replace(measurement, probe_accuracy=0.980, mirror_probe_accuracy=0.971, mirror_transfer_accuracy=0.873)
+    assert aerial.mirror_images_help and not digits.mirror_images_help
+    # Without the transfer (an older measurement), the probe trained with mirror images decides, as before.
+    assert not replace(aerial, mirror_transfer_accuracy=None).mirror_images_help
