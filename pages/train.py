@@ -39,8 +39,8 @@ def augmentation_text(config) -> str:
     flip = " · test-time flip" if config.uses_test_time_flip else ""
     if config.strategy == "feature_extraction" and config.mirrored_features:
         # The mirror images' pass runs only where it is expected to pay; the test-time flip needs it, so it is as conditional.
-        mirrors = "mirror images where they pay" + (", for training and a test-time flip" if config.uses_test_time_flip else "")
-        mirrors = mirrors if config.augment else mirrors.replace("for training and ", "for ")
+        uses = (["training"] if config.augment else []) + (["a test-time flip"] if config.uses_test_time_flip else [])
+        mirrors = "mirror images where they pay" + (f", for {' and '.join(uses)}" if uses else "")
         return " and ".join([mirrors] + ([f"{config.augment_views} augmented views"] if config.augment and config.augment_views else []))
     if not config.augment:
         return "no augmentation" + flip

@@ -236,28 +236,40 @@ def compute_features(
 
 
 def out_of_fold_probabilities(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None,
-    answer_on: np.ndarray | None = None,
+    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, mirrored: np.ndarray | None = None
 ) -> np.ndarray:
     """Class probabilities of each image from a model trained on the other folds (stratified, seeded).
 
     ``make_model()`` gives a fresh scikit-learn classifier for each fold. With
     ``mirrored`` (features of the mirror images), each fold's model trains on both
-    views and averages its answers over both, as feature extraction does. With
-    ``answer_on`` (another view of the same images, e.g. their mirror images), the
-    model trained on ``features`` answers for that view of the held-out images. A class
+    views and averages its answers over both, as feature extraction does. A class
     absent from a fold's training images gets probability 0 there.
     """
+    if mirrored is None:
+        return out_of_fold_view_probabilities(features, labels, num_classes, folds, seed, make_model, [features])[0]
+    probabilities = np.zeros((len(labels), num_classes), dtype=np.float64)
+    for train, held_out in _folds(features, labels, folds, seed):
+        model = make_model()
+        model.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
+        probabilities[np.ix_(held_out, model.classes_)] = (model.predict_proba(features[held_out]) + model.predict_proba(mirrored[held_out])) / 2
+    return probabilities
+
+
+def out_of_fold_view_probabilities(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int, make_model: Callable, views: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """For each of ``views`` (the same images seen otherwise, e.g. their mirror images): class probabilities of each
+    held-out image's view from a model trained on ``features`` of the other folds. One model per fold answers for every view."""
+    answers = [np.zeros((len(labels), num_classes), dtype=np.float64) for _ in views]
+    for train, held_out in _folds(features, labels, folds, seed):
+        model = make_model()
+        model.fit(features[train], labels[train])
+        for answer, view in zip(answers, views, strict=True):
+            answer[np.ix_(held_out, model.classes_)] = model.predict_proba(view[held_out])
+    return answers
+
+
+def _folds(features: np.ndarray, labels: np.ndarray, folds: int, seed: int):
     from sklearn.model_selection import StratifiedKFold
 
-    probabilities = np.zeros((len(labels), num_classes), dtype=np.float64)
-    for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
-        model = make_model()
-        if mirrored is None:
-            model.fit(features[train], labels[train])
-            answer = model.predict_proba((features if answer_on is None else answer_on)[held_out])
-        else:
-            model.fit(np.concatenate([features[train], mirrored[train]]), np.concatenate([labels[train], labels[train]]))
-            answer = (model.predict_proba(features[held_out]) + model.predict_proba(mirrored[held_out])) / 2
-        probabilities[np.ix_(held_out, model.classes_)] = answer
-    return probabilities
+    return StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels)

@@ -237,7 +237,7 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
     [
         ({}, "mirror images where they pay, for training and a test-time flip", "· test-time flip"),
         ({"augment": False}, "mirror images where they pay, for a test-time flip", "for training"),
-        ({"test_time_flip": False}, "· mirror images where they pay, on 12 images", "test-time flip"),
+        ({"test_time_flip": False}, "· mirror images where they pay, for training, on 12 images", "test-time flip"),
         ({"strategy": "fine_tune"}, "augmented · test-time flip", "mirror images"),
     ],
 )

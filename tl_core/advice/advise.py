@@ -192,7 +192,8 @@ def advise(
         reasons.insert(len(reasons) - 2, size_why)
     if flip == "none":
         reasons.append(
-            f"Mirror images look like another class here ({_mirror_evidence(measurement)}), as with text or digits: "
+            f"Mirror images look like another class here (a probe trained on your images gets {measurement.mirror_transfer_accuracy:.1%} of held-out "
+            f"mirror images right, against {measurement.probe_accuracy:.1%} of the images themselves), as with text or digits: "
             "no left-right flips, in training or at test time."
         )
     views = []
@@ -209,16 +210,6 @@ def advise(
         fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
         image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical,
     )
-
-
-def _mirror_evidence(measurement: Measurement) -> str:
-    """What showed that mirror images are not examples of their class, in words."""
-    if measurement.mirror_transfer_accuracy is not None:
-        return (
-            f"a probe trained on your images gets {measurement.mirror_transfer_accuracy:.1%} of held-out mirror images right, "
-            f"against {measurement.probe_accuracy:.1%} of the images themselves"
-        )
-    return f"the probe trained with them scores {measurement.mirror_probe_accuracy:.1%} against {measurement.probe_accuracy:.1%} without"
 
 
 def _probes_at_other_sizes(dataset: Dataset, spec: BackboneSpec, measurement: Measurement, sample_size: int, cache_dir: str | None, seed: int, device: str):

@@ -34,7 +34,16 @@ import numpy as np
 from tl_core.data.decoded import DEFAULT_MEMORY_BUDGET_BYTES, decode_images
 from tl_core.data.records import Dataset
 from tl_core.data.split import stratified_half, stratified_sample
-from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, compiled_forward, forward_batches, out_of_fold_probabilities, view_keys
+from tl_core.features import (
+    MIRRORED,
+    ORIGINAL,
+    FeatureCache,
+    compiled_forward,
+    forward_batches,
+    out_of_fold_probabilities,
+    out_of_fold_view_probabilities,
+    view_keys,
+)
 from tl_core.models.backbones import get_backbone
 from tl_core.models.weights import CLASSIFIER_WEIGHTS_FILE
 
@@ -47,8 +56,6 @@ SHIFT_GROWTH_THRESHOLD = 0.35
 # Mean top-1 probability of the ImageNet classifier that maps to similarity 0 and 1 (linear in between).
 CONFIDENCE_FLOOR, CONFIDENCE_CEILING = 0.15, 0.65
 DEFAULT_SAMPLE_SIZE = 500
-# Mirror images count as harmless when the probe trained with them loses at most this much accuracy.
-MIRROR_TOLERANCE = 0.005
 # Mirror images count as another class when a probe trained on the images answers for their mirror images this much
 # worse than for the images themselves. Measured on the advice's sample: handwritten digits lost 10.7 points (a
 # mirrored 3 is no 3); aerial scenes lost 1.3, cat breeds gained 0.2, ants and bees 0.8. The probe trained with the
@@ -117,14 +124,8 @@ class Measurement:
 
     @property
     def mirror_images_help(self) -> bool:
-        """Whether mirror images are examples of the same class (photos: yes; text and digits: no), as the probe finds.
-
-        A probe trained on the images that reads their mirror images much worse (``MIRROR_LOSS_LIMIT``)
-        says no; without that measurement, the probe trained with the mirror images decides.
-        """
-        if self.mirror_transfer_accuracy is not None:
-            return self.mirror_transfer_accuracy >= self.probe_accuracy - MIRROR_LOSS_LIMIT
-        return self.mirror_probe_accuracy is None or self.mirror_probe_accuracy >= self.probe_accuracy - MIRROR_TOLERANCE
+        """Whether mirror images are examples of the same class (photos: yes; text and digits: no), as the probe finds (``mirrors_same_class``)."""
+        return self.mirror_transfer_accuracy is None or mirrors_same_class(self.probe_accuracy, self.mirror_transfer_accuracy)
 
     @property
     def probe_for_feature_extraction(self) -> float:
@@ -140,6 +141,11 @@ class Measurement:
         """The similarity of each measured component, by key (probe, shift, confidence)."""
         values = {"probe": self.probe_similarity, "shift": self.shift_similarity, "confidence": self.confidence_similarity}
         return {key: value for key, value in values.items() if value is not None}
+
+
+def mirrors_same_class(probe_accuracy: float, transfer_accuracy: float) -> bool:
+    """Whether a probe trained on the images reads their mirror images about as well as the images (``MIRROR_LOSS_LIMIT``)."""
+    return transfer_accuracy >= probe_accuracy - MIRROR_LOSS_LIMIT
 
 
 def probe_similarity(probe_accuracy: float, random_probe_accuracy: float) -> float:
@@ -293,11 +299,10 @@ def _probes(
     (``train_images``). Half the probe's images give a second point of its learning curve, and the
     curve is extended.
     """
-    probe = _probe_accuracy(features, labels, seed)
+    probe, transfer = _view_accuracies(features, labels, seed, [features, mirrored])  # the same probes read on both views
     random_probe = _probe_accuracy(random_features, labels, seed)
     with_mirror = _probe_accuracy(features, labels, seed, mirrored=mirrored)
-    transfer = _probe_accuracy(features, labels, seed, answer_on=mirrored)
-    mirrors_help = transfer >= probe - MIRROR_LOSS_LIMIT
+    mirrors_help = mirrors_same_class(probe, transfer)
     half = stratified_half(labels, seed)
     half_probe = _probe_accuracy(features[half], labels[half], seed, mirrored=mirrored[half] if mirrors_help else None)
     folds = int(min(5, np.bincount(labels).min()))
@@ -365,26 +370,35 @@ def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray,
     return np.ascontiguousarray(features), profile
 
 
-def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None, answer_on: np.ndarray | None = None) -> float:
+def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> float:
     """Cross-validated accuracy of a standardised logistic regression (up to 5 stratified folds).
 
     With ``mirrored`` (the features of the same images mirrored left to right), the probe
     does what feature extraction does with flips: it trains on both and averages its
-    answers for an image and its mirror image. With ``answer_on`` (another view of the
-    same images), it trains on ``features`` and answers for that view of the held-out images.
+    answers for an image and its mirror image.
     """
+    folds = int(min(5, np.bincount(labels).min()))
+    if folds < 2:
+        return float(np.bincount(labels).max() / len(labels))
+    probabilities = out_of_fold_probabilities(features, labels, int(labels.max()) + 1, folds, seed, _probe_model, mirrored=mirrored)
+    return float((probabilities.argmax(axis=1) == labels).mean())
+
+
+def _view_accuracies(features: np.ndarray, labels: np.ndarray, seed: int, views: list[np.ndarray]) -> list[float]:
+    """The probe's cross-validated accuracy read on each view of the held-out images (its folds as ``_probe_accuracy``'s), trained once per fold."""
+    folds = int(min(5, np.bincount(labels).min()))
+    if folds < 2:
+        return [float(np.bincount(labels).max() / len(labels))] * len(views)
+    answers = out_of_fold_view_probabilities(features, labels, int(labels.max()) + 1, folds, seed, _probe_model, views)
+    return [float((probabilities.argmax(axis=1) == labels).mean()) for probabilities in answers]
+
+
+def _probe_model():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = int(min(5, np.bincount(labels).min()))
-    if folds < 2:
-        return float(np.bincount(labels).max() / len(labels))
-    probabilities = out_of_fold_probabilities(
-        features, labels, int(labels.max()) + 1, folds, seed, lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)),
-        mirrored=mirrored, answer_on=answer_on,
-    )
-    return float((probabilities.argmax(axis=1) == labels).mean())
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
 
 
 def _imagenet_confidence(pixels: np.ndarray, notes: list[str]) -> float | None:

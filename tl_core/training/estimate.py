@@ -228,8 +228,9 @@ def remember_expected_accuracy(dataset: Dataset, backbone: str, image_size: int,
     path = Path(cache_dir or default_cache_dir()) / EXPECTATIONS_FILE
     remembered = read_json(path, {})
     remembered = remembered if isinstance(remembered, dict) else {}
-    remembered.pop(_expectation_key(backbone, decoded_images_key(dataset.records, image_size)), None)
-    remembered[_expectation_key(backbone, decoded_images_key(dataset.records, image_size))] = round(float(accuracy), 4)
+    key = _expectation_key(backbone, decoded_images_key(dataset.records, image_size))
+    remembered.pop(key, None)  # then added last: the oldest entries are the ones dropped
+    remembered[key] = round(float(accuracy), 4)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, dict(list(remembered.items())[-KEPT_EXPECTATIONS:]), indent=1)
 
