@@ -146,35 +146,39 @@ def show_job(job, was_running: bool) -> None:
     job_state = job.state()
     now = job.clock()
     adopted = False  # True when this run's model has just become the one Evaluate and Export show
-    if job_state.is_running:
-        if job_state.stop_requested:
-            st.markdown(f":orange-badge[:material/hourglass_top: Stopping] after the current batch · running for {duration(job_state.elapsed_seconds(now))}")
+    # The status is one element however many lines it has (running: a badge and a progress bar; finished: the
+    # outcome), so the curves and notes below keep their places when the run ends and the page reruns. (The progress
+    # bar may still show under the outcome until that rerun ends, under 2 s: Streamlit clears stale lines then.)
+    with st.container():
+        if job_state.is_running:
+            if job_state.stop_requested:
+                st.markdown(f":orange-badge[:material/hourglass_top: Stopping] after the current batch · running for {duration(job_state.elapsed_seconds(now))}")
+            else:
+                st.markdown(f":blue-badge[:material/sync: Training] running for {duration(job_state.elapsed_seconds(now))}")
+            fraction, text = progress_of(job_state, now)
+            st.progress(fraction, text=text)
+            if job_state.saved_accuracy is not None:
+                st.info(
+                    f"**A model is saved already ({job_state.saved_accuracy:.1%} on held-out images) and ready on the Export page once the run ends.** "
+                    "The run goes on; a model it tries to improve is saved again only if it does better on the validation images, and Stop keeps the saved one.",
+                    icon=":material/task_alt:",
+                )
+        elif job_state.status == "failed":
+            st.error(job_state.error)
+            st.markdown("If the run ran out of memory or was very slow, try a **smaller batch size or image size** on the Setup page, then start again.")
+            st.page_link("pages/setup.py", label="Back to Setup", icon=":material/tune:")
         else:
-            st.markdown(f":blue-badge[:material/sync: Training] running for {duration(job_state.elapsed_seconds(now))}")
-        fraction, text = progress_of(job_state, now)
-        st.progress(fraction, text=text)
-        if job_state.saved_accuracy is not None:
-            st.info(
-                f"**A model is saved already ({job_state.saved_accuracy:.1%} on held-out images) and ready on the Export page once the run ends.** "
-                "The run goes on; a model it tries to improve is saved again only if it does better on the validation images, and Stop keeps the saved one.",
-                icon=":material/task_alt:",
-            )
-    elif job_state.status == "failed":
-        st.error(job_state.error)
-        st.markdown("If the run ran out of memory or was very slow, try a **smaller batch size or image size** on the Setup page, then start again.")
-        st.page_link("pages/setup.py", label="Back to Setup", icon=":material/tune:")
-    else:
-        if job_state.test_accuracy is not None:
-            adopted = state["adopted_run"] != job_state.run_dir
-            if adopted:  # once: a run reopened on the History page afterwards stays the one shown
-                state["run_dir"] = state["adopted_run"] = job_state.run_dir
-            st.success(
-                f"{outcome_text(job_state, now)} **Accuracy on held-out images: {job_state.test_accuracy:.1%}** "
-                f"(images the model never trained on). Run folder: `{job_state.run_dir}`",
-                icon=":material/check_circle:",
-            )
-        else:
-            st.warning("The run stopped before any epoch finished, so no model was saved. Start it again and let at least one epoch finish.")
+            if job_state.test_accuracy is not None:
+                adopted = state["adopted_run"] != job_state.run_dir
+                if adopted:  # once: a run reopened on the History page afterwards stays the one shown
+                    state["run_dir"] = state["adopted_run"] = job_state.run_dir
+                st.success(
+                    f"{outcome_text(job_state, now)} **Accuracy on held-out images: {job_state.test_accuracy:.1%}** "
+                    f"(images the model never trained on). Run folder: `{job_state.run_dir}`",
+                    icon=":material/check_circle:",
+                )
+            else:
+                st.warning("The run stopped before any epoch finished, so no model was saved. Start it again and let at least one epoch finish.")
 
     show_curves(job_state.history)
     if job_state.notices:

@@ -270,3 +270,12 @@ def test_the_run_view_keeps_its_place_on_the_page_when_the_run_ends(tmp_path, da
     finished = open_train_page(tmp_path, data_dir, finished_job)
     assert running.button(key="train_stop") is not None and finished.session_state["job"].state().status == "finished"
     assert divider_position(running) == divider_position(finished)
+
+    # Inside the run's view, the status (a badge and a progress bar, or the outcome) is one element: the curves and
+    # the notes keep their places too.
+    def inside_the_view(at: AppTest) -> list[str]:
+        view = list(at.main.children.values())[divider_position(at) + 1]
+        return [type(element).__name__ for element in view.children.values()]
+
+    assert "Expander" in inside_the_view(running)
+    assert inside_the_view(running).index("Expander") == inside_the_view(finished).index("Expander")
