@@ -151,7 +151,7 @@ def advise(
         time_budget_minutes: How long a run may take; slower candidates are not recommended.
     """
     from tl_core.device import detect_device
-    from tl_core.training.estimate import Throughput, remember_expected_accuracy, remember_throughput
+    from tl_core.training.estimate import Throughput, remember_throughput
 
     dataset = data_dir if isinstance(data_dir, Dataset) else scan_dataset(data_dir, seed=seed)
     spec = get_backbone(backbone)
@@ -169,11 +169,7 @@ def advise(
 
         throughput = forward_throughput(spec.name, spec.default_size, device.key)
     typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
-    # Estimates of feature extraction (here and later, on the Setup page or the command line) foresee from these whether
-    # the run will go on to the mirror images.
-    remember_expected_accuracy(dataset, spec.name, spec.default_size, measurement.feature_extraction_accuracy, cache_dir)
-    for probe in size_probes:
-        remember_expected_accuracy(dataset, spec.name, probe.image_size, probe.expected_accuracy(measurement), cache_dir)
+    _remember_expectations(dataset, spec, measurement, size_probes, cache_dir)
     candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
     chosen = next(row for row in candidates if row.recommended)
     size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)
@@ -210,6 +206,16 @@ def advise(
         fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
         image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical,
     )
+
+
+def _remember_expectations(dataset: Dataset, spec: BackboneSpec, measurement: Measurement, size_probes, cache_dir: str | None) -> None:
+    """Files feature extraction's expected accuracy at each size measured: estimates (here and later, on the Setup page or
+    the command line) foresee from it whether a run will go on to the mirror images."""
+    from tl_core.training.estimate import remember_expected_accuracy
+
+    remember_expected_accuracy(dataset, spec.name, spec.default_size, measurement.feature_extraction_accuracy, cache_dir)
+    for probe in size_probes:
+        remember_expected_accuracy(dataset, spec.name, probe.image_size, probe.expected_accuracy(measurement), cache_dir)
 
 
 def _probes_at_other_sizes(dataset: Dataset, spec: BackboneSpec, measurement: Measurement, sample_size: int, cache_dir: str | None, seed: int, device: str):
