@@ -90,8 +90,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
             page.screenshot(path=str(shots_folder / f"{name}.png"), full_page=True)
 
         def open_page(title: str) -> None:
-            page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-            page.wait_for_load_state("networkidle")
+            _open_page(page, title)
 
         # 1. Data: upload the folder, see the summary.
         page.goto(app_url)
@@ -186,6 +185,7 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
         page.get_by_text("Notes from the run", exact=False).first.click()
         expect(page.get_by_text(re.compile(r"Trained again from .*: \d+ images reused \(pixels and features\), 0 new or changed")).first).to_be_visible()
         open_page("History")
+        expect(page.get_by_text("Compare two runs").first).to_be_visible()
         shot("7b_history_after_training_again")
         page.get_by_role("combobox", name="Run", exact=True).click()
         page.get_by_role("option").nth(1).click()  # newest first: the second entry is the first run
@@ -310,8 +310,7 @@ def test_sharing_mode_signs_in_uploads_and_trains_and_keeps_strangers_out(tmp_pa
             page.set_default_timeout(60_000)
 
             def open_page(title: str) -> None:
-                page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-                page.wait_for_load_state("networkidle")
+                _open_page(page, title)
 
             # Every visitor signs in first: the app itself is not even loaded before.
             page.goto(url)
@@ -364,6 +363,22 @@ def test_sharing_mode_signs_in_uploads_and_trains_and_keeps_strangers_out(tmp_pa
         log.close()
     assert sorted(path.name for path in tmp_path.glob("tl_core_session_*")) == [], "a clean stop removes every session's folder"
     print(f"screenshots in {shots_folder}")
+
+
+def _open_page(page, title: str) -> None:
+    """Opens a page from the sidebar and waits until the browser is on it."""
+    # A click that lands while the page in view is rerunning (a run ending, a fragment refreshing) can be lost: the
+    # address then stays where it was. Click again until it changes (seen on a slower CI machine).
+    address = re.compile(rf"/{title.split()[0].lower()}/?(\?.*)?$")
+    for attempt in range(4):
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+        try:
+            page.wait_for_url(address, timeout=15_000)
+            break
+        except Exception:
+            if attempt == 3:
+                raise
+    page.wait_for_load_state("networkidle")
 
 
 def _choose_option(page, label: str, option: str) -> None:
