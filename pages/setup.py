@@ -16,6 +16,7 @@ import streamlit as st
 from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, epochs_plan, recipe_description
 from tl_core.data.records import Dataset, ImageRecord
 from tl_core.errors import TLError
+from tl_core.models.backbones import feature_wording
 from tl_core.models.blocks import freeze_wording
 from tl_core.training.estimate import duration_text
 from ui import state as session
@@ -134,7 +135,7 @@ def choose_what_trains(spec, strategy: str, dataset: Dataset, previous: TrainCon
     with numbers_column:
         st.metric(
             "Parameters that train", f"{backbone_trains + head_parameters:,}",
-            help=f"Backbone {backbone_trains:,} + new head {head_parameters:,} ({spec.feature_dim} features × {dataset.num_classes} classes + {dataset.num_classes} biases).",
+            help=f"Backbone {backbone_trains:,} + new head {head_parameters:,} ({feature_wording(spec)} × {dataset.num_classes} classes + {dataset.num_classes} biases).",
         )
         st.metric("Layers frozen", f"{frozen_layers} of {total}")
         st.metric(

@@ -75,7 +75,7 @@ class FeatureCache:
 
 def feature_cache_key(spec, weights: str, image_size: int, images_key: str) -> str:
     """The key of a dataset's bottleneck features: backbone (a ``BackboneSpec``), its weights' identity, image size and the decoded images' key."""
-    return cache_key("features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key)
+    return cache_key("features-v1", *spec.identity, weights, image_size, images_key)
 
 
 def mirrored_feature_cache_key(features_key: str) -> str:
@@ -92,7 +92,7 @@ def view_keys(spec, weights: str, image_size: int, images_key: str) -> dict[str,
 def augmented_features_key(spec, weights: str, image_size: int, images_key: str, augmentation: dict, seed: int, view: int, rows: np.ndarray) -> str:
     """The key of the features of one randomly augmented copy of some rows (feature extraction's ``augment_views``)."""
     return cache_key(
-        "augmented-features-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights, image_size, images_key, sorted(augmentation.items()), seed, view, rows.tobytes()
+        "augmented-features-v1", *spec.identity, weights, image_size, images_key, sorted(augmentation.items()), seed, view, rows.tobytes()
     )
 
 

@@ -283,7 +283,7 @@ def cosine_similarities(features: np.ndarray, reference: np.ndarray) -> np.ndarr
 
 def backbone_identity(spec, weights_identity: str, image_size: int) -> str:
     """What the frozen backbone's features depend on: architecture, its settings, weights and input size."""
-    return cache_key("backbone-v1", spec.name, sorted(spec.constructor_kwargs.items()), weights_identity, image_size)
+    return cache_key("backbone-v1", *spec.identity, weights_identity, image_size)
 
 
 def machine_fingerprint() -> str:

@@ -87,7 +87,7 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
     assert config.data_dir == str(folder) and config.out_dir == ""
     assert (config.warmup_epochs, config.class_weights, config.test_time_flip, config.quick) == (0, False, True, False)
     # Only the head trains; everything in the backbone is frozen.
-    assert metric(at, "Parameters that train") == f"{1280 * 3 + 3:,}"
+    assert metric(at, "Parameters that train") == f"{get_backbone('mobilenet_v2').feature_dim * 3 + 3:,}"
     assert metric(at, "Layers frozen") == f"{FAKE_LAYERS} of {FAKE_LAYERS}"
     assert "Ready: feature extraction with MobileNetV2 at 224 px: the head on cached features (at most 200 epochs, until its validation loss stops improving)" in at.success[-1].value and "test-time flip" in at.success[-1].value
     # How long it takes here, and what the quick recipe would take.

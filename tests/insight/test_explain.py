@@ -98,10 +98,13 @@ def test_every_backbone_in_the_table_can_be_explained(name: str) -> None:
     size = max(spec.min_size, 96)
     classifier, _ = build_classifier(spec, build_backbone(spec, "none"), build_head(spec.feature_dim, 3), size)
     _, backbone, after = classifier_parts(classifier)
-    assert isinstance(backbone, keras.Model) and len(backbone.output.shape) == 4 and [layer.name for layer in after][0] == "pooled_features"
+    # The backbone's last output is its last convolutional block; where earlier layers are pooled too, it has their maps first.
+    assert isinstance(backbone, keras.Model) and len(backbone.outputs) == 1 + len(spec.feature_layers) and len(backbone.outputs[-1].shape) == 4
+    assert [layer.name for layer in after][0] == "pooled_features"
     explanation = explain(classifier, np.random.default_rng(0).uniform(0, 255, (size, size, 3)), class_index=2)
     assert explanation.heatmap.shape == (size, size) and 0 <= explanation.heatmap.min() and explanation.heatmap.max() <= 1.0
-    assert explanation.grid == tuple(backbone(np.zeros((1, size, size, 3), dtype=np.float32)).shape[1:3])
+    maps = backbone(np.zeros((1, size, size, 3), dtype=np.float32))
+    assert explanation.grid == tuple((maps[-1] if spec.feature_layers else maps).shape[1:3])
     keras.backend.clear_session()
 
 

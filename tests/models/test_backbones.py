@@ -165,7 +165,13 @@ def test_parameter_count_and_feature_dim(built: dict[str, BuiltBackbone], name: 
     spec = get_backbone(name)
     model = built[name].model
     assert model.count_params() == spec.parameters
-    assert model.output_shape[-1] == spec.feature_dim
+    assert model.output_shape[-1] == spec.last_channels
+    # The earlier layers pooled into the features exist, come before the last output, and have the channels the table says.
+    names = [layer.name for layer in model.layers]
+    for layer_name, channels in spec.feature_layers.items():
+        assert model.get_layer(layer_name).output.shape[-1] == channels
+    assert [names.index(layer_name) for layer_name in spec.feature_layers] == sorted(names.index(layer_name) for layer_name in spec.feature_layers)
+    assert spec.feature_dim == spec.last_channels + sum(spec.feature_layers.values())
     assert tuple(model.input_shape) == (None, None, None, 3)
 
 
@@ -182,7 +188,7 @@ def test_min_size_is_the_smallest_size_keras_accepts(built: dict[str, BuiltBackb
     images = np.zeros((1, spec.min_size, spec.min_size, 3), dtype="float32")
     features = keras.ops.convert_to_numpy(built[name].model(images, training=False))
     assert features.shape[1] >= 1 and features.shape[2] >= 1
-    assert features.shape[-1] == spec.feature_dim
+    assert features.shape[-1] == spec.last_channels
     assert spec.min_size <= spec.default_size
 
 

@@ -34,3 +34,42 @@ def test_the_mirror_layers_mirror_exactly_and_the_flip_model_averages_both_answe
     flip_model.save(tmp_path / "flip.h5")
     reloaded = keras.models.load_model(tmp_path / "flip.h5", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-6)
+
+
+def test_the_features_pool_the_earlier_layers_too_and_the_saved_model_loads_without_this_package(tmp_path: Path) -> None:
+    """MobileNetV2's feature vector joins its feature layers' pooled maps to the last one's; the files keep that."""
+    import keras
+
+    from tl_core.insight.explain import explain
+    from tl_core.models.backbones import get_backbone
+    from tl_core.models.build import build_backbone, build_classifier, build_head, feature_maps, freeze_layers
+
+    spec = get_backbone("mobilenet_v2")
+    assert spec.feature_layers, "MobileNetV2 is the backbone whose earlier layers were measured to help"
+    size = 64
+    backbone = build_backbone(spec, "none")
+    classifier, feature_model = build_classifier(spec, backbone, build_head(spec.feature_dim, 3), size)
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    features = np.asarray(feature_model(images))
+    assert features.shape == (2, spec.feature_dim)
+    # Each layer's part has unit length before the common scale: every part has the same length, and the
+    # whole vector's mean square is 1.
+    bounds = np.cumsum([0, *spec.feature_layers.values(), spec.last_channels])
+    lengths = [np.linalg.norm(features[:, start:end], axis=1) for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    np.testing.assert_allclose(lengths, np.full_like(np.asarray(lengths), lengths[0][0]), rtol=1e-4)
+    np.testing.assert_allclose(np.mean(features**2, axis=1), 1.0, rtol=1e-4)
+    # The last part is the last output, pooled: what the backbone alone gives, brought to the same length.
+    last = np.asarray(keras.ops.mean(backbone(images / 127.5 - 1, training=False), axis=(1, 2)))
+    np.testing.assert_allclose(features[:, bounds[-2]:] / lengths[-1][:, None], last / np.linalg.norm(last, axis=1, keepdims=True), atol=1e-4)
+    # Freezing acts through the model that taps the earlier layers: it shares the backbone's layers.
+    freeze_layers(backbone, 10)
+    assert [layer.trainable for layer in feature_maps(spec, backbone).layers[:10]] == [layer.trainable for layer in backbone.layers[:10]]
+    # Saved as .h5 and loaded by plain Keras in safe mode: the same answers.
+    expected = np.asarray(classifier(images))
+    classifier.save(tmp_path / "model.h5")
+    reloaded = keras.models.load_model(tmp_path / "model.h5", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-5)
+    # Grad-CAM explains the last map, with the earlier maps held, on the loaded file.
+    explanation = explain(reloaded, images[0])
+    np.testing.assert_allclose(explanation.probabilities, expected[0], atol=1e-5)
+    assert explanation.grid == (2, 2)

@@ -12,6 +12,7 @@ import pytest
 from tl_core.config import TrainConfig
 from tl_core.errors import RunError
 from tl_core.events import Notice
+from tl_core.models.backbones import get_backbone
 from tl_core.runs.folder import load_earlier_run
 from tl_core.training import reuse
 from tl_core.training.reuse import config_from_run
@@ -135,3 +136,30 @@ def test_fine_tuning_again_goes_on_from_the_earlier_model(earlier, tmp_path: Pat
     assert [entry["phase"] for entry in again.history] == ["fine_tune"]
     assert any(isinstance(event, Notice) and "The model starts from the trained weights of the earlier run 'tuned'" in event.message for event in events)
     assert again.summary.from_run["reused"] == 20 and again.summary.from_run["through_backbone"] == 0
+
+
+def test_a_run_whose_features_have_another_length_is_trained_again_on_new_features(earlier, tmp_path: Path) -> None:
+    """A run made before the network's features changed shape (earlier layers joined them): its cached features are not mixed in."""
+    import shutil
+
+    import numpy as np
+
+    data, first, cache = earlier
+    old_cache, old_run = tmp_path / "cache", tmp_path / "first"
+    shutil.copytree(cache, old_cache)
+    shutil.copytree(first, old_run)
+    summary = json.loads((old_run / "run.json").read_text())
+    summary["config"]["cache_dir"] = str(old_cache)
+    # Its entries were written under the keys of that time, with the last layer's 1,280 features alone.
+    summary["cache_keys"].update(features="features-of-before", mirrored="mirrored-of-before")
+    (old_run / "run.json").write_text(json.dumps(summary))
+    for key in ("features-of-before", "mirrored-of-before"):
+        np.save(old_cache / "features" / f"{key}.npy", np.ones((20, 1280), dtype=np.float32))
+
+    result = train(config_from_run(old_run, str(data), str(tmp_path / "second"), epochs=2))
+
+    assert result.status == "finished"
+    assert result.summary.from_run["reused"] == 20 and result.summary.from_run["through_backbone"] == 20  # pixels reused, features new
+    assert result.summary.cache_keys["features"] != "features-of-before"
+    features = np.load(old_cache / "features" / f"{result.summary.cache_keys['features']}.npy")
+    assert features.shape == (20, get_backbone("mobilenet_v2").feature_dim) and not np.allclose(features, 1)

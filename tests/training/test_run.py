@@ -14,6 +14,7 @@ import pytest
 
 from tl_core.config import TrainConfig
 from tl_core.events import EpochEnded, ModelSaved, Notice, PhaseStarted, StopRequest, TrainingFinished, TrainingStarted, TrainingStopped
+from tl_core.models.backbones import get_backbone
 from tl_core.runs.folder import load_run
 from tl_core.runs.predict import predict_files
 
@@ -106,7 +107,7 @@ def test_features_computed_while_reading_equal_features_of_cached_images(tmp_pat
     again, events = _run(config)  # the decoded images are cached now; the features are computed from them
     assert again.summary.cache == {"images": "hit", "features": "miss"}
     assert [event.phase for event in events if isinstance(event, PhaseStarted)][:2] == ["decode", "features"]
-    assert all(features.shape == (30, 1280) for features in streamed_features)
+    assert all(features.shape == (30, get_backbone("mobilenet_v2").feature_dim) for features in streamed_features)
     assert not np.allclose(streamed_features[0], streamed_features[1])  # a mirror image has other features
     for path, features in zip(streamed, streamed_features, strict=True):
         np.testing.assert_allclose(np.load(path), features, rtol=1e-5, atol=1e-5)

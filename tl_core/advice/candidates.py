@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from tl_core.advice.scenario import candidate_strategies, classify_size
 from tl_core.advice.similarity import Measurement
 from tl_core.advice.sizes import SizeProbe
-from tl_core.config import STRATEGY_NAMES, AugmentConfig, TrainConfig
+from tl_core.config import IMAGE_TRAINING_STRATEGIES, STRATEGY_NAMES, WARMUP_STRATEGIES, AugmentConfig, TrainConfig
 from tl_core.data.records import Dataset
 from tl_core.training.estimate import Throughput, duration_text, estimate_run
 
@@ -113,7 +113,7 @@ def _candidate(
     ).validated()
     estimate = estimate_run(config, dataset, throughput)
     epochs = config.epochs
-    if strategy in ("fine_tune", "full_fine_tune", "from_scratch") and estimate.seconds > budget:
+    if strategy in IMAGE_TRAINING_STRATEGIES and estimate.seconds > budget:
         per_epoch = estimate.parts[strategy] / config.epochs
         fitting = int((budget - (estimate.seconds - estimate.parts[strategy])) // per_epoch) if per_epoch > 0 else config.epochs
         if fitting >= 2:
@@ -125,7 +125,7 @@ def _candidate(
         basis = f"measured: the probe{at} on the same {sample_size} of your images, its difference from the probe at the network's size added to that size's expectation"
     elif strategy == "feature_extraction":
         expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, its learning curve extended to your training images"
-    elif strategy in ("fine_tune", "full_fine_tune"):
+    elif strategy in WARMUP_STRATEGIES:  # fine-tuning from ImageNet weights
         expected = expected_fine_tune_accuracy(base, per_class)
         basis = f"feature extraction's measured accuracy{at} with about a third of its errors removed, as fine-tuning did in our benchmarks"
     else:

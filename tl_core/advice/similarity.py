@@ -336,19 +336,23 @@ def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray,
     """
     import keras
 
-    from tl_core.models.build import preprocessing_layers
+    from tl_core.models.build import pooled_features, preprocessing_layers
 
     size = pixels.shape[1]
     batchnorms = [(index, layer) for index, layer in enumerate(backbone.layers) if isinstance(layer, keras.layers.BatchNormalization)]
-    taps = keras.Model(backbone.inputs, [layer.input for _, layer in batchnorms] + [backbone.output])
+    maps = [backbone.get_layer(name).output for name in spec.feature_layers] + [backbone.output]
+    taps = keras.Model(backbone.inputs, [layer.input for _, layer in batchnorms] + maps)
     inputs = keras.Input((size, size, 3))
     images = inputs
     for layer in preprocessing_layers(spec.preprocessing):
         images = layer(images)
     outputs = taps(images, training=False)
-    channel_means = [keras.ops.mean(output, axis=(1, 2)) for output in outputs]
-    squares = [keras.ops.mean(keras.ops.square(output), axis=(1, 2)) for output in outputs[:-1]]
-    statistics = keras.Model(inputs, keras.ops.concatenate([channel_means[-1], *channel_means[:-1], *squares], axis=-1))
+    tapped, maps = outputs[: len(batchnorms)], outputs[len(batchnorms) :]
+    # The features the run's feature model gives (``build_feature_model``), from the same pass.
+    features = pooled_features(spec)(maps) if spec.feature_layers else keras.ops.mean(maps[0], axis=(1, 2))
+    channel_means = [keras.ops.mean(output, axis=(1, 2)) for output in tapped]
+    squares = [keras.ops.mean(keras.ops.square(output), axis=(1, 2)) for output in tapped]
+    statistics = keras.Model(inputs, keras.ops.concatenate([features, *channel_means, *squares], axis=-1))
     values = forward_batches(compiled_forward(statistics, size), pixels)
     features, columns = values[:, : spec.feature_dim], spec.feature_dim
     widths = [int(layer.input.shape[-1]) for _, layer in batchnorms]

@@ -53,7 +53,9 @@ def classifier_parts(model):
 
     classifier = unwrap_test_time_flip(model)
     layers = [layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)]
-    nested = [index for index, layer in enumerate(layers) if isinstance(layer, keras.Model) and len(layer.output.shape) == 4]
+    # The backbone: the nested model whose (last) output is a feature map. It has several outputs when earlier layers' maps
+    # are pooled into the features too (``tl_core.models.build.feature_maps``).
+    nested = [index for index, layer in enumerate(layers) if isinstance(layer, keras.Model) and len(layer.outputs[-1].shape) == 4]
     if not nested:
         raise RunError(f"The model '{classifier.name}' has no backbone with a convolutional feature map to explain.")
     position = nested[0]
@@ -74,10 +76,12 @@ def explain(model, pixels: np.ndarray, class_index: int | None = None) -> Explan
     x = ops.convert_to_tensor(np.asarray(pixels, dtype=np.float32)[None])
     for layer in before:
         x = layer(x)
-    feature_map = backbone(x, training=False)
+    maps = backbone(x, training=False)
+    earlier_maps, feature_map = (list(maps[:-1]), maps[-1]) if isinstance(maps, (list, tuple)) else ([], maps)
 
     def probabilities_from(tensors):
-        y = tensors[0]
+        # The map explained is the last one; earlier layers' maps, where the features pool them too, are held as they are.
+        y = [*earlier_maps, tensors[0]] if earlier_maps else tensors[0]
         for layer in after:
             y = layer(y, training=False)
         return ops.cast(y, "float32")[0]

@@ -60,8 +60,8 @@ class BackboneSpec:
         default_size: Side of the square images the ImageNet weights were trained on.
         min_size: Smallest square side Keras accepts for this network without its top.
         parameters: Total parameter count of the network without its top.
-        feature_dim: Channels of the last output, which is the length of the
-            globally pooled feature vector.
+        feature_dim: Length of the pooled feature vector: the channels of the
+            last output, plus those of ``feature_layers``.
         weights_file: File name Keras asks ``get_file`` for (and looks for in
             ``$KERAS_HOME/models/``) when the network is built with
             ``weights="imagenet", include_top=False, input_shape=(None, None, 3)``.
@@ -74,6 +74,9 @@ class BackboneSpec:
         block_labels: Display names for some group values, e.g.
             ``{"expanded_conv": "block_0"}``; values not listed are shown as
             captured. Layers whose labels are equal belong to the same block.
+        feature_layers: Earlier layers whose pooled outputs join the last
+            output's in the feature vector, with their channels, in order
+            (``tl_core.models.build.pooled_features``). Empty: the last output alone.
     """
 
     name: str
@@ -90,6 +93,18 @@ class BackboneSpec:
     block_boundary: BlockBoundary
     description: str
     block_labels: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
+    feature_layers: Mapping[str, int] = field(default_factory=_no_labels, hash=False)
+
+    @property
+    def last_channels(self) -> int:
+        """Channels of the backbone's last output."""
+        return self.feature_dim - sum(self.feature_layers.values())
+
+    @property
+    def identity(self) -> tuple:
+        """What makes this network's features what they are, for cache keys (the same as before for a single output)."""
+        parts: tuple = (self.name, sorted(self.constructor_kwargs.items()))
+        return parts + ((("feature_layers", tuple(self.feature_layers)),) if self.feature_layers else ())
 
 
 def _numbered_labels(label_prefix: str, count: int) -> Mapping[str, str]:
@@ -116,7 +131,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_size=224,
         min_size=32,
         parameters=2_257_984,
-        feature_dim=1280,
+        feature_dim=1280 + 144 + 192 + 576,
         weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         block_pattern=r"(expanded_conv|block_\d+|Conv_1|out_relu)(?:_|$)",
         block_boundary="start",
@@ -125,6 +140,8 @@ BACKBONES: tuple[BackboneSpec, ...] = (
             "a good default on a CPU with solid accuracy."
         ),
         block_labels=MappingProxyType({"expanded_conv": "block_0", "Conv_1": "top", "out_relu": "top"}),
+        # The last activation at each of the 56, 28 and 14 pixel resolutions (at 224 px), before the stride that halves it.
+        feature_layers=MappingProxyType({"block_3_expand_relu": 144, "block_6_expand_relu": 192, "block_13_expand_relu": 576}),
     ),
     BackboneSpec(
         name="mobilenet",
@@ -300,6 +317,14 @@ BACKBONES: tuple[BackboneSpec, ...] = (
 )
 
 BACKBONES_BY_NAME: Mapping[str, BackboneSpec] = MappingProxyType({spec.name: spec for spec in BACKBONES})
+
+
+def feature_wording(spec: BackboneSpec) -> str:
+    """The length of a backbone's feature vector and where it comes from, e.g. ``2,192 features (1,280 from the last layer, 912 from 3 earlier ones)``."""
+    if not spec.feature_layers:
+        return f"{spec.feature_dim:,} features"
+    earlier = sum(spec.feature_layers.values())
+    return f"{spec.feature_dim:,} features ({spec.last_channels:,} from the last layer, {earlier:,} from {len(spec.feature_layers)} earlier ones)"
 
 
 def list_backbones() -> list[BackboneSpec]:

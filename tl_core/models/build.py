@@ -6,7 +6,8 @@ downloads is the same kind of object whatever strategy trained it::
     image (RGB, 0-255, size x size)
       -> preprocessing (standard layers: Rescaling, or a fixed per-channel Dense)
       -> backbone (keras.applications, no top)
-      -> global average pooling        ("bottleneck features")
+      -> global average pooling        ("bottleneck features"; for a backbone with
+                                        ``feature_layers``, of earlier layers too, see ``pooled_features``)
       -> head (dropout, optional hidden layer, softmax)
 
 No Lambda layers and no custom classes are used, so ``keras.models.load_model``
@@ -159,12 +160,49 @@ def build_feature_model(spec: BackboneSpec, backbone: keras.Model, image_size: i
     features = inputs
     for layer in preprocessing_layers(spec.preprocessing):
         features = layer(features)
+    maps_model = feature_maps(spec, backbone)
     if backbone_in_inference_mode:
-        features = backbone(features, training=False)
+        maps = maps_model(features, training=False)
     else:
-        features = backbone(features)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(features)
+        maps = maps_model(features)
+    if not spec.feature_layers:
+        pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(maps)
+    else:
+        pooled = pooled_features(spec)(maps)
     return keras.Model(inputs, pooled, name=f"{spec.name.replace('.', '_')}_features")
+
+
+def feature_maps(spec: BackboneSpec, backbone: keras.Model) -> keras.Model:
+    """The backbone with an output at each of the spec's ``feature_layers`` and its last output last (the backbone itself when it has none).
+
+    The model shares the backbone's layers, so freezing or training them acts on both.
+    """
+    if not spec.feature_layers:
+        return backbone
+    outputs = [backbone.get_layer(name).output for name in spec.feature_layers] + [backbone.output]
+    return keras.Model(backbone.inputs, outputs, name=backbone.name)
+
+
+def pooled_features(spec: BackboneSpec) -> keras.Model:
+    """From the feature maps of ``feature_maps`` to one feature vector, as a model of standard layers.
+
+    Each map is averaged over its positions and brought to unit length, so a wide
+    layer does not outweigh a narrow one; the joined vector is scaled to a mean
+    square of 1 per feature, about the size the head's learning rate expects.
+    Earlier layers respond to textures and parts rather than whole objects. With
+    MobileNetV2's three, feature extraction made 23 % fewer errors on aerial scenes
+    and 11 % fewer on cat breeds (three seeds each), the same on cats_dogs, and one
+    fewer on ants_bees (docs/benchmarks.md).
+    """
+    channels = [*spec.feature_layers.values(), spec.last_channels]
+    inputs = [keras.Input(shape=(None, None, width), name=f"map_{index}") for index, width in enumerate(channels)]
+    units = [
+        keras.layers.UnitNormalization(name=f"unit_{index}", dtype="float32")(keras.layers.GlobalAveragePooling2D(name=f"pool_{index}", dtype="float32")(tensor))
+        for index, tensor in enumerate(inputs)
+    ]
+    joined = keras.layers.Concatenate(name="joined", dtype="float32")(units)
+    scaled = keras.layers.Rescaling(float(np.sqrt(spec.feature_dim / len(channels))), name="scaled", dtype="float32")(joined)
+    return keras.Model(inputs, scaled, name="pooled_features")
 
 
 def mirror_layers(image_size: int) -> list[keras.layers.Layer]:

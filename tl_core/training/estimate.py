@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core.config import TrainConfig, default_formats
+from tl_core.config import IMAGE_TRAINING_STRATEGIES, TrainConfig, default_formats
 from tl_core.data.decoded import decoded_images_cached
 from tl_core.data.images import load_image
 from tl_core.data.records import Dataset
@@ -448,7 +448,7 @@ def model_parts(
             epochs["head"] = int(head_epochs) * (2 if deferred else 1)
             if deferred:  # as many epochs again, on the images and their mirror images
                 parts[MIRROR_HEAD] = head_epochs * counts["train"] * 2 * HEAD_SECONDS_PER_FEATURE_EPOCH
-    if strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
+    if strategy in IMAGE_TRAINING_STRATEGIES:
         if strategy == "fine_tune":
             frozen = frozen_layers if frozen_layers is not None else config.freeze_layers
             if frozen is None:

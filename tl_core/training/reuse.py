@@ -141,6 +141,8 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
     views, _ = feature_views(run)
     earlier_keys = {ORIGINAL: earlier.cache_keys.get("features"), MIRRORED: earlier.cache_keys.get("mirrored")}
     before = {view: cache.load(earlier_keys[view]) if same_backbone and earlier_keys[view] else None for view in views}
+    # A run made before the network's features changed shape (e.g. earlier layers joined them) has features of another length.
+    before = {view: array if array is not None and array.shape[1:] == (run.spec.feature_dim,) else None for view, array in before.items()}
     run.mirrors_deferred = MIRRORED in views  # the head learns from them after the first model (tl_core.training.mirrors)
     if MIRRORED in views and before[MIRRORED] is None:  # the earlier run had none: computed then, where they pay
         views = [ORIGINAL]
