@@ -48,6 +48,7 @@ class Row:
 
 def articles_recipe(data: Path, cache: Path, image_size: int, seed: int) -> Row:
     """Frozen pooled features and a logistic regression, as the articles do it."""
+    import keras
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -56,14 +57,19 @@ def articles_recipe(data: Path, cache: Path, image_size: int, seed: int) -> Row:
     from tl_core.data.scan import scan_dataset
     from tl_core.features import compiled_forward, forward_batches
     from tl_core.models.backbones import get_backbone
-    from tl_core.models.build import build_backbone, build_classifier, build_head
+    from tl_core.models.build import build_backbone, preprocessing_layers
 
     started = time.perf_counter()
     dataset = scan_dataset(data, seed=seed)
     decoded = decode_images(dataset.records, image_size, cache_dir=cache)
     dataset = dataset.without(decoded.failed)
     spec = get_backbone("mobilenet_v2")
-    _, feature_model = build_classifier(spec, build_backbone(spec, "imagenet"), build_head(spec.feature_dim, dataset.num_classes), image_size)
+    # The articles' features: the backbone's last output, averaged (ours also pool earlier layers: tl_core.models.build).
+    inputs = keras.Input((image_size, image_size, 3))
+    images = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        images = layer(images)
+    feature_model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(build_backbone(spec, "imagenet")(images, training=False)))
     forward = compiled_forward(feature_model, image_size)
     rows = decoded.rows(dataset.records)
     features = forward_batches(forward, decoded.pixels, rows)
