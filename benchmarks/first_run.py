@@ -87,12 +87,14 @@ def run_recipe(data: Path, environment: dict, image_size: int) -> dict:
 def run_ours(data: Path, out: Path, cache: Path, environment: dict, *options: str) -> dict:
     command = [sys.executable, "-m", "tl_core", "train", str(data), "--out", str(out), "--cache-dir", str(cache), *options]
     result = timed_process(command, environment, marker="model saved:")
-    summary = json.loads((out / "run.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())
+    from tl_core.runs.folder import read_report
+
+    report = read_report(out)
+    summary = report.summary
     return {
-        "seconds": result["seconds"], "first_model_seconds": result["marked_seconds"], "accuracy": metrics["test_accuracy"],
-        "held_out_images": metrics["count"], "phases": summary["seconds"], "runtime": (summary.get("feature_runtime") or {}).get("runtime"),
-        "test_time_flip": summary["test_time_flip"], "notes": [note for note in summary["notes"] if "mirror images" in note or "frozen backbone runs" in note],
+        "seconds": result["seconds"], "first_model_seconds": result["marked_seconds"], "accuracy": report.evaluation.accuracy,
+        "held_out_images": report.evaluation.count, "phases": summary.seconds, "runtime": (summary.feature_runtime or {}).get("runtime"),
+        "test_time_flip": summary.test_time_flip, "notes": [note for note in summary.notes if "mirror images" in note or "frozen backbone runs" in note],
     }
 
 

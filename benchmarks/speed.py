@@ -221,7 +221,9 @@ def memory_run(source: Path, work: Path, images: int, image_size: int, memory_bu
     completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=Path(__file__).resolve().parents[1], check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"the memory run failed: {completed.stderr[-2000:]}")
-    notes = json.loads((work / "memory_run" / "run.json").read_text())["notes"]
+    from tl_core.runs.folder import read_summary
+
+    notes = read_summary(work / "memory_run").notes
     held = next((note for note in notes if note.startswith("Decoded images")), "")
     return {
         "images": images,

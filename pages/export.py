@@ -6,12 +6,10 @@ folder by the engine (under a cleaned base name: a NUL byte or an over-long
 name cannot break the page) and classified there.
 """
 
-import functools
-from pathlib import Path
-
 import streamlit as st
 
 from tl_core.errors import TLError
+from tl_core.runs.folder import DOWNLOAD_FILES, H5_FILE, KERAS_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, RunFile
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
 from tl_core.runs.portable import FORMATS as PORTABLE_FORMATS
 from tl_core.service.upload import format_bytes
@@ -21,13 +19,13 @@ state = st.session_state
 engine = state["engine"]
 workspace = state["workspace"]
 
-DOWNLOADS = (
-    ("model.h5", "The whole model in Keras' HDF5 format: loads with `keras.models.load_model`.", "application/octet-stream"),
-    ("model.keras", "The same model in the native Keras 3 format.", "application/octet-stream"),
-    ("labels.json", "Class names, in the order of the model's outputs.", "application/json"),
-    ("run.json", "Run summary: settings, data fingerprint, timings, versions.", "application/json"),
-    ("metrics.json", "Evaluation on held-out images and the training history.", "application/json"),
-)
+DESCRIPTIONS = {
+    H5_FILE: ("The whole model in Keras' HDF5 format: loads with `keras.models.load_model`.", "application/octet-stream"),
+    KERAS_FILE: ("The same model in the native Keras 3 format.", "application/octet-stream"),
+    LABELS_FILE: ("Class names, in the order of the model's outputs.", "application/json"),
+    SUMMARY_FILE: ("Run summary: settings, data fingerprint, timings, versions.", "application/json"),
+    METRICS_FILE: ("Evaluation on held-out images and the training history.", "application/json"),
+}
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
 st.title("6 · Export and try")
@@ -45,7 +43,7 @@ except TLError as error:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
     st.stop()
 
-folder = Path(run_dir)
+files = engine.run_files(run_dir, [*DOWNLOAD_FILES, *PORTABLE_FORMATS.values()])
 image_size = report.summary.image_size
 backbone = report.summary.display_name or "model"
 st.markdown(
@@ -59,24 +57,25 @@ def size_text(byte_count: int) -> str:
     return format_bytes(byte_count)
 
 
-def file_button(path: Path, mime: str, absent: str) -> bool:
+def file_button(file: RunFile, mime: str, absent: str) -> bool:
     """A download button labelled with the file's name and size, or a disabled one saying ``absent``; True when the file is there."""
-    if not path.is_file():
-        st.button(f"{path.name} · {absent}", disabled=True, key=f"download_{path.name}", width="stretch")
+    if file.size is None:
+        st.button(f"{file.name} · {absent}", disabled=True, key=f"download_{file.name}", width="stretch")
         return False
     # The bytes are read only when the button is clicked: model files can be hundreds of MB.
     st.download_button(
-        f"{path.name} · {size_text(path.stat().st_size)}", data=functools.partial(path.read_bytes), file_name=path.name, mime=mime,
-        icon=":material/download:", on_click="ignore", key=f"download_{path.name}", width="stretch",
+        f"{file.name} · {size_text(file.size)}", data=file.read, file_name=file.name, mime=mime,
+        icon=":material/download:", on_click="ignore", key=f"download_{file.name}", width="stretch",
     )
     return True
 
 
 st.subheader("Download")
-columns = st.columns(len(DOWNLOADS))
-for column, (name, description, mime) in zip(columns, DOWNLOADS, strict=True):
+columns = st.columns(len(DOWNLOAD_FILES))
+for column, name in zip(columns, DOWNLOAD_FILES, strict=True):
+    description, mime = DESCRIPTIONS[name]
     with column:
-        file_button(folder / name, mime, "missing")
+        file_button(files[name], mime, "missing")
         st.caption(description)
 
 st.markdown(
@@ -107,14 +106,14 @@ st.markdown(
 exports = report.summary.exports or {}
 missing = []
 for name, file in PORTABLE_FORMATS.items():
-    path, check = folder / file, exports.get(name, {})
+    check = exports.get(name, {})
     file_column, check_column = st.columns([1, 3], vertical_alignment="center")
     with file_column:
-        if not file_button(path, "application/octet-stream", "not made"):
+        if not file_button(files[file], "application/octet-stream", "not made"):
             missing.append(name)
     with check_column:
         title = f"**{PORTABLE_TITLES[name]}**"
-        if path.is_file() and check.get("ok"):
+        if files[file].size is not None and check.get("ok"):
             st.markdown(f"{title}: {check['message']}")
         elif check and not check.get("ok"):
             st.markdown(f"{title}: :orange[{check['message']}]")

@@ -18,7 +18,7 @@ from tl_core.advice.candidates import DEFAULT_TIME_BUDGET_MINUTES, Candidate, ca
 from tl_core.advice.scenario import SCENARIOS, Recommendation, classify_size, recommend
 from tl_core.advice.similarity import DEFAULT_SAMPLE_SIZE, HIGH_SIMILARITY_THRESHOLD, SHIFT_GROWTH_THRESHOLD, LayerShift, Measurement, measure_similarity, probe_at_size
 from tl_core.advice.sizes import candidate_sizes, size_reason, typical_side
-from tl_core.config import STRATEGY_NAMES
+from tl_core.config import STRATEGY_NAMES, WARMUP_STRATEGIES
 from tl_core.data.records import Dataset
 from tl_core.data.scan import scan_dataset
 from tl_core.models.backbones import BackboneSpec, get_backbone
@@ -179,7 +179,7 @@ def advise(
         freeze, block = len(layer_names), "none (all frozen)"
     elif strategy != "fine_tune":
         freeze, block = 0, "all"
-    learning_rate = 1e-3 if strategy in ("feature_extraction", "from_scratch") else 1e-4
+    learning_rate = 1e-4 if strategy in WARMUP_STRATEGIES else 1e-3  # the backbone layers train at a tenth of the head's rate
     augment = True
     blocks = blocks_from_layer_names(spec, layer_names)
     reasons = _reasons(measurement, matrix, strategy, freeze_wording(blocks, freeze), learning_rate, size, freeze_reason)

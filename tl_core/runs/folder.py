@@ -29,13 +29,44 @@ from pathlib import Path
 from tl_core.errors import RunError
 from tl_core.files import atomic_write, write_json
 
-MODEL_FILES = ("model.keras", "model.h5")
+KERAS_FILE, H5_FILE = "model.keras", "model.h5"
+MODEL_FILES = (KERAS_FILE, H5_FILE)
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "run.json"
 IMAGES_FILE = "images.json"
 RUN_MARKERS = (SUMMARY_FILE, *MODEL_FILES, METRICS_FILE)  # any of these makes a folder a run folder
 STATUSES = ("finished", "stopped", "failed")
+DOWNLOAD_FILES = (H5_FILE, KERAS_FILE, LABELS_FILE, SUMMARY_FILE, METRICS_FILE)  # what a person takes away from a run
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """One file of a run folder as offered for download: its path, and its size in bytes (None when it is not there)."""
+
+    path: Path
+    size: int | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def read(self) -> bytes:
+        """The file's bytes (read when asked: a model file can be hundreds of MB)."""
+        return self.path.read_bytes()
+
+
+def run_files(run_dir: str | os.PathLike, names: Sequence[str]) -> dict[str, RunFile]:
+    """The named files of a run folder, each with its size, or None for one that is missing or unreadable."""
+    folder, files = Path(run_dir), {}
+    for name in names:
+        path = folder / name
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError:
+            size = None
+        files[name] = RunFile(path, size)
+    return files
 
 
 @dataclass

@@ -27,7 +27,7 @@ from tl_core.data.scan import scan_dataset
 from tl_core.device import DeviceInfo
 from tl_core.models.backbones import BackboneSpec, get_backbone, list_backbones
 from tl_core.models.blocks import Block
-from tl_core.runs.folder import RunReport, TrainedRun, read_report
+from tl_core.runs.folder import RunFile, RunReport, TrainedRun, read_report, run_files
 from tl_core.runs.predict import Prediction
 from tl_core.service.jobs import TrainingJob
 from tl_core.service.sharing import Access
@@ -279,6 +279,10 @@ class Engine:
             RunError: When the folder lacks its reports or they cannot be read.
         """
         return read_report(run_dir)
+
+    def run_files(self, run_dir: str | os.PathLike, names: list[str] | tuple[str, ...]) -> dict[str, RunFile]:
+        """The named files of a run folder with their sizes, to offer for download (``tl_core.runs.folder.run_files``)."""
+        return run_files(run_dir, names)
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - keeps the last loaded models; run folders do not change
     def load_run(self, run_dir: str) -> TrainedRun:

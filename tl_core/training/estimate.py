@@ -418,7 +418,7 @@ def model_parts(
     forward = 1.0 / throughput.images_per_second
     cores = os.cpu_count() or 1
     strategy = config.strategy
-    mirrored = config.augmentation.flip in ("horizontal", "horizontal_and_vertical")
+    mirrored = config.mirrors
     gpu = " GPU" in f" {throughput.device}"
     parts: dict[str, float] = {"setup": SETUP_SECONDS}
     epochs: dict[str, int] = {}
