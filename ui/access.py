@@ -38,7 +38,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tl_core.service.sharing import IDENTITY_PROVIDER, LOOPBACK_NAMES, PASSWORD, Access, AccessError, Sharing, SignIns, visitor_key
+from tl_core.service.sharing import ALLOWED_USERS_VARIABLE, IDENTITY_PROVIDER, LOOPBACK_NAMES, PASSWORD, Access, AccessError, Sharing, SignIns, visitor_key
 
 SIGN_IN_PATH = "/tl-sign-in"
 SIGN_OUT_PATH = "/tl-sign-out"
@@ -244,16 +244,23 @@ def session_access() -> Access | None:
         visitor = sign_ins().visitor(st.context.cookies.get(SIGN_IN_COOKIE))
         return None if visitor is None else settings.access(visitor)
     if settings.mode == IDENTITY_PROVIDER:
-        if not st.user.is_logged_in:
+        if not st.user.is_logged_in or not settings.admits(st.user.get("email")):
             return None
-        return settings.access(visitor_key(f"oidc:{st.user.get('email') or st.user.get('sub') or ''}"))
+        return settings.access(visitor_key(f"oidc:{st.user.get('email')}"))
     return Access()
 
 
 def sign_in_screen() -> None:
     """What a session that is not signed in sees instead of the app."""
     st.title("Transfer Learning Studio")
-    if sharing().mode == IDENTITY_PROVIDER:
+    if sharing().mode == IDENTITY_PROVIDER and st.user.is_logged_in:  # signed in, by an account the owner has not listed
+        st.error(
+            f"The account {st.user.get('email') or 'you signed in with'} may not use this app. Sign in with another account, "
+            f"or ask the app's owner to add yours to {ALLOWED_USERS_VARIABLE}.",
+            icon=":material/block:",
+        )
+        st.button("Sign out", on_click=st.logout)
+    elif sharing().mode == IDENTITY_PROVIDER:
         st.info("This app is shared: sign in to use it.", icon=":material/lock:")
         st.button("Sign in", type="primary", on_click=st.login)
     else:

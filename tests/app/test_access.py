@@ -120,9 +120,13 @@ def test_with_an_identity_provider_the_account_is_the_visitor(monkeypatch: pytes
 
     from tl_core.service.sharing import visitor_key
 
-    monkeypatch.setattr(access, "sharing", lambda: Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",)))
+    monkeypatch.setattr(access, "sharing", lambda: Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",), allowed_users=("@lab.example",)))
     monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=False, get=lambda key: None))
     assert access.session_access() is None  # the page shows st.login's button instead of the app
     account = {"email": "ada@lab.example"}
     monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=True, get=account.get))
     assert access.session_access() == Access(sharing=True, visitor=visitor_key("oidc:ada@lab.example"))
+    # Signed in by the provider, but not an account the owner listed: still outside.
+    stranger = {"email": "eve@elsewhere.example"}
+    monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=True, get=stranger.get))
+    assert access.session_access() is None

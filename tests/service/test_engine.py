@@ -44,3 +44,29 @@ def test_the_suggested_freeze_depth_is_a_block_boundary_of_the_real_backbone(tin
     suggested = engine.suggested_settings(scan_dataset(tiny_dataset), "mobilenet_v2", "fine_tune")
     starts = {block.start: block.name for block in engine.layer_map("mobilenet_v2").blocks}
     assert suggested.freeze_layers == 107 and starts[107] == suggested.freeze_block == "block_12"  # the first 107 of 154 layers, as docs/how-it-works.md says
+
+
+def test_on_a_shared_app_pictures_are_shown_only_from_the_data_root_and_the_apps_own_uploads(tmp_path: Path) -> None:
+    """A run opened from History names its images' paths; on a shared app those outside the data root stay unseen."""
+    import shutil
+
+    from conftest import write_image
+
+    from tl_core.service.sharing import Access
+    from tl_core.service.workspace import Workspace
+
+    root, elsewhere = tmp_path / "datasets", tmp_path / "home"
+    inside, outside = root / "cats" / "a.png", elsewhere / "private.png"
+    for path in (inside, outside):
+        write_image(path, np.full((20, 20, 3), 120, dtype=np.uint8))
+    (root / "escape.png").symlink_to(outside)
+    workspace = Workspace.create(runs_root=tmp_path / "runs")
+    try:
+        (uploaded,) = workspace.save_files("try", [("tried.png", inside.read_bytes())])
+        shared = Engine(Access(sharing=True, data_root=root))
+        shown = shared.thumbnails([str(inside), str(outside), str(root / "escape.png"), str(uploaded), str(root / ".." / "home" / "private.png")], size=16)
+        assert [preview is not None for preview in shown] == [True, False, False, True, False]
+        assert all(preview is not None for preview in Engine().thumbnails([str(inside), str(outside)], size=16))  # one person's app: every file
+        assert not Engine(Access(sharing=True)).may_show(inside) and Engine(Access(sharing=True)).may_show(uploaded)  # no data root: uploads only
+    finally:
+        shutil.rmtree(workspace.root, ignore_errors=True)

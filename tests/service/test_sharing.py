@@ -33,7 +33,9 @@ def test_a_server_others_can_reach_refuses_to_start_without_a_sign_in() -> None:
     with pytest.raises(AccessError, match=re.escape("server.allowedHosts names only localhost, 127.0.0.1, ::1, so it would refuse every visitor from another computer")):
         Sharing("0.0.0.0", password=PASSWORD, hosts=("localhost", "127.0.0.1", "::1")).check()
     Sharing("0.0.0.0", password=PASSWORD, hosts=("gpu-box.lab", "localhost")).check()
-    Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",)).check()
+    with pytest.raises(AccessError, match=re.escape("st.login is configured, and it signs in every account the identity provider knows (with a public provider, anyone). Set TL_APP_ALLOWED_USERS")):
+        Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",)).check()
+    Sharing("0.0.0.0", identity_provider=True, hosts=("gpu-box.lab",), allowed_users=("@lab.example",)).check()
     Sharing("localhost").check()  # one person's tool, as before
     assert not Sharing("localhost").enabled
     assert Sharing("localhost", password=PASSWORD).mode == "password"  # a password means sharing, behind a proxy too
@@ -123,3 +125,14 @@ def test_on_a_shared_app_a_run_is_deleted_only_by_whoever_trained_it(tmp_path: P
     assert not mine.exists()
     delete_run(theirs, runs, may_delete=Access().may_delete)  # the local app deletes any run, as before
     assert not theirs.exists()
+
+
+def test_st_login_lets_in_only_the_listed_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_APP_ALLOWED_USERS", " Ada@Lab.example ; @physics.example.org,")
+    sharing = Sharing.from_environment("0.0.0.0", ["gpu-box.lab"], identity_provider=True)
+    assert sharing.allowed_users == ("ada@lab.example", "@physics.example.org")
+    assert sharing.admits("ada@lab.example") and sharing.admits("ADA@lab.example ") and sharing.admits("bo@physics.example.org")
+    assert not sharing.admits("eve@lab.example")  # another person of the same domain: only ada is listed there
+    assert not sharing.admits("eve@evil-physics.example.org") and not sharing.admits("physics.example.org") and not sharing.admits(None)
+    assert not sharing.admits("eve@physics.example.org.evil.example")
+    assert Sharing("0.0.0.0", identity_provider=True, allowed_users=("*",)).admits("anyone@anywhere.example")

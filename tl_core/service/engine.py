@@ -129,14 +129,30 @@ class Engine:
         return write_sample_dataset(workspace.fresh_data_dir(SAMPLE_NAME))
 
     def thumbnails(self, paths: list[str], size: int = 96) -> list[np.ndarray | None]:
-        """Small square previews; None for a file that cannot be read."""
+        """Small square previews; None for a file that cannot be read, or that this session may not see (``may_show``)."""
         previews: list[np.ndarray | None] = []
         for path in paths:
             try:
-                previews.append(load_image(path, size))
+                previews.append(load_image(path, size) if self.may_show(path) else None)
             except Exception:  # noqa: BLE001 - a preview that fails shows as missing, the scan lists the file
                 previews.append(None)
         return previews
+
+    def may_show(self, path: str | os.PathLike) -> bool:
+        """Whether this session may see an image file: any on one person's app; on a shared app, one inside the data root or
+        in a session folder of this app (uploads). A run opened from History can name files anywhere on the server."""
+        from tl_core.service.workspace import is_in_session_folder
+
+        if not self.access.sharing:
+            return True
+        if is_in_session_folder(path):
+            return True
+        if self.access.data_root is None:
+            return False
+        try:
+            return Path(path).resolve().is_relative_to(self.access.data_root.resolve())
+        except (OSError, RuntimeError):
+            return False
 
     def backbones(self) -> list[BackboneSpec]:
         return list_backbones()
@@ -325,6 +341,9 @@ class Engine:
         run = self.load_run(str(run_dir))
         maps = []
         for path, class_name in zip(paths, class_names, strict=True):
+            if not self.may_show(path):
+                maps.append(None)
+                continue
             try:
                 explanation, pixels = explain_file(run, path, class_name)
             except TLError:

@@ -9,7 +9,10 @@ and the owner has to say who may come in:
   loopback address (the app behind a reverse proxy, or on a machine with
   other users: they can all reach its loopback port).
 - or Streamlit's own OpenID Connect sign-in (``st.login``), when an ``[auth]``
-  section is in ``.streamlit/secrets.toml``.
+  section is in ``.streamlit/secrets.toml``, with ``TL_APP_ALLOWED_USERS`` naming
+  the accounts that may come in (e-mail addresses, ``@domain`` for a whole
+  domain, or ``*`` for every account the identity provider signs in: a public
+  provider such as Google signs in anyone who has an account).
 
 Bound beyond loopback with neither, the app refuses to start
 (``Sharing.check``). In sharing mode every visitor signs in first; typed and
@@ -42,6 +45,7 @@ from tl_core.errors import DataError, TLError
 from tl_core.service.browse import BROWSE_ROOT_VARIABLE, browse_root
 
 PASSWORD_VARIABLE = "TL_APP_PASSWORD"
+ALLOWED_USERS_VARIABLE = "TL_APP_ALLOWED_USERS"
 MIN_PASSWORD_LENGTH = 12
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 LOCAL, PASSWORD, IDENTITY_PROVIDER = "local", "password", "identity provider"
@@ -143,6 +147,7 @@ class Sharing:
         identity_provider: Whether Streamlit's OpenID Connect sign-in is configured (``[auth]`` in secrets).
         data_root: ``TL_CORE_BROWSE_ROOT`` when set (in sharing mode the only folder datasets are read from).
         hosts: ``server.allowedHosts``: the host names the app answers to.
+        allowed_users: ``TL_APP_ALLOWED_USERS``: the accounts ``st.login`` lets in (see ``admits``).
     """
 
     address: str
@@ -150,6 +155,7 @@ class Sharing:
     identity_provider: bool = False
     data_root: Path | None = None
     hosts: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls, address: str, hosts: Iterable[str] = (), identity_provider: bool = False) -> Sharing:
@@ -161,7 +167,18 @@ class Sharing:
             identity_provider=identity_provider,
             data_root=Path(root).expanduser().resolve() if root else None,
             hosts=tuple(str(host).strip() for host in hosts if str(host).strip()),
+            allowed_users=tuple(entry.strip().lower() for entry in os.environ.get(ALLOWED_USERS_VARIABLE, "").replace(";", ",").split(",") if entry.strip()),
         )
+
+    def admits(self, email: str | None) -> bool:
+        """Whether an account signed in by the identity provider may use the app: its e-mail address is listed, or its
+        domain as ``@domain``, or the list is ``*``."""
+        if "*" in self.allowed_users:
+            return True
+        address = (email or "").strip().lower()
+        if "@" not in address:
+            return False
+        return address in self.allowed_users or f"@{address.rsplit('@', 1)[1]}" in self.allowed_users
 
     @property
     def mode(self) -> str:
@@ -189,6 +206,12 @@ class Sharing:
                 f"The app is set to listen on {where}, where other computers can reach it, but no sign-in is configured. "
                 f"Set {PASSWORD_VARIABLE} to a password of at least {MIN_PASSWORD_LENGTH} characters ({PASSWORD_HINT}) or configure st.login "
                 "([auth] in .streamlit/secrets.toml) and start again; or listen on this machine only with --server.address localhost."
+            )
+        if self.mode == IDENTITY_PROVIDER and not self.allowed_users:
+            raise AccessError(
+                "st.login is configured, and it signs in every account the identity provider knows (with a public provider, anyone). "
+                f"Set {ALLOWED_USERS_VARIABLE} to the e-mail addresses or @domains of the people who may use the app, separated by "
+                "commas (for example ada@lab.example,@lab.example), or to * for every account, and start again."
             )
         if self.password and len(self.password) < MIN_PASSWORD_LENGTH:
             raise AccessError(

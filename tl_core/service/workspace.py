@@ -240,6 +240,15 @@ def _remove_folder(root: Path, alive: FileLock | None) -> None:
         alive.release()
 
 
+def is_in_session_folder(path: str | os.PathLike, base: Path | None = None) -> bool:
+    """Whether ``path`` (resolved) lies in a session folder of this app under ``base`` (the temporary folder by default)."""
+    try:
+        parts = Path(path).resolve().relative_to(Path(base or tempfile.gettempdir()).resolve()).parts
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return bool(parts) and parts[0].startswith(WORKSPACE_PREFIX)
+
+
 def remove_session_folders() -> int:
     """Removes the folder of every session of this process, live or closed (the server calls it as it stops); returns how many."""
     with _REMOVERS_LOCK:
