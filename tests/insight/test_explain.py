@@ -104,7 +104,7 @@ def test_every_backbone_in_the_table_can_be_explained(name: str) -> None:
     explanation = explain(classifier, np.random.default_rng(0).uniform(0, 255, (size, size, 3)), class_index=2)
     assert explanation.heatmap.shape == (size, size) and 0 <= explanation.heatmap.min() and explanation.heatmap.max() <= 1.0
     maps = backbone(np.zeros((1, size, size, 3), dtype=np.float32))
-    assert explanation.grid == tuple((maps[-1] if spec.feature_layers else maps).shape[1:3])
+    assert explanation.grid == tuple((maps[0] if spec.feature_layers else maps).shape[1:3])  # the finest map explained
     keras.backend.clear_session()
 
 
@@ -121,7 +121,7 @@ def test_the_explain_command_writes_the_map_and_names_the_classes(tmp_path: Path
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = completed.stdout.strip().splitlines()
     assert {line.split("\t")[0] for line in lines[:2]} == {"red", "blue"}
-    assert lines[-1].startswith("map of 'blue' (1x1 feature map") and "written to" in lines[-1]
+    assert lines[-1].startswith("map of 'blue' (8x8 feature map") and "written to" in lines[-1]
     with Image.open(tmp_path / "maps" / "blue.png") as written:
         assert written.size == (SIZE, SIZE) and written.mode == "RGB"
 

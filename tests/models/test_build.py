@@ -72,4 +72,10 @@ def test_the_features_pool_the_earlier_layers_too_and_the_saved_model_loads_with
     # Grad-CAM explains the last map, with the earlier maps held, on the loaded file.
     explanation = explain(reloaded, images[0])
     np.testing.assert_allclose(explanation.probabilities, expected[0], atol=1e-5)
-    assert explanation.grid == (2, 2)
+    assert explanation.grid == (16, 16)  # the finest map pooled: block 3's, at a quarter of the image's side
+    # At 32 px the last map has one position: the normalisation of the pooled maps must not cancel the explanation
+    # (its gradient alone would, always, at every level).
+    small = build_classifier(spec, backbone, build_head(spec.feature_dim, 3), 32)[0]
+    picture = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype("float32")
+    peaks = [float(explain(small, picture, class_index=index).heatmap.max()) for index in range(3)]
+    assert explain(small, picture).grid == (8, 8) and max(peaks) == 1.0

@@ -9,6 +9,11 @@ its last convolutional block (MobileNetV2's ``out_relu``, ResNet50's
 ``conv5_block3_out``, ...), the map the pooling layer averages; that map is
 what is explained here, for every backbone alike.
 
+Where the features also pool earlier layers' maps (MobileNetV2), each map's
+channels are weighed by the head's gradient at their part of the features, and
+the maps, brought to the image's size, are added: the finer earlier maps sharpen
+the coarse last one (``_level_maps``).
+
 The map is computed on the image as given (a model with the test-time flip
 inside is explained through its classifier, without the mirror image).
 """
@@ -77,28 +82,54 @@ def explain(model, pixels: np.ndarray, class_index: int | None = None) -> Explan
     for layer in before:
         x = layer(x)
     maps = backbone(x, training=False)
-    earlier_maps, feature_map = (list(maps[:-1]), maps[-1]) if isinstance(maps, (list, tuple)) else ([], maps)
+    levels = list(maps) if isinstance(maps, (list, tuple)) else [maps]
+    if len(levels) > 1:  # the features pool earlier layers' maps too (``tl_core.models.build.pooled_features``)
+        start, head = after[0](levels, training=False), after[1:]
+    else:
+        start, head = levels[0], after
 
     def probabilities_from(tensors):
-        # The map explained is the last one; earlier layers' maps, where the features pool them too, are held as they are.
-        y = [*earlier_maps, tensors[0]] if earlier_maps else tensors[0]
-        for layer in after:
+        y = tensors[0]
+        for layer in head:
             y = layer(y, training=False)
         return ops.cast(y, "float32")[0]
 
-    probabilities = ops.convert_to_numpy(probabilities_from([feature_map])).astype(np.float64)
+    probabilities = ops.convert_to_numpy(probabilities_from([start])).astype(np.float64)
     chosen = int(np.argmax(probabilities)) if class_index is None else int(class_index)
     if not 0 <= chosen < len(probabilities):
         raise ConfigError(f"Class index {chosen} is out of range: the model has {len(probabilities)} classes.")
-    _, _, (gradients,) = value_and_gradients(lambda tensors: (probabilities_from(tensors)[chosen], None), [feature_map])
-    feature_map = ops.cast(feature_map, "float32")[0]
-    weights = ops.mean(ops.cast(gradients, "float32")[0], axis=(0, 1))
-    cam = ops.relu(ops.sum(feature_map * weights, axis=-1))
-    grid = (int(cam.shape[0]), int(cam.shape[1]))
-    heatmap = ops.convert_to_numpy(ops.image.resize(cam[..., None], (int(pixels.shape[0]), int(pixels.shape[1])), interpolation="bilinear"))[..., 0]
+    _, _, (gradients,) = value_and_gradients(lambda tensors: (probabilities_from(tensors)[chosen], None), [start])
+    gradients = ops.cast(gradients, "float32")[0]
+    size = (int(pixels.shape[0]), int(pixels.shape[1]))
+    if len(levels) == 1:
+        weights = ops.mean(gradients, axis=(0, 1))
+        cams = [ops.sum(ops.cast(levels[0], "float32")[0] * weights, axis=-1)]
+    else:
+        cams = _level_maps(ops, [ops.cast(level, "float32")[0] for level in levels], gradients)
+    heatmap = sum(ops.convert_to_numpy(ops.image.resize(cam[..., None], size, interpolation="bilinear"))[..., 0] for cam in cams)
+    heatmap = np.maximum(heatmap, 0.0)
+    grid = (int(cams[0].shape[0]), int(cams[0].shape[1]))
     peak = float(heatmap.max())
     heatmap = heatmap / peak if peak > 0 else np.zeros_like(heatmap)
     return Explanation(heatmap.astype(np.float32), chosen, probabilities, grid)
+
+
+def _level_maps(ops, levels: list, gradients) -> list:
+    """Each level's signed class map, where the features join several maps' pooled parts, each at unit length.
+
+    The head's gradient at a level's part of the features, divided by that part's length before normalising, weighs
+    its channels; the normalisation's own projection is left out: it would cancel every map's mean, and a map of one
+    position would always read zero. Each map's share of the class score is then spread over its positions, so the
+    maps add up, finest first (that map's grid is the explanation's).
+    """
+    maps, offset = [], 0
+    for level in levels:
+        channels = int(level.shape[-1])
+        pooled = ops.mean(level, axis=(0, 1))
+        length = ops.maximum(ops.sqrt(ops.sum(pooled * pooled)), 1e-12)
+        maps.append(ops.sum(level * (gradients[offset : offset + channels] / length), axis=-1))
+        offset += channels
+    return maps
 
 
 def overlay(pixels: np.ndarray, heatmap: np.ndarray, strength: float = 0.55) -> np.ndarray:
