@@ -200,7 +200,7 @@ else:
         readable = [(prediction, name) for prediction, name in zip(predictions, names, strict=True) if not prediction.error]
         if readable and st.toggle(
             "Show where the model looked", key="export_maps",
-            help="Grad-CAM: the regions that raised the probability of the predicted class, from the gradients at the backbone's last convolutional block.",
+            help="Grad-CAM: the regions that raised the probability of the predicted class, from the gradients at the backbone's feature maps.",
         ):
             try:
                 with st.spinner("Computing attention maps…"):
