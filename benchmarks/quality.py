@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality ../shared/datasets/cats_dogs
     python -m benchmarks.quality DATA --recipes articles,feature_extraction,fine_tune,auto,compare
+    python -m benchmarks.quality DATA --backbone mobilenet_0.75   # every row with another network
     python -m benchmarks.quality DATA --smoke          # tiny settings, seconds (used by the test suite)
 
 Every recipe runs in a fresh cache folder, so each pays for decoding the
@@ -34,6 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tl_core.models.backbones import get_backbone
+
 ALL_RECIPES = ("articles", "feature_extraction", "feature_extraction_quick", "fine_tune", "auto", "compare")
 
 
@@ -46,7 +49,7 @@ class Row:
     note: str = ""
 
 
-def articles_recipe(data: Path, cache: Path, image_size: int, seed: int) -> Row:
+def articles_recipe(data: Path, cache: Path, image_size: int, seed: int, backbone: str = "mobilenet_v2") -> Row:
     """Frozen pooled features and a logistic regression, as the articles do it."""
     import keras
     import numpy as np
@@ -56,14 +59,13 @@ def articles_recipe(data: Path, cache: Path, image_size: int, seed: int) -> Row:
     from tl_core.data.decoded import decode_images
     from tl_core.data.scan import scan_dataset
     from tl_core.features import compiled_forward, forward_batches
-    from tl_core.models.backbones import get_backbone
     from tl_core.models.build import build_backbone, preprocessing_layers
 
     started = time.perf_counter()
     dataset = scan_dataset(data, seed=seed)
     decoded = decode_images(dataset.records, image_size, cache_dir=cache)
     dataset = dataset.without(decoded.failed)
-    spec = get_backbone("mobilenet_v2")
+    spec = get_backbone(backbone)
     # The articles' features: the backbone's last output, averaged (ours also pool earlier layers: tl_core.models.build).
     inputs = keras.Input((image_size, image_size, 3))
     images = inputs
@@ -106,19 +108,19 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
     return Row(name, result.evaluation.accuracy, result.evaluation.macro_f1, minutes, note), summary
 
 
-def comparison(data: Path, work: Path, image_size: int | None, seed: int, epochs: int) -> tuple[Row, str | None]:
+def comparison(data: Path, work: Path, image_size: int | None, seed: int, epochs: int, backbone: str = "mobilenet_v2") -> tuple[Row, str | None]:
     from tl_core.advice.compare import best_row, compare_strategies
 
     started = time.perf_counter()
-    rows = compare_strategies(data, ["feature_extraction", "fine_tune"], work / "compare", epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed)
+    rows = compare_strategies(data, ["feature_extraction", "fine_tune"], work / "compare", backbone=backbone, epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed)
     minutes = (time.perf_counter() - started) / 60
     winner = best_row(rows)
     detail = ", ".join(f"{row.strategy} val {row.val_accuracy:.4f}" for row in rows if row.val_accuracy is not None)
     return Row("compare", None, None, minutes, f"picked {winner.strategy if winner else 'nothing'} ({detail})"), winner.strategy if winner else None
 
 
-def format_table(rows: list[Row], dataset_name: str) -> str:
-    lines = [f"Accuracy benchmark on {dataset_name} (held-out split, MobileNetV2)", "", "| recipe | accuracy | macro-F1 | minutes | notes |", "|---|---|---|---|---|"]
+def format_table(rows: list[Row], dataset_name: str, backbone: str = "MobileNetV2") -> str:
+    lines = [f"Accuracy benchmark on {dataset_name} (held-out split, {backbone})", "", "| recipe | accuracy | macro-F1 | minutes | notes |", "|---|---|---|---|---|"]
     for row in rows:
         accuracy = f"{row.accuracy:.4f}" if row.accuracy is not None else ""
         f1 = f"{row.macro_f1:.4f}" if row.macro_f1 is not None else ""
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(ALL_RECIPES), help=f"comma-separated, from: {', '.join(ALL_RECIPES)}, fine_tune_quick")
     parser.add_argument("--image-size", type=int, default=None, help="side of the square input (default: the backbone's own, 224)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="mobilenet_v2", help="the pretrained network of every row (python -m tl_core backbones lists them)")
     parser.add_argument("--time-budget", type=float, default=10.0, help="minutes, for auto (default 10)")
     parser.add_argument("--compare-epochs", type=int, default=2, help="fine-tuning epochs in the comparison (default 2)")
     parser.add_argument("--work", type=Path, default=None, help="folder for runs and caches (default: a temporary folder, removed at the end)")
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     work = arguments.work or Path(tempfile.mkdtemp(prefix="tl_core_bench_quality_"))
     image_size = 32 if arguments.smoke else arguments.image_size
     overrides = {"epochs": 2, "warmup_epochs": 2} if arguments.smoke else {}
+    shown = get_backbone(arguments.backbone).display_name
     rows: list[Row] = []
     full_runs: dict[str, float] = {}
     picked = {}
@@ -149,22 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         for name in recipes:
             print(f"== {name}", file=sys.stderr, flush=True)
             if name == "articles":
-                rows.append(articles_recipe(arguments.data, work / "cache_articles", image_size or 224, arguments.seed))
+                rows.append(articles_recipe(arguments.data, work / "cache_articles", image_size or 224, arguments.seed, arguments.backbone))
             elif name == "compare":
-                row, picked["compare"] = comparison(arguments.data, work, image_size, arguments.seed, 1 if arguments.smoke else arguments.compare_epochs)
+                row, picked["compare"] = comparison(arguments.data, work, image_size, arguments.seed, 1 if arguments.smoke else arguments.compare_epochs, arguments.backbone)
                 rows.append(row)
             else:
-                row, summary = our_recipe(name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, overrides if name != "auto" else {})
+                row, summary = our_recipe(name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, {**(overrides if name != "auto" else {}), "backbone": arguments.backbone})
                 rows.append(row)
                 if name in ("feature_extraction", "fine_tune"):
                     full_runs[name] = row.accuracy
                 if name == "auto":
                     picked["auto"] = summary.strategy
-            print(format_table(rows[-1:], arguments.data.name).splitlines()[-1], file=sys.stderr, flush=True)
+            print(format_table(rows[-1:], arguments.data.name, shown).splitlines()[-1], file=sys.stderr, flush=True)
     finally:
         if arguments.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(format_table(rows, arguments.data.name))
+    print(format_table(rows, arguments.data.name, shown))
     if full_runs:
         best = max(full_runs, key=full_runs.get)
         for who, choice in picked.items():
