@@ -172,7 +172,9 @@ async def _sign_in(request: Request) -> Response:
             answer.headers["Retry-After"] = str(result.retry_after)
         return answer
     answer = RedirectResponse(target, status_code=303)
-    secure = request.url.scheme == "https"
+    # Behind a reverse proxy that ends TLS the app itself sees http; the proxy says https in X-Forwarded-Proto. A client
+    # that claims it over plain http only keeps its own cookie from coming back.
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "https"
     path = _base_path() + "/"
     answer.set_cookie(SIGN_IN_COOKIE, result.token, max_age=int(sign_ins().lifetime), path=path, httponly=True, samesite="lax", secure=secure)
     answer.set_cookie(VISITOR_COOKIE, visitor, max_age=VISITOR_COOKIE_SECONDS, path=path, httponly=True, samesite="lax", secure=secure)

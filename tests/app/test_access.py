@@ -64,6 +64,7 @@ def test_the_password_signs_in_and_signing_out_ends_it(shared: TestClient) -> No
     cookies = answer.headers.get_list("set-cookie")
     assert any(cookie.startswith("tl_signin=") and "HttpOnly" in cookie and "SameSite=lax" in cookie for cookie in cookies)
     assert any(cookie.startswith("tl_visitor=") for cookie in cookies)
+    assert not any("Secure" in cookie for cookie in cookies)  # plain http: a Secure cookie would never come back
     assert shared.get("/", headers=HTML).text == "the app"
     with shared.websocket_connect("/_stcore/stream") as stream:
         assert stream.receive_text() == "session"
@@ -130,3 +131,10 @@ def test_with_an_identity_provider_the_account_is_the_visitor(monkeypatch: pytes
     stranger = {"email": "eve@elsewhere.example"}
     monkeypatch.setattr(access.st, "user", SimpleNamespace(is_logged_in=True, get=stranger.get))
     assert access.session_access() is None
+
+
+def test_behind_a_proxy_that_ends_tls_the_sign_in_cookies_are_secure(shared: TestClient) -> None:
+    """The proxy speaks https to the browser and http to the app, and says so in X-Forwarded-Proto."""
+    answer = shared.post("/tl-sign-in", data={"password": PASSWORD, "next": "/"}, headers={"Origin": "http://testserver", "X-Forwarded-Proto": "https"})
+    cookies = answer.headers.get_list("set-cookie")
+    assert answer.status_code == 303 and len(cookies) == 2 and all("Secure" in cookie for cookie in cookies)
