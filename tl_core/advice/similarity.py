@@ -336,7 +336,7 @@ def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray,
     """
     import keras
 
-    from tl_core.models.build import pooled_features, preprocessing_layers
+    from tl_core.models.build import pool_maps, preprocessing_layers
 
     size = pixels.shape[1]
     batchnorms = [(index, layer) for index, layer in enumerate(backbone.layers) if isinstance(layer, keras.layers.BatchNormalization)]
@@ -349,7 +349,7 @@ def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray,
     outputs = taps(images, training=False)
     tapped, maps = outputs[: len(batchnorms)], outputs[len(batchnorms) :]
     # The features the run's feature model gives (``build_feature_model``), from the same pass.
-    features = pooled_features(spec)(maps) if spec.feature_layers else keras.ops.mean(maps[0], axis=(1, 2))
+    features = pool_maps(spec, maps)
     channel_means = [keras.ops.mean(output, axis=(1, 2)) for output in tapped]
     squares = [keras.ops.mean(keras.ops.square(output), axis=(1, 2)) for output in tapped]
     statistics = keras.Model(inputs, keras.ops.concatenate([features, *channel_means, *squares], axis=-1))

@@ -165,11 +165,14 @@ def build_feature_model(spec: BackboneSpec, backbone: keras.Model, image_size: i
         maps = maps_model(features, training=False)
     else:
         maps = maps_model(features)
+    return keras.Model(inputs, pool_maps(spec, maps), name=f"{spec.name.replace('.', '_')}_features")
+
+
+def pool_maps(spec: BackboneSpec, maps):
+    """The feature vector of ``feature_maps``' outputs: the last map averaged, or, with ``feature_layers``, ``pooled_features``."""
     if not spec.feature_layers:
-        pooled = keras.layers.GlobalAveragePooling2D(name="pooled_features")(maps)
-    else:
-        pooled = pooled_features(spec)(maps)
-    return keras.Model(inputs, pooled, name=f"{spec.name.replace('.', '_')}_features")
+        return keras.layers.GlobalAveragePooling2D(name="pooled_features")(maps[0] if isinstance(maps, (list, tuple)) else maps)
+    return pooled_features(spec)(maps)
 
 
 def feature_maps(spec: BackboneSpec, backbone: keras.Model) -> keras.Model:
