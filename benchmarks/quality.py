@@ -103,6 +103,11 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
     summary = result.summary
     estimate = summary.estimate or {}
     note = f"{summary.strategy}, {len(result.history)} epochs (best {summary.best_epoch}), estimated {estimate.get('seconds', 0) / 60:.1f} min"
+    if summary.backbone.get("name") != get_backbone(config.backbone).name:
+        note += f", with {summary.backbone.get('display_name')}"
+    advice = next((note for note in notes if note.startswith("Advice: Expected on this device")), "")
+    if advice:
+        note += f" [{advice.removeprefix('Advice: ')}]"
     if summary.test_time_flip:
         note += ", test-time flip"
     return Row(name, result.evaluation.accuracy, result.evaluation.macro_f1, minutes, note), summary

@@ -121,10 +121,13 @@ def show_candidates(advice) -> None:
     if advice.overrides_matrix:
         st.info(f"{advice.override_text()} The numbers:", icon=":material/balance:")
     sized = any(row.image_size for row in advice.candidates)  # small images: each strategy also at sizes near theirs
-    spec_size = next((spec.default_size for spec in engine.backbones() if spec.name == advice.backbone), 224)
+    networks = {spec.name: spec for spec in engine.backbones()}
+    spec_size = networks[advice.backbone].default_size if advice.backbone in networks else 224
+    joined = any(row.backbone for row in advice.candidates)  # feature extraction with two networks' features weighed too
     rows = [
         {
             "strategy": STRATEGY_TITLES[row.strategy] + ("  ★ recommended" if row.recommended else ""),
+            **({"network": networks[row.backbone or advice.backbone].display_name} if joined else {}),
             **({"image size": f"{row.image_size or spec_size} px"} if sized else {}),
             "expected accuracy": None if row.expected_accuracy is None else 100 * row.expected_accuracy,
             "minutes here": None if row.seconds is None else round(row.seconds / 60, 1),
@@ -137,7 +140,7 @@ def show_candidates(advice) -> None:
         "expected accuracy": st.column_config.NumberColumn(format="%.1f%%"),
         "minutes here": st.column_config.NumberColumn(format="%.1f min"),
     })
-    bases = "\n".join(f"- **{STRATEGY_TITLES[row.strategy]}{f' at {row.image_size} px' if row.image_size else ''}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
+    bases = "\n".join(f"- **{row.title[0].upper() + row.title[1:]}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
     if sized:
         bases += f"\n\n{advice.image_size_reason}"
     st.caption(
@@ -187,6 +190,8 @@ if recommendation is None:
 
 st.divider()
 strategy = strategy_name(recommendation.strategy)
+if advice is not None and advice.chosen_backbone and advice.recommendation.strategy == recommendation.strategy:
+    strategy += f" with {next(spec.display_name for spec in engine.backbones() if spec.name == advice.chosen_backbone)}"
 if advice is not None and advice.overrides_matrix:
     st.subheader(f"Scenario {recommendation.scenario} · {recommendation.title}: measured, use {strategy} (the matrix alone says {strategy_name(advice.matrix_strategy)})")
 else:
@@ -229,6 +234,8 @@ chosen = state.get("chosen_strategy")
 if st.button(f"Use {strategy} on the Setup page", type="primary", icon=":material/check:"):
     state["chosen_strategy"] = recommendation.strategy
     chosen = recommendation.strategy
+    advised = session.recalled_value(state, session.ADVICE, dataset.fingerprint())
+    state["chosen_backbone"] = advised.chosen_backbone if advised is not None and recommendation.strategy == advised.recommendation.strategy else None
 if chosen == recommendation.strategy:
     st.success(f"The Setup page will start from {strategy}. You can still change the strategy there.")
 elif chosen:

@@ -75,23 +75,30 @@ def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple
     """Section 1: the pretrained network and the strategy; returns (spec, strategy)."""
     recommended = recommendation.strategy if recommendation is not None else None
     specs = {spec.name: spec for spec in engine.backbones()}
+    start = state.get("chosen_backbone") or defaults.backbone  # the network adopted on the Scenario page, else the last visit's
     model_column, strategy_column = st.columns(2, gap="large")
     with model_column:
         st.subheader("Pretrained network")
         backbone = st.selectbox(
             "Backbone", list(specs), format_func=lambda name: f"{specs[name].display_name} · {specs[name].default_size} px · {specs[name].parameters / 1e6:.1f} M parameters",
-            key=remembered("setup_backbone", defaults.backbone if defaults.backbone in specs else next(iter(specs))),
+            key=remembered("setup_backbone", start if start in specs else next(iter(specs))),
             help="The network whose ImageNet weights are reused. Bigger networks are usually more accurate and always slower.",
+            on_change=lambda: state.update(chosen_backbone=state["setup_backbone"]),  # the next visit starts from it
         )
         st.caption(specs[backbone].description)
     with strategy_column:
         st.subheader("Strategy")
-        strategy = st.radio(
-            "How to reuse the pretrained network", STRATEGIES, format_func=lambda name: STRATEGY_TITLES[name] + (" · recommended" if name == recommended else ""),
-            captions=[description[0].upper() + description[1:] + "." for description in (STRATEGY_DESCRIPTIONS[name] for name in STRATEGIES)],
-            key=remembered("setup_strategy", state.get("chosen_strategy") or recommended or "feature_extraction"),
-            on_change=lambda: state.update(chosen_strategy=state["setup_strategy"]),  # the next visit starts from it
-        )
+        if specs[backbone].joined:  # two networks side by side: nothing to fine-tune block by block
+            strategy = "feature_extraction"
+            st.radio("How to reuse the pretrained network", [strategy], format_func=lambda name: STRATEGY_TITLES[name] + (" · recommended" if name == recommended else ""), key="setup_strategy_joined")
+            st.caption(f"{specs[backbone].display_name} joins two networks' features, so it only extracts features. To fine-tune, pick one network.")
+        else:
+            strategy = st.radio(
+                "How to reuse the pretrained network", STRATEGIES, format_func=lambda name: STRATEGY_TITLES[name] + (" · recommended" if name == recommended else ""),
+                captions=[description[0].upper() + description[1:] + "." for description in (STRATEGY_DESCRIPTIONS[name] for name in STRATEGIES)],
+                key=remembered("setup_strategy", state.get("chosen_strategy") or recommended or "feature_extraction"),
+                on_change=lambda: state.update(chosen_strategy=state["setup_strategy"]),  # the next visit starts from it
+            )
         advice = session.recalled_value(state, session.ADVICE, state["dataset"].fingerprint())
         overridden = advice.override_text() if advice is not None and advice.recommendation.strategy == recommended else ""
         if recommendation is None:

@@ -104,7 +104,7 @@ def test_evaluate_on_new_data_and_unknown_classes(capsys, tmp_path: Path, tiny_d
         (["train", "{one_class}", "--out", "{tmp}/run"], "error: Found 1 class ('only') in '{one_class}' while at least 2 are required. Add a second sub-folder with images of another class."),
         (
             ["train", "{data}", "--out", "{tmp}/run", "--backbone", "resnet51"],
-            "error: Unknown backbone 'resnet51'. Choose one of: densenet121, efficientnet_b0, efficientnet_v2_b0, inception_v3, mobilenet, mobilenet_0.75, mobilenet_v2, resnet50, vgg16, xception (python -m tl_core backbones lists them).",
+            "error: Unknown backbone 'resnet51'. Choose one of: densenet121, efficientnet_b0, efficientnet_v2_b0, inception_v3, mobilenet, mobilenet_0.75, mobilenet_v2, mobilenet_v2+mobilenet_0.75, resnet50, vgg16, xception (python -m tl_core backbones lists them).",
         ),
         (["train", "{data}", "--out", "{tmp}/run", "--strategy", "finetune"], "error: Unknown strategy 'finetune'. Choose one of: feature_extraction, fine_tune, full_fine_tune, from_scratch, auto."),
         (["train", "{data}", "--out", "{tmp}/run", "--epochs", "0"], "error: epochs is 0 while it must be between 1 and 10000. Use e.g. 10."),

@@ -253,6 +253,11 @@ class TrainConfig:
                 f"freeze_layers is set ({self.freeze_layers}) but strategy is '{strategy}'; freezing only applies to fine_tune. "
                 "Use --strategy fine_tune, or drop --freeze."
             )
+        if strategy not in ("feature_extraction", AUTO_STRATEGY) and _joined(self.backbone):
+            raise ConfigError(
+                f"The backbone '{self.backbone}' joins two networks' features, so it can only extract features (strategy '{strategy}' trains the backbone). "
+                "Use --strategy feature_extraction, or choose one network (e.g. mobilenet_v2) to fine-tune."
+            )
         if strategy == "from_scratch" and self.weights.strip().lower() not in ("imagenet", "none"):
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
         formats = default_formats() if self.export_formats is None else parse_formats(self.export_formats)
@@ -412,3 +417,11 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
         if part not in formats:
             formats.append(part)
     return tuple(formats)
+
+
+def _joined(backbone: str) -> bool:
+    """Whether ``backbone`` names a joined backbone (an unknown name is left to the run's own message)."""
+    from tl_core.models.backbones import BACKBONES_BY_NAME
+
+    spec = BACKBONES_BY_NAME.get(backbone.strip().lower().replace("-", "_"))
+    return spec is not None and spec.joined

@@ -19,6 +19,7 @@ SHARED_KEYS = (
     "similarity",  # the user's answer on the Scenario page: "high", "low" or None
     "recommendation",  # the Scenario page's recommendation (tl_core.advice.scenario.Recommendation)
     "chosen_strategy",  # the strategy adopted on the Scenario page (Setup's default)
+    "chosen_backbone",  # the network adopted with it, where the advice chose another (a joined one)
     "train_config",  # the settings chosen on the Setup page
     "job",  # this session's training job (at most one runs at a time)
     "run_dir",  # the run the Evaluate and Export pages show
@@ -27,9 +28,9 @@ SHARED_KEYS = (
 # Results that describe one dataset, each kept as a DatasetResult.
 ADVICE, COMPARISON, LABEL_REPORT = "advice", "comparison", "label_report"
 # What a new dataset makes stale.
-STALE_WITH_THE_DATA = ("similarity", "recommendation", "chosen_strategy", "train_config", LABEL_REPORT)
+STALE_WITH_THE_DATA = ("similarity", "recommendation", "chosen_strategy", "chosen_backbone", "train_config", LABEL_REPORT)
 # What new label decisions make stale (the labels changed, the folder did not).
-STALE_WITH_THE_LABELS = ("similarity", "recommendation", "chosen_strategy", "train_config")
+STALE_WITH_THE_LABELS = ("similarity", "recommendation", "chosen_strategy", "chosen_backbone", "train_config")
 
 
 @dataclass(frozen=True)

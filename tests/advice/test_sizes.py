@@ -50,7 +50,7 @@ def test_the_typical_side_is_the_median_short_side(tmp_path: Path) -> None:
     assert typical_side(_dataset(tmp_path, 64)) == 64
 
 
-def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float]):
+def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: float | None = None, size: int = 64):
     """``advise`` on 60 generated 64 px images, with the measurements faked: the probe's accuracy at each size from ``accuracies``.
 
     Feature extraction at 224 px is expected 2 points above its probe (the learning curve extended).
@@ -60,18 +60,23 @@ def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accurac
     import tl_core.advice.advise as advise_module
     from tl_core.models.blocks import layer_names
 
-    dataset = _dataset(tmp_path, 64)
+    dataset = _dataset(tmp_path, size)
     measurement = replace(
         canned_advice(dataset).measurement, shift_profile=[], forward_images_per_second=100.0, probe_accuracy=accuracies[224], mirror_probe_accuracy=None, feature_extraction_estimate=accuracies[224] + 0.02
     )
     monkeypatch.setattr(advise_module, "measure_similarity", lambda *arguments: (measurement, list(layer_names(get_backbone("mobilenet_v2")))))
     probed = []
 
-    def fake_probe(dataset, backbone, size, mirrors, *rest):
+    def fake_probe(dataset, backbone, size, mirrors, *rest, **keywords):
+        if get_backbone(backbone).joined:  # the joined networks, at the network's size: 60 % of one network's speed
+            probed.append(backbone)
+            return SizeProbe(size, joined, 60.0, backbone=backbone)
         probed.append(size)
         return SizeProbe(size, accuracies[size], 100.0 * (224 / size) ** 2)
 
     monkeypatch.setattr(advise_module, "probe_at_size", fake_probe)
+    if joined is None:
+        monkeypatch.setattr(advise_module, "joined_backbone", lambda spec: None)
     advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"), time_budget_minutes=0.2)
     return dataset, advice, probed
 
@@ -119,3 +124,52 @@ def test_auto_and_the_setup_settings_follow_the_advised_size_and_keep_the_user_s
     assert resolved.image_size == 64 and resolved.strategy == strategy
     kept, notes = resolve_auto(replace(config, image_size=224))
     assert kept.image_size == 224 and "Your image size of 224 px is kept (the advice suggested 64 px)." in notes
+
+
+JOINED = "mobilenet_v2+mobilenet_0.75"
+
+
+def test_the_joined_networks_are_weighed_for_feature_extraction_and_chosen_where_they_measure_better(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tl_core.advice.advise as advise_module
+    from tl_core.advice.auto import resolve_auto
+    from tl_core.advice.settings import suggested_settings
+    from tl_core.config import TrainConfig
+
+    # Photos at the network's size: one size weighed; the joined probe reads 3 points above one network's.
+    dataset, advice, probed = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=0.83, size=224)
+    assert probed == [JOINED]  # measured on the same sample, not inferred
+    joined = [row for row in advice.candidates if row.backbone == JOINED]
+    assert [row.strategy for row in joined] == ["feature_extraction"]  # two networks side by side only extract features
+    alone = next(row for row in advice.candidates if row.strategy == "feature_extraction" and row.backbone is None)
+    assert joined[0].expected_accuracy == pytest.approx(alone.expected_accuracy + 0.03)
+    assert joined[0].seconds > alone.seconds  # both networks' forward passes
+    assert "MobileNetV2 + MobileNet (0.75 width), joined" in joined[0].title and "probe of" in joined[0].accuracy_basis
+    assert joined[0].recommended and advice.chosen_backbone == JOINED and advice.to_dict()["chosen_backbone"] == JOINED
+    assert advice.backbone == "mobilenet_v2"
+
+    # auto runs it, and says why; the Setup page's settings start from it.
+    monkeypatch.setattr(advise_module, "advise", lambda *arguments, **keywords: advice)
+    config = TrainConfig(data_dir=str(dataset.root), out_dir=str(tmp_path / "run"), strategy="auto", cache_dir=str(tmp_path / "cache"))
+    resolved, notes = resolve_auto(config)
+    assert (resolved.backbone, resolved.strategy) == (JOINED, "feature_extraction")
+    assert any(note.startswith("Backbone: MobileNetV2 + MobileNet (0.75 width), joined (you chose MobileNetV2)") for note in notes)
+    assert suggested_settings(dataset, JOINED, "feature_extraction", advice=advice).epochs == advice.epochs
+
+
+def test_the_joined_networks_are_not_chosen_where_one_network_measures_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within half a point, the single network's faster pass wins (and without the second network's weights, nothing is weighed)."""
+    _, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=0.803, size=224)
+    chosen = next(row for row in advice.candidates if row.recommended)
+    assert chosen.backbone is None and advice.chosen_backbone is None
+    assert any(row.backbone == JOINED for row in advice.candidates)
+
+
+def test_a_joined_backbone_only_extracts_features() -> None:
+    from tl_core.config import TrainConfig
+    from tl_core.errors import ConfigError
+
+    assert TrainConfig(data_dir="d", out_dir="o", backbone=JOINED, strategy="feature_extraction").validated().backbone == JOINED
+    TrainConfig(data_dir="d", out_dir="o", backbone=JOINED, strategy="auto").validated()
+    for strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
+        with pytest.raises(ConfigError, match="only extract features"):
+            TrainConfig(data_dir="d", out_dir="o", backbone=JOINED, strategy=strategy).validated()

@@ -16,7 +16,7 @@ from tl_core.data.scan import scan_dataset
 from tl_core.models.blocks import freeze_wording
 
 from conftest import REPO, make_class_folders
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, canned_advice
 
 APP = str(REPO / "app.py")
 
@@ -259,3 +259,34 @@ def test_comparison_table_and_adopting_the_winner(small_folder: Path) -> None:
     assert adopt.label == "Adopt the winner: fine-tuning with the first layers frozen"
     adopt.click().run()
     assert at.session_state["chosen_strategy"] == "fine_tune" and not at.exception
+
+
+def test_the_joined_networks_appear_as_a_candidate_and_the_button_adopts_them(small_folder: Path) -> None:
+    from dataclasses import replace
+
+    from tl_core.advice.candidates import Candidate
+
+    joined = "mobilenet_v2+mobilenet_0.75"
+
+    class JoinedEngine(FakeEngine):
+        def advise(self, dataset, backbone="mobilenet_v2", time_budget_minutes=10.0):
+            advice = canned_advice(dataset, "low")
+            rows = [replace(row, recommended=False) for row in advice.candidates]
+            rows.append(Candidate("feature_extraction", 0.985, "measured: a probe of the joined networks' features", 50.0, 100, True, recommended=True, backbone=joined))
+            return replace(advice, candidates=rows, chosen_backbone=joined)
+
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), engine=JoinedEngine())
+    at.button(key="scenario_measure").click().run()
+
+    assert not at.exception
+    candidates = at.dataframe[0].value
+    assert list(candidates["network"]) == ["MobileNetV2"] * 3 + ["MobileNetV2 + MobileNet (0.75 width), joined"]
+    assert list(candidates["strategy"])[-1] == "Feature extraction  ★ recommended"
+    assert "**Feature extraction with MobileNetV2 + MobileNet (0.75 width), joined**: measured: a probe of the joined networks' features" in all_text(at)
+    button = use_button(at)
+    assert button.label == "Use feature extraction with MobileNetV2 + MobileNet (0.75 width), joined on the Setup page"
+    button.click().run()
+    assert (at.session_state["chosen_strategy"], at.session_state["chosen_backbone"]) == ("feature_extraction", joined)
+    at.switch_page("pages/setup.py").run()
+    assert not at.exception
+    assert at.selectbox(key="setup_backbone").value == joined and at.session_state["train_config"].backbone == joined

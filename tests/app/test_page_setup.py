@@ -420,3 +420,20 @@ def test_the_advised_image_size_is_the_starting_point_and_says_why(folder: Path)
     assert at.session_state["train_config"].image_size == 64
     sizes.set_value(224).run()
     assert at.session_state["train_config"].image_size == 224
+
+
+def test_the_joined_networks_adopted_on_the_scenario_page_start_the_setup_and_only_extract_features(folder: Path) -> None:
+    dataset = scan_dataset(folder)
+    joined = "mobilenet_v2+mobilenet_0.75"
+    at = open_setup(dataset, str(folder), recommendation=recommend(dataset, "high"), chosen_strategy="feature_extraction", chosen_backbone=joined)
+
+    assert not at.exception
+    assert at.selectbox(key="setup_backbone").value == joined
+    assert at.radio(key="setup_strategy_joined").options == ["Feature extraction · recommended"]
+    assert any("joins two networks' features, so it only extracts features" in element.value for element in at.caption)
+    config = at.session_state["train_config"]
+    assert (config.backbone, config.strategy, config.freeze_layers) == (joined, "feature_extraction", None)
+    # Choosing one network again brings every strategy back, and the next visit starts from that choice.
+    at.selectbox(key="setup_backbone").set_value("mobilenet_v2").run()
+    assert at.radio(key="setup_strategy").value == "feature_extraction" and len(at.radio(key="setup_strategy").options) == 4
+    assert at.session_state["chosen_backbone"] == "mobilenet_v2"

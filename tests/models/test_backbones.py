@@ -26,7 +26,9 @@ from tl_core.models.blocks import Block, block_starts, blocks_from_layer_names, 
 from conftest import REPO
 
 REPOSITORY_ROOT = REPO
-SPEC_NAMES = [spec.name for spec in BACKBONES]
+ALL_NAMES = [spec.name for spec in BACKBONES]
+SINGLE = [spec for spec in BACKBONES if not spec.joined]  # one keras.applications network each
+SPEC_NAMES = [spec.name for spec in SINGLE]
 
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68])
 TORCH_MEAN = np.array([0.485, 0.456, 0.406])
@@ -49,7 +51,7 @@ def built() -> Iterator[dict[str, BuiltBackbone]]:
 
     keras.backend.clear_session()
     result = {}
-    for spec in BACKBONES:
+    for spec in SINGLE:
         model = build_backbone_for_inspection(spec)
         layer_names = [layer.name for layer in model.layers]
         result[spec.name] = BuiltBackbone(model, layer_names, blocks_from_layer_names(spec, layer_names))
@@ -104,10 +106,23 @@ def test_table_has_the_required_backbones_with_unique_lower_case_names() -> None
         "densenet121",
     }
     assert required <= set(SPEC_NAMES)
-    assert len(SPEC_NAMES) == len(set(SPEC_NAMES))
-    assert all(name == name.lower() for name in SPEC_NAMES)
-    assert [spec.name for spec in list_backbones()] == SPEC_NAMES
-    assert set(BACKBONES_BY_NAME) == set(SPEC_NAMES)
+    assert len(ALL_NAMES) == len(set(ALL_NAMES))
+    assert all(name == name.lower() for name in ALL_NAMES)
+    assert [spec.name for spec in list_backbones()] == ALL_NAMES
+    assert set(BACKBONES_BY_NAME) == set(ALL_NAMES)
+
+
+def test_a_joined_backbone_is_made_of_single_networks_with_the_same_input() -> None:
+    joined = [spec for spec in BACKBONES if spec.joined]
+    assert joined, "the table has a joined backbone (MobileNetV2 + MobileNet 0.75)"
+    for spec in joined:
+        members = spec.member_specs
+        assert len(members) >= 2 and not any(member.joined for member in members)
+        assert {member.preprocessing for member in members} == {spec.preprocessing}  # one preprocessing serves both
+        assert spec.feature_dim == sum(member.feature_dim for member in members) == sum(spec.map_channels)
+        assert spec.parameters == sum(member.parameters for member in members)
+        assert spec.weights_files == tuple(member.weights_file for member in members)
+        assert spec.identity != members[0].identity and hash(spec) is not None
 
 
 def test_list_backbones_returns_a_new_list() -> None:
@@ -116,7 +131,7 @@ def test_list_backbones_returns_a_new_list() -> None:
     assert len(list_backbones()) == len(BACKBONES)
 
 
-@pytest.mark.parametrize("spec", BACKBONES, ids=SPEC_NAMES)
+@pytest.mark.parametrize("spec", SINGLE, ids=SPEC_NAMES)
 def test_spec_is_frozen_and_hashable(spec: BackboneSpec) -> None:
     assert {spec: 1}[spec] == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -125,7 +140,7 @@ def test_spec_is_frozen_and_hashable(spec: BackboneSpec) -> None:
         spec.constructor_kwargs["alpha"] = 2.0  # type: ignore[index]
 
 
-@pytest.mark.parametrize("spec", BACKBONES, ids=SPEC_NAMES)
+@pytest.mark.parametrize("spec", BACKBONES, ids=ALL_NAMES)
 def test_description_is_one_sentence(spec: BackboneSpec) -> None:
     assert spec.description.endswith(".")
     assert ". " not in spec.description
@@ -150,7 +165,7 @@ def test_get_backbone_accepts_any_case_and_dashes(typed: str, expected: str) -> 
 
 
 def test_get_backbone_names_the_choices_for_an_unknown_name() -> None:
-    choices = ", ".join(sorted(SPEC_NAMES))
+    choices = ", ".join(sorted(ALL_NAMES))
     message = f"Unknown backbone 'resnet51'. Choose one of: {choices} (python -m tl_core backbones lists them)."
     with pytest.raises(ConfigError, match=re.escape(message)):
         get_backbone("resnet51")
@@ -214,7 +229,7 @@ def _keras_preprocess_input(spec: BackboneSpec) -> Callable[..., object]:
     return getattr(keras.applications, module_name).preprocess_input
 
 
-@pytest.mark.parametrize("spec", BACKBONES, ids=SPEC_NAMES)
+@pytest.mark.parametrize("spec", SINGLE, ids=SPEC_NAMES)
 def test_preprocessing_matches_keras(spec: BackboneSpec) -> None:
     images = np.random.default_rng(7).uniform(0.0, 255.0, size=(2, 9, 11, 3)).astype("float32")
     # preprocess_input may change a numpy array in place, so it gets a copy.
@@ -224,7 +239,7 @@ def test_preprocessing_matches_keras(spec: BackboneSpec) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", [spec for spec in BACKBONES if spec.preprocessing == "none"], ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", [spec for spec in SINGLE if spec.preprocessing == "none"], ids=lambda spec: spec.name)
 def test_networks_without_preprocessing_scale_pixels_themselves(
     built: dict[str, BuiltBackbone], spec: BackboneSpec
 ) -> None:
@@ -251,7 +266,7 @@ def _refuse_download(fname: str | None = None, origin: str | None = None, *args:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", BACKBONES, ids=SPEC_NAMES)
+@pytest.mark.parametrize("spec", SINGLE, ids=SPEC_NAMES)
 def test_weights_file_is_the_one_keras_asks_for(monkeypatch: pytest.MonkeyPatch, spec: BackboneSpec) -> None:
     import keras
     from keras.src.utils import file_utils

@@ -60,7 +60,7 @@ def test_the_advice_the_setup_page_the_freeze_map_and_the_notes_say_it_the_same_
     measurement = replace(canned_advice(dataset).measurement, shift_profile=[], forward_images_per_second=100.0)
     monkeypatch.setattr(advise_module, "measure_similarity", lambda *arguments: (measurement, names))
     monkeypatch.setattr(advise_module, "plan_candidates", lambda *arguments: [Candidate("fine_tune", 0.9, "benchmarks", 60.0, 8, True, recommended=True)])
-    monkeypatch.setattr(advise_module, "probe_at_size", lambda dataset, backbone, size, *rest: SizeProbe(size, 0.9, None))  # 32 px images: smaller sizes weighed too
+    monkeypatch.setattr(advise_module, "probe_at_size", lambda dataset, backbone, size, *rest, **keywords: SizeProbe(size, 0.9, None))  # 32 px images: smaller sizes weighed too
     advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"))
     assert advice.fine_tune_freeze_layers == DEPTH
     assert f"Freeze depth: {WORDING}." in " ".join(advice.reasons)

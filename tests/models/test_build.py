@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def test_the_mirror_layers_mirror_exactly_and_the_flip_model_averages_both_answers(tmp_path: Path) -> None:
@@ -79,3 +80,37 @@ def test_the_features_pool_the_earlier_layers_too_and_the_saved_model_loads_with
     picture = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype("float32")
     peaks = [float(explain(small, picture, class_index=index).heatmap.max()) for index in range(3)]
     assert explain(small, picture).grid == (8, 8) and max(peaks) == 1.0
+
+
+def test_the_joined_backbone_runs_both_networks_on_one_image_and_its_files_load_without_this_package(tmp_path: Path, imagenet_weights: Path) -> None:
+    """MobileNetV2 and MobileNet 0.75 side by side, with their real weights: every map of each pooled, both files load in plain Keras, Grad-CAM reads both."""
+    import keras
+
+    from tl_core.insight.explain import explain
+    from tl_core.models.backbones import get_backbone
+    from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers
+
+    spec = get_backbone("mobilenet_v2+mobilenet_0.75")
+    size = 64
+    if not all((imagenet_weights.parent / name).is_file() for name in spec.weights_files):
+        pytest.skip(f"skipped: the real weights {', '.join(spec.weights_files)} are not all in {imagenet_weights.parent}")
+    backbone = build_backbone(spec, "imagenet")
+    assert [int(output.shape[-1]) for output in backbone.outputs] == list(spec.map_channels)
+    freeze_layers(backbone, len(backbone.layers))  # feature extraction: nothing in either network trains
+    assert not backbone.trainable_weights
+    classifier, feature_model = build_classifier(spec, backbone, build_head(spec.feature_dim, 3), size)
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    features = np.asarray(feature_model(images))
+    assert features.shape == (2, 2960) and spec.feature_dim == 2960
+    # Every map's part at the same length, so neither network outweighs the other.
+    bounds = np.cumsum([0, *spec.map_channels])
+    lengths = np.array([np.linalg.norm(features[:, start:end], axis=1) for start, end in zip(bounds[:-1], bounds[1:], strict=True)])
+    np.testing.assert_allclose(lengths, lengths.max(), rtol=1e-4)
+    expected = np.asarray(classifier(images))
+    for name in ("model.h5", "model.keras"):
+        classifier.save(tmp_path / name)
+        reloaded = keras.models.load_model(tmp_path / name, safe_mode=True)
+        np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-5)
+    explanation = explain(reloaded, images[0])
+    np.testing.assert_allclose(explanation.probabilities, expected[0], atol=1e-5)
+    assert explanation.grid == (16, 16) and explanation.heatmap.max() == 1.0

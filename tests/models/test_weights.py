@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core.errors import WeightsError
+from tl_core.errors import ConfigError, WeightsError
 from tl_core.models.backbones import get_backbone
 from tl_core.models.weights import CLASSIFIER_WEIGHTS_FILE, HDF5_SIGNATURE, install_weights, missing_weights, missing_weights_message, needed_weights
 from tl_core.service.sharing import Access
@@ -34,6 +34,21 @@ def test_the_message_names_every_missing_file_and_the_folder_and_no_option(empty
     assert f"Put them in '{empty_keras_home}'" in message and "load each file here" in message
     assert not re.search(r"--\w", message), "an app message holds no command-line option"
     assert missing_weights_message([]) == ""
+
+
+def test_a_joined_backbone_needs_each_network_s_file_and_names_the_missing_one(empty_keras_home: Path) -> None:
+    from tl_core.models.build import build_backbone
+    from tl_core.models.weights import weights_identity
+
+    joined = get_backbone("mobilenet_v2+mobilenet_0.75")
+    needed = needed_weights(joined, with_classifier=False)
+    assert [item.name for item in needed] == list(joined.weights_files) == [MOBILENET_V2.weights_file, "mobilenet_7_5_224_tf_no_top.h5"]
+    assert weights_identity(joined, "imagenet") == "|".join(weights_identity(member, "imagenet") for member in joined.member_specs)
+    missing = missing_weights(needed)
+    assert [item.name for item in missing] == list(joined.weights_files)
+    assert "MobileNet (0.75 width) without its classifier top" in missing_weights_message(missing)
+    with pytest.raises(ConfigError, match="one weights file cannot start it"):
+        build_backbone(joined, str(empty_keras_home / "mine.h5"))
 
 
 def test_a_loaded_file_is_checked_and_saved_where_keras_reads_it(empty_keras_home: Path) -> None:

@@ -16,6 +16,7 @@ from tl_core.config import AUTO_STRATEGY, TrainConfig
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import TLError
 from tl_core.events import EventHandler, PhaseStarted, StopRequest, TrainingFailed, ignore_event
+from tl_core.models.backbones import get_backbone
 
 
 def run_training(config: TrainConfig, on_event: EventHandler = ignore_event, stop: StopRequest | None = None, created_by: str = ""):
@@ -55,9 +56,13 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
     on_event(PhaseStarted("advise", "Measuring how similar the images are to ImageNet, and timing the candidates, to choose the strategy"))
     advice = advise(dataset, backbone=config.backbone, cache_dir=config.cache_dir, seed=config.seed, time_budget_minutes=config.time_budget_minutes)
     strategy = advice.recommendation.strategy
-    suggested = suggested_settings(dataset, config.backbone, strategy, config.quick, advice)
+    backbone = advice.chosen_backbone or advice.backbone
+    suggested = suggested_settings(dataset, backbone, strategy, config.quick, advice)
     notes = [f"Advice: {reason}" for reason in advice.reasons]
     changes: dict[str, object] = {}
+    if backbone != get_backbone(config.backbone).name:
+        changes["backbone"] = backbone
+        notes.append(f"Backbone: {get_backbone(backbone).display_name} (you chose {get_backbone(config.backbone).display_name}): {_backbone_reason(advice)}")
     if config.epochs is None and not config.quick:
         changes["epochs"] = suggested.epochs  # the recipe's epochs, or fewer to fit the time budget
     if suggested.image_size and config.image_size is None:
@@ -79,3 +84,14 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
     else:
         freeze = suggested.freeze_layers
     return replace(config, strategy=strategy, freeze_layers=freeze, **changes).validated(), notes
+
+
+def _backbone_reason(advice) -> str:
+    """Why the advice runs another backbone than the one asked for, from its candidates."""
+    chosen = next(row for row in advice.candidates if row.recommended)
+    alone = [row for row in advice.candidates if row.backbone is None and row.strategy == chosen.strategy and row.image_size == chosen.image_size]
+    if chosen.backbone and alone and chosen.expected_accuracy is not None and alone[0].expected_accuracy is not None:
+        return f"measured on your images, its features are expected to reach {chosen.expected_accuracy:.1%} against {alone[0].expected_accuracy:.1%} with one network."
+    if chosen.backbone:
+        return "its features measured better on your images."
+    return f"the advice measured {get_backbone(advice.backbone).display_name} and weighed the strategies with it."

@@ -11,6 +11,7 @@ from tl_core.advice.similarity import Measurement
 from tl_core.advice.sizes import SizeProbe
 from tl_core.config import IMAGE_TRAINING_STRATEGIES, STRATEGY_NAMES, WARMUP_STRATEGIES, AugmentConfig, TrainConfig
 from tl_core.data.records import Dataset
+from tl_core.models.backbones import get_backbone
 from tl_core.training.estimate import Throughput, duration_text, estimate_run
 
 DEFAULT_TIME_BUDGET_MINUTES = 10.0
@@ -18,8 +19,9 @@ DEFAULT_TIME_BUDGET_MINUTES = 10.0
 # FULL_CUT_IMAGES_PER_CLASS training images per class; proportionally less below).
 FINE_TUNE_ERROR_CUT = 0.35
 FULL_CUT_IMAGES_PER_CLASS = 300
-# A candidate this much less accurate than the best, but faster, is recommended instead.
-WITHIN_A_POINT = 0.01
+# A candidate this much less accurate than the best, but faster, is recommended instead (half a point: what the
+# advice may give up for time, and no more).
+WITHIN_HALF_A_POINT = 0.005
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Candidate:
         within_budget: Whether it fits the time budget.
         recommended: The one the advice recommends.
         image_size: The input size it runs at (None: the backbone's own).
+        backbone: The backbone it runs, where it is not the advised one (a joined backbone, for feature extraction).
     """
 
     strategy: str
@@ -45,11 +48,14 @@ class Candidate:
     within_budget: bool
     recommended: bool = False
     image_size: int | None = None
+    backbone: str | None = None
 
     @property
     def title(self) -> str:
-        """``fine-tuning at 64 px`` (the size only where it is not the backbone's own)."""
+        """``fine-tuning at 64 px`` (the size only where it is not the backbone's own; the backbone where it is not the advised one)."""
         name = STRATEGY_NAMES[self.strategy]
+        if self.backbone:
+            name += f" with {get_backbone(self.backbone).display_name}"
         return f"{name} at {self.image_size} px" if self.image_size else name
 
 
@@ -79,11 +85,12 @@ def plan_candidates(
     """Each strategy worth weighing in this scenario, at each input size measured, with its expected accuracy and time; one is recommended.
 
     The recommendation is the most accurate candidate that fits the time budget, except
-    that a cheaper one within ``WITHIN_A_POINT`` of it wins: a point of accuracy is not
-    worth many more minutes by default, and the user sees both and can choose.
+    that a cheaper one within ``WITHIN_HALF_A_POINT`` of it wins: half a point of accuracy is
+    not worth many more minutes by default, and the user sees both and can choose.
     Fine-tuning's epochs are cut to fit the budget (at least two), else it does not fit.
     ``size_probes``: feature extraction measured at sizes other than the backbone's own
     (``tl_core.advice.sizes``); each adds the scenario's pretrained strategies at that size.
+    A probe of another backbone (a joined one, ``SizeProbe.backbone``) adds feature extraction with it.
     """
     per_class = classify_size(dataset).images_per_class
     rows = [
@@ -91,6 +98,15 @@ def plan_candidates(
         for strategy in candidate_strategies(scenario)
     ]
     for probe in size_probes:
+        other = probe.backbone if probe.backbone not in (None, backbone) else None
+        if other:  # another backbone, at the advised backbone's own size: feature extraction with it
+            speed = probe.images_per_second or throughput.images_per_second / 2
+            measured = Throughput(throughput.device, other, probe.image_size, speed, throughput.measured)
+            size = None if probe.image_size == throughput.image_size else probe.image_size
+            rows.append(
+                _candidate("feature_extraction", size, dataset, measured, probe.expected_accuracy(measurement), per_class, other, 0, cache_dir, time_budget_minutes, flip, measurement.sample_size, joined=True)
+            )
+            continue
         speed = probe.images_per_second or throughput.images_per_second * (throughput.image_size / probe.image_size) ** 2
         at_size = Throughput(throughput.device, throughput.backbone, probe.image_size, speed, throughput.measured)
         rows += [
@@ -103,9 +119,9 @@ def plan_candidates(
 
 def _candidate(
     strategy: str, image_size: int | None, dataset: Dataset, throughput, base: float, per_class: float, backbone: str, freeze_layers: int,
-    cache_dir: str | None, time_budget_minutes: float, flip: str, sample_size: int,
+    cache_dir: str | None, time_budget_minutes: float, flip: str, sample_size: int, joined: bool = False,
 ) -> Candidate:
-    """One (strategy, size) weighed: ``base`` is feature extraction's expected accuracy at that size."""
+    """One (strategy, size) weighed: ``base`` is feature extraction's expected accuracy at that size (``joined``: with ``backbone``, another one)."""
     budget = time_budget_minutes * 60
     config = TrainConfig(
         data_dir=str(dataset.root), out_dir="", backbone=backbone, strategy=strategy, cache_dir=cache_dir, image_size=image_size,
@@ -120,6 +136,9 @@ def _candidate(
             epochs = min(config.epochs, fitting)
             estimate = estimate_run(replace(config, epochs=epochs), dataset, throughput)
     at = f" at {image_size} px" if image_size else ""
+    if joined:
+        basis = f"measured: a probe of {get_backbone(backbone).display_name}'s features on the same {sample_size} of your images, its difference from the advised network's probe added to that network's expectation"
+        return Candidate(strategy, base, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size, backbone=backbone)
     if strategy == "feature_extraction" and image_size:
         expected = base
         basis = f"measured: the probe{at} on the same {sample_size} of your images, its difference from the probe at the network's size added to that size's expectation"
@@ -134,7 +153,7 @@ def _candidate(
 
 
 def best_candidate(rows: Sequence[Candidate]) -> Candidate:
-    """The most accurate row that fits the budget, or a faster one at its size within ``WITHIN_A_POINT`` of it; the fastest where none is rated.
+    """The most accurate row that fits the budget, or a faster one at its size within ``WITHIN_HALF_A_POINT`` of it; the fastest where none is rated.
 
     Only a row at the same size takes the lead for speed: a smaller size must measure at least as
     well (on a 64 px copy of aerial, 128 px probed 0.4 points under 224 px and trained 5 points under).
@@ -142,7 +161,7 @@ def best_candidate(rows: Sequence[Candidate]) -> Candidate:
     rated = [row for row in rows if row.within_budget and row.expected_accuracy is not None]
     if rated:
         best = max(rated, key=lambda row: row.expected_accuracy)
-        close = [row for row in rated if row.image_size == best.image_size and row.expected_accuracy >= best.expected_accuracy - WITHIN_A_POINT]
+        close = [row for row in rated if row.image_size == best.image_size and row.expected_accuracy >= best.expected_accuracy - WITHIN_HALF_A_POINT]
         return min(close, key=lambda row: row.seconds)
     return min(rows, key=lambda row: row.seconds if row.seconds is not None else math.inf)
 
@@ -163,7 +182,7 @@ def candidate_reason(rows: list[Candidate], matrix_strategy: str, time_budget_mi
     in_budget = [row for row in rated if row.within_budget]
     best = max(in_budget or rated, key=lambda row: row.expected_accuracy)
     if chosen is not best and chosen.expected_accuracy is not None and best.within_budget:
-        why = f"{chosen.title} is within a point of the most accurate candidate in the budget and faster, so it is recommended; choose {best.title} for the last few tenths"
+        why = f"{chosen.title} is within half a point of the most accurate candidate in the budget and faster, so it is recommended; choose {best.title} for the last few tenths"
     elif chosen is best:
         why = f"{chosen.title} is expected to be the most accurate within your time budget of {time_budget_minutes:g} min"
     else:

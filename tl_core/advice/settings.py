@@ -69,12 +69,13 @@ def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bo
         layer_names: The backbone's layer names, when the caller has them (else the backbone is built once, without weights).
     """
     recipe = recipe_defaults(strategy, quick)
-    measured = advice if advice is not None and advice.backbone == get_backbone(backbone).name else None
+    name = get_backbone(backbone).name
+    measured = advice if advice is not None and name in (advice.backbone, advice.chosen_backbone) else None
     epochs, epochs_reason = int(recipe["epochs"]), "the recipe's"
     if measured is not None and measured.epochs and measured.recommendation.strategy == strategy and not quick and measured.epochs != epochs:
         epochs, epochs_reason = int(measured.epochs), f"fitted by the advice to its time budget of {measured.time_budget_minutes:g} min"
     image_size, image_size_reason = None, ""
-    sized = [row for row in (measured.candidates if measured is not None else []) if row.strategy == strategy]
+    sized = [row for row in (measured.candidates if measured is not None else []) if row.strategy == strategy and (row.backbone or measured.backbone) == name]
     if any(row.image_size for row in sized):
         image_size = best_candidate(sized).image_size
         image_size_reason = measured.image_size_reason if strategy == measured.recommendation.strategy else (

@@ -199,7 +199,7 @@ def measure_similarity(
     from tl_core.runtime import backbone_runner
 
     started = time.perf_counter()
-    spec = get_backbone(backbone)
+    spec = get_backbone(backbone).member_specs[0]  # a joined backbone: its first network stands for it
     size = spec.default_size
     whole = len(dataset.records) <= sample_size
     decoded, keep, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
@@ -268,11 +268,15 @@ def _decoded_sample(dataset: Dataset, size: int, sample_size: int, cache_dir: st
     return decoded, keep, pixels, labels, labelled
 
 
-def probe_at_size(dataset: Dataset, backbone: str, size: int, mirrors: bool, sample_size: int = DEFAULT_SAMPLE_SIZE, cache_dir: str | None = None, seed: int = 0):
+def probe_at_size(
+    dataset: Dataset, backbone: str, size: int, mirrors: bool, sample_size: int = DEFAULT_SAMPLE_SIZE, cache_dir: str | None = None, seed: int = 0, images_to_come: int | None = None
+):
     """Feature extraction measured at input ``size`` on the advice's sample (``tl_core.advice.sizes.SizeProbe``).
 
     The same sample and folds as ``measure_similarity``'s probe, so the sizes compare on equal
     terms, image for image; ``mirrors``: the probe trains and answers with mirror images too.
+    ``images_to_come``: the images a run with this backbone would push through it, when the
+    backbone's runtime is worth choosing now for that run (``tl_core.runtime``); else the sample's.
     """
     from tl_core.advice.sizes import SizeProbe
     from tl_core.models.build import build_backbone, build_feature_model
@@ -282,12 +286,12 @@ def probe_at_size(dataset: Dataset, backbone: str, size: int, mirrors: bool, sam
     spec = get_backbone(backbone)
     _, _, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
     model = build_feature_model(spec, build_backbone(spec, "imagenet"), size)
-    runner = backbone_runner(model, spec, weights_identity(spec, "imagenet"), size, len(pixels), cache_dir=cache_dir)
+    runner = backbone_runner(model, spec, weights_identity(spec, "imagenet"), size, max(len(pixels), images_to_come or 0), cache_dir=cache_dir)
     speeds: list[float] = []
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
     mirrored = forward_batches(runner.forward(mirror=True), pixels[labelled]) if mirrors else None
     probe = _probe_accuracy(features, labels[labelled], seed, mirrored=mirrored)
-    return SizeProbe(size, probe, runner.keras_images_per_second(speeds[0] if speeds else None))
+    return SizeProbe(size, probe, runner.keras_images_per_second(speeds[0] if speeds else None), backbone=spec.name)
 
 
 def _probes(

@@ -33,11 +33,13 @@ class SizeProbe:
         image_size: The square side the images were resized to.
         probe_accuracy: The cross-validated probe on the sample, as ``Measurement.probe_for_feature_extraction`` at the network's size.
         images_per_second: The backbone's forward pass at this size, measured here (None where not measured).
+        backbone: The backbone probed, where it is not the advised one (a joined backbone: its candidate extracts features only).
     """
 
     image_size: int
     probe_accuracy: float
     images_per_second: float | None
+    backbone: str | None = None
 
     def expected_accuracy(self, measurement) -> float:
         """Feature extraction's expected accuracy at this size: the network's size's, moved by the probes' difference.

@@ -324,6 +324,7 @@ def backbones(arguments: argparse.Namespace) -> int:
     if arguments.json:
         print(json.dumps([{"name": spec.name, "display_name": spec.display_name, "default_size": spec.default_size, "min_size": spec.min_size, "parameters": spec.parameters, "feature_dim": spec.feature_dim, "description": spec.description} for spec in specs], indent=2))
         return 0
+    name_width, title_width = max(len(spec.name) for spec in specs), max(len(spec.display_name) for spec in specs)
     for spec in specs:
-        print(f"{spec.name:<20} {spec.display_name:<24} {spec.default_size:>4}px  {spec.parameters / 1e6:6.1f}M params  {spec.description}")
+        print(f"{spec.name:<{name_width}} {spec.display_name:<{title_width}} {spec.default_size:>4}px  {spec.parameters / 1e6:6.1f}M params  {spec.description}")
     return 0

@@ -161,6 +161,10 @@ def _build_without_weights(spec: BackboneSpec) -> keras.Model:
     """
     import keras
 
+    if spec.members:
+        from tl_core.models.build import build_backbone
+
+        return build_backbone(spec, "none")
     constructor = getattr(keras.applications, spec.constructor)
     return constructor(
         include_top=False,

@@ -49,6 +49,8 @@ def build_backbone(spec: BackboneSpec, weights: str) -> keras.Model:
     Raises:
         WeightsError: When the ImageNet weights cannot be downloaded or a file does not fit.
     """
+    if spec.members:
+        return _joined_backbone(spec, weights)
     constructor = getattr(keras.applications, spec.constructor)
     keras_weights = None if weights == "none" else weights
     try:
@@ -58,6 +60,29 @@ def build_backbone(spec: BackboneSpec, weights: str) -> keras.Model:
             return constructor(include_top=False, weights=keras_weights, input_shape=(None, None, 3), **dict(spec.constructor_kwargs))
     except Exception as error:  # noqa: BLE001 - translated into a message that says what to do
         raise weights_error(spec, weights, error) from error
+
+
+def _joined_backbone(spec: BackboneSpec, weights: str) -> keras.Model:
+    """A joined backbone: its networks side by side on the same (preprocessed) images, every feature map of each an output.
+
+    Only ImageNet or random weights: a weights file fits one network, not the pair.
+    """
+    if weights not in ("imagenet", "none"):
+        raise ConfigError(
+            f"{spec.display_name} joins two networks, so one weights file cannot start it. "
+            "Use --weights imagenet (or none), or choose one of the networks as the backbone."
+        )
+    inputs = keras.Input(shape=(None, None, 3), name="joined_input")
+    maps = []
+    for member in spec.member_specs:
+        outputs = feature_maps(member, build_backbone(member, weights))(inputs)
+        maps += list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    return keras.Model(inputs, maps, name=_model_name(spec))
+
+
+def _model_name(spec: BackboneSpec) -> str:
+    """The spec's name as a Keras model name (no dots or plus signs, which graph scopes refuse)."""
+    return spec.name.replace(".", "_").replace("+", "_and_")
 
 
 def preprocessing_layers(mode: str) -> list[keras.layers.Layer]:
@@ -147,7 +172,7 @@ def build_classifier(
         ``(classifier, feature_model)``: the whole model and the model up to the pooled features.
     """
     feature_model = build_feature_model(spec, backbone, image_size, backbone_in_inference_mode)
-    classifier = keras.Model(feature_model.input, head(feature_model.output), name=f"{spec.name.replace('.', '_')}_classifier")
+    classifier = keras.Model(feature_model.input, head(feature_model.output), name=f"{_model_name(spec)}_classifier")
     return classifier, feature_model
 
 
@@ -165,12 +190,12 @@ def build_feature_model(spec: BackboneSpec, backbone: keras.Model, image_size: i
         maps = maps_model(features, training=False)
     else:
         maps = maps_model(features)
-    return keras.Model(inputs, pool_maps(spec, maps), name=f"{spec.name.replace('.', '_')}_features")
+    return keras.Model(inputs, pool_maps(spec, maps), name=f"{_model_name(spec)}_features")
 
 
 def pool_maps(spec: BackboneSpec, maps):
     """The feature vector of ``feature_maps``' outputs: the last map averaged, or, with ``feature_layers``, ``pooled_features``."""
-    if not spec.feature_layers:
+    if len(spec.map_channels) == 1:
         return keras.layers.GlobalAveragePooling2D(name="pooled_features")(maps[0] if isinstance(maps, (list, tuple)) else maps)
     return pooled_features(spec)(maps)
 
@@ -178,9 +203,10 @@ def pool_maps(spec: BackboneSpec, maps):
 def feature_maps(spec: BackboneSpec, backbone: keras.Model) -> keras.Model:
     """The backbone with an output at each of the spec's ``feature_layers`` and its last output last (the backbone itself when it has none).
 
-    The model shares the backbone's layers, so freezing or training them acts on both.
+    The model shares the backbone's layers, so freezing or training them acts on both. A joined
+    backbone (``spec.members``) has every map as an output already.
     """
-    if not spec.feature_layers:
+    if not spec.feature_layers or spec.members:
         return backbone
     outputs = [backbone.get_layer(name).output for name in spec.feature_layers] + [backbone.output]
     return keras.Model(backbone.inputs, outputs, name=backbone.name)
@@ -197,7 +223,7 @@ def pooled_features(spec: BackboneSpec) -> keras.Model:
     and 11 % fewer on cat breeds (three seeds each), the same on cats_dogs, and one
     fewer on ants_bees (docs/benchmarks.md).
     """
-    channels = [*spec.feature_layers.values(), spec.last_channels]
+    channels = list(spec.map_channels)
     inputs = [keras.Input(shape=(None, None, width), name=f"map_{index}") for index, width in enumerate(channels)]
     units = [
         keras.layers.UnitNormalization(name=f"unit_{index}", dtype="float32")(keras.layers.GlobalAveragePooling2D(name=f"pool_{index}", dtype="float32")(tensor))

@@ -26,6 +26,8 @@ def weights_identity(spec: BackboneSpec, weights: str) -> str:
     """A string that changes whenever the weights a backbone starts from change (for cache keys)."""
     if weights == "none":
         return "none"
+    if weights == "imagenet" and spec.members:
+        return "|".join(weights_identity(member, weights) for member in spec.member_specs)
     if weights == "imagenet":
         cached = keras_models_folder() / spec.weights_file
         stamp = f"{cached.stat().st_size}:{cached.stat().st_mtime_ns}" if cached.exists() else "download"
@@ -93,8 +95,8 @@ class NeededWeights:
 
 def needed_weights(spec: BackboneSpec, with_classifier: bool = True) -> list[NeededWeights]:
     """The ImageNet weights files the app uses with this backbone: its own (without the top) and the confidence classifier's."""
-    needed = [NeededWeights(spec.weights_file, f"{spec.display_name} without its classifier top: training, the label check and the similarity probe")]
-    if with_classifier and spec.weights_file != CLASSIFIER_WEIGHTS_FILE:
+    needed = [NeededWeights(member.weights_file, f"{member.display_name} without its classifier top: training, the label check and the similarity probe") for member in spec.member_specs]
+    if with_classifier and CLASSIFIER_WEIGHTS_FILE not in spec.weights_files:
         needed.append(NeededWeights(CLASSIFIER_WEIGHTS_FILE, "MobileNet 0.75's ImageNet classifier: the similarity's confidence measurement"))
     return needed
 

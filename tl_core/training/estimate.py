@@ -279,6 +279,9 @@ def layer_costs(backbone: str, image_size: int) -> tuple[tuple[str, ...], tuple[
     import keras
 
     spec = get_backbone(backbone)
+    if spec.members:  # the networks side by side: their layers one after the other
+        parts = [layer_costs(member.name, image_size) for member in spec.member_specs]
+        return tuple(name for names, _ in parts for name in names), tuple(cost for _, costs in parts for cost in costs)
     constructor = getattr(keras.applications, spec.constructor)
     model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **dict(spec.constructor_kwargs))
     costs = []
