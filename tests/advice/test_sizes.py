@@ -50,7 +50,7 @@ def test_the_typical_side_is_the_median_short_side(tmp_path: Path) -> None:
     assert typical_side(_dataset(tmp_path, 64)) == 64
 
 
-def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: float | None = None, size: int = 64):
+def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: tuple[float, float, float] | None = None, size: int = 64):
     """``advise`` on 60 generated 64 px images, with the measurements faked: the probe's accuracy at each size from ``accuracies``.
 
     Feature extraction at 224 px is expected 2 points above its probe (the learning curve extended).
@@ -70,7 +70,8 @@ def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accurac
     def fake_probe(dataset, backbone, size, mirrors, *rest, **keywords):
         if get_backbone(backbone).joined:  # the joined networks, at the network's size: 60 % of one network's speed
             probed.append(backbone)
-            return SizeProbe(size, joined, 60.0, backbone=backbone)
+            accuracy, baseline, error = joined
+            return SizeProbe(size, accuracy, 60.0, backbone=backbone, baseline_accuracy=baseline, difference_error=error)
         probed.append(size)
         return SizeProbe(size, accuracies[size], 100.0 * (224 / size) ** 2)
 
@@ -135,13 +136,14 @@ def test_the_joined_networks_are_weighed_for_feature_extraction_and_chosen_where
     from tl_core.advice.settings import suggested_settings
     from tl_core.config import TrainConfig
 
-    # Photos at the network's size: one size weighed; the joined probe reads 3 points above one network's.
-    dataset, advice, probed = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=0.83, size=224)
+    # Photos at the network's size: one size weighed; the joined probe reads 3 points above its first network's part, ± 1.
+    dataset, advice, probed = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=(0.83, 0.80, 0.01), size=224)
     assert probed == [JOINED]  # measured on the same sample, not inferred
     joined = [row for row in advice.candidates if row.backbone == JOINED]
     assert [row.strategy for row in joined] == ["feature_extraction"]  # two networks side by side only extract features
     alone = next(row for row in advice.candidates if row.strategy == "feature_extraction" and row.backbone is None)
-    assert joined[0].expected_accuracy == pytest.approx(alone.expected_accuracy + 0.03)
+    assert joined[0].expected_accuracy == pytest.approx(alone.expected_accuracy + 0.02)  # the gain less its standard error
+    assert "83.0% against 80.0% (+3.0 ± 1.0 points)" in joined[0].accuracy_basis
     assert joined[0].seconds > alone.seconds  # both networks' forward passes
     assert "MobileNetV2 + MobileNet (0.75 width), joined" in joined[0].title and "probe of" in joined[0].accuracy_basis
     assert joined[0].recommended and advice.chosen_backbone == JOINED and advice.to_dict()["chosen_backbone"] == JOINED
@@ -156,9 +158,10 @@ def test_the_joined_networks_are_weighed_for_feature_extraction_and_chosen_where
     assert suggested_settings(dataset, JOINED, "feature_extraction", advice=advice).epochs == advice.epochs
 
 
-def test_the_joined_networks_are_not_chosen_where_one_network_measures_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Within half a point, the single network's faster pass wins (and without the second network's weights, nothing is weighed)."""
-    _, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=0.803, size=224)
+@pytest.mark.parametrize("joined", [(0.808, 0.80, 0.0), (0.83, 0.80, 0.03)], ids=["within a point", "a gain within its noise"])
+def test_the_joined_networks_are_not_chosen_where_one_network_measures_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joined) -> None:
+    """Within a point, the single network's faster pass wins; so does it where the gain is no larger than the probe's noise."""
+    _, advice, _ = _advise_with_probes(tmp_path, monkeypatch, {224: 0.80}, joined=joined, size=224)
     chosen = next(row for row in advice.candidates if row.recommended)
     assert chosen.backbone is None and advice.chosen_backbone is None
     assert any(row.backbone == JOINED for row in advice.candidates)

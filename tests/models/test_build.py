@@ -88,6 +88,7 @@ def test_the_joined_backbone_runs_both_networks_on_one_image_and_its_files_load_
 
     from tl_core.insight.explain import explain
     from tl_core.models.backbones import get_backbone
+    from tl_core.models.blocks import blocks_from_layer_names
     from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers
 
     spec = get_backbone("mobilenet_v2+mobilenet_0.75")
@@ -96,6 +97,8 @@ def test_the_joined_backbone_runs_both_networks_on_one_image_and_its_files_load_
         pytest.skip(f"skipped: the real weights {', '.join(spec.weights_files)} are not all in {imagenet_weights.parent}")
     backbone = build_backbone(spec, "imagenet")
     assert [int(output.shape[-1]) for output in backbone.outputs] == list(spec.map_channels)
+    # Its layers are the two networks: one block each on the Setup page's map.
+    assert [block.name for block in blocks_from_layer_names(spec, [layer.name for layer in backbone.layers])] == ["input", "MobileNetV2", "MobileNet 0.75"]
     freeze_layers(backbone, len(backbone.layers))  # feature extraction: nothing in either network trains
     assert not backbone.trainable_weights
     classifier, feature_model = build_classifier(spec, backbone, build_head(spec.feature_dim, 3), size)

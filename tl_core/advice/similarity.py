@@ -290,8 +290,16 @@ def probe_at_size(
     speeds: list[float] = []
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
     mirrored = forward_batches(runner.forward(mirror=True), pixels[labelled]) if mirrors else None
-    probe = _probe_accuracy(features, labels[labelled], seed, mirrored=mirrored)
-    return SizeProbe(size, probe, runner.keras_images_per_second(speeds[0] if speeds else None), backbone=spec.name)
+    right = _probe_right(features, labels[labelled], seed, mirrored=mirrored)
+    speed = runner.keras_images_per_second(speeds[0] if speeds else None)
+    if not spec.members:
+        return SizeProbe(size, float(right.mean()), speed, backbone=spec.name)
+    # Two networks joined: the first network's part of the same features, on the same folds, is the baseline, image by image.
+    first = spec.member_specs[0].feature_dim
+    alone = _probe_right(features[:, :first], labels[labelled], seed, mirrored=None if mirrored is None else mirrored[:, :first])
+    differences = right.astype(np.float64) - alone
+    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+    return SizeProbe(size, float(right.mean()), speed, backbone=spec.name, baseline_accuracy=float(alone.mean()), difference_error=error)
 
 
 def _probes(
@@ -385,11 +393,16 @@ def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrore
     does what feature extraction does with flips: it trains on both and averages its
     answers for an image and its mirror image.
     """
+    return float(_probe_right(features, labels, seed, mirrored).mean())
+
+
+def _probe_right(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> np.ndarray:
+    """Which images ``_probe_accuracy``'s probe gets right (each answered by the folds that did not learn from it)."""
     folds = int(min(5, np.bincount(labels).min()))
     if folds < 2:
-        return float(np.bincount(labels).max() / len(labels))
+        return labels == np.bincount(labels).argmax()
     probabilities = out_of_fold_probabilities(features, labels, int(labels.max()) + 1, folds, seed, _probe_model, mirrored=mirrored)
-    return float((probabilities.argmax(axis=1) == labels).mean())
+    return probabilities.argmax(axis=1) == labels
 
 
 def _view_accuracies(features: np.ndarray, labels: np.ndarray, seed: int, views: list[np.ndarray]) -> list[float]:

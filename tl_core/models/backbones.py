@@ -220,13 +220,14 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         parameters=2_257_984 + 1_832_976,
         feature_dim=1280 + 144 + 192 + 576 + 768,
         weights_file="",
-        # Nothing to fine-tune block by block: the two networks only extract features.
-        block_pattern=r"(?!)()",
+        # One block per network (the joined model's layers are the two networks); they only extract features.
+        block_pattern=r"(mobilenetv2|mobilenet_0\.75)_",
         block_boundary="start",
         description=(
             "Both small networks side by side with their features joined (4.1 million parameters, about 1.7x MobileNetV2's time), "
-            "for feature extraction only: on fine-grained breeds and aerial scenes the pair made about a fifth fewer errors than either alone."
+            "for feature extraction only: on cat breeds and aerial scenes it made 6-15 % fewer errors than MobileNetV2 alone, on ants and bees more."
         ),
+        block_labels=MappingProxyType({"mobilenetv2": "MobileNetV2", "mobilenet_0.75": "MobileNet 0.75"}),
         members=("mobilenet_v2", "mobilenet_0.75"),
     ),
     BackboneSpec(
