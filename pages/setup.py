@@ -91,7 +91,7 @@ def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple
         if specs[backbone].joined:  # two networks side by side: nothing to fine-tune block by block
             strategy = "feature_extraction"
             st.radio("How to reuse the pretrained network", [strategy], format_func=lambda name: STRATEGY_TITLES[name] + (" · recommended" if name == recommended else ""), key="setup_strategy_joined")
-            st.caption(f"{specs[backbone].display_name} joins two networks' features, so it only extracts features. To fine-tune, pick one network.")
+            st.caption("This backbone joins two networks' features, so it only extracts features. To fine-tune, pick one network.")
         else:
             strategy = st.radio(
                 "How to reuse the pretrained network", STRATEGIES, format_func=lambda name: STRATEGY_TITLES[name] + (" · recommended" if name == recommended else ""),
@@ -128,8 +128,9 @@ def choose_what_trains(spec, strategy: str, dataset: Dataset, previous: TrainCon
         frozen_layers = choose_freeze_depth(spec, layer_map, previous, suggested)
     else:
         frozen_layers = total if strategy == "feature_extraction" else 0
+        frozen_text = f"Both networks ({', '.join(member.display_name for member in spec.member_specs)}) stay frozen" if spec.joined else f"All {total} layers stay frozen"
         st.caption({
-            "feature_extraction": f"All {total} layers stay frozen. Their output for each image is computed once and cached, and only the new head trains on it.",
+            "feature_extraction": f"{frozen_text}. Their output for each image is computed once and cached, and only the new head trains on it.",
             "full_fine_tune": f"No layer is frozen: all {total} layers retrain at a low learning rate after the head's warm-up (BatchNorm layers excepted).",
             "from_scratch": f"Nothing is frozen and nothing pretrained is used: all {total} layers start from random weights and train with the head.",
         }[strategy])

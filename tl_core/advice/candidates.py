@@ -139,7 +139,7 @@ def _candidate(
     if joined:
         gain = joined
         basis = (
-            f"measured: a probe of {get_backbone(backbone).display_name}'s features on the same {sample_size} of your images against the first network's part alone, "
+            f"measured: a probe of both networks' features on the same {sample_size} of your images against {get_backbone(backbone).member_specs[0].display_name}'s part alone, "
             f"on the same folds: {gain}, less its standard error, added to that network's expectation"
         )
         return Candidate(strategy, base, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size, backbone=backbone)
