@@ -137,10 +137,9 @@ def _candidate(
             estimate = estimate_run(replace(config, epochs=epochs), dataset, throughput)
     at = f" at {image_size} px" if image_size else ""
     if joined:
-        gain = joined
         basis = (
             f"measured: a probe of both networks' features on the same {sample_size} of your images against {get_backbone(backbone).member_specs[0].display_name}'s part alone, "
-            f"on the same folds: {gain}, less its standard error, added to that network's expectation"
+            f"on the same folds: {joined}, less its standard error, added to that network's expectation"
         )
         return Candidate(strategy, base, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size, backbone=backbone)
     if strategy == "feature_extraction" and image_size:
