@@ -105,7 +105,7 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
     note = f"{summary.strategy}, {len(result.history)} epochs (best {summary.best_epoch}), estimated {estimate.get('seconds', 0) / 60:.1f} min"
     if summary.backbone.get("name") != get_backbone(config.backbone).name:
         note += f", with {summary.backbone.get('display_name')}"
-    advice = next((note for note in notes if note.startswith("Advice: Expected on this device")), "")
+    advice = next((line for line in notes if line.startswith("Advice: Expected on this device")), "")
     if advice:
         note += f" [{advice.removeprefix('Advice: ')}]"
     if summary.test_time_flip:

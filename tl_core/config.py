@@ -421,7 +421,9 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def _joined(backbone: str) -> bool:
     """Whether ``backbone`` names a joined backbone (an unknown name is left to the run's own message)."""
-    from tl_core.models.backbones import BACKBONES_BY_NAME
+    from tl_core.models.backbones import get_backbone
 
-    spec = BACKBONES_BY_NAME.get(backbone.strip().lower().replace("-", "_"))
-    return spec is not None and spec.joined
+    try:
+        return get_backbone(backbone).joined
+    except ConfigError:
+        return False

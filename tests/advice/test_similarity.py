@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tl_core.advice.similarity import MIRROR_LOSS_LIMIT, _probe_accuracy, _view_accuracies
 from tl_core.models.backbones import get_backbone
-
-from conftest import make_class_folders
 
 
 def _features(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -50,30 +47,30 @@ def test_mirror_images_help_follows_the_transfer_when_it_was_measured() -> None:
     assert replace(digits, mirror_transfer_accuracy=None).mirror_images_help  # nothing measured: flips stay on, as for photos
 
 
-def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(monkeypatch: pytest.MonkeyPatch) -> None:
     """The joined features hold the first network's as their first columns: the probe reads both on the same folds."""
     import tl_core.advice.similarity as similarity
-    from tl_core.data.scan import scan_dataset
 
-    dataset = scan_dataset(make_class_folders(tmp_path / "data", {"ants": 20, "bees": 20}, size=32))
     rng = np.random.default_rng(0)
-    labels = np.array([record.label for record in dataset.records])
+    labels = np.repeat(np.arange(2), 20)
     first = get_backbone("mobilenet_v2").feature_dim
     # The first network's part is noise; the second network's part separates the classes: a clear gain.
     features = np.concatenate([rng.normal(size=(len(labels), first)), labels[:, None] + 0.1 * rng.normal(size=(len(labels), 768))], axis=1).astype(np.float32)
+    rows = np.arange(len(labels))  # the "pixels": each image's row, so every batch gets its own images' features
 
     class Runner:
         def forward(self, mirror=False):
-            return lambda batch: features[: len(batch)]
+            return lambda batch: features[batch]
 
         def keras_images_per_second(self, measured):
             return 50.0
 
+    monkeypatch.setattr(similarity, "_decoded_sample", lambda *arguments: (None, None, rows, labels, np.ones(len(labels), dtype=bool)))
     monkeypatch.setattr("tl_core.models.build.build_backbone", lambda spec, weights: None)
     monkeypatch.setattr("tl_core.models.build.build_feature_model", lambda spec, backbone, size: None)
     monkeypatch.setattr("tl_core.runtime.backbone_runner", lambda *arguments, **keywords: Runner())
     monkeypatch.setattr(similarity, "forward_batches", lambda forward, pixels, **keywords: forward(pixels))
-    probe = similarity.probe_at_size(dataset, "mobilenet_v2+mobilenet_0.75", 32, False, cache_dir=str(tmp_path / "cache"))
-    assert probe.backbone == "mobilenet_v2+mobilenet_0.75" and probe.probe_accuracy > 0.85
-    assert probe.baseline_accuracy < 0.8 and 0.0 < probe.difference_error < 0.15
+    probe = similarity.probe_at_size(None, "mobilenet_v2+mobilenet_0.75", 32, False)
+    assert probe.backbone == "mobilenet_v2+mobilenet_0.75" and probe.probe_accuracy >= 0.95
+    assert probe.baseline_accuracy < 0.75 and 0.0 < probe.difference_error < 0.15
     assert probe.credited_difference == pytest.approx(probe.probe_accuracy - probe.baseline_accuracy - probe.difference_error)

@@ -99,7 +99,7 @@ def plan_candidates(
     for probe in size_probes:
         other = probe.backbone if probe.backbone not in (None, backbone) else None
         if other:  # another backbone, at the advised backbone's own size: feature extraction with it
-            speed = probe.images_per_second or throughput.images_per_second / 2
+            speed = probe.images_per_second or throughput.images_per_second / 2  # unmeasured (a tiny sample): two networks, about twice the time
             measured = Throughput(throughput.device, other, probe.image_size, speed, throughput.measured)
             size = None if probe.image_size == throughput.image_size else probe.image_size
             gain = _gain_words(probe)

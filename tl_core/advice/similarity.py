@@ -199,7 +199,7 @@ def measure_similarity(
     from tl_core.runtime import backbone_runner
 
     started = time.perf_counter()
-    spec = get_backbone(backbone).member_specs[0]  # a joined backbone: its first network stands for it
+    spec = get_backbone(backbone)
     size = spec.default_size
     whole = len(dataset.records) <= sample_size
     decoded, keep, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
@@ -348,11 +348,11 @@ def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray,
     """
     import keras
 
-    from tl_core.models.build import pool_maps, preprocessing_layers
+    from tl_core.models.build import feature_maps, pool_maps, preprocessing_layers
 
     size = pixels.shape[1]
     batchnorms = [(index, layer) for index, layer in enumerate(backbone.layers) if isinstance(layer, keras.layers.BatchNormalization)]
-    maps = [backbone.get_layer(name).output for name in spec.feature_layers] + [backbone.output]
+    maps = list(feature_maps(spec, backbone).outputs)
     taps = keras.Model(backbone.inputs, [layer.input for _, layer in batchnorms] + maps)
     inputs = keras.Input((size, size, 3))
     images = inputs
