@@ -24,7 +24,7 @@ from starlette.middleware import Middleware
 
 from tl_core.service.engine import Engine
 from tl_core.service.workspace import Workspace, remove_session_folders
-from ui import access
+from ui import access, memory
 from ui import state as session
 from ui.folder_upload import upload_routes
 
@@ -76,7 +76,10 @@ def main() -> None:
         # Refreshes itself while a run trains, on whatever page is open.
         st.fragment(sidebar_status, run_every=2.0 if training else None)(state)
 
-    navigation.run()
+    try:
+        navigation.run()
+    finally:  # also after st.stop() and st.rerun(), which end a page by raising
+        memory.freeze_loaded_modules()  # the libraries the page loaded stay out of every later collection (ui/memory.py)
 
 
 def adopt_finished_run(state) -> None:
