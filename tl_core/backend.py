@@ -7,7 +7,8 @@ and nowhere else:
 - choosing the backend before Keras is imported (``select_backend``): ``auto``
   takes the first installed backend that sees a GPU (TensorFlow with CUDA, JAX
   with CUDA, PyTorch with CUDA, ROCm or Apple's MPS), else TensorFlow on the
-  CPU (else whichever backend is installed);
+  CPU (else whichever backend is installed); on Linux without a GPU device
+  (``gpu_device_possible``) no library is asked;
 - ``value_and_gradients``: a function's value and its gradients with respect
   to some tensors (Grad-CAM and the head's training step);
 - ``compiled``: a function compiled the backend's way (``tf.function``,
@@ -20,8 +21,10 @@ without choosing the backend of its own process.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
+import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +36,9 @@ CHOICES = ("auto", *BACKENDS)
 BACKEND_VARIABLE = "TL_CORE_BACKEND"  # auto, tensorflow, jax or torch; --backend on the command line wins
 BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# On Linux a GPU that a backend could use shows one of these: NVIDIA's driver (also inside a container given the GPU),
+# WSL 2's GPU device, or AMD's ROCm device.
+GPU_DEVICE_PATTERNS = ("/proc/driver/nvidia/version", "/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")
 
 
 @dataclass(frozen=True)
@@ -95,12 +101,30 @@ def choose_backend(requested: str | None = None, gpu_probe: Callable[[str], bool
     installed = installed_backends()
     if not installed:
         raise ConfigError("No Keras backend is installed: install tensorflow (pip install -r requirements.txt), or jax, or torch.")
+    fallback = "tensorflow" if "tensorflow" in installed else installed[0]
+    if gpu_probe is None and not gpu_device_possible():
+        # Asking JAX and PyTorch too would import them (about 1.6 s each here) only to hear "no".
+        return BackendChoice(fallback, f"auto: this machine shows no GPU device (no NVIDIA driver, WSL GPU or ROCm device), so {BACKEND_NAMES[fallback]} on the CPU")
     probe = gpu_probe or remembered_gpu_probe
     for candidate in installed:
         if probe(candidate):
             return BackendChoice(candidate, f"auto: {BACKEND_NAMES[candidate]} sees a GPU")
-    fallback = "tensorflow" if "tensorflow" in installed else installed[0]
     return BackendChoice(fallback, f"auto: no installed backend ({', '.join(BACKEND_NAMES[name] for name in installed)}) sees a GPU")
+
+
+def gpu_device_possible(system: str | None = None, present: Callable[[str], bool] | None = None) -> bool:
+    """False only where no backend can see a GPU: Linux with none of ``GPU_DEVICE_PATTERNS``.
+
+    Elsewhere (macOS with Apple's GPU, Windows) only the libraries can tell, so ``auto`` asks them.
+
+    Args:
+        system: ``platform.system()``'s answer (tests pass another).
+        present: Whether a path pattern matches a file (tests pass a fake).
+    """
+    if (system or platform.system()) != "Linux":
+        return True
+    present = present or (lambda pattern: bool(glob.glob(pattern)))
+    return any(present(pattern) for pattern in GPU_DEVICE_PATTERNS)
 
 
 def remembered_gpu_probe(name: str) -> bool:
