@@ -44,7 +44,7 @@ PREVIEW_SIZE = 128
 PREVIEW_VERSIONS = 4
 PREVIEW_CLASSES = 3
 VARIANTS = {"recommended": "Recommended", "quick": "Quick"}
-PART_NAMES = {"setup": "setting up", "files": "writing the files", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
+PART_NAMES = {"start_up": "starting the training process", "setup": "setting up", "files": "writing the files", "decode": "reading images", "features": "backbone features", "head": "head", "fine_tune": "fine-tuning",
               "full_fine_tune": "fine-tuning", "from_scratch": "training", "evaluate": "evaluation", "portable files": "TFLite and ONNX files",
               "mirror features": "mirror images' features (where they pay)", "mirror head": "head on the mirror images (where they pay)"}
 

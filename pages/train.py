@@ -129,10 +129,13 @@ def show_curves(history, kept_epoch: int | None = None) -> None:
 
 
 def outcome_text(job_state, now: float) -> str:
-    """ "Finished in 9 min (estimated: 8 min): 26 epochs: ...; the model keeps the weights of epoch 23." """
+    """ "Finished in 9 min (estimated: 8 min, with the 6 s the training process took to start): 26 epochs: ...; the model keeps the weights of epoch 23." """
     took = duration(job_state.elapsed_seconds(now))
     estimated = job_state.estimate.get("seconds")
-    if estimated:
+    start_up = job_state.start_up_seconds
+    if estimated and start_up:  # the run estimates itself once started; the seconds before that were measured
+        took += f" (estimated: {duration(estimated + start_up)}, with the {duration(start_up)} the training process took to start)"
+    elif estimated:
         took += f" (estimated: {duration(estimated)})"
     finished = job_state.status == "finished"
     spans = phase_spans(job_state.history, job_state.planned_phase_epochs if finished else None)  # a stopped run's last phase was cut short by the stop

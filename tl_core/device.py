@@ -18,7 +18,7 @@ import contextlib
 import os
 import platform
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from tl_core.backend import BACKEND_NAMES
 
@@ -68,6 +68,11 @@ class DeviceInfo:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "precision": self.precision}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeviceInfo:
+        """The device ``to_dict`` described (its extra keys, such as ``precision``, are left out)."""
+        return cls(**{item.name: data[item.name] for item in fields(cls) if item.name in data})
 
 
 def detect_device(backend: str | None = None) -> DeviceInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -191,6 +192,28 @@ def test_a_stopped_job_with_epochs_offers_its_model(tmp_path, data_dir):
     assert "Stopped after" in at.success[0].value and "at your request: trained 3 epochs of the head; the model keeps the weights of epoch 3" in at.success[0].value
     assert "Accuracy on held-out images: 80.0%" in at.success[0].value
     assert at.session_state["run_dir"] == str(tmp_path / "run")
+
+
+def test_the_outcome_compares_the_time_with_the_estimate_plus_the_measured_start_up(tmp_path, data_dir):
+    """A run estimates itself once its process has started; the seconds before were measured, and the page counts both."""
+    clock = [1000.0]
+    config = TrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"), epochs=5, image_size=32)
+
+    def trainer(config, on_event, stop):
+        clock[0] += 6.0  # the training process spawned, the backend imported
+        started, *rest = canned_events(config, ["ants", "bees"])
+        on_event(dataclasses.replace(started, estimate={"seconds": 20.0, "parts": {"features": 15.0, "head": 5.0}}))
+        for event in rest:
+            on_event(event)
+        clock[0] += 22.0
+        on_event(TrainingFinished(status="finished", run_dir=config.out_dir, test_accuracy=0.83, seconds=22.0))
+
+    job = TrainingJob(config, trainer=trainer, clock=lambda: clock[0]).start()
+    assert job.wait(5).status == "finished"
+    at = open_train_page(tmp_path, data_dir, job)
+
+    assert not at.exception
+    assert "Finished in 28 s (estimated: 26 s, with the 6 s the training process took to start)" in at.success[0].value
 
 
 def test_the_run_stays_visible_after_the_data_changed(tmp_path, data_dir):

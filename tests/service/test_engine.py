@@ -70,3 +70,23 @@ def test_on_a_shared_app_pictures_are_shown_only_from_the_data_root_and_the_apps
         assert not Engine(Access(sharing=True)).may_show(inside) and Engine(Access(sharing=True)).may_show(uploaded)  # no data root: uploads only
     finally:
         shutil.rmtree(workspace.root, ignore_errors=True)
+
+
+def test_the_estimate_counts_the_start_up_of_the_runs_started_here(tmp_path: Path, tiny_dataset: Path) -> None:
+    """The Setup page's figure is from the click to the result: once a run started here, its process's start-up is in it."""
+    import time
+
+    from tl_core.config import TrainConfig
+    from tl_core.training.estimate import START_UP, Throughput, remember_throughput
+    from tl_core.training.timings import record_start_up
+
+    engine = Engine()
+    device = engine.device().key
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir="", image_size=32, cache_dir=str(tmp_path / "cache")).validated()
+    remember_throughput(Throughput(device, "mobilenet_v2", 32, 500.0, time.time()))  # the default cache, where the engine's estimate looks
+    dataset = scan_dataset(tiny_dataset)
+    before = engine.estimate(config, dataset)
+    assert START_UP not in before.parts
+    record_start_up(6.0, device, config.cache_dir)
+    after = engine.estimate(config, dataset)
+    assert after.parts[START_UP] == 6.0 and after.seconds == pytest.approx(before.seconds + 6.0, abs=0.2)

@@ -11,7 +11,7 @@ import pytest
 from tl_core.config import TrainConfig
 from tl_core.errors import DataError
 from tl_core.events import BatchEnded, EpochEnded, PhaseStarted, ProgressUpdated, TrainingFailed, TrainingFinished, TrainingStarted
-from tl_core.service.jobs import TrainingJob, fold_event
+from tl_core.service.jobs import JobState, TrainingJob, fold_event
 
 from fake_engine import canned_events
 
@@ -208,3 +208,30 @@ def test_time_left_during_a_first_head_counts_the_mirror_images_still_to_come(tm
     without.handle(PhaseStarted("head", "Training the new head", total=200))
     without.handle(EpochEnded("head", 1, 200, {"loss": 1.0, "val_loss": 0.5}, 0.6, 1, 200))
     assert without.state().seconds_left(clock()) == pytest.approx(phase_left + 2.0)
+
+
+
+def test_the_seconds_before_the_run_start_event_are_its_start_up(tmp_path: Path) -> None:
+    """Spawning the training process and importing the backend come before the run's own estimate: the job measures them."""
+    config = _config(tmp_path)
+    started = TrainingStarted(config=config.to_dict(), device={}, class_names=["a", "b"], counts={}, estimate={"seconds": 20.0})
+    assert fold_event(JobState(started_at=1000.0), started, 1006.5).start_up_seconds == pytest.approx(6.5)
+    assert fold_event(JobState(), started, 1006.5).start_up_seconds is None  # a job that never started measures nothing
+    assert JobState(started_at=1000.0).start_up_seconds is None  # nor before the event
+
+
+def test_a_child_process_job_files_its_start_up_for_its_device(tmp_path: Path) -> None:
+    """What ``_relay_child`` does with the start event: the next estimates on that device learn the start-up from it."""
+    from tl_core.device import DeviceInfo
+    from tl_core.training.timings import learned_start_up
+
+    clock = FakeClock(1007.0)
+    config = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    job = TrainingJob(config, clock=clock)
+    job._state = JobState(status="starting", started_at=1000.0)
+    device = DeviceInfo("CPU", "CPU", cpu_count=2)
+    event = TrainingStarted(config=config.to_dict(), device=device.to_dict(), class_names=["a", "b"], counts={}, estimate={"seconds": 20.0})
+    job.handle(event)
+    job._remember_start_up(event)
+    assert learned_start_up(device.key, config.cache_dir) == pytest.approx(7.0)
+    assert learned_start_up("jax GPU:other x1", config.cache_dir) is None

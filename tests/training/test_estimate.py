@@ -206,3 +206,19 @@ def test_the_advice_expected_accuracy_foresees_whether_the_mirror_images_are_cou
     # Another size of the same images has its own expectation (none here).
     other = TrainConfig(data_dir=str(data), out_dir="", image_size=48, cache_dir=str(tmp_path)).validated()
     assert "mirror features" in estimate_run(other, dataset, Throughput("CPU x test", "mobilenet_v2", 48, 100.0, 0.0), decode_seconds=0.01).parts
+
+
+def test_the_app_estimate_adds_the_start_up_its_runs_took_here(tmp_path: Path) -> None:
+    """Start-ups are learnt per device, as the median of the latest few; the estimate then names the part."""
+    from tl_core.training.estimate import START_UP, Estimate
+    from tl_core.training.timings import learned_start_up, record_start_up
+
+    cache = tmp_path / "cache"
+    assert learned_start_up("tensorflow CPU x2", cache) is None
+    for seconds in (30.0, 6.0, 5.0, 7.0, 6.5, 5.5):  # the oldest (a cold disk) has left the latest five
+        record_start_up(seconds, "tensorflow CPU x2", cache)
+    record_start_up(1.0, "jax GPU:H100 x1", cache)
+    assert learned_start_up("tensorflow CPU x2", cache) == pytest.approx(6.0)
+    estimate = Estimate(20.0, {"features": 15.0, "head": 5.0}, "forward pass measured").with_start_up(6.0)
+    assert estimate.seconds == 26.0 and list(estimate.parts) == [START_UP, "features", "head"]
+    assert "starting the training process" in estimate.basis

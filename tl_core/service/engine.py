@@ -277,12 +277,19 @@ class Engine:
         return install_weights(name, data, needed_weights(get_backbone(backbone)))
 
     def estimate(self, config: TrainConfig, dataset: Dataset):
-        """Roughly how long ``config`` takes here (``tl_core.training.estimate.Estimate``); the first call per network and size times the forward pass."""
+        """Roughly how long ``config`` takes here when this engine starts it (``tl_core.training.estimate.Estimate``).
+
+        The first call per network and size times the forward pass. Once a run started here, the
+        estimate also counts the seconds its process takes to start (``learned_start_up``).
+        """
         from tl_core.training.estimate import estimate_run, forward_throughput
+        from tl_core.training.timings import learned_start_up
 
         spec = get_backbone(config.backbone)
-        throughput = forward_throughput(spec.name, config.image_size or spec.default_size, self.device().key)
-        return estimate_run(config, dataset, throughput)
+        device = self.device().key
+        estimate = estimate_run(config, dataset, forward_throughput(spec.name, config.image_size or spec.default_size, device))
+        start_up = learned_start_up(device, config.cache_dir)
+        return estimate.with_start_up(start_up) if start_up else estimate
 
     def start_training(self, config: TrainConfig, workspace: Workspace | None = None) -> TrainingJob:
         """Starts a run in the background on this engine's backend; the session's workspace stays alive until the run ends; its ``run.json`` names this session's visitor."""

@@ -19,6 +19,7 @@ relays the child's events into the state.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import threading
@@ -41,7 +42,7 @@ from tl_core.events import (
     TrainingStarted,
     TrainingStopped,
 )
-from tl_core.training.timings import MIRROR_FEATURES
+from tl_core.training.timings import MIRROR_FEATURES, record_start_up
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -94,6 +95,8 @@ class JobState:
         phase_epochs: Epochs the current phase runs at most (0 for phases that are not epochs).
         planned_phase_epochs: The most epochs each phase of the run runs (``TrainConfig.planned_phase_epochs``).
         patience: Epochs without a better validation loss before a phase stops early (0: never).
+        start_up_seconds: From the job's start to the run's start event: the training process spawned, the Keras
+            backend imported, the folder scanned (None before that event). The run's estimate starts after it.
     """
 
     status: str = "starting"
@@ -120,6 +123,7 @@ class JobState:
     phase_epochs: int = 0
     planned_phase_epochs: dict = field(default_factory=dict)
     patience: int = 0
+    start_up_seconds: float | None = None
 
     @property
     def is_running(self) -> bool:
@@ -325,6 +329,8 @@ class TrainingJob:
                 if event is None:
                     break
                 self.handle(event)
+                if isinstance(event, TrainingStarted):
+                    self._remember_start_up(event)
             child.join(30)
             if child.exitcode not in (0, None) and self.state().is_running:
                 self.handle(TrainingFailed(
@@ -336,6 +342,15 @@ class TrainingJob:
         finally:
             events.close()
             self._finish()
+
+    def _remember_start_up(self, event: TrainingStarted) -> None:
+        """Files how long this process took to start, for the next estimates on its device (``learned_start_up``)."""
+        from tl_core.device import DeviceInfo
+
+        seconds = self.state().start_up_seconds
+        if seconds is not None:
+            with contextlib.suppress(OSError):  # an estimate's detail is not worth failing the run for
+                record_start_up(seconds, DeviceInfo.from_dict(event.device).key, self.config.cache_dir)
 
     def _finish(self) -> None:
         with self._lock:
@@ -395,6 +410,7 @@ def fold_event(state: JobState, event: Event, now: float | None = None) -> JobSt
         return replace(
             state, status=RUNNING, device=event.device, epochs=config.planned_epochs, estimate=dict(event.estimate),
             planned_phase_epochs=config.planned_phase_epochs, patience=config.early_stopping_patience or 0,
+            start_up_seconds=max(now - state.started_at, 0.0) if state.started_at else None,
         )
     if isinstance(event, PhaseStarted):
         epochs = event.total if event.phase in EPOCH_PHASES else 0

@@ -29,7 +29,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ BACKWARD_FACTOR = {"GPU": 2.0, "CPU": 3.5}
 # Converting and checking each portable file, measured with MobileNetV2 on 2 CPU cores (benchmarks.portable).
 # The time follows the graph's operations rather than its parameters (VGG16 converts as fast as MobileNetV2,
 # ResNet50 takes 75 s for both files), so it is not scaled: an error of a minute at most, on runs of many minutes.
+START_UP = "start_up"  # the part of an app-started run's estimate before the run's own clock (``Estimate.with_start_up``)
 PORTABLE_SECONDS = {"tflite": 10.0, "int8": 12.0, "onnx": 6.0}
 
 
@@ -125,6 +126,13 @@ class Estimate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_start_up(self, seconds: float) -> Estimate:
+        """The same estimate with ``seconds`` first for starting the training process (``START_UP``), as runs the app started took here."""
+        return replace(
+            self, seconds=round(self.seconds + seconds, 1), parts={START_UP: round(seconds, 1), **self.parts},
+            basis=f"{self.basis}; starting the training process as long as the last runs here took to start",
+        )
 
 
 def duration_text(seconds: float) -> str:

@@ -23,6 +23,11 @@ epochs usually stops after a few dozen. The arithmetic counts as one run: a
 correction learnt from one run moves the estimate half way (in the logarithm),
 so one run slowed by another program on the machine does not double the next
 estimate.
+
+A run the app starts also spends seconds before its own clock: a fresh Python
+process imports the Keras backend and scans the folder. The job measures that
+start-up (``record_start_up``), and the app's estimates add the median of the
+last few (``learned_start_up``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 from tl_core.files import default_cache_dir, read_json, write_json
 
 TIMINGS_FILE = "timings.json"
+START_UP_FILE = "start_up.json"
 KEPT_RECORDS = 60  # the newest records in timings.json; older ones are dropped
 RECENT_RUNS = 5  # each correction is the median of this many of the latest matching runs
 FACTOR_RANGE = (0.2, 5.0)  # a correction outside this range comes from a broken record, not a device
@@ -198,3 +204,23 @@ def _ratios(records: list[dict], group: str) -> list[tuple[float, int]]:
 def _clamped(factor: float) -> float:
     low, high = FACTOR_RANGE
     return min(max(factor, low), high)
+
+
+def record_start_up(seconds: float, device: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Adds the seconds a run the app started took to send its first event (the process spawned, the libraries imported) to ``start_up.json``."""
+    path = Path(cache_dir or default_cache_dir()) / START_UP_FILE
+    records = read_json(path, [])
+    records = [record for record in records if isinstance(record, dict)] if isinstance(records, list) else []
+    records.append({"device": device, "seconds": round(float(seconds), 3), "recorded": time.time()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, records[-KEPT_RECORDS:], indent=1)
+
+
+def learned_start_up(device: str, cache_dir: str | os.PathLike | None = None) -> float | None:
+    """The median start-up of the latest ``RECENT_RUNS`` app-started runs on ``device`` (None before the first)."""
+    records = read_json(Path(cache_dir or default_cache_dir()) / START_UP_FILE, [])
+    seconds = [
+        float(record["seconds"]) for record in (records if isinstance(records, list) else [])
+        if isinstance(record, dict) and record.get("device") == device and isinstance(record.get("seconds"), int | float)
+    ]
+    return statistics.median(seconds[-RECENT_RUNS:]) if seconds else None
