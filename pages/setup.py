@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from tl_core.config import FLIP_MODES, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, epochs_plan, recipe_description
+from tl_core.config import FLIP_MODES, MIRRORING_FLIPS, RECIPES, STRATEGIES, STRATEGY_DESCRIPTIONS, STRATEGY_TITLES, AugmentConfig, TrainConfig, epochs_plan, recipe_description
 from tl_core.data.records import Dataset, ImageRecord
 from tl_core.errors import TLError
 from tl_core.models.backbones import feature_wording
@@ -208,7 +208,17 @@ def choose_augmentation(strategy: str, dataset: Dataset, defaults: TrainConfig, 
             name: st.slider(label, 0.0, 0.5, step=0.05, disabled=not augment, key=remembered(f"setup_{name}", getattr(defaults.augmentation, name)))
             for name, label in (("rotation", "Rotation (share of a full turn)"), ("zoom", "Zoom (share of the size)"), ("translation", "Shift (share of width and height)"), ("contrast", "Contrast change"))
         }
-        augmentation = AugmentConfig(flip=flip, **amounts)
+        turns = False
+        if strategy == "feature_extraction":
+            turns = st.checkbox(
+                "Turned images show the same class (8 views)", disabled=not augment or flip not in MIRRORING_FLIPS,
+                key=remembered("setup_turns", bool(defaults.augmentation.turns) if previous is not None else suggested.turns),
+                help="For images where up is anywhere (aerial scenes, microscope images, surfaces): the head also learns from each image turned by a "
+                "quarter, half and three-quarter turn, mirrored or not, and averages its answers over all eight views (in the saved model too, so each "
+                "prediction costs eight passes). The extra views' features are computed after the first model, where they pay. "
+                + ("The advice measured that turned images read as the same class here." if suggested.turns else "The advice did not find turned images to read as the same class here."),
+            )
+        augmentation = AugmentConfig(flip=flip, turns=turns and flip in MIRRORING_FLIPS, **amounts)
         if augment:
             st.caption(
                 f"Up to ±{augmentation.rotation * 360:.0f}° rotation, ±{augmentation.zoom:.0%} zoom, ±{augmentation.translation:.0%} shift, "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tl_core.features import forward_batches
+from tl_core.features import MIRRORED, forward_batches
 from tl_core.runtime import KERAS, MEASURE_FROM_IMAGES, MIN_COSINE, ONNX, BackboneRunner, Candidate, RuntimeChoice, cosine_similarities
 
 
@@ -128,7 +128,7 @@ def test_mirror_images_go_through_the_chosen_runtime_flipped(tmp_path: Path) -> 
 
     runner = BackboneRunner(keras, "x", 10, cache_dir=tmp_path)
     pixels = images(3)
-    mirrored = runner.forward(mirror=True)(pixels)
+    mirrored = runner.forward(MIRRORED)(pixels)
     np.testing.assert_array_equal(mirrored, pixels[:, :, ::-1].reshape(3, -1).astype(np.float32))
 
 

@@ -24,6 +24,11 @@ class AugmentConfig:
         zoom: Largest zoom in or out, as a fraction of the image size.
         translation: Largest shift, as a fraction of width and height.
         contrast: Largest contrast change, as a fraction.
+        turns: Turned images (a quarter, half or three-quarter turn) show the same class, as in aerial and
+            microscope images or surfaces, where up is anywhere. With left-right flips, feature extraction then
+            learns from, and averages its answers over, all eight turned and mirrored views of each image
+            (``tl_core.features.TURNED_VIEWS``); image-training strategies keep their random rotations (``rotation``).
+            None: off, except that ``auto`` follows the advice's measurement (``Measurement.turns_keep_class``).
     """
 
     flip: str = "horizontal"
@@ -31,6 +36,7 @@ class AugmentConfig:
     zoom: float = 0.2
     translation: float = 0.1
     contrast: float = 0.2
+    turns: bool | None = None
 
     @property
     def mirrors(self) -> bool:
@@ -297,6 +303,13 @@ class TrainConfig:
         if self.strategy != "feature_extraction" or not self.mirrors:
             return False
         return self.uses_test_time_flip or (self.augment and not self.quick)
+
+    @property
+    def extra_feature_views(self) -> list[str]:
+        """The views whose features feature extraction adds after its first model, where they pay: the mirror images, and the turned views with ``turns``."""
+        from tl_core.features import extra_views
+
+        return extra_views(True, bool(self.augmentation.turns)) if self.mirrored_features else []
 
     @property
     def head_epochs(self) -> int:

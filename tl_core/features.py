@@ -19,8 +19,11 @@ place that does it:
   classifier that did not see it, on such features (the advice's probe and
   the label finder).
 
-A *view* is the images as they are (``ORIGINAL``) or mirrored left to right
-(``MIRRORED``); feature extraction with left-right flips trains on both.
+A *view* is the images as they are (``ORIGINAL``), mirrored left to right
+(``MIRRORED``), or turned by a quarter, half or three-quarter turn, mirrored or
+not (``TURNED_VIEWS``); feature extraction with left-right flips trains on the
+first two, and where turned images show the same class too (aerial and
+microscope images, surfaces: ``AugmentConfig.turns``) on all eight.
 """
 
 from __future__ import annotations
@@ -35,11 +38,38 @@ from tl_core.events import StopRequest
 from tl_core.files import atomic_write, cache_key, default_cache_dir
 
 ORIGINAL, MIRRORED = "original", "mirrored"
+# Each view as (quarter turns counter-clockwise, mirrored first): with the first two, the eight symmetries of a square.
+VIEW_TRANSFORMS = {
+    ORIGINAL: (0, False), MIRRORED: (0, True),
+    "turned_90": (1, False), "turned_180": (2, False), "turned_270": (3, False),
+    "turned_90_mirrored": (1, True), "turned_180_mirrored": (2, True), "turned_270_mirrored": (3, True),
+}
+TURNED_VIEWS = tuple(view for view, (turns, _) in VIEW_TRANSFORMS.items() if turns)
+QUARTER_TURN = "turned_90"  # the view the advice reads to tell whether turned images show the same class
 FEATURE_BATCH_SIZE = 64
 # The mirror images' features cost a second pass of the backbone; they are computed only where they are expected to pay
 # (``tl_core.training.mirrors`` after the first model, ``tl_core.training.estimate`` before the run).
 MIRRORS_FIX = 0.2  # the share of the remaining errors the mirror images fixed on our sets (0.08 to 0.25)
 MIRRORS_WORTH_POINTS = 0.5  # below this expected gain, in accuracy points, the second pass is skipped (cats_dogs: 0.4 expected, 0.1 measured, for 20 s)
+
+
+def extra_views(mirrors: bool, turns: bool) -> list[str]:
+    """The views beyond the images themselves that show the same class: the mirror images where ``mirrors``, and where
+    ``turns`` the turned images (mirrored too where ``mirrors``)."""
+    views = [MIRRORED] if mirrors else []
+    if turns:
+        views += [view for view in TURNED_VIEWS if mirrors or not VIEW_TRANSFORMS[view][1]]
+    return views
+
+
+def view_of(images: np.ndarray, view: str) -> np.ndarray:
+    """A batch ``(n, height, width, channels)`` as ``view`` shows it: mirrored left to right first, then turned."""
+    turns, mirrored = VIEW_TRANSFORMS[view]
+    if mirrored:
+        images = images[:, :, ::-1]
+    if turns:
+        images = np.rot90(images, turns, axes=(1, 2))
+    return np.ascontiguousarray(images) if turns or mirrored else images
 
 
 def mirror_gain_points(errors: float, count: int) -> float:
@@ -86,7 +116,7 @@ def mirrored_feature_cache_key(features_key: str) -> str:
 def view_keys(spec, weights: str, image_size: int, images_key: str) -> dict[str, str]:
     """The cache key of each view's features."""
     original = feature_cache_key(spec, weights, image_size, images_key)
-    return {ORIGINAL: original, MIRRORED: mirrored_feature_cache_key(original)}
+    return {ORIGINAL: original, MIRRORED: mirrored_feature_cache_key(original), **{view: cache_key(view, original) for view in TURNED_VIEWS}}
 
 
 def augmented_features_key(spec, weights: str, image_size: int, images_key: str, augmentation: dict, seed: int, view: int, rows: np.ndarray) -> str:
@@ -96,8 +126,8 @@ def augmented_features_key(spec, weights: str, image_size: int, images_key: str,
     )
 
 
-def compiled_forward(model, size: int, augmenter=None, mirror: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """``model`` (after ``augmenter`` when given, on mirror images when ``mirror``) as a function of ``uint8`` batches.
+def compiled_forward(model, size: int, augmenter=None, view: str = ORIGINAL) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` (after ``augmenter`` when given, on the ``view`` of the images) as a function of ``uint8`` batches.
 
     The model runs through ``predict_on_batch``, which Keras compiles once on every
     backend (``tf.function``, ``jax.jit``; PyTorch runs eagerly). JAX compiles once per
@@ -110,9 +140,7 @@ def compiled_forward(model, size: int, augmenter=None, mirror: bool = False) -> 
     length = [0]
 
     def forward(batch: np.ndarray) -> np.ndarray:
-        images = np.asarray(batch, dtype=np.float32)
-        if mirror:
-            images = np.ascontiguousarray(images[:, :, ::-1])
+        images = view_of(np.asarray(batch, dtype=np.float32), view)
         if augmenter is not None:
             images = keras.ops.convert_to_numpy(augmenter(images, training=True))
         count = len(images)
@@ -195,7 +223,7 @@ def cached_features(
     """The features of each of ``views`` of every image: from the cache where they are, else computed and cached.
 
     Args:
-        forward_of: Gives the forward pass of a view (e.g. ``compiled_forward(model, size, mirror=view == MIRRORED)``);
+        forward_of: Gives the forward pass of a view (e.g. ``compiled_forward(model, size, view=view)``);
             called only for a view that must be computed.
         pixels: The decoded images the keys describe.
         keys: The cache key of each view (``view_keys``).

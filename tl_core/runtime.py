@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tl_core.features import ORIGINAL, view_of
 from tl_core.files import atomic_write, cache_key, default_cache_dir
 
 KERAS, ONNX = "keras", "onnxruntime"
@@ -146,14 +147,11 @@ class BackboneRunner:
         elif images < MEASURE_FROM_IMAGES:
             self._settle(RuntimeChoice(KERAS, f"{images} images are too few to repay converting the backbone for another runtime (from {MEASURE_FROM_IMAGES})."))
 
-    def forward(self, mirror: bool = False) -> Forward:
-        """The forward pass on ``uint8`` batches (on their mirror images when ``mirror``); ``float32`` features out."""
+    def forward(self, view: str = ORIGINAL) -> Forward:
+        """The forward pass on ``uint8`` batches (as ``view`` shows them: ``tl_core.features.view_of``); ``float32`` features out."""
 
         def run(batch: np.ndarray) -> np.ndarray:
-            images = np.asarray(batch)
-            if mirror:
-                images = np.ascontiguousarray(images[:, :, ::-1])
-            return self._run(images)
+            return self._run(view_of(np.asarray(batch), view))
 
         return run
 

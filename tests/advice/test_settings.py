@@ -59,3 +59,19 @@ def test_the_command_lines_auto_gives_the_run_the_setup_page_would(dataset, monk
     page = suggested_settings(dataset, "mobilenet_v2", advice.recommendation.strategy, advice=advice)
     assert (config.strategy, config.epochs, config.augmentation.flip) == (advice.recommendation.strategy, page.epochs, page.flip)
     assert any("Left-right flips turned off" in note for note in notes)
+
+
+def test_where_turned_images_read_as_the_same_class_auto_turns_the_views_on_unless_the_user_said_no(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tl_core.config import AugmentConfig
+
+    advice = replace(canned_advice(dataset), turns=True)  # recommends feature extraction
+    monkeypatch.setattr("tl_core.advice.advise.advise", lambda *arguments, **keywords: advice)
+    assert suggested_settings(dataset, "mobilenet_v2", "feature_extraction", advice=advice).turns
+    config, notes = auto.resolve_auto(TrainConfig(data_dir=str(dataset.root), out_dir="o", strategy="auto").validated())
+    assert config.augmentation.turns is True and any(note.startswith("Turned views on") for note in notes)
+    assert len(config.extra_feature_views) == 7
+    said_no = TrainConfig(data_dir=str(dataset.root), out_dir="o", strategy="auto", augmentation=AugmentConfig(turns=False)).validated()
+    assert auto.resolve_auto(said_no)[0].augmentation.turns is False
+    monkeypatch.setattr("tl_core.advice.advise.advise", lambda *arguments, **keywords: replace(advice, turns=False))
+    config, _ = auto.resolve_auto(TrainConfig(data_dir=str(dataset.root), out_dir="o", strategy="auto").validated())
+    assert not config.augmentation.turns and config.extra_feature_views == ["mirrored"]

@@ -74,3 +74,11 @@ def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(
     assert probe.backbone == "mobilenet_v2+mobilenet_0.75" and probe.probe_accuracy >= 0.95
     assert probe.baseline_accuracy < 0.75 and 0.0 < probe.difference_error < 0.15
     assert probe.credited_difference == pytest.approx(probe.probe_accuracy - probe.baseline_accuracy - probe.difference_error)
+
+
+def test_turned_images_count_as_the_same_class_only_where_the_probe_reads_them_about_as_well() -> None:
+    from tl_core.advice.similarity import turns_same_class
+
+    assert turns_same_class(0.930, 0.916)  # 500 aerial scenes
+    assert not turns_same_class(0.828, 0.720)  # 500 cat photos: up matters
+    assert not turns_same_class(0.99, 0.95)

@@ -117,3 +117,33 @@ def test_the_joined_backbone_runs_both_networks_on_one_image_and_its_files_load_
     explanation = explain(reloaded, images[0])
     np.testing.assert_allclose(explanation.probabilities, expected[0], atol=1e-5)
     assert explanation.grid == (16, 16) and explanation.heatmap.max() == 1.0
+
+
+def test_every_view_layer_chain_shows_the_image_as_the_feature_pass_does_and_the_eight_view_model_saves(tmp_path: Path) -> None:
+    """The file's test-time views and the cached features' views must be the same eight images, pixel for pixel."""
+    import keras
+
+    from tl_core.features import VIEW_TRANSFORMS, view_of
+    from tl_core.models.build import unwrap_test_time_flip, view_layers, with_test_time_flip
+
+    size = 10
+    images = np.random.default_rng(2).uniform(0, 1, (3, size, size, 3)).astype("float32")
+    shown = {}
+    for view in VIEW_TRANSFORMS:
+        pixels = images
+        for layer in view_layers(view, size):
+            pixels = layer(pixels)
+        shown[view] = np.asarray(pixels)
+        np.testing.assert_array_equal(shown[view], view_of(images, view))
+    assert len({array.tobytes() for array in shown.values()}) == 8  # eight different views of a random image
+    np.testing.assert_array_equal(view_of(images, "turned_90"), np.rot90(images, 1, axes=(1, 2)))
+
+    inputs = keras.Input((size, size, 3))
+    outputs = keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=3))(keras.layers.Flatten()(inputs))
+    classifier = keras.Model(inputs, outputs)
+    model = with_test_time_flip(classifier, size, list(VIEW_TRANSFORMS))
+    assert unwrap_test_time_flip(model) is classifier
+    expected = np.mean([np.asarray(classifier(view_of(images, view))) for view in VIEW_TRANSFORMS], axis=0)
+    np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
+    model.save(tmp_path / "views.h5")
+    np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "views.h5", safe_mode=True)(images)), expected, atol=1e-6)

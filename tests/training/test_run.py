@@ -312,6 +312,28 @@ def test_feature_extraction_with_test_time_flip_reports_what_the_exported_file_p
     assert {item["path"]: pytest.approx(item["confidence"], abs=1e-4) for item in evaluation.to_dict()["misclassified"]} == confidences
 
 
+def test_feature_extraction_with_turns_learns_from_and_answers_over_the_eight_views(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """Turned images of the same class: the head learns from all eight views, and the file averages the same eight, pixel for pixel."""
+    from tl_core.config import AugmentConfig
+    from tl_core.runs.folder import load_run
+    from tl_core.runs.predict import evaluate_run
+    from tl_core.training.run import train
+
+    config = TrainConfig(
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, image_size=32, batch_size=8, cache_dir=str(tmp_path / "cache"),
+        augmentation=AugmentConfig(turns=True),
+    )
+    result = train(config)
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 8  # the images' features and those of their seven other views
+    assert any("their mirror images and turned views (7 views)" in note for note in result.summary.notes)
+    run = load_run(tmp_path / "run")
+    assert any(layer.name == "mean_over_views" for layer in run.model.layers)
+    evaluation, _ = evaluate_run(run, tiny_dataset)
+    assert evaluation.confusion_matrix == result.evaluation.confusion_matrix
+    confidences = {item["path"]: item["confidence"] for item in result.evaluation.to_dict()["misclassified"]}
+    assert {item["path"]: pytest.approx(item["confidence"], abs=1e-4) for item in evaluation.to_dict()["misclassified"]} == confidences
+
+
 def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     from tl_core.config import AugmentConfig
     from tl_core.training.run import train

@@ -52,6 +52,7 @@ class Advice:
     image_size_reason: str = ""  # why, in one sentence
     typical_side: int | None = None  # the images' median short side, in pixels
     chosen_backbone: str | None = None  # the recommended candidate's backbone, where it is not ``backbone`` (a joined one)
+    turns: bool = False  # turned images show the same class (``Measurement.turns_keep_class``), and mirror images do too
 
     @property
     def overrides_matrix(self) -> bool:
@@ -94,6 +95,7 @@ class Advice:
             "image_size_reason": self.image_size_reason,
             "typical_side": self.typical_side,
             "chosen_backbone": self.chosen_backbone,
+            "turns": self.turns,
             "candidates": [asdict(candidate) for candidate in self.candidates],
             "components": {key: round(value, 4) for key, value in self.measurement.components().items()},
             "measurement": asdict(self.measurement),
@@ -163,6 +165,7 @@ def advise(
     size = classify_size(dataset).size
     measured_freeze, measured_block, freeze_reason = freeze_depth_from_shift(measurement.shift_profile, layer_names, spec, size)
     flip = "horizontal" if measurement.mirror_images_help else "none"
+    turns = measurement.turns_keep_class and flip != "none"
     device = detect_device()
     if measurement.forward_images_per_second:
         throughput = Throughput(device.key, spec.name, spec.default_size, measurement.forward_images_per_second, time.time())
@@ -196,6 +199,12 @@ def advise(
             f"mirror images right, against {measurement.probe_accuracy:.1%} of the images themselves), as with text or digits: "
             "no left-right flips, in training or at test time."
         )
+    if turns:
+        reasons.append(
+            f"Turned images show the same class here: a probe trained on your images upright gets {measurement.turned_transfer_accuracy:.1%} of held-out images "
+            f"turned a quarter turn right, against {measurement.probe_accuracy:.1%} upright, as with aerial or microscope images, where up is anywhere. "
+            "Feature extraction therefore learns from each image's eight turned and mirrored views, where they pay, and averages its answers over them."
+        )
     views = []
     if matrix.scenario == 2:
         views = [
@@ -208,7 +217,7 @@ def advise(
         recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
         candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
         fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
-        image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical, chosen_backbone=chosen.backbone,
+        image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical, chosen_backbone=chosen.backbone, turns=turns,
     )
 
 

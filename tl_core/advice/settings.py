@@ -38,6 +38,7 @@ class SuggestedSettings:
         epochs_reason: Where the epochs come from, in words.
         image_size: The input size the advice measured as best for this strategy (None: the backbone's own).
         image_size_reason: Why, in words.
+        turns: Turned images show the same class (the advice measured it): feature extraction learns from the eight turned and mirrored views.
     """
 
     strategy: str
@@ -55,6 +56,7 @@ class SuggestedSettings:
     epochs_reason: str = ""
     image_size: int | None = None
     image_size_reason: str = ""
+    turns: bool = False
 
 
 def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bool = False, advice=None, layer_names: list[str] | None = None) -> SuggestedSettings:
@@ -101,6 +103,7 @@ def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bo
         epochs_reason=epochs_reason,
         image_size=image_size,
         image_size_reason=image_size_reason,
+        turns=bool(advice is not None and advice.turns),
     )
 
 

@@ -37,6 +37,7 @@ from tl_core.data.split import stratified_half, stratified_sample
 from tl_core.features import (
     MIRRORED,
     ORIGINAL,
+    QUARTER_TURN,
     FeatureCache,
     compiled_forward,
     forward_batches,
@@ -62,6 +63,7 @@ DEFAULT_SAMPLE_SIZE = 500
 # mirror images could not tell these apart (digits -1.0 point, aerial -0.7: a few images each), and turning flips off
 # on aerial cost feature extraction a point (0.952 -> 0.943).
 MIRROR_LOSS_LIMIT = 0.03
+TURN_LOSS_LIMIT = 0.03  # the same margin for turned images
 COMPONENT_NAMES = {"probe": "probe gain", "shift": "domain shift", "confidence": "ImageNet confidence"}
 
 
@@ -97,6 +99,8 @@ class Measurement:
             for both (what feature extraction with flips does): its expected accuracy.
         mirror_transfer_accuracy: The probe trained on the images alone, answering for the held-out
             images' mirror images: near ``probe_accuracy`` where a mirror image shows the same class.
+        turned_transfer_accuracy: The probe trained on the images alone, answering for the held-out images turned
+            a quarter turn: near ``probe_accuracy`` where up is anywhere (aerial scenes, microscope images, surfaces).
         forward_images_per_second: The frozen backbone's forward pass on this device, at its own size.
         feature_extraction_estimate: Feature extraction's expected accuracy with the whole training
             split: the probe's accuracy on half its images and on all of them, extended along
@@ -121,11 +125,17 @@ class Measurement:
     forward_images_per_second: float | None = None
     feature_extraction_estimate: float | None = None
     mirror_transfer_accuracy: float | None = None
+    turned_transfer_accuracy: float | None = None
 
     @property
     def mirror_images_help(self) -> bool:
         """Whether mirror images are examples of the same class (photos: yes; text and digits: no), as the probe finds (``mirrors_same_class``)."""
         return self.mirror_transfer_accuracy is None or mirrors_same_class(self.probe_accuracy, self.mirror_transfer_accuracy)
+
+    @property
+    def turns_keep_class(self) -> bool:
+        """Whether turned images are examples of the same class, as the probe finds (``turns_same_class``); False where not measured."""
+        return self.turned_transfer_accuracy is not None and turns_same_class(self.probe_accuracy, self.turned_transfer_accuracy)
 
     @property
     def probe_for_feature_extraction(self) -> float:
@@ -146,6 +156,14 @@ class Measurement:
 def mirrors_same_class(probe_accuracy: float, transfer_accuracy: float) -> bool:
     """Whether a probe trained on the images reads their mirror images about as well as the images (``MIRROR_LOSS_LIMIT``)."""
     return transfer_accuracy >= probe_accuracy - MIRROR_LOSS_LIMIT
+
+
+def turns_same_class(probe_accuracy: float, turned_accuracy: float) -> bool:
+    """Whether a probe trained on the images reads them turned a quarter turn about as well (``TURN_LOSS_LIMIT``).
+
+    On 500 aerial scenes the probe read 91.6 % of them turned against 93.0 % upright; on cat breeds 72.0 % against 82.8 %.
+    """
+    return turned_accuracy >= probe_accuracy - TURN_LOSS_LIMIT
 
 
 def probe_similarity(probe_accuracy: float, random_probe_accuracy: float) -> float:
@@ -213,15 +231,17 @@ def measure_similarity(
     # that run, and its time estimate then counts the speed-up (the advice's own few hundred images would not repay it).
     images_to_come = max(len(pixels), len(dataset.records))  # the run's first pass over every image
     runner = backbone_runner(build_feature_model(spec, pretrained, size), spec, weights_identity(spec, "imagenet"), size, images_to_come, cache_dir=cache_dir)
-    mirrored_features = forward_batches(runner.forward(mirror=True), pixels, speeds=speeds)
+    mirrored_features = forward_batches(runner.forward(MIRRORED), pixels, speeds=speeds)
+    turned_features = forward_batches(runner.forward(QUARTER_TURN), pixels)
     if whole and keep.all():
         # The same keys training uses: a later feature-extraction run at this size reads these features.
         keys = view_keys(spec, weights_identity(spec, "imagenet"), size, decoded.key)
         FeatureCache(cache_dir).save(keys[ORIGINAL], features)
         FeatureCache(cache_dir).save(keys[MIRRORED], mirrored_features)
+        FeatureCache(cache_dir).save(keys[QUARTER_TURN], turned_features)
     random_features = forward_batches(compiled_forward(build_feature_model(spec, build_backbone(spec, "none"), size), size), pixels)
-    probe, random_probe, with_mirror, transfer, estimate = _probes(
-        features[labelled], mirrored_features[labelled], random_features[labelled], labels[labelled], seed, len(dataset.split("train"))
+    probe, random_probe, with_mirror, transfer, turned, estimate = _probes(
+        features[labelled], mirrored_features[labelled], turned_features[labelled], random_features[labelled], labels[labelled], seed, len(dataset.split("train"))
     )
     confidence = _imagenet_confidence(pixels, notes)
 
@@ -247,6 +267,7 @@ def measure_similarity(
         notes=notes,
         mirror_probe_accuracy=with_mirror,
         mirror_transfer_accuracy=transfer,
+        turned_transfer_accuracy=turned,
         forward_images_per_second=runner.keras_images_per_second(speeds[0] if speeds else None),
         feature_extraction_estimate=estimate,
     )
@@ -289,7 +310,7 @@ def probe_at_size(
     runner = backbone_runner(model, spec, weights_identity(spec, "imagenet"), size, max(len(pixels), images_to_come or 0), cache_dir=cache_dir)
     speeds: list[float] = []
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
-    mirrored = forward_batches(runner.forward(mirror=True), pixels[labelled]) if mirrors else None
+    mirrored = forward_batches(runner.forward(MIRRORED), pixels[labelled]) if mirrors else None
     right = _probe_right(features, labels[labelled], seed, mirrored=mirrored)
     speed = runner.keras_images_per_second(speeds[0] if speeds else None)
     if not spec.members:
@@ -303,15 +324,15 @@ def probe_at_size(
 
 
 def _probes(
-    features: np.ndarray, mirrored: np.ndarray, random_features: np.ndarray, labels: np.ndarray, seed: int, train_images: int
-) -> tuple[float, float, float, float, float]:
-    """The probe on pretrained features, on random-weight ones, with mirror images, on mirror images alone, and feature extraction's expected accuracy.
+    features: np.ndarray, mirrored: np.ndarray, turned: np.ndarray, random_features: np.ndarray, labels: np.ndarray, seed: int, train_images: int
+) -> tuple[float, float, float, float, float, float]:
+    """The probe on pretrained features, on random-weight ones, with mirror images, on mirror images alone, on turned images alone, and feature extraction's expected accuracy.
 
     The probe learns from a few hundred images; feature extraction will have the whole training split
     (``train_images``). Half the probe's images give a second point of its learning curve, and the
     curve is extended.
     """
-    probe, transfer = _view_accuracies(features, labels, seed, [features, mirrored])  # the same probes read on both views
+    probe, transfer, turned_transfer = _view_accuracies(features, labels, seed, [features, mirrored, turned])  # the same probes read on each view
     random_probe = _probe_accuracy(random_features, labels, seed)
     with_mirror = _probe_accuracy(features, labels, seed, mirrored=mirrored)
     mirrors_help = mirrors_same_class(probe, transfer)
@@ -320,7 +341,7 @@ def _probes(
     folds = int(min(5, np.bincount(labels).min()))
     probe_images = len(labels) * (folds - 1) // max(folds, 1)
     estimate = extrapolated_accuracy(half_probe, max(probe, with_mirror) if mirrors_help else probe, probe_images // 2, probe_images, train_images)
-    return probe, random_probe, with_mirror, transfer, estimate
+    return probe, random_probe, with_mirror, transfer, turned_transfer, estimate
 
 
 def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_small: int, images_large: int, images_target: int) -> float:

@@ -29,7 +29,9 @@ def train(arguments: argparse.Namespace) -> int:
     from tl_core.config import AugmentConfig, TrainConfig
     from tl_core.events import StopRequest
 
-    augmentation = AugmentConfig(flip=arguments.flip, rotation=arguments.rotation, zoom=arguments.zoom, translation=arguments.translation, contrast=arguments.contrast)
+    augmentation = AugmentConfig(
+        flip=arguments.flip, rotation=arguments.rotation, zoom=arguments.zoom, translation=arguments.translation, contrast=arguments.contrast, turns=arguments.turns,
+    )
     fields = {name: getattr(arguments, name) for name in (
         "backbone", "weights", "strategy", "freeze_layers", "epochs", "warmup_epochs", "image_size", "batch_size",
         "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "label_smoothing", "learning_rate_schedule", "test_time_flip", "class_weights",

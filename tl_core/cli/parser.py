@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="randomly flip/rotate/zoom/shift/contrast training images (default on)")
     train.add_argument("--augment-views", type=int, default=0, help="feature extraction: augmented copies of the training set to cache features of (default 0)")
     train.add_argument("--flip", default="horizontal", help="augmentation flip: horizontal, vertical, horizontal_and_vertical or none")
+    train.add_argument(
+        "--turns", action=argparse.BooleanOptionalAction, default=None,
+        help="turned images show the same class (aerial, microscope, surfaces): feature extraction also learns from and averages over the 8 turned and mirrored views "
+        "(default: as the advice measures with --strategy auto, else off)",
+    )
     train.add_argument("--rotation", type=float, default=0.1, help="augmentation: largest rotation as a fraction of a full turn (default 0.1 = 36 degrees)")
     train.add_argument("--zoom", type=float, default=0.2, help="augmentation: largest zoom as a fraction (default 0.2)")
     train.add_argument("--translation", type=float, default=0.1, help="augmentation: largest shift as a fraction (default 0.1)")

@@ -487,7 +487,7 @@ def _features(records, backbone, image_size, cache_dir, on_progress, stop):
 
     def forward(view: str):  # by the runtime chosen for this machine (tl_core.runtime); built only when the features are not cached
         model = build_feature_model(spec, build_backbone(spec, "imagenet"), size)
-        return backbone_runner(model, spec, identity, size, len(decoded.pixels), cache_dir=cache_dir).forward(mirror=view == MIRRORED)
+        return backbone_runner(model, spec, identity, size, len(decoded.pixels), cache_dir=cache_dir).forward(view)
 
     found, cached = cached_features(forward, decoded.pixels, keys, [ORIGINAL], cache_dir, stop=stop, on_progress=progress("features"))
     mirrored = FeatureCache(cache_dir).load(keys[MIRRORED])  # used when a run or the advice computed them already

@@ -17,11 +17,13 @@ opens the exported files in any Python with Keras, without this package.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from tl_core.errors import ConfigError
+from tl_core.features import MIRRORED, ORIGINAL, VIEW_TRANSFORMS
 from tl_core.models.backbones import BackboneSpec
 from tl_core.models.weights import weights_error
 
@@ -234,8 +236,8 @@ def pooled_features(spec: BackboneSpec) -> keras.Model:
     return keras.Model(inputs, scaled, name="pooled_features")
 
 
-def mirror_layers(image_size: int) -> list[keras.layers.Layer]:
-    """Standard Keras layers that mirror an image left to right, exactly.
+def mirror_layers(image_size: int, prefix: str = "") -> list[keras.layers.Layer]:
+    """Standard Keras layers that mirror an image left to right, exactly (``prefix``: before their names, to use them more than once in a model).
 
     Keras has no deterministic flip layer, and a Lambda layer would not load in
     safe mode, so the mirror is written as a fixed linear map: move the width
@@ -244,30 +246,51 @@ def mirror_layers(image_size: int) -> list[keras.layers.Layer]:
     """
     reversal = np.eye(image_size, dtype=np.float32)[::-1]
     return [
-        keras.layers.Permute((1, 3, 2), name="mirror_width_last"),
-        keras.layers.Dense(image_size, use_bias=False, trainable=False, dtype="float32", kernel_initializer=keras.initializers.Constant(reversal), name="mirror_reverse_width"),
-        keras.layers.Permute((1, 3, 2), name="mirror_width_back"),
+        keras.layers.Permute((1, 3, 2), name=f"{prefix}mirror_width_last"),
+        keras.layers.Dense(
+            image_size, use_bias=False, trainable=False, dtype="float32", kernel_initializer=keras.initializers.Constant(reversal), name=f"{prefix}mirror_reverse_width",
+        ),
+        keras.layers.Permute((1, 3, 2), name=f"{prefix}mirror_width_back"),
     ]
 
 
-def with_test_time_flip(classifier: keras.Model, image_size: int) -> keras.Model:
-    """The classifier averaged over each image and its mirror image (test-time augmentation), as one model.
+def view_layers(view: str, image_size: int) -> list[keras.layers.Layer]:
+    """Standard Keras layers that show a square image as ``view`` does (``tl_core.features.view_of``), exactly.
+
+    A quarter turn counter-clockwise is a mirror image with its rows and columns swapped, so
+    every view is made of the mirror's fixed layers and a ``Permute``.
+    """
+    turns, mirrored = VIEW_TRANSFORMS[view]
+    layers = mirror_layers(image_size) if view == MIRRORED else mirror_layers(image_size, f"{view}_0_") if mirrored else []
+    for turn in range(1, turns + 1):
+        layers += [*mirror_layers(image_size, f"{view}_{turn}_"), keras.layers.Permute((2, 1, 3), name=f"{view}_{turn}_swap_rows_and_columns")]
+    return layers
+
+
+def with_test_time_flip(classifier: keras.Model, image_size: int, views: Sequence[str] = (ORIGINAL, MIRRORED)) -> keras.Model:
+    """The classifier averaged over each image and its mirror image (test-time augmentation), as one model; ``views``: over those instead.
 
     A photo of a dog facing left is still a dog facing right; averaging the two
-    predictions removes some of the noise in either. Being one model of standard
-    layers, the saved file gives the same answers in any Keras, without this package.
+    predictions removes some of the noise in either. An aerial scene is the same scene
+    turned, and there the turned views (``tl_core.features.TURNED_VIEWS``) are averaged too.
+    Being one model of standard layers, the saved file gives the same answers in any Keras,
+    without this package.
     """
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    mirrored = inputs
-    for layer in mirror_layers(image_size):
-        mirrored = layer(mirrored)
-    outputs = keras.layers.Average(name="mean_over_mirror", dtype="float32")([classifier(inputs), classifier(mirrored)])
-    return keras.Model(inputs, outputs, name=f"{classifier.name}_with_mirror")
+    answers = []
+    for view in views:
+        shown = inputs
+        for layer in view_layers(view, image_size):
+            shown = layer(shown)
+        answers.append(classifier(shown))
+    name = "mean_over_mirror" if list(views) == [ORIGINAL, MIRRORED] else "mean_over_views"
+    outputs = keras.layers.Average(name=name, dtype="float32")(answers)
+    return keras.Model(inputs, outputs, name=f"{classifier.name}_with_{'mirror' if name == 'mean_over_mirror' else 'views'}")
 
 
 def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
     """The classifier inside a model made by ``with_test_time_flip`` (the model itself when it is not one)."""
-    if not any(layer.name == "mean_over_mirror" for layer in model.layers):
+    if not any(layer.name in ("mean_over_mirror", "mean_over_views") for layer in model.layers):
         return model
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 

@@ -16,7 +16,7 @@ from tl_core.data.decoded import DecodedImages
 from tl_core.data.records import Dataset
 from tl_core.device import DeviceInfo, Distribution
 from tl_core.events import EventHandler, Notice, StopRequest
-from tl_core.features import MIRRORED, compiled_forward
+from tl_core.features import MIRRORED, ORIGINAL, compiled_forward
 from tl_core.insight.metrics import Evaluation
 from tl_core.models.backbones import BackboneSpec
 from tl_core.runs.folder import EarlierRun
@@ -102,17 +102,27 @@ class RunContext:
         self.notes.append(message)
         self.on_event(Notice(message))
 
-    def compiled(self, model: keras.Model, augmenter=None, mirror: bool = False) -> Callable:
-        """``compiled_forward`` of ``model``, traced once per run for each (model, augmenter, mirror)."""
-        key = (id(model), id(augmenter), mirror)
+    def compiled(self, model: keras.Model, augmenter=None) -> Callable:
+        """``compiled_forward`` of ``model``, traced once per run for each (model, augmenter)."""
+        key = (id(model), id(augmenter))
         if key not in self._compiled:
-            self._compiled[key] = (model, augmenter, compiled_forward(model, self.image_size, augmenter=augmenter, mirror=mirror))  # holding the models keeps their ids theirs
+            self._compiled[key] = (model, augmenter, compiled_forward(model, self.image_size, augmenter=augmenter))  # holding the models keeps their ids theirs
         return self._compiled[key][2]
 
     @property
     def flips_at_test(self) -> bool:
         """Predictions average the image and its mirror image: asked for, and for feature extraction the mirror images' features are there."""
         return self.config.uses_test_time_flip and (self.config.strategy != "feature_extraction" or MIRRORED in self.features)
+
+    @property
+    def test_views(self) -> list[str]:
+        """The views each prediction averages: the image, and with the test-time flip its mirror image (for feature extraction,
+        every extra view the head learnt from: the turned views too where turns keep the class)."""
+        if not self.flips_at_test:
+            return [ORIGINAL]
+        if self.config.strategy == "feature_extraction":
+            return [ORIGINAL, *(view for view in self.features if view != ORIGINAL)]
+        return [ORIGINAL, MIRRORED]
 
     @property
     def planned_phase_epochs(self) -> dict[str, int]:

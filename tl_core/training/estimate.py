@@ -447,8 +447,8 @@ def model_parts(
         if not FeatureCache(config.cache_dir).path(key).exists():
             deferred = views == 2  # a first run: the head trains, then trains on with the mirror images where they pay
             parts["features"] = images * (1 if deferred else views) * forward / feature_speedup(config, dataset, throughput)[0]
-            if deferred:
-                parts[MIRROR_FEATURES] = parts["features"]
+            if deferred:  # one more pass per extra view: the mirror images, and the six turned views where turns keep the class
+                parts[MIRROR_FEATURES] = parts["features"] * max(1, len(config.extra_feature_views))
             if "decode" in parts and gpu:  # a GPU runs the backbone while the CPU decodes; on a CPU both share its cores
                 parts["decode"] = max(0.0, parts["decode"] - parts["features"])
         if strategy == "feature_extraction" and config.augment:
@@ -458,7 +458,7 @@ def model_parts(
             parts["head"] = head_epochs * counts["train"] * (1 if deferred else views) * HEAD_SECONDS_PER_FEATURE_EPOCH + HEAD_TRACE_SECONDS
             epochs["head"] = int(head_epochs) * (2 if deferred else 1)
             if deferred:  # as many epochs again, on the images and their mirror images
-                parts[MIRROR_HEAD] = head_epochs * counts["train"] * 2 * HEAD_SECONDS_PER_FEATURE_EPOCH
+                parts[MIRROR_HEAD] = head_epochs * counts["train"] * (1 + max(1, len(config.extra_feature_views))) * HEAD_SECONDS_PER_FEATURE_EPOCH
     if strategy in IMAGE_TRAINING_STRATEGIES:
         if strategy == "fine_tune":
             frozen = frozen_layers if frozen_layers is not None else config.freeze_layers

@@ -31,9 +31,10 @@ def fit_head(run: RunContext, epochs: int, description: str = "") -> None:
     views = []
     if config.strategy == "feature_extraction" and config.augment:
         extra = []
-        if MIRRORED in run.features:
-            views.append(run.features[MIRRORED][train_rows])
-            extra.append("their mirror images")
+        others = [view for view in run.features if view != ORIGINAL]  # the mirror images' (and the turned views') once computed
+        if others:
+            views += [run.features[view][train_rows] for view in others]
+            extra.append("their mirror images" if others == [MIRRORED] else f"their mirror images and turned views ({len(others)} views)")
         if config.augment_views:
             views += augmented_views(run, train_rows)
             extra.append(f"{config.augment_views} randomly augmented cop{'y' if config.augment_views == 1 else 'ies'}")

@@ -47,7 +47,7 @@ def read_images(run: RunContext) -> None:
     views = [ORIGINAL]
     run.mirrors_deferred = run.config.mirrored_features  # not cached: computed after the first model, where they pay
     run.on_event(PhaseStarted("features", f"Reading {total} images and computing their bottleneck features with the frozen {run.spec.display_name} as they arrive", total=total))
-    forwards = {view: feature_forward(run, view == MIRRORED, total) for view in views}
+    forwards = {view: feature_forward(run, view, total) for view in views}
     features = {view: np.zeros((total, run.spec.feature_dim), dtype=np.float32) for view in views}
     extracted = []
 
@@ -78,8 +78,8 @@ def feature_views(run: RunContext) -> tuple[list[str], str]:
     return [ORIGINAL], "bottleneck features"
 
 
-def feature_forward(run: RunContext, mirror: bool, images: int):
-    """The frozen backbone's forward pass on ``uint8`` batches (their mirror images when ``mirror``), by the runtime chosen here.
+def feature_forward(run: RunContext, view: str, images: int):
+    """The frozen backbone's forward pass on ``uint8`` batches (as ``view`` shows them: ``tl_core.features.view_of``), by the runtime chosen here.
 
     ``images`` is how many images the run expects to push through it (a measurement pays only for enough of them).
     """
@@ -87,7 +87,7 @@ def feature_forward(run: RunContext, mirror: bool, images: int):
         run.runner = backbone_runner(
             run.model.feature_model, run.spec, weights_identity(run.spec, run.weights), run.image_size, images, device_kind=run.device.kind, cache_dir=run.config.cache_dir
         )
-    return run.runner.forward(mirror)
+    return run.runner.forward(view)
 
 
 def report_runtime(run: RunContext) -> None:
@@ -147,7 +147,7 @@ def compute_features(run: RunContext) -> None:
     run.on_event(PhaseStarted("features", f"Computing the bottleneck features of {len(pixels)} images with the frozen {run.spec.display_name}", total=len(pixels)))
     if missing:
         found.update(run.timed(
-            "features", features.compute_features, lambda view: feature_forward(run, view == MIRRORED, len(pixels)), pixels, keys, missing,
+            "features", features.compute_features, lambda view: feature_forward(run, view, len(pixels)), pixels, keys, missing,
             run.config.cache_dir, stop=run.stop, on_progress=progress_events(run, "features"),
         ))
         report_runtime(run)
@@ -163,9 +163,9 @@ def progress_events(run: RunContext, phase: str):
     return lambda done, total: run.on_event(ProgressUpdated(phase, done, total))
 
 
-def run_forward(run: RunContext, model, rows: np.ndarray, phase: str, augmenter=None, mirror: bool = False, progress_offset: int = 0, progress_total: int | None = None) -> np.ndarray:
+def run_forward(run: RunContext, model, rows: np.ndarray, phase: str, augmenter=None, progress_offset: int = 0, progress_total: int | None = None) -> np.ndarray:
     """``model`` over the given rows of the run's decoded images (compiled once per run), reporting progress as ``phase``."""
-    forward = run.compiled(model, augmenter, mirror)
+    forward = run.compiled(model, augmenter)
     return forward_batches(
         forward, run.decoded.pixels, rows, stop=run.stop, on_progress=progress_events(run, phase), progress_offset=progress_offset, progress_total=progress_total
     )

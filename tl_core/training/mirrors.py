@@ -18,6 +18,15 @@ own features, and then:
   cache (``cached_mirror_features``) or computes and caches them, and the head
   trains on, on both views; the caller evaluates it with the test-time flip.
 
+Where turned images show the same class too (``AugmentConfig.turns``: aerial
+scenes, microscope images, surfaces), the same pass adds the six turned views
+(a quarter, half and three-quarter turn, each mirrored or not), and the
+prediction averages all eight. On aerial, a cross-validated logistic probe on
+every image went from 97.4 % with the mirror images to 98.1 % with all eight;
+on cat breeds, where up matters, it lost 2 points (0.845 -> 0.81-0.83), which
+is why the advice turns them on only where a probe reads turned images as well
+as upright ones.
+
 Every run goes through these same steps, whatever the cache holds, so the same
 settings and seed give the same model. When the mirror images' features must
 be computed, the caller saves the first model before (the user has it while
@@ -29,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from tl_core.events import Interrupted, PhaseStarted
-from tl_core.features import MIRRORED, MIRRORS_WORTH_POINTS, ORIGINAL, FeatureCache, forward_batches, load_features, mirror_gain_points
+from tl_core.features import MIRRORS_WORTH_POINTS, ORIGINAL, FeatureCache, forward_batches, load_features, mirror_gain_points
 from tl_core.training.context import RunContext
 from tl_core.training.fitting import fit_head
 from tl_core.training.inputs import feature_forward, feature_keys, progress_events, split_rows
@@ -45,6 +54,18 @@ def mirrors_pay(run: RunContext) -> tuple[bool, str]:
     predicted = run.model.head.predict(run.features[ORIGINAL][rows["val"]], batch_size=256, verbose=0).argmax(axis=1)
     errors = int(np.sum(predicted != labels["val"]))
     expected = mirror_gain_points(errors, count)
+    if len(run.config.extra_feature_views) > 1:
+        turned = len(run.config.extra_feature_views)
+        if expected < MIRRORS_WORTH_POINTS:
+            return False, (
+                f"Mirror images and turned views skipped: the first model gets {count - errors} of {count} validation images right, so the extra views, "
+                f"which fixed a fifth of the remaining errors or more on our benchmarks, would add about {expected:.1f} points here for {turned} more passes of the backbone."
+            )
+        return True, (
+            f"The first model gets {count - errors} of {count} validation images right. Your images show the same class turned and mirrored, so the "
+            f"{turned} other views of each image (turned by a quarter, half and three-quarter turn, mirrored or not) should fix a fifth of the remaining errors or more "
+            f"(about {expected:.1f} points here): the head trains on with them too (an epoch is kept only if validation loss improves), and each prediction averages all eight views."
+        )
     if expected < MIRRORS_WORTH_POINTS:
         return False, (
             f"Mirror images skipped: the first model gets {count - errors} of {count} validation images right, so the mirror images, which fixed "
@@ -57,13 +78,18 @@ def mirrors_pay(run: RunContext) -> tuple[bool, str]:
     )
 
 
-def cached_mirror_features(run: RunContext) -> np.ndarray | None:
-    """The mirror images' features from the cache (a run computed them before), or None."""
-    return load_features(feature_keys(run, run.decoded.key), [MIRRORED], len(run.decoded.pixels), run.config.cache_dir)[MIRRORED]
+def extra_views_words(run: RunContext) -> str:
+    """``mirror images``, or with turns ``mirror images and turned views``: what the extra views are, in words."""
+    return "mirror images" if len(run.config.extra_feature_views) < 2 else "mirror images and turned views"
 
 
-def learn_from_mirrors(run: RunContext, mirrored: np.ndarray | None) -> bool:
-    """The head trained on from where it is, on the images and their mirror images (``mirrored``: their features, or None to compute them).
+def cached_mirror_features(run: RunContext) -> dict[str, np.ndarray | None]:
+    """The extra views' features (the mirror images', and the turned views' with turns) from the cache where a run computed them before; None where not."""
+    return load_features(feature_keys(run, run.decoded.key), run.config.extra_feature_views, len(run.decoded.pixels), run.config.cache_dir)
+
+
+def learn_from_mirrors(run: RunContext, found: dict[str, np.ndarray | None]) -> bool:
+    """The head trained on from where it is, on the images and their extra views (``found``: each view's features, or None to compute them).
 
     Returns True when that is done; False when a stop came first, with the
     head, the curves and the best epoch put back as they were.
@@ -71,26 +97,33 @@ def learn_from_mirrors(run: RunContext, mirrored: np.ndarray | None) -> bool:
     head = run.model.head
     kept = (head.get_weights(), list(run.history), run.best_loss, run.best_epoch, run.planned, run.mirror_epochs)
     pixels, total = run.decoded.pixels, len(run.decoded.pixels)
+    missing = [view for view, array in found.items() if array is None]
+    words = extra_views_words(run)
     try:
-        if mirrored is None:
-            run.on_event(PhaseStarted("features", f"Computing the bottleneck features of the {total} images' mirror images (the first model is saved)", total=total))
-            mirrored = run.timed(
-                "features", forward_batches, feature_forward(run, True, total), pixels, stop=run.stop, on_progress=progress_events(run, "features")
-            )
-            FeatureCache(run.config.cache_dir).save(feature_keys(run, run.decoded.key)[MIRRORED], mirrored)
+        if missing:
+            count, keys = total * len(missing), feature_keys(run, run.decoded.key)
+            views = f" ({len(missing)} views)" if len(missing) > 1 else ""
+            run.on_event(PhaseStarted("features", f"Computing the bottleneck features of the {total} images' {words}{views} (the first model is saved)", total=count))
+            for number, view in enumerate(missing):
+                found[view] = run.timed(
+                    "features", forward_batches, feature_forward(run, view, total), pixels,
+                    stop=run.stop, on_progress=progress_events(run, "features"), progress_offset=number * total, progress_total=count,
+                )
+                FeatureCache(run.config.cache_dir).save(keys[view], found[view])
         else:
-            run.notice("The mirror images' features reused from the cache.")
-        run.features[MIRRORED] = mirrored
+            run.notice(f"The {words}' features reused from the cache.")
+        run.features.update(found)
         if run.config.augment:  # else they serve the test-time flip only
             run.planned = len(run.history) + run.config.head_epochs
             run.mirror_epochs = run.config.head_epochs
-            fit_head(run, run.config.head_epochs, "Training the head on, with the mirror images' features added")
+            fit_head(run, run.config.head_epochs, f"Training the head on, with the {words}' features added")
         if run.stop.requested:
             raise Interrupted
     except Interrupted:
         head.set_weights(kept[0])
         run.history[:], run.best_loss, run.best_epoch, run.planned, run.mirror_epochs = kept[1], kept[2], kept[3], kept[4], kept[5]
-        run.features.pop(MIRRORED, None)
-        run.notice("Stopped while learning from the mirror images: the first model is kept as it was saved.")
+        for view in found:
+            run.features.pop(view, None)
+        run.notice(f"Stopped while learning from the {words}: the first model is kept as it was saved.")
         return False
     return True

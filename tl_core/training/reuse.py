@@ -158,7 +158,7 @@ def _features_reusing(run: RunContext, reused: list[int], earlier_rows: list[int
             array[reused] = before[view][earlier_rows]
         if len(work[view]):
             array[work[view]] = run.timed(
-                "features", forward_batches, feature_forward(run, view == MIRRORED, count), run.decoded.pixels, work[view],
+                "features", forward_batches, feature_forward(run, view, count), run.decoded.pixels, work[view],
                 stop=run.stop, on_progress=progress_events(run, "features"), progress_offset=done, progress_total=count,
             )
             done += len(work[view])

@@ -74,7 +74,7 @@ from tl_core.training.context import ModelParts, RunContext, RunResult
 from tl_core.training.estimate import estimate_run, forward_throughput
 from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
 from tl_core.training.inputs import compute_features, feature_keys, read_images, run_forward
-from tl_core.training.mirrors import cached_mirror_features, learn_from_mirrors, mirrors_pay
+from tl_core.training.mirrors import cached_mirror_features, extra_views_words, learn_from_mirrors, mirrors_pay
 from tl_core.training.reuse import read_images_reusing, warm_start
 from tl_core.training.timings import compare_with_estimate, record_timings
 
@@ -169,11 +169,11 @@ def with_mirrors(run: RunContext) -> Evaluation:
     pays, why = mirrors_pay(run)
     note_kept_epoch(run, "The first model" if pays else "The model")
     run.notice(why)
-    mirrored = cached_mirror_features(run) if pays else None
-    evaluation = evaluate_and_save(run, "finished") if not pays or mirrored is None else None
-    if pays and learn_from_mirrors(run, mirrored):
+    found = cached_mirror_features(run) if pays else {}
+    evaluation = evaluate_and_save(run, "finished") if not pays or any(array is None for array in found.values()) else None
+    if pays and learn_from_mirrors(run, found):
         run.exported = None  # the file's model now averages over the mirror image
-        note_kept_epoch(run, "The model (with the mirror images)")
+        note_kept_epoch(run, f"The model (with the {extra_views_words(run)})")
         return evaluate_and_save(run, "finished")
     return evaluation or evaluate_and_save(run, "finished")
 
@@ -276,12 +276,11 @@ def evaluate_model(run: RunContext) -> Evaluation:
     split = dataset.evaluation_split
     records = dataset.split(split)
     rows = run.decoded.rows(records)
-    flipped = " and their mirror images (test-time flip)" if run.flips_at_test else ""
+    flipped = (" and their mirror images (test-time flip)" if len(run.test_views) == 2 else f" and their {len(run.test_views) - 1} turned and mirrored views") if run.flips_at_test else ""
     run.on_event(PhaseStarted("evaluate", f"Evaluating on the {split} split ({len(records)} images{flipped})", total=len(records)))
     if run.features and run.config.strategy == "feature_extraction":
-        probabilities = model.head.predict(run.features[ORIGINAL][rows], batch_size=256, verbose=0)
-        if run.flips_at_test:
-            probabilities = (probabilities + model.head.predict(run.features[MIRRORED][rows], batch_size=256, verbose=0)) / 2
+        views = run.test_views
+        probabilities = sum(model.head.predict(run.features[view][rows], batch_size=256, verbose=0) for view in views) / len(views)
     else:
         # Compiled once, batches sliced from the decoded images: eager calls of the model were several times slower.
         probabilities = run_forward(run, exported_classifier(run), rows, "evaluate")
@@ -298,7 +297,7 @@ def exported_classifier(run: RunContext) -> keras.Model:
     if run.exported is None:
         classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
         if run.flips_at_test:
-            run.exported = with_test_time_flip(classifier, run.image_size)
+            run.exported = with_test_time_flip(classifier, run.image_size, run.test_views)
         else:
             # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
             run.exported = keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
