@@ -161,7 +161,7 @@ def mirrors_same_class(probe_accuracy: float, transfer_accuracy: float) -> bool:
 def turns_same_class(probe_accuracy: float, turned_accuracy: float) -> bool:
     """Whether a probe trained on the images reads them turned a quarter turn about as well (``TURN_LOSS_LIMIT``).
 
-    On 500 aerial scenes the probe read 91.6 % of them turned against 93.0 % upright; on cat breeds 72.0 % against 82.8 %.
+    On 483 aerial scenes (seed 0) the probe read 92.3 % of them turned against 90.9 % upright; on cat breeds 70.7 % against 82.7 %.
     """
     return turned_accuracy >= probe_accuracy - TURN_LOSS_LIMIT
 
