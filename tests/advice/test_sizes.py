@@ -50,19 +50,24 @@ def test_the_typical_side_is_the_median_short_side(tmp_path: Path) -> None:
     assert typical_side(_dataset(tmp_path, 64)) == 64
 
 
-def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: tuple[float, float, float] | None = None, size: int = 64):
+def _advise_with_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: tuple[float, float, float] | None = None, size: int = 64,
+    turned: float | None = None, budget: float = 0.2,
+):
     """``advise`` on 60 generated 64 px images, with the measurements faked: the probe's accuracy at each size from ``accuracies``.
 
     Feature extraction at 224 px is expected 2 points above its probe (the learning curve extended).
 
     The forward pass runs at 100 images/s at 224 px and in proportion to the pixels at smaller sizes.
+    ``turned``: the probe's accuracy on the images turned a quarter turn; ``budget``: the time budget in minutes.
     """
     import tl_core.advice.advise as advise_module
     from tl_core.models.blocks import layer_names
 
     dataset = _dataset(tmp_path, size)
     measurement = replace(
-        canned_advice(dataset).measurement, shift_profile=[], forward_images_per_second=100.0, probe_accuracy=accuracies[224], mirror_probe_accuracy=None, feature_extraction_estimate=accuracies[224] + 0.02
+        canned_advice(dataset).measurement, shift_profile=[], forward_images_per_second=100.0, probe_accuracy=accuracies[224], mirror_probe_accuracy=None, feature_extraction_estimate=accuracies[224] + 0.02,
+        turned_transfer_accuracy=turned,
     )
     monkeypatch.setattr(advise_module, "measure_similarity", lambda *arguments: (measurement, list(layer_names(get_backbone("mobilenet_v2")))))
     probed = []
@@ -78,7 +83,7 @@ def _advise_with_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accurac
     monkeypatch.setattr(advise_module, "probe_at_size", fake_probe)
     if joined is None:
         monkeypatch.setattr(advise_module, "joined_backbone", lambda spec: None)
-    advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"), time_budget_minutes=0.2)
+    advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"), time_budget_minutes=budget)
     return dataset, advice, probed
 
 
@@ -176,3 +181,20 @@ def test_a_joined_backbone_only_extracts_features() -> None:
     for strategy in ("fine_tune", "full_fine_tune", "from_scratch"):
         with pytest.raises(ConfigError, match="only extract features"):
             TrainConfig(data_dir="d", out_dir="o", backbone=JOINED, strategy=strategy).validated()
+
+
+def test_turned_views_are_advised_where_turns_keep_the_class_and_their_passes_fit_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accuracies = {224: 0.90}
+    _, advice, _ = _advise_with_probes(tmp_path / "a", monkeypatch, accuracies, size=224, turned=0.89, budget=5.0)
+    assert advice.turns and advice.recommendation.strategy == "feature_extraction"
+    assert any(reason.startswith("Turned images show the same class here") and "averages its answers over them" in reason for reason in advice.reasons)
+    _, upright, _ = _advise_with_probes(tmp_path / "b", monkeypatch, accuracies, size=224, turned=0.80, budget=5.0)  # up matters: a 10-point loss
+    assert not upright.turns and not any("Turned images" in reason for reason in upright.reasons)
+    with_turns = next(row for row in advice.candidates if row.strategy == "feature_extraction" and row.backbone is None)
+    without = next(row for row in upright.candidates if row.strategy == "feature_extraction" and row.backbone is None)
+    assert with_turns.seconds > without.seconds  # six more passes of the backbone, counted
+    # A budget between the two: feature extraction fits only without the turned views, so they stay off, and the advice says why.
+    budget = (with_turns.seconds + without.seconds) / 2 / 60
+    _, tight, _ = _advise_with_probes(tmp_path / "c", monkeypatch, accuracies, size=224, turned=0.89, budget=budget)
+    assert not tight.turns and tight.recommendation.strategy == "feature_extraction"
+    assert any("would take feature extraction over your time budget" in reason for reason in tight.reasons)

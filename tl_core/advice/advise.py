@@ -177,7 +177,11 @@ def advise(
     typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     size_probes += _probe_joined(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     _remember_expectations(dataset, spec, measurement, size_probes, cache_dir)
-    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
+    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes, turns)
+    turns_over_budget = turns and not any(row.within_budget for row in candidates if row.strategy == "feature_extraction" and row.backbone is None)
+    if turns_over_budget:  # the turned views' six more passes would price feature extraction out of the budget: without them
+        turns = False
+        candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
     chosen = next(row for row in candidates if row.recommended)
     size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)
     strategy = chosen.strategy
@@ -199,12 +203,17 @@ def advise(
             f"mirror images right, against {measurement.probe_accuracy:.1%} of the images themselves), as with text or digits: "
             "no left-right flips, in training or at test time."
         )
-    if turns:
-        reasons.append(
+    if turns or turns_over_budget:
+        measured = (
             f"Turned images show the same class here: a probe trained on your images upright gets {measurement.turned_transfer_accuracy:.1%} of held-out images "
             f"turned a quarter turn right, against {measurement.probe_accuracy:.1%} upright, as with aerial or microscope images, where up is anywhere. "
-            "Feature extraction therefore learns from each image's eight turned and mirrored views, where they pay, and averages its answers over them."
         )
+        reasons.append(measured + (
+            "Feature extraction therefore learns from each image's eight turned and mirrored views, where they pay, and averages its answers over them."
+            if turns else
+            f"Their six more passes of the backbone would take feature extraction over your time budget of {time_budget_minutes:g} min, so they stay off; "
+            "the Setup page's box turns them on."
+        ))
     views = []
     if matrix.scenario == 2:
         views = [

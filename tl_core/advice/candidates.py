@@ -80,6 +80,7 @@ def plan_candidates(
     time_budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
     flip: str = "horizontal",
     size_probes: Sequence[SizeProbe] = (),
+    turns: bool = False,
 ) -> list[Candidate]:
     """Each strategy worth weighing in this scenario, at each input size measured, with its expected accuracy and time; one is recommended.
 
@@ -90,10 +91,11 @@ def plan_candidates(
     ``size_probes``: feature extraction measured at sizes other than the backbone's own
     (``tl_core.advice.sizes``); each adds the scenario's pretrained strategies at that size.
     A probe of another backbone (a joined one, ``SizeProbe.backbone``) adds feature extraction with it.
+    ``turns``: feature extraction adds the turned views' passes where the mirror images' pays (``AugmentConfig.turns``).
     """
     per_class = classify_size(dataset).images_per_class
     rows = [
-        _candidate(strategy, None, dataset, throughput, measurement.feature_extraction_accuracy, per_class, backbone, freeze_layers, cache_dir, time_budget_minutes, flip, measurement.sample_size)
+        _candidate(strategy, None, dataset, throughput, measurement.feature_extraction_accuracy, per_class, backbone, freeze_layers, cache_dir, time_budget_minutes, flip, measurement.sample_size, turns=turns)
         for strategy in candidate_strategies(scenario)
     ]
     for probe in size_probes:
@@ -104,13 +106,13 @@ def plan_candidates(
             size = None if probe.image_size == throughput.image_size else probe.image_size
             gain = _gain_words(probe)
             rows.append(
-                _candidate("feature_extraction", size, dataset, measured, probe.expected_accuracy(measurement), per_class, other, 0, cache_dir, time_budget_minutes, flip, measurement.sample_size, joined=gain)
+                _candidate("feature_extraction", size, dataset, measured, probe.expected_accuracy(measurement), per_class, other, 0, cache_dir, time_budget_minutes, flip, measurement.sample_size, joined=gain, turns=turns)
             )
             continue
         speed = probe.images_per_second or throughput.images_per_second * (throughput.image_size / probe.image_size) ** 2
         at_size = Throughput(throughput.device, throughput.backbone, probe.image_size, speed, throughput.measured)
         rows += [
-            _candidate(strategy, probe.image_size, dataset, at_size, probe.expected_accuracy(measurement), per_class, backbone, freeze_layers, cache_dir, time_budget_minutes, flip, measurement.sample_size)
+            _candidate(strategy, probe.image_size, dataset, at_size, probe.expected_accuracy(measurement), per_class, backbone, freeze_layers, cache_dir, time_budget_minutes, flip, measurement.sample_size, turns=turns)
             for strategy in candidate_strategies(scenario)
             if strategy != "from_scratch"  # its accuracy is not predictable at any size; the backbone's own size stands for it
         ]
@@ -119,13 +121,13 @@ def plan_candidates(
 
 def _candidate(
     strategy: str, image_size: int | None, dataset: Dataset, throughput, base: float, per_class: float, backbone: str, freeze_layers: int,
-    cache_dir: str | None, time_budget_minutes: float, flip: str, sample_size: int, joined: str = "",
+    cache_dir: str | None, time_budget_minutes: float, flip: str, sample_size: int, joined: str = "", turns: bool = False,
 ) -> Candidate:
     """One (strategy, size) weighed: ``base`` is feature extraction's expected accuracy at that size (``joined``: with ``backbone``, another one, and its probe's gain in words)."""
     budget = time_budget_minutes * 60
     config = TrainConfig(
         data_dir=str(dataset.root), out_dir="", backbone=backbone, strategy=strategy, cache_dir=cache_dir, image_size=image_size,
-        freeze_layers=freeze_layers if strategy == "fine_tune" else None, augmentation=AugmentConfig(flip=flip),
+        freeze_layers=freeze_layers if strategy == "fine_tune" else None, augmentation=AugmentConfig(flip=flip, turns=turns),
     ).validated()
     estimate = estimate_run(config, dataset, throughput)
     epochs = config.epochs
