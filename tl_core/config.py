@@ -27,7 +27,8 @@ class AugmentConfig:
         turns: Turned images (a quarter, half or three-quarter turn) show the same class, as in aerial and
             microscope images or surfaces, where up is anywhere. With left-right flips, feature extraction then
             learns from, and averages its answers over, all eight turned and mirrored views of each image
-            (``tl_core.features.TURNED_VIEWS``); image-training strategies keep their random rotations (``rotation``).
+            (``tl_core.features.TURNED_VIEWS``); image-training strategies add a random number of quarter turns to
+            each training image's random changes, and average their answers over the eight views at test time.
             None: off, except that ``auto`` follows the advice's measurement (``Measurement.turns_keep_class``).
     """
 

@@ -34,6 +34,15 @@ def test_flips_are_exact_mirrors_and_both_outcomes_occur() -> None:
     assert all(np.array_equal(out, image) or np.array_equal(out, image[::-1]) for out in vertical)
 
 
+def test_turns_are_exact_quarter_turns_and_all_four_occur() -> None:
+    image = np.random.default_rng(1).integers(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    outputs = _apply(RandomAffine("none", seed=5, turns=True), image, copies=32)
+    turned = [np.rot90(image, turns) for turns in range(4)]
+    kinds = [next((turns for turns, view in enumerate(turned) if np.allclose(out, view, atol=0.01)), None) for out in outputs]
+    assert None not in kinds and set(kinds) == {0, 1, 2, 3}
+    assert build_augmenter(AugmentConfig(flip="none", rotation=0, zoom=0, translation=0, contrast=0, turns=True)).layers[0].turns
+
+
 def test_rotation_and_zoom_turn_about_the_centre() -> None:
     # A small disk at the centre stays there whatever the angle and zoom; a wrong centre would move it away.
     image = _disk(radius=5)

@@ -334,6 +334,24 @@ def test_feature_extraction_with_turns_learns_from_and_answers_over_the_eight_vi
     assert {item["path"]: pytest.approx(item["confidence"], abs=1e-4) for item in evaluation.to_dict()["misclassified"]} == confidences
 
 
+def test_fine_tuning_with_turns_answers_over_the_eight_views_in_the_file_and_the_evaluation(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    from tl_core.config import AugmentConfig
+    from tl_core.runs.folder import load_run
+    from tl_core.runs.predict import evaluate_run
+    from tl_core.training.run import train
+
+    config = TrainConfig(
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), strategy="fine_tune", epochs=1, warmup_epochs=2, image_size=32, batch_size=8,
+        cache_dir=str(tmp_path / "cache"), augmentation=AugmentConfig(turns=True),
+    )
+    result = train(config)
+    run = load_run(tmp_path / "run")
+    average = next(layer for layer in run.model.layers if layer.name == "mean_over_views")
+    assert len(average.input) == 8
+    evaluation, _ = evaluate_run(run, tiny_dataset)
+    assert evaluation.confusion_matrix == result.evaluation.confusion_matrix
+
+
 def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     from tl_core.config import AugmentConfig
     from tl_core.training.run import train

@@ -34,11 +34,15 @@ class RandomAffine(keras.layers.Layer):
         translation: Largest shift as a fraction of the width and of the height (drawn separately).
         fill_mode: How points outside the image are filled (``"reflect"``, ``"nearest"``, ``"constant"``, ``"wrap"``).
         seed: Seed of the random draws.
+        turns: Also turn each image by a random number of quarter turns (none, one, two or three, equally likely).
     """
 
-    def __init__(self, flip: str = "horizontal", rotation: float = 0.0, zoom: float = 0.0, translation: float = 0.0, fill_mode: str = "reflect", seed: int | None = None, **kwargs) -> None:
+    def __init__(
+        self, flip: str = "horizontal", rotation: float = 0.0, zoom: float = 0.0, translation: float = 0.0, fill_mode: str = "reflect", seed: int | None = None,
+        turns: bool = False, **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
-        self.flip, self.rotation, self.zoom, self.translation, self.fill_mode, self.seed = flip, rotation, zoom, translation, fill_mode, seed
+        self.flip, self.rotation, self.zoom, self.translation, self.fill_mode, self.seed, self.turns = flip, rotation, zoom, translation, fill_mode, seed, turns
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training: bool = True):
@@ -54,6 +58,8 @@ class RandomAffine(keras.layers.Layer):
             return ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if enabled else ops.ones((count,))
 
         angle = uniform(-self.rotation * 2 * math.pi, self.rotation * 2 * math.pi)
+        if self.turns:
+            angle = angle + ops.floor(uniform(0.0, 4.0)) * (math.pi / 2)
         scale = uniform(1.0 - self.zoom, 1.0 + self.zoom)
         shift_x = uniform(-self.translation, self.translation) * width
         shift_y = uniform(-self.translation, self.translation) * height
@@ -82,6 +88,7 @@ class RandomAffine(keras.layers.Layer):
             "translation": self.translation,
             "fill_mode": self.fill_mode,
             "seed": self.seed,
+            "turns": self.turns,
         }
 
 
@@ -98,9 +105,11 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential:
         if not 0 <= value < 1:
             raise ConfigError(f"augmentation {name} is {value} while it must be at least 0 and below 1 (e.g. 0.1).")
     layers: list[keras.layers.Layer] = []
-    if config.flip != "none" or config.rotation or config.zoom or config.translation:
+    if config.flip != "none" or config.rotation or config.zoom or config.translation or config.turns:
         # One resampling for all four geometric changes (see tl_core.models.augment): about 3x cheaper than four layers.
-        layers.append(RandomAffine(config.flip, config.rotation, config.zoom, config.translation, fill_mode="reflect", seed=seed, name="random_affine"))
+        layers.append(RandomAffine(
+            config.flip, config.rotation, config.zoom, config.translation, fill_mode="reflect", seed=seed, turns=bool(config.turns), name="random_affine",
+        ))
     if config.contrast:
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
     return keras.Sequential(layers, name="augmentation")

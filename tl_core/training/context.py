@@ -16,7 +16,7 @@ from tl_core.data.decoded import DecodedImages
 from tl_core.data.records import Dataset
 from tl_core.device import DeviceInfo, Distribution
 from tl_core.events import EventHandler, Notice, StopRequest
-from tl_core.features import MIRRORED, ORIGINAL, compiled_forward
+from tl_core.features import MIRRORED, ORIGINAL, compiled_forward, extra_views
 from tl_core.insight.metrics import Evaluation
 from tl_core.models.backbones import BackboneSpec
 from tl_core.runs.folder import EarlierRun
@@ -122,7 +122,7 @@ class RunContext:
             return [ORIGINAL]
         if self.config.strategy == "feature_extraction":
             return [ORIGINAL, *(view for view in self.features if view != ORIGINAL)]
-        return [ORIGINAL, MIRRORED]
+        return [ORIGINAL, *extra_views(True, bool(self.config.augmentation.turns))]
 
     @property
     def planned_phase_epochs(self) -> dict[str, int]:

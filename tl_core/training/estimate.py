@@ -472,7 +472,7 @@ def model_parts(
         per_training_image = forward * (1 + backward * share) + augment
         parts[strategy] = TRACE_SECONDS + config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
         epochs[strategy] = int(config.epochs)
-    flips = 2 if config.test_time_flip and mirrored else 1
+    flips = (8 if config.augmentation.turns else 2) if config.test_time_flip and mirrored else 1
     if strategy != "feature_extraction":
         parts["evaluate"] = TRACE_SECONDS + held_out * flips * forward
     parts["files"] = FILES_SECONDS
