@@ -10,6 +10,7 @@ examples, and the epochs that fit the time budget.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -165,7 +166,6 @@ def advise(
     size = classify_size(dataset).size
     measured_freeze, measured_block, freeze_reason = freeze_depth_from_shift(measurement.shift_profile, layer_names, spec, size)
     flip = "horizontal" if measurement.mirror_images_help else "none"
-    turns = measurement.turns_keep_class and flip != "none"
     device = detect_device()
     if measurement.forward_images_per_second:
         throughput = Throughput(device.key, spec.name, spec.default_size, measurement.forward_images_per_second, time.time())
@@ -177,11 +177,12 @@ def advise(
     typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     size_probes += _probe_joined(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     _remember_expectations(dataset, spec, measurement, size_probes, cache_dir)
-    candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes, turns)
+    turns = measurement.turns_keep_class and flip != "none"
+    plan = functools.partial(plan_candidates, dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
+    candidates = plan(turns)
     turns_over_budget = turns and not any(row.within_budget for row in candidates if row.strategy == "feature_extraction" and row.backbone is None)
     if turns_over_budget:  # the turned views' six more passes would price feature extraction out of the budget: without them
-        turns = False
-        candidates = plan_candidates(dataset, measurement, matrix.scenario, spec.name, measured_freeze, throughput, cache_dir, time_budget_minutes, flip, size_probes)
+        turns, candidates = False, plan(False)
     chosen = next(row for row in candidates if row.recommended)
     size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)
     strategy = chosen.strategy
@@ -204,29 +205,37 @@ def advise(
             "no left-right flips, in training or at test time."
         )
     if turns or turns_over_budget:
-        measured = (
-            f"Turned images show the same class here: a probe trained on your images upright gets {measurement.turned_transfer_accuracy:.1%} of held-out images "
-            f"turned a quarter turn right, against {measurement.probe_accuracy:.1%} upright, as with aerial or microscope images, where up is anywhere. "
-        )
-        reasons.append(measured + (
-            "Feature extraction therefore learns from each image's eight turned and mirrored views, where they pay, and averages its answers over them."
-            if turns else
-            f"Their six more passes of the backbone would take feature extraction over your time budget of {time_budget_minutes:g} min, so they stay off; "
-            "the Setup page's box turns them on."
-        ))
-    views = []
-    if matrix.scenario == 2:
-        views = [
-            f"Keep {freeze_wording(blocks, measured_freeze)} at a low learning rate: the frozen layers end where your images start to move the network's statistics.",
-            f"Transfer may barely help: the pretrained features beat random ones by only {measurement.probe_accuracy - measurement.random_probe_accuracy:+.0%} "
-            "in the probe. A model trained from scratch may do as well; compare the strategies side by side before deciding.",
-        ]
+        reasons.append(_turns_reason(measurement, turns, time_budget_minutes))
+    views = _scenario_two_views(measurement, freeze_wording(blocks, measured_freeze)) if matrix.scenario == 2 else []
     recommendation = replace(matrix, strategy=strategy, reasons=reasons)
     return Advice(
         recommendation, measurement, spec.name, freeze, block, len(layer_names), learning_rate, augment, reasons, views,
         candidates=candidates, matrix_strategy=matrix.strategy, flip=flip, epochs=chosen.epochs, time_budget_minutes=time_budget_minutes,
         fine_tune_freeze_layers=measured_freeze, fine_tune_freeze_block=measured_block, fine_tune_freeze_reason=freeze_reason,
         image_size=chosen.image_size, image_size_reason=size_why, typical_side=typical, chosen_backbone=chosen.backbone, turns=turns,
+    )
+
+
+def _scenario_two_views(measurement: Measurement, measured_freeze_text: str) -> list[str]:
+    """The two readings of small data unlike ImageNet (the articles disagree there): measurement decides between them."""
+    return [
+        f"Keep {measured_freeze_text} at a low learning rate: the frozen layers end where your images start to move the network's statistics.",
+        f"Transfer may barely help: the pretrained features beat random ones by only {measurement.probe_accuracy - measurement.random_probe_accuracy:+.0%} "
+        "in the probe. A model trained from scratch may do as well; compare the strategies side by side before deciding.",
+    ]
+
+
+def _turns_reason(measurement: Measurement, turns: bool, time_budget_minutes: float) -> str:
+    """Why the turned views are on (``turns``), or off although turned images show the same class (over the time budget)."""
+    measured = (
+        f"Turned images show the same class here: a probe trained on your images upright gets {measurement.turned_transfer_accuracy:.1%} of held-out images "
+        f"turned a quarter turn right, against {measurement.probe_accuracy:.1%} upright, as with aerial or microscope images, where up is anywhere. "
+    )
+    if turns:
+        return measured + "The training therefore learns from each image's eight turned and mirrored views, where they pay, and averages its answers over them."
+    return measured + (
+        f"Their six more passes of the backbone would take feature extraction over your time budget of {time_budget_minutes:g} min, so they stay off; "
+        "the Setup page's box turns them on."
     )
 
 
