@@ -208,21 +208,23 @@ def choose_augmentation(strategy: str, dataset: Dataset, defaults: TrainConfig, 
             name: st.slider(label, 0.0, 0.5, step=0.05, disabled=not augment, key=remembered(f"setup_{name}", getattr(defaults.augmentation, name)))
             for name, label in (("rotation", "Rotation (share of a full turn)"), ("zoom", "Zoom (share of the size)"), ("translation", "Shift (share of width and height)"), ("contrast", "Contrast change"))
         }
-        turns = False
-        if strategy == "feature_extraction":
-            turns = st.checkbox(
-                "Turned images show the same class (8 views)", disabled=not augment or flip not in MIRRORING_FLIPS,
-                key=remembered("setup_turns", bool(defaults.augmentation.turns) if previous is not None else suggested.turns),
-                help="For images where up is anywhere (aerial scenes, microscope images, surfaces): the head also learns from each image turned by a "
-                "quarter, half and three-quarter turn, mirrored or not, and averages its answers over all eight views (in the saved model too, so each "
-                "prediction costs eight passes). The extra views' features are computed after the first model, where they pay. "
-                + ("The advice measured that turned images read as the same class here." if suggested.turns else "The advice did not find turned images to read as the same class here."),
-            )
+        how = (
+            "the head also learns from each image turned by a quarter, half and three-quarter turn, mirrored or not (their features are computed "
+            "after the first model, where they pay)" if strategy == "feature_extraction" else "each training image is also turned by a random number of quarter turns"
+        )
+        turns = st.checkbox(
+            "Turned images show the same class (8 views)", disabled=not augment or flip not in MIRRORING_FLIPS,
+            key=remembered("setup_turns", bool(defaults.augmentation.turns) if previous is not None else suggested.turns),
+            help=f"For images where up is anywhere (aerial scenes, microscope images, surfaces): {how}, and the model averages its answers over all "
+            "eight turned and mirrored views (in the saved model too, so each prediction costs eight passes). "
+            + ("The advice measured that turned images read as the same class here." if suggested.turns else "The advice did not find turned images to read as the same class here."),
+        )
         augmentation = AugmentConfig(flip=flip, turns=turns and flip in MIRRORING_FLIPS, **amounts)
         if augment:
             st.caption(
                 f"Up to ±{augmentation.rotation * 360:.0f}° rotation, ±{augmentation.zoom:.0%} zoom, ±{augmentation.translation:.0%} shift, "
-                f"±{augmentation.contrast:.0%} contrast; flips: {FLIP_NAMES[flip].lower()}."
+                f"±{augmentation.contrast:.0%} contrast; flips: {FLIP_NAMES[flip].lower()}"
+                + ("; quarter turns, with the answers averaged over the eight turned and mirrored views." if augmentation.turns else ".")
             )
     with preview_column:
         show_preview(dataset, augment, augment_views, augmentation, strategy)

@@ -375,6 +375,30 @@ def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
     assert (config.strategy, config.epochs, config.augmentation.flip, config.test_time_flip) == ("feature_extraction", 60, "none", False)
 
 
+def test_the_advice_ticks_the_turned_views_where_turns_keep_the_class(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = replace(canned_advice(dataset, "low"), turns=True)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["engine"] = FakeEngine()
+    at.session_state["dataset"] = dataset
+    at.session_state["data_dir"] = str(folder)
+    at.session_state["chosen_strategy"] = advice.recommendation.strategy
+    at.session_state["advice"] = DatasetResult(dataset.fingerprint(), advice)
+    at.run()
+    at.switch_page("pages/setup.py").run()
+
+    assert not at.exception
+    assert at.checkbox(key="setup_turns").value and "The advice measured that turned images" in at.checkbox(key="setup_turns").help
+    assert at.session_state["train_config"].augmentation.turns is True
+    at.checkbox(key="setup_turns").uncheck().run()
+    assert at.session_state["train_config"].augmentation.turns is False
+    at.checkbox(key="setup_turns").check().run()
+    at.selectbox(key="setup_flip").set_value("vertical").run()  # turned views come with mirror images: without left-right flips, none
+    assert at.checkbox(key="setup_turns").disabled and at.session_state["train_config"].augmentation.turns is False
+
+
 def test_where_the_measurement_overrode_the_matrix_setup_says_so_and_its_tips_agree(folder: Path) -> None:
     """The advice recommends feature extraction where the matrix says fine-tuning: Setup repeats the same sentence as Scenario,
     and its CPU tip points at this plan's own estimate instead of recommending another strategy."""
