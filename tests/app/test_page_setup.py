@@ -356,11 +356,8 @@ def test_test_time_flip_needs_left_right_flips(folder: Path) -> None:
     assert at.session_state["train_config"].test_time_flip is False
 
 
-def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
-    from fake_engine import canned_advice
-
-    dataset = scan_dataset(folder)
-    advice = replace(canned_advice(dataset, "low"), flip="none", epochs=60)  # mirror images look like another class; epochs fitted to the budget
+def _open_with_advice(folder: Path, dataset, advice) -> AppTest:
+    """The Setup page after the Scenario page's advice for ``dataset`` (its recommended strategy chosen)."""
     at = AppTest.from_file(APP, default_timeout=30)
     at.session_state["engine"] = FakeEngine()
     at.session_state["dataset"] = dataset
@@ -369,6 +366,15 @@ def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
     at.session_state["advice"] = DatasetResult(dataset.fingerprint(), advice)
     at.run()
     at.switch_page("pages/setup.py").run()
+    return at
+
+
+def test_the_advice_sets_flips_and_epochs(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    advice = replace(canned_advice(dataset, "low"), flip="none", epochs=60)  # mirror images look like another class; epochs fitted to the budget
+    at = _open_with_advice(folder, dataset, advice)
 
     assert not at.exception
     config = at.session_state["train_config"]
@@ -380,14 +386,7 @@ def test_the_advice_ticks_the_turned_views_where_turns_keep_the_class(folder: Pa
 
     dataset = scan_dataset(folder)
     advice = replace(canned_advice(dataset, "low"), turns=True)
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state["engine"] = FakeEngine()
-    at.session_state["dataset"] = dataset
-    at.session_state["data_dir"] = str(folder)
-    at.session_state["chosen_strategy"] = advice.recommendation.strategy
-    at.session_state["advice"] = DatasetResult(dataset.fingerprint(), advice)
-    at.run()
-    at.switch_page("pages/setup.py").run()
+    at = _open_with_advice(folder, dataset, advice)
 
     assert not at.exception
     assert at.checkbox(key="setup_turns").value and "The advice measured that turned images" in at.checkbox(key="setup_turns").help
