@@ -73,9 +73,9 @@ def resolve_auto(config: TrainConfig, on_event: EventHandler = ignore_event) -> 
         flip = "vertical" if config.augmentation.flip == "horizontal_and_vertical" else "none"
         changes["augmentation"] = replace(config.augmentation, flip=flip)
         notes.append(f"Left-right flips turned off ({config.augmentation.flip} -> {flip}): mirror images look like another class in this data.")
-    if suggested.turns and config.augmentation.turns is None and strategy == "feature_extraction":
+    if suggested.turns and config.augmentation.turns is None:
         changes["augmentation"] = replace(changes.get("augmentation", config.augmentation), turns=True)
-        notes.append("Turned views on: turned images show the same class in this data, so the head learns from, and answers over, each image's eight turned and mirrored views.")
+        notes.append("Turned views on: turned images show the same class in this data, so the model learns from, and answers over, each image's eight turned and mirrored views.")
     given = config.freeze_layers
     if strategy != "fine_tune":
         freeze = None
