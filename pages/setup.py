@@ -213,7 +213,7 @@ def choose_augmentation(strategy: str, dataset: Dataset, defaults: TrainConfig, 
             "after the first model, where they pay)" if strategy == "feature_extraction" else "each training image is also turned by a random number of quarter turns"
         )
         turns = st.checkbox(
-            "Turned images show the same class (8 views)", disabled=not augment or flip not in MIRRORING_FLIPS,
+            "Turned images are the same class", disabled=not augment or flip not in MIRRORING_FLIPS,
             key=remembered("setup_turns", bool(defaults.augmentation.turns) if previous is not None else suggested.turns),
             help=f"For images where up is anywhere (aerial scenes, microscope images, surfaces): {how}, and the model averages its answers over all "
             "eight turned and mirrored views (in the saved model too, so each prediction costs eight passes). "
@@ -244,7 +244,8 @@ def show_preview(dataset: Dataset, augment: bool, augment_views: int, augmentati
         st.error(str(error))
     else:
         if strategy == "feature_extraction" and not augment_views:
-            st.caption("Preview only: with 0 augmented views, feature extraction trains on the original images and, with left-right flips, their mirror images.")
+            extra = "their mirror images and turned views (the eight turns and mirrors)" if augmentation.turns else "their mirror images"
+            st.caption(f"Preview only: with 0 augmented views, feature extraction trains on the original images and, with left-right flips, {extra}.")
         captions = ["original"] + [f"version {number}" for number in range(1, PREVIEW_VERSIONS + 1)]
         for record, versions in zip(records, grid, strict=True):
             st.markdown(f"**{record.class_name}** · `{Path(record.path).name}`")

@@ -36,17 +36,19 @@ if train_config is None or dataset is None:
 
 def augmentation_text(config) -> str:
     """How the plan augments: feature extraction only through cached mirror images and augmented views."""
-    flip = " · test-time flip" if config.uses_test_time_flip else ""
+    turns = bool(config.augmentation.turns) and config.mirrors
+    flip = (" · answers averaged over the 8 turned and mirrored views" if turns else " · test-time flip") if config.uses_test_time_flip else ""
     if config.strategy == "feature_extraction" and config.mirrored_features:
         # The mirror images' pass runs only where it is expected to pay; the test-time flip needs it, so it is as conditional.
-        uses = (["training"] if config.augment else []) + (["a test-time flip"] if config.uses_test_time_flip else [])
-        mirrors = "mirror images where they pay" + (f", for {' and '.join(uses)}" if uses else "")
+        uses = (["training"] if config.augment else []) + ([("answers averaged over all eight" if turns else "a test-time flip")] if config.uses_test_time_flip else [])
+        views = "mirror images and turned views (7 more views of each image)" if turns else "mirror images"
+        mirrors = f"{views} where they pay" + (f", for {' and '.join(uses)}" if uses else "")
         return " and ".join([mirrors] + ([f"{config.augment_views} augmented views"] if config.augment and config.augment_views else []))
     if not config.augment:
         return "no augmentation" + flip
     if config.strategy == "feature_extraction":
         return (f"{config.augment_views} augmented views" if config.augment_views else "no augmentation (features are cached once)") + flip
-    return "augmented" + flip
+    return ("augmented, with random quarter turns" if turns else "augmented") + flip
 
 
 def duration(seconds: float) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core.config import TrainConfig
+from tl_core.config import AugmentConfig, TrainConfig
 from tl_core.data.scan import scan_dataset
 from tl_core.events import BatchEnded, PhaseStarted, TrainingFailed, TrainingFinished, TrainingStarted, TrainingStopped
 from tl_core.service.jobs import TrainingJob
@@ -262,6 +262,8 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
         ({"augment": False}, "mirror images where they pay, for a test-time flip", "for training"),
         ({"test_time_flip": False}, "· mirror images where they pay, for training, on 12 images", "test-time flip"),
         ({"strategy": "fine_tune"}, "augmented · test-time flip", "mirror images"),
+        ({"augmentation": AugmentConfig(turns=True)}, "mirror images and turned views (7 more views of each image) where they pay, for training and answers averaged over all eight", "· test-time flip"),
+        ({"strategy": "fine_tune", "augmentation": AugmentConfig(turns=True)}, "augmented, with random quarter turns · answers averaged over the 8 turned and mirrored views", "mirror images"),
     ],
 )
 def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images(tmp_path, data_dir, settings, said, not_said):
