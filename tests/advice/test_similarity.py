@@ -79,6 +79,7 @@ def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(
 def test_turned_images_count_as_the_same_class_only_where_the_probe_reads_them_about_as_well() -> None:
     from tl_core.advice.similarity import turns_same_class
 
-    assert turns_same_class(0.930, 0.916)  # 500 aerial scenes
-    assert not turns_same_class(0.828, 0.720)  # 500 cat photos: up matters
-    assert not turns_same_class(0.99, 0.95)
+    assert turns_same_class(0.909, 0.923)  # aerial scenes, as the advice measured them
+    assert not turns_same_class(0.827, 0.707)  # cat photos: up matters
+    assert not turns_same_class(0.955, 0.947)  # ants and bees: read almost as well, yet the turned views cost 0.7-2 points
+    assert turns_same_class(0.90, 0.90)

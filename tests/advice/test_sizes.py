@@ -185,7 +185,7 @@ def test_a_joined_backbone_only_extracts_features() -> None:
 
 def test_turned_views_are_advised_where_turns_keep_the_class_and_their_passes_fit_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     accuracies = {224: 0.90}
-    _, advice, _ = _advise_with_probes(tmp_path / "a", monkeypatch, accuracies, size=224, turned=0.89, budget=5.0)
+    _, advice, _ = _advise_with_probes(tmp_path / "a", monkeypatch, accuracies, size=224, turned=0.90, budget=5.0)
     assert advice.turns and advice.recommendation.strategy == "feature_extraction"
     assert any(reason.startswith("Turned images show the same class here") and "averages its answers over them" in reason for reason in advice.reasons)
     _, upright, _ = _advise_with_probes(tmp_path / "b", monkeypatch, accuracies, size=224, turned=0.80, budget=5.0)  # up matters: a 10-point loss
@@ -195,6 +195,6 @@ def test_turned_views_are_advised_where_turns_keep_the_class_and_their_passes_fi
     assert with_turns.seconds > without.seconds  # six more passes of the backbone, counted
     # A budget between the two: feature extraction fits only without the turned views, so they stay off, and the advice says why.
     budget = (with_turns.seconds + without.seconds) / 2 / 60
-    _, tight, _ = _advise_with_probes(tmp_path / "c", monkeypatch, accuracies, size=224, turned=0.89, budget=budget)
+    _, tight, _ = _advise_with_probes(tmp_path / "c", monkeypatch, accuracies, size=224, turned=0.90, budget=budget)
     assert not tight.turns and tight.recommendation.strategy == "feature_extraction"
     assert any("would take feature extraction over your time budget" in reason for reason in tight.reasons)

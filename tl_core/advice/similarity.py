@@ -63,7 +63,7 @@ DEFAULT_SAMPLE_SIZE = 500
 # mirror images could not tell these apart (digits -1.0 point, aerial -0.7: a few images each), and turning flips off
 # on aerial cost feature extraction a point (0.952 -> 0.943).
 MIRROR_LOSS_LIMIT = 0.03
-TURN_LOSS_LIMIT = 0.03  # the same margin for turned images
+TURN_LOSS_LIMIT = 0.0  # turned images must read at least as well as upright ones (see turns_same_class)
 COMPONENT_NAMES = {"probe": "probe gain", "shift": "domain shift", "confidence": "ImageNet confidence"}
 
 
@@ -159,9 +159,13 @@ def mirrors_same_class(probe_accuracy: float, transfer_accuracy: float) -> bool:
 
 
 def turns_same_class(probe_accuracy: float, turned_accuracy: float) -> bool:
-    """Whether a probe trained on the images reads them turned a quarter turn about as well (``TURN_LOSS_LIMIT``).
+    """Whether a probe trained on the images reads them turned a quarter turn at least as well as upright (``TURN_LOSS_LIMIT``).
 
-    On 483 aerial scenes (seed 0) the probe read 92.3 % of them turned against 90.9 % upright; on cat breeds 70.7 % against 82.7 %.
+    On 483 aerial scenes (seed 0) the probe read 92.3 % of them turned against 90.9 % upright; on cat breeds 70.7 %
+    against 82.7 %; on ants and bees 94.7 % against 95.5 %. A first rule allowed a 3-point loss, as for mirror images,
+    and turned the views on for ants and bees too, where they then cost 0.7-2.0 points with either strategy on every
+    seed tried, while on aerial they gained 0.2-0.5. A wrong yes costs more than a missed gain, so any loss says no
+    (on truly turn-free data about half the samples will read a little under, and miss the gain).
     """
     return turned_accuracy >= probe_accuracy - TURN_LOSS_LIMIT
 
