@@ -48,7 +48,7 @@ def augmentation_text(config) -> str:
         return "no augmentation" + flip
     if config.strategy == "feature_extraction":
         return (f"{config.augment_views} augmented views" if config.augment_views else "no augmentation (features are cached once)") + flip
-    return ("augmented, with random quarter turns" if turns else "augmented") + flip
+    return ("augmented, with random quarter turns" if config.augmentation.turns else "augmented") + flip
 
 
 def duration(seconds: float) -> str:

@@ -38,7 +38,7 @@ from tl_core.config import IMAGE_TRAINING_STRATEGIES, TrainConfig, default_forma
 from tl_core.data.decoded import decoded_images_cached
 from tl_core.data.images import load_image
 from tl_core.data.records import Dataset
-from tl_core.features import MIRRORS_WORTH_POINTS, mirror_gain_points
+from tl_core.features import MIRRORS_WORTH_POINTS, extra_views, mirror_gain_points
 from tl_core.files import default_cache_dir, read_json, write_json
 from tl_core.models.backbones import get_backbone
 from tl_core.models.blocks import default_freeze_layers
@@ -472,7 +472,7 @@ def model_parts(
         per_training_image = forward * (1 + backward * share) + augment
         parts[strategy] = TRACE_SECONDS + config.epochs * (counts["train"] * per_training_image + counts["val"] * forward)
         epochs[strategy] = int(config.epochs)
-    flips = (8 if config.augmentation.turns else 2) if config.test_time_flip and mirrored else 1
+    flips = 1 + len(extra_views(True, bool(config.augmentation.turns))) if config.test_time_flip and mirrored else 1
     if strategy != "feature_extraction":
         parts["evaluate"] = TRACE_SECONDS + held_out * flips * forward
     parts["files"] = FILES_SECONDS

@@ -24,7 +24,7 @@ scenes, microscope images, surfaces), the same pass adds the six turned views
 prediction averages all eight. On aerial, a cross-validated logistic probe on
 every image went from 97.4 % with the mirror images to 98.1 % with all eight;
 on cat breeds, where up matters, it lost 2 points (0.845 -> 0.81-0.83), which
-is why the advice turns them on only where a probe reads turned images as well
+is why the advice turns them on only where a probe reads turned images at least as well
 as upright ones.
 
 Every run goes through these same steps, whatever the cache holds, so the same
@@ -54,27 +54,18 @@ def mirrors_pay(run: RunContext) -> tuple[bool, str]:
     predicted = run.model.head.predict(run.features[ORIGINAL][rows["val"]], batch_size=256, verbose=0).argmax(axis=1)
     errors = int(np.sum(predicted != labels["val"]))
     expected = mirror_gain_points(errors, count)
-    if len(run.config.extra_feature_views) > 1:
-        turned = len(run.config.extra_feature_views)
-        if expected < MIRRORS_WORTH_POINTS:
-            return False, (
-                f"Mirror images and turned views skipped: the first model gets {count - errors} of {count} validation images right, so the extra views, "
-                f"which fixed a fifth of the remaining errors or more on our benchmarks, would add about {expected:.1f} points here for {turned} more passes of the backbone."
-            )
-        return True, (
-            f"The first model gets {count - errors} of {count} validation images right. Your images show the same class turned and mirrored, so the "
-            f"{turned} other views of each image (turned by a quarter, half and three-quarter turn, mirrored or not) should fix a fifth of the remaining errors or more "
-            f"(about {expected:.1f} points here): the head trains on with them too (an epoch is kept only if validation loss improves), and each prediction averages all eight views."
-        )
+    extra, words = len(run.config.extra_feature_views), extra_views_words(run)
+    passes = "a second pass of the backbone" if extra < 2 else f"{extra} more passes of the backbone"
+    averaged = "the image and its mirror image" if extra < 2 else f"all {extra + 1} views (turned by a quarter, half and three-quarter turn, mirrored or not)"
     if expected < MIRRORS_WORTH_POINTS:
         return False, (
-            f"Mirror images skipped: the first model gets {count - errors} of {count} validation images right, so the mirror images, which fixed "
-            f"about a fifth of the remaining errors on our benchmarks, would add about {expected:.1f} points here for a second pass of the backbone."
+            f"{words.capitalize()} skipped: the first model gets {count - errors} of {count} validation images right, so the {words}, which fixed "
+            f"about a fifth of the remaining errors on our benchmarks, would add about {expected:.1f} points here for {passes}."
         )
     return True, (
-        f"The first model gets {count - errors} of {count} validation images right. The mirror images fixed about a fifth of the remaining "
+        f"The first model gets {count - errors} of {count} validation images right. The {words} fixed about a fifth of the remaining "
         f"errors on our benchmarks (about {expected:.1f} points here): the head trains on with them too (an epoch is kept only if validation loss improves), "
-        "and each prediction averages the image and its mirror image."
+        f"and each prediction averages {averaged}."
     )
 
 
