@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from tl_core.advice.advise import advise, freeze_depth_from_shift
-from tl_core.advice.candidates import FINE_TUNE_ERROR_CUT, Candidate, _with_recommendation, expected_fine_tune_accuracy
+from tl_core.advice.candidates import (
+    FAMILIAR_SIMILARITY,
+    FINE_TUNE_ERROR_CUT,
+    UNFAMILIAR_SPAN,
+    Candidate,
+    _with_recommendation,
+    expected_fine_tune_accuracy,
+    fine_tune_error_cut,
+    unfamiliarity,
+)
 from tl_core.advice.compare import ComparisonRow, best_row
 from tl_core.advice.similarity import (
     HIGH_SIMILARITY_THRESHOLD,
@@ -87,8 +96,10 @@ def _candidate(strategy: str, accuracy: float | None, seconds: float, within: bo
     [
         # Fine-tuning clearly better and within budget: it wins.
         ([_candidate("feature_extraction", 0.87, 60), _candidate("fine_tune", 0.92, 480)], "fine_tune"),
-        # Within a point: the cheaper one wins.
-        ([_candidate("feature_extraction", 0.985, 60), _candidate("fine_tune", 0.99, 480)], "feature_extraction"),
+        # Within half a point: the cheaper one wins.
+        ([_candidate("feature_extraction", 0.986, 60), _candidate("fine_tune", 0.99, 480)], "feature_extraction"),
+        # Six tenths ahead: the more accurate one wins, so auto never lands more than half a point below the best candidate.
+        ([_candidate("feature_extraction", 0.950, 60), _candidate("fine_tune", 0.956, 480)], "fine_tune"),
         # Better but over the time budget: not recommended.
         ([_candidate("feature_extraction", 0.87, 60), _candidate("fine_tune", 0.92, 900, within=False)], "feature_extraction"),
         # Unknown accuracy is never recommended by measurement.
@@ -97,7 +108,7 @@ def _candidate(strategy: str, accuracy: float | None, seconds: float, within: bo
         ([_candidate("fine_tune", 0.9, 900, within=False), _candidate("feature_extraction", 0.8, 700, within=False)], "feature_extraction"),
     ],
 )
-def test_the_recommended_candidate_is_the_most_accurate_in_budget_unless_a_cheaper_one_is_within_a_point(rows, expected) -> None:
+def test_the_recommended_candidate_is_the_most_accurate_in_budget_unless_a_cheaper_one_is_within_half_a_point(rows, expected) -> None:
     chosen = [row.strategy for row in _with_recommendation(rows) if row.recommended]
     assert chosen == [expected]
 
@@ -114,9 +125,24 @@ def test_the_probes_learning_curve_is_extended_to_the_training_images() -> None:
 
 
 def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> None:
-    assert expected_fine_tune_accuracy(0.87, 300) == pytest.approx(0.87 + 0.13 * FINE_TUNE_ERROR_CUT)
-    assert expected_fine_tune_accuracy(0.87, 30) < expected_fine_tune_accuracy(0.87, 300)  # little data, less to learn from
-    assert expected_fine_tune_accuracy(1.0, 300) == 1.0
+    unlike = FAMILIAR_SIMILARITY - UNFAMILIAR_SPAN  # as unlike ImageNet as the scale goes: the whole share
+    assert expected_fine_tune_accuracy(0.87, 300, unlike) == pytest.approx(0.87 + 0.13 * FINE_TUNE_ERROR_CUT)
+    assert expected_fine_tune_accuracy(0.87, 300, 0.1) == expected_fine_tune_accuracy(0.87, 300, unlike)  # no further
+    assert expected_fine_tune_accuracy(0.87, 30, unlike) < expected_fine_tune_accuracy(0.87, 300, unlike)  # little data, less to learn from
+    assert expected_fine_tune_accuracy(0.87, 300, FAMILIAR_SIMILARITY) == 0.87  # ImageNet's own kind of photos: the frozen features fit
+    assert expected_fine_tune_accuracy(1.0, 300, unlike) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("similarity", "per_class", "share"),
+    # The four shared sets as the advice measured them (December 2026), and the share each full run showed
+    # (fine-tuning against feature extraction, 3 seeds): aerial about a fifth, cat breeds 4 %, ants and bees none.
+    [(0.609, 70, 0.178), (0.808, 42, 0.034), (0.862, 104, 0.033), (0.792, 850, 0.095)],
+    ids=["aerial", "cat_breeds", "ants_bees", "cats_dogs"],
+)
+def test_the_share_grows_with_unfamiliar_images_and_images_per_class(similarity, per_class, share) -> None:
+    assert fine_tune_error_cut(per_class, similarity) == pytest.approx(share, abs=0.001)
+    assert unfamiliarity(similarity) == pytest.approx((FAMILIAR_SIMILARITY - similarity) / UNFAMILIAR_SPAN)
 
 
 def test_the_comparison_picks_the_faster_strategy_when_the_lead_is_within_the_validation_noise() -> None:
