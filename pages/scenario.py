@@ -144,8 +144,8 @@ def show_candidates(advice) -> None:
     if sized:
         bases += f"\n\n{advice.image_size_reason}"
     st.caption(
-        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds what fine-tuning "
-        "gained in our benchmarks. Compare the strategies below to measure them all on the same split.\n\n" + bases
+        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds a share of its "
+        "errors that grows with how unlike ImageNet your images measured. Compare the strategies below to measure them all on the same split.\n\n" + bases
     )
 
 
