@@ -210,3 +210,13 @@ def test_fine_tuning_is_advised_where_the_images_measure_unlike_imagenet(tmp_pat
     assert (gain > 0.005) == (expected == "fine_tune") and rows["fine_tune"].within_budget
     assert advice.recommendation.strategy == expected
     assert f"similarity {similarity:.2f}" in rows["fine_tune"].accuracy_basis
+
+
+def test_the_joined_networks_are_not_probed_where_feature_extraction_leaves_too_few_errors_to_matter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """99.5 % expected: a third fewer errors would add 0.17 points, under the half point that could change the advice; the probe's time is saved."""
+    _, advice, probed = _advise_with_probes(tmp_path, monkeypatch, {224: 0.975}, joined=(0.99, 0.975, 0.0), size=224, budget=10.0)
+    assert probed == [] and not any(row.backbone == JOINED for row in advice.candidates)
+    assert any("Feature extraction with MobileNetV2 + MobileNet (0.75 width), joined was not weighed: feature extraction is expected to get 99.5% right" in reason for reason in advice.reasons)
+    # 98 % expected: a third fewer errors would be 0.67 points, so the pair is probed.
+    _, advice, probed = _advise_with_probes(tmp_path / "second", monkeypatch, {224: 0.96}, joined=(0.97, 0.96, 0.0), size=224, budget=10.0)
+    assert probed == [JOINED] and not any("was not weighed" in reason for reason in advice.reasons)
