@@ -252,3 +252,15 @@ def test_compare_and_auto_strategy(capsys, tmp_path: Path, tiny_dataset: Path, i
         assert run["frozen_layers"] == 5 and any(note.startswith("Fine-tuning keeps your freeze depth of 5 layers") for note in run["notes"])
     else:
         assert any(note.startswith("Your freeze depth (5 layers) is not used") for note in run["notes"])
+
+
+def test_the_reason_names_the_faster_choice_within_half_a_point_and_what_the_slower_one_might_add() -> None:
+    from tl_core.advice.candidates import candidate_reason
+
+    rows = _with_recommendation([_candidate("feature_extraction", 0.986, 60), _candidate("fine_tune", 0.99, 480)])
+    reason = candidate_reason(rows, "feature_extraction", 10.0)
+    assert reason.startswith("Expected on this device: feature extraction: ~98.6% in about 1 min; fine-tuning: ~99.0% in about 8 min.")
+    assert "feature extraction is within half a point of the most accurate candidate in the budget and faster" in reason
+    assert "choose fine-tuning for the last few tenths" in reason
+    clear = _with_recommendation([_candidate("feature_extraction", 0.95, 60), _candidate("fine_tune", 0.96, 480)])
+    assert "fine-tuning is expected to be the most accurate within your time budget of 10 min" in candidate_reason(clear, "feature_extraction", 10.0)
