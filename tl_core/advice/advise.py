@@ -227,6 +227,7 @@ def _scenario_two_views(measurement: Measurement, measured_freeze_text: str) -> 
 
 
 def _no_flips_reason(measurement: Measurement) -> str:
+    """Why left-right flips are off: the probe reads mirror images as another class."""
     return (
         f"Mirror images look like another class here (a probe trained on your images gets {measurement.mirror_transfer_accuracy:.1%} of held-out "
         f"mirror images right, against {measurement.probe_accuracy:.1%} of the images themselves), as with text or digits: "
