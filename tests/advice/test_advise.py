@@ -142,7 +142,7 @@ def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> 
 )
 def test_the_share_grows_with_unfamiliar_images_and_images_per_class(similarity, per_class, share) -> None:
     assert fine_tune_error_cut(per_class, similarity) == pytest.approx(share, abs=0.001)
-    assert unfamiliarity(similarity) == pytest.approx((FAMILIAR_SIMILARITY - similarity) / UNFAMILIAR_SPAN)
+    assert 0.0 < unfamiliarity(similarity) < 1.0  # none of the four is ImageNet's own kind of photos, nor wholly unlike them
 
 
 def test_the_comparison_picks_the_faster_strategy_when_the_lead_is_within_the_validation_noise() -> None:
