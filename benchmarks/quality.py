@@ -4,6 +4,12 @@
     python -m benchmarks.quality DATA --recipes articles,feature_extraction,fine_tune,auto,compare
     python -m benchmarks.quality DATA --backbone mobilenet_0.75   # every row with another network
     python -m benchmarks.quality DATA --smoke          # tiny settings, seconds (used by the test suite)
+    python -m benchmarks.quality ../shared/datasets/aerial --tiles 64 --recipes feature_extraction,auto
+    python -m benchmarks.quality DATA --shrink 64      # every image shrunk to 64 px first
+
+``--tiles N`` and ``--shrink N`` run every recipe on a small-image copy of DATA written
+into the work folder first (``benchmarks.small_images``): the images cut into N px tiles
+at their own resolution (each image's tiles in one split), or shrunk to N px.
 
 Every recipe runs in a fresh cache folder, so each pays for decoding the
 images and running the backbone as a first run does, and its minutes are
@@ -82,8 +88,13 @@ def articles_recipe(data: Path, cache: Path, image_size: int, seed: int, backbon
     model = LogisticRegression(max_iter=2000).fit(features[train], labels[train])
     predicted = model.predict(features[held_out])
     minutes = (time.perf_counter() - started) / 60
-    return Row("articles", float(accuracy_score(labels[held_out], predicted)), float(f1_score(labels[held_out], predicted, average="macro")), minutes,
-               "frozen features + logistic regression (scikit-learn defaults)")
+    return Row(
+        "articles",
+        float(accuracy_score(labels[held_out], predicted)),
+        float(f1_score(labels[held_out], predicted, average="macro")),
+        minutes,
+        "frozen features + logistic regression (scikit-learn defaults)",
+    )
 
 
 def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: int, time_budget: float, overrides: dict) -> tuple[Row, dict]:
@@ -93,8 +104,16 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
 
     strategy = "auto" if name == "auto" else name.removesuffix("_quick")
     config = TrainConfig(
-        data_dir=str(data), out_dir=str(work / name), strategy=strategy, image_size=image_size, seed=seed, cache_dir=str(work / f"cache_{name}"),
-        quick=name.endswith("_quick"), time_budget_minutes=time_budget, export_formats=(), **overrides,
+        data_dir=str(data),
+        out_dir=str(work / name),
+        strategy=strategy,
+        image_size=image_size,
+        seed=seed,
+        cache_dir=str(work / f"cache_{name}"),
+        quick=name.endswith("_quick"),
+        time_budget_minutes=time_budget,
+        export_formats=(),
+        **overrides,
     )
     notes = []
     started = time.perf_counter()
@@ -117,11 +136,28 @@ def comparison(data: Path, work: Path, image_size: int | None, seed: int, epochs
     from tl_core.advice.compare import best_row, compare_strategies
 
     started = time.perf_counter()
-    rows = compare_strategies(data, ["feature_extraction", "fine_tune"], work / "compare", backbone=backbone, epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed)
+    rows = compare_strategies(
+        data, ["feature_extraction", "fine_tune"], work / "compare", backbone=backbone, epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed
+    )
     minutes = (time.perf_counter() - started) / 60
     winner = best_row(rows)
     detail = ", ".join(f"{row.strategy} val {row.val_accuracy:.4f}" for row in rows if row.val_accuracy is not None)
     return Row("compare", None, None, minutes, f"picked {winner.strategy if winner else 'nothing'} ({detail})"), winner.strategy if winner else None
+
+
+def _small_copy(arguments, work: Path) -> Path:
+    """The folder the recipes run on: DATA itself, or its tiled or shrunk copy written under ``work``."""
+    from benchmarks.small_images import shrunk_copy, tiled_copy
+
+    if arguments.tiles is None and arguments.shrink is None:
+        return arguments.data
+    side = arguments.tiles or arguments.shrink
+    kind = "tiles" if arguments.tiles else "shrunk"
+    target = work / f"{arguments.data.name}_{kind}{side}"
+    shutil.rmtree(target, ignore_errors=True)
+    count = tiled_copy(arguments.data, target, side, arguments.seed) if arguments.tiles else shrunk_copy(arguments.data, target, side)
+    print(f"== {count} images of {side} px ({kind}) written to {target}", file=sys.stderr, flush=True)
+    return target
 
 
 def format_table(rows: list[Row], dataset_name: str, backbone: str = "MobileNetV2") -> str:
@@ -145,9 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for runs and caches (default: a temporary folder, removed at the end)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     parser.add_argument("--smoke", action="store_true", help="tiny settings: 32 px, 2 epochs (for the test suite)")
+    small = parser.add_mutually_exclusive_group()
+    small.add_argument("--tiles", type=int, default=None, metavar="N", help="run on a copy of DATA cut into N px tiles (each image's tiles in one split)")
+    small.add_argument("--shrink", type=int, default=None, metavar="N", help="run on a copy of DATA with every image shrunk to N px")
     arguments = parser.parse_args(argv)
     recipes = [name.strip() for name in arguments.recipes.split(",") if name.strip()]
     work = arguments.work or Path(tempfile.mkdtemp(prefix="tl_core_bench_quality_"))
+    arguments.data = _small_copy(arguments, work)
     image_size = 32 if arguments.smoke else arguments.image_size
     overrides = {"epochs": 2, "warmup_epochs": 2} if arguments.smoke else {}
     shown = get_backbone(arguments.backbone).display_name
@@ -163,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                 row, picked["compare"] = comparison(arguments.data, work, image_size, arguments.seed, 1 if arguments.smoke else arguments.compare_epochs, arguments.backbone)
                 rows.append(row)
             else:
-                row, summary = our_recipe(name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, {**(overrides if name != "auto" else {}), "backbone": arguments.backbone})
+                row, summary = our_recipe(
+                    name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, {**(overrides if name != "auto" else {}), "backbone": arguments.backbone}
+                )
                 rows.append(row)
                 if name in ("feature_extraction", "fine_tune"):
                     full_runs[name] = row.accuracy
