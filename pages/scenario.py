@@ -136,17 +136,20 @@ def show_candidates(advice) -> None:
         }
         for row in advice.candidates
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    # Tall enough for every row (a header and 35 px a row): with sizes and networks weighed there are a dozen, and a scrolled table hides some.
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3, column_config={
         "expected accuracy": st.column_config.NumberColumn(format="%.1f%%"),
         "minutes here": st.column_config.NumberColumn(format="%.1f min"),
     })
+    st.caption(
+        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds a share of its "
+        "errors that grows with how unlike ImageNet your images measured. Compare the strategies below to measure them all on the same split."
+    )
     bases = "\n".join(f"- **{row.title[0].upper() + row.title[1:]}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
     if sized:
         bases += f"\n\n{advice.image_size_reason}"
-    st.caption(
-        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds a share of its "
-        "errors that grows with how unlike ImageNet your images measured. Compare the strategies below to measure them all on the same split.\n\n" + bases
-    )
+    with st.expander("Where each expected accuracy comes from", expanded=len(advice.candidates) <= 4):
+        st.caption(bases)
 
 
 left_column, right_column = st.columns([2, 3], gap="large")

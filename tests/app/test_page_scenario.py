@@ -290,3 +290,29 @@ def test_the_joined_networks_appear_as_a_candidate_and_the_button_adopts_them(sm
     at.switch_page("pages/setup.py").run()
     assert not at.exception
     assert at.selectbox(key="setup_backbone").value == joined and at.session_state["train_config"].backbone == joined
+
+
+def test_many_candidates_all_show_in_the_table_and_their_bases_fold_away(small_folder: Path) -> None:
+    from dataclasses import replace
+
+    from tl_core.advice.candidates import Candidate
+
+    class SizedEngine(FakeEngine):
+        def advise(self, dataset, backbone="mobilenet_v2", time_budget_minutes=10.0):
+            advice = canned_advice(dataset, "low")
+            rows = [replace(row, recommended=False) for row in advice.candidates]
+            for size in (64, 128):
+                rows += [
+                    Candidate("feature_extraction", 0.90, f"measured: the probe at {size} px", 60.0, 200, True, image_size=size),
+                    Candidate("fine_tune", 0.93, f"feature extraction's measured accuracy at {size} px with a share removed", 500.0, 4, True, recommended=size == 64, image_size=size),
+                ]
+            return replace(advice, candidates=rows, image_size=64, image_size_reason="Image size 64 px: your images are typically 64 px.")
+
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), engine=SizedEngine())
+    at.button(key="scenario_measure").click().run()
+
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 7
+    bases = next(expander for expander in at.expander if expander.label == "Where each expected accuracy comes from")
+    assert not bases.proto.expanded  # seven bases would push the reasons down; they fold away
+    assert "**Fine-tuning at 128 px**: feature extraction's measured accuracy at 128 px" in " ".join(caption.value for caption in bases.caption)

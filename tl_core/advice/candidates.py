@@ -173,7 +173,8 @@ def _candidate(
         basis = (
             f"feature extraction's measured accuracy{at} with {fine_tune_error_cut(per_class, measurement.similarity_score):.0%} of its errors removed: "
             f"fine-tuning removes more where your images measure unlike ImageNet's (similarity {measurement.similarity_score:.2f}) "
-            f"and where each class has more training images ({per_class:.0f}); a short fine-tuning probe on a sample cannot measure gains this small"
+            f"and where each class has more training images ({per_class:.0f}); not probed itself: a short fine-tuning probe on a few hundred images "
+            "could not tell a gain of a point from its noise"
         )
     else:
         expected, basis = None, "not predictable from the probe; compare the strategies to measure it"
