@@ -20,6 +20,8 @@ engine = state["engine"]
 GALLERY_LIMIT = 24
 GALLERY_COLUMNS = 6
 MAPS_LIMIT = 8  # attention maps take about a second each on a CPU
+MATRIX_BESIDE_TABLE_CLASSES = 8  # with more classes the confusion matrix takes the page's width, the per-class table below it
+TABLE_ROWS_IN_VIEW = 30  # the per-class table shows this many classes without scrolling
 
 st.title("5 · Evaluate")
 
@@ -73,7 +75,8 @@ elif evaluation.top_k_accuracy:
 mistakes = len(evaluation.misclassified)
 columns[3].metric("Mistakes", f"{mistakes:,}", help="Images whose predicted class is wrong; they are shown at the bottom of this page.")
 
-matrix_column, class_column = st.columns(2, gap="large")
+# Beyond a few classes the matrix needs the page's width, or its cells are too narrow for their counts and labels.
+matrix_column, class_column = (st.container(), st.container()) if len(names) > MATRIX_BESIDE_TABLE_CLASSES else st.columns(2, gap="large")
 with matrix_column:
     st.subheader("Confusion matrix")
     normalised = st.toggle("Normalise per true class", key="evaluate_normalised", help="Show each row as shares of that class's images (the recall view), so large and small classes compare fairly.")
@@ -90,6 +93,7 @@ with class_column:
         table,
         hide_index=True,
         width="stretch",
+        height=35 * (min(len(table), TABLE_ROWS_IN_VIEW) + 1) + 3,  # every class in view up to that many (a header and 35 px a row)
         column_config={
             "precision": st.column_config.NumberColumn("precision", help="Of the images predicted as this class, the share that truly are.", format="%.2f"),
             "recall": st.column_config.NumberColumn("recall", help="Of this class's images, the share the model found.", format="%.2f"),

@@ -80,7 +80,7 @@ def choose_backbone_and_strategy(defaults: TrainConfig, recommendation) -> tuple
     with model_column:
         st.subheader("Pretrained network")
         backbone = st.selectbox(
-            "Backbone", list(specs), format_func=lambda name: f"{specs[name].display_name} · {specs[name].default_size} px · {specs[name].parameters / 1e6:.1f} M parameters",
+            "Backbone", list(specs), format_func=lambda name: f"{specs[name].display_name} · pretrained at {specs[name].default_size} px · {specs[name].parameters / 1e6:.1f} M parameters",
             key=remembered("setup_backbone", start if start in specs else next(iter(specs))),
             help="The network whose ImageNet weights are reused. Bigger networks are usually more accurate and always slower.",
             on_change=lambda: state.update(chosen_backbone=state["setup_backbone"]),  # the next visit starts from it

@@ -51,6 +51,13 @@ def augmentation_text(config) -> str:
     return ("augmented, with random quarter turns" if config.augmentation.turns else "augmented") + flip
 
 
+def learning_rate_text(config) -> str:
+    """The plan's learning rates: fine-tuning trains the head and the unfrozen backbone layers at different rates."""
+    if config.uses_warmup:
+        return f"learning rate {config.learning_rate:g} for the head, {config.backbone_learning_rate:g} for the backbone"
+    return f"learning rate {config.learning_rate:g}"
+
+
 def duration(seconds: float) -> str:
     """Seconds in words for a person: "45 s", "3 min", "1 h 20 min"."""
     if seconds < 60:
@@ -209,7 +216,7 @@ if train_config is not None and dataset is not None:
         epochs,
         f"{size}×{size} px" if size else "default size",
         f"batch {train_config.batch_size}",
-        f"learning rate {train_config.learning_rate:g}",
+        learning_rate_text(train_config),
         augmentation_text(train_config),
     ]
     if train_config.class_weights:

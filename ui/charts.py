@@ -177,8 +177,9 @@ def confusion_heatmap(class_names: Sequence[str], counts: Sequence[Sequence[int]
     )
     side = max(360, min(900, 60 + 42 * len(names)))
     figure.update_layout(height=side, margin={"t": 30, "b": 10, "l": 10, "r": 10})
-    figure.update_xaxes(title="predicted class", type="category", side="bottom")
-    figure.update_yaxes(title="true class", type="category", autorange="reversed")
+    # Every class named on both axes: Plotly would otherwise skip every other label once they crowd.
+    figure.update_xaxes(title="predicted class", type="category", side="bottom", dtick=1)
+    figure.update_yaxes(title="true class", type="category", autorange="reversed", dtick=1)
     return figure
 
 

@@ -111,6 +111,22 @@ def test_three_classes_have_no_roc(tmp_path):
     assert len(chart(at, "evaluate_confusion")["data"][0]["z"]) == 3
 
 
+def test_many_classes_get_the_page_width_every_label_and_every_row_in_view(tmp_path):
+    names = [f"class_{index:02d}" for index in range(12)]
+    at = open_evaluate_page(write_canned_run(tmp_path / "run", names))
+
+    assert not at.exception
+    layout = chart(at, "evaluate_confusion")["layout"]
+    assert layout["xaxis"]["dtick"] == 1 and layout["yaxis"]["dtick"] == 1  # no label skipped when they crowd
+    assert not matrix_in_a_column(at)  # the page's width, the per-class table below it
+    assert len(at.dataframe[0].value) == 12
+    assert matrix_in_a_column(open_evaluate_page(write_canned_run(tmp_path / "few", ["ants", "bees", "wasps"])))  # beside the table
+
+
+def matrix_in_a_column(at: AppTest) -> bool:
+    return any("evaluate_confusion" in element.proto.id for column in at.columns for element in column.get("plotly_chart"))
+
+
 def test_the_gallery_shows_readable_images_as_thumbnails(tmp_path):
     images = make_class_folders(tmp_path / "images", {"ants": 4, "bees": 4}, size=32)
     paths = [str(path) for pair in zip(sorted((images / "ants").iterdir()), sorted((images / "bees").iterdir()), strict=True) for path in pair]

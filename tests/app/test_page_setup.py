@@ -79,7 +79,7 @@ def test_defaults_build_a_valid_feature_extraction_config(folder: Path) -> None:
     assert "Training will run on the CPU." in at.info[0].value and "CPU (2 cores, TensorFlow): this TensorFlow build has no GPU support" in at.info[0].value
     assert any("Keras backend: TensorFlow (fake engine)" in caption.value for caption in at.caption)
     assert at.selectbox(key="setup_backbone").value == "mobilenet_v2"
-    assert "MobileNetV2 · 224 px · 2.3 M parameters" in at.selectbox(key="setup_backbone").options
+    assert "MobileNetV2 · pretrained at 224 px · 2.3 M parameters" in at.selectbox(key="setup_backbone").options
     assert at.radio(key="setup_strategy").value == "feature_extraction"
     config = at.session_state["train_config"]
     assert config == config.validated()

@@ -264,6 +264,10 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
         ({"strategy": "fine_tune"}, "augmented · test-time flip", "mirror images"),
         ({"augmentation": AugmentConfig(turns=True)}, "mirror images and turned views (7 more views of each image) where they pay, for training and answers averaged over all eight", "· test-time flip"),
         ({"strategy": "fine_tune", "augmentation": AugmentConfig(turns=True)}, "augmented, with random quarter turns · answers averaged over the 8 turned and mirrored views", "mirror images"),
+        # Fine-tuning's two rates: the head's and the unfrozen backbone layers' (a tenth of it unless set).
+        ({"strategy": "fine_tune"}, "learning rate 0.001 for the head, 0.0001 for the backbone", "learning rate 0.001 ·"),
+        ({"strategy": "fine_tune", "fine_tune_learning_rate": 3e-5}, "learning rate 0.001 for the head, 3e-05 for the backbone", "0.0001"),
+        ({}, "learning rate 0.001 ·", "for the backbone"),
     ],
 )
 def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images(tmp_path, data_dir, settings, said, not_said):
