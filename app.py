@@ -38,8 +38,24 @@ async def lifespan(_app):
         remove_session_folders()
 
 
+def route_every_address_through_this_file() -> None:
+    """Makes every address (``/history``, ``/train``) run this file first, from the server's first session on.
+
+    Streamlit decides per server whether a ``pages/`` folder beside the entry file means its first kind of
+    multipage app, where an address runs that page's file on its own; it drops that guess only once some
+    session has called ``st.navigation``. So after a start or restart, a tab left open on ``/train`` (it
+    reconnects by itself) or a bookmarked ``/data`` ran the page without this file's set-up and showed a
+    KeyError for ``engine``, until someone opened the root address. The pages are always declared here
+    with ``st.navigation``, so the guess is settled before any session runs.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+
+
 if __name__ != "__main__":
     access.check_can_start()
+    route_every_address_through_this_file()
     app = st.App(__file__, routes=upload_routes() + access.routes(), middleware=[Middleware(access.AccessGate)], lifespan=lifespan)
 
 

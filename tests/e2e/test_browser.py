@@ -219,6 +219,25 @@ def test_whole_path_in_a_real_browser(app_url: str, tmp_path: Path, shots_folder
 FOLDER_CLASSES = {"apples": 900, "pears": 700, "plums": 500}
 
 
+def test_a_page_address_opened_first_after_the_server_starts_runs_the_whole_app(app_url: str) -> None:
+    """A tab left open on a page reconnects to a restarted server at that page's address; so does a bookmark.
+
+    Until some session had opened the root address, Streamlit ran such an address's file in pages/ on its own, without
+    app.py's set-up, and the page showed a KeyError for 'engine' (app.route_every_address_through_this_file).
+    """
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        for address, title in (("history", "History"), ("train", "4 · Train")):  # the server's first session, then a second one
+            page = browser.new_context().new_page()
+            page.goto(f"{app_url}/{address}")
+            expect(page.locator("h1").first).to_have_text(title, timeout=90_000)
+            expect(page.locator('[data-testid="stSidebarNav"]')).to_be_visible()
+            page.wait_for_timeout(1500)  # a failing page shows its exception right after the title
+            assert page.locator('[data-testid="stException"]').count() == 0
+        browser.close()
+
+
 def test_a_folder_of_thousands_of_images_uploads_and_an_upload_can_be_cancelled(app_url: str, tmp_path: Path, shots_folder: Path) -> None:
     """2,100 generated images go through the folder uploader and every one is counted, per class; a second upload is cancelled."""
     from conftest import write_image
