@@ -17,6 +17,7 @@ from tl_core.advice.candidates import (
     Candidate,
     _with_recommendation,
     expected_fine_tune_accuracy,
+    extension_words,
     fine_tune_error_cut,
     unfamiliarity,
 )
@@ -122,6 +123,19 @@ def test_the_probes_learning_curve_is_extended_to_the_training_images() -> None:
     assert extrapolated_accuracy(0.90, 0.87, 200, 400, 2000) == 0.87  # nor a falling one (noise)
     assert extrapolated_accuracy(0.80, 0.87, 200, 400, 300) == 0.87  # fewer training images than the probe had: nothing to extend
     assert extrapolated_accuracy(0.5, 1.0, 200, 400, 2000) == 1.0
+
+
+def test_the_basis_says_how_far_the_curve_was_extended_and_calls_a_far_extension_a_rough_guess() -> None:
+    from types import SimpleNamespace
+
+    def dataset(train: int) -> SimpleNamespace:
+        return SimpleNamespace(records=[SimpleNamespace(split="train")] * train + [SimpleNamespace(split="val")] * 100)
+
+    assert extension_words(500, dataset(1_470)) == "its learning curve extended to your 1,470 training images"  # aerial: 3.7 times
+    far = extension_words(483, dataset(23_520))  # 33,600 tiles: 61 times the probe's 386 images
+    assert far.startswith("its learning curve extended to your 23,520 training images (61 times the probe's 386: ")
+    assert "rough guess, likely high" in far
+    assert "rough guess" not in extension_words(500, dataset(3_999)) and "rough guess" in extension_words(500, dataset(4_000))
 
 
 def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> None:

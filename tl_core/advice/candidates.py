@@ -28,6 +28,8 @@ UNFAMILIAR_SPAN = 0.4
 # A candidate this much less accurate than the best, but faster, is recommended instead: half a point, so that
 # `auto` never lands further than that below the best candidate it weighed.
 WITHIN_HALF_A_POINT = 0.005
+# A probe's learning curve extended this many times its own training images or more is named a rough guess.
+FAR_EXTENSION = 10
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def _candidate(
         expected = base
         basis = f"measured: the probe{at} on the same {sample_size} of your images, its difference from the probe at the network's size added to that size's expectation"
     elif strategy == "feature_extraction":
-        expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, its learning curve extended to your training images"
+        expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, {extension_words(sample_size, dataset)}"
     elif strategy in WARMUP_STRATEGIES:  # fine-tuning from ImageNet weights
         expected = expected_fine_tune_accuracy(base, per_class, measurement.similarity_score)
         basis = (
@@ -179,6 +181,20 @@ def _candidate(
     else:
         expected, basis = None, "not predictable from the probe; compare the strategies to measure it"
     return Candidate(strategy, expected, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size)
+
+
+def extension_words(sample_size: int, dataset: Dataset) -> str:
+    """How far the probe's learning curve was extended: to the training images, and a warning where that is far beyond the probe's.
+
+    The probe learns from four fifths of its sample in each fold. Extended ``FAR_EXTENSION`` times or more, the curve
+    is a guess: two points cannot see where it flattens (33,600 satellite tiles: extended 61 times, 9 points too high).
+    """
+    train_images = sum(1 for record in dataset.records if record.split == "train")
+    probe_images = max(1, sample_size * 4 // 5)
+    words = f"its learning curve extended to your {train_images:,} training images"
+    if train_images >= FAR_EXTENSION * probe_images:
+        words += f" ({train_images / probe_images:.0f} times the probe's {probe_images:,}: this far out the estimate is a rough guess, likely high)"
+    return words
 
 
 def _gain_words(probe: SizeProbe) -> str:
