@@ -85,6 +85,54 @@ def test_the_judgement_reports_progress_from_its_first_classifier(tmp_path: Path
     assert steps == [(done, total) for done in range(total + 1)]
 
 
+def test_the_strength_is_chosen_on_a_sample_of_a_large_set_with_every_class_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many images: the grid's classifiers see about GRID_IMAGES of them, each class in proportion, a small class whole."""
+    from tl_core.insight import label_issues
+    from tl_core.insight.label_issues import choose_regularisation, grid_sample
+
+    labels = np.repeat([0, 1, 2], [6000, 3000, 7])
+    chosen = grid_sample(labels, 900, 5, seed=0)
+    assert np.bincount(labels[chosen]).tolist() == [600, 300, 7] and len(set(chosen.tolist())) == len(chosen)
+    assert not np.array_equal(chosen, grid_sample(labels, 900, 5, seed=1))
+    assert np.array_equal(grid_sample(labels[:800], 900, 5, seed=0), np.arange(800))  # fewer than the limit: all
+
+    generator = np.random.default_rng(0)
+    features = generator.normal(size=(9007, 4)) + labels[:, None]
+    seen = []  # the rows each of the grid's classifiers is fitted on
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y, *rest, **named: (seen.append(len(x)), fit(self, x, y, *rest, **named))[1])
+    monkeypatch.setattr(label_issues, "GRID_IMAGES", 900)
+    choose_regularisation(features, labels, 5, seed=0)
+    assert len(seen) == 5 * len(label_issues.REGULARISATION_GRID) and max(seen) <= 907 * 4 // 5 + 1
+
+
+def test_on_many_images_the_folds_train_without_the_mirror_images_and_answer_for_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tl_core.insight import label_issues
+
+    dataset = scan_dataset(planted(tmp_path / "data", {}))
+    splits = judged_splits(dataset, None)
+    records = [record for record in dataset.records if record.split in splits]
+    generator = np.random.default_rng(0)
+    labels = np.array([record.label for record in records])
+    features = (generator.normal(size=(len(records), 6)) + 3 * np.eye(6)[labels]).astype(np.float32)
+    mirrored = features + generator.normal(scale=0.1, size=features.shape).astype(np.float32)
+    rows = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y, *rest, **named: (rows.append(len(x)), fit(self, x, y, *rest, **named))[1])
+
+    judge_labels(dataset, records, features, splits, mirrored=mirrored)  # few images: each fold trains on both views
+    few = rows[-5:]
+    rows.clear()
+    monkeypatch.setattr(label_issues, "GRID_IMAGES", len(records) - 1)  # as many as a large set
+    report = judge_labels(dataset, records, features, splits, mirrored=mirrored)
+    assert rows[-5:] == [count // 2 for count in few]  # the images alone
+    assert report.out_of_fold_accuracy > 0.9 and report.judged == len(records)
+
+
 @pytest.mark.slow
 def test_the_real_backbone_finds_a_flip_and_a_resized_copy_and_caches_its_features(tmp_path: Path, imagenet_weights: Path) -> None:
     root = planted(tmp_path / "data", {"red/red_003.png": "blue"})

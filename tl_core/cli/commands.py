@@ -171,7 +171,7 @@ def label_issues(arguments: argparse.Namespace) -> int:
     shown = {"decode": "reading images", "features": "computing features", "judge": "judging labels"}
 
     def progress(phase: str, done: int, total: int) -> None:
-        if done == total or done % 512 == 0:
+        if done == total or done % 512 == 0 or phase == "judge":  # a few dozen classifiers, seconds to minutes each: every one
             print(f"{shown[phase]} {done}/{total}", file=sys.stderr)
 
     report = find_label_issues(
