@@ -126,16 +126,11 @@ def test_the_probes_learning_curve_is_extended_to_the_training_images() -> None:
 
 
 def test_the_basis_says_how_far_the_curve_was_extended_and_calls_a_far_extension_a_rough_guess() -> None:
-    from types import SimpleNamespace
-
-    def dataset(train: int) -> SimpleNamespace:
-        return SimpleNamespace(records=[SimpleNamespace(split="train")] * train + [SimpleNamespace(split="val")] * 100)
-
-    assert extension_words(500, dataset(1_470)) == "its learning curve extended to your 1,470 training images"  # aerial: 3.7 times
-    far = extension_words(483, dataset(23_520))  # 33,600 tiles: 61 times the probe's 386 images
+    assert extension_words(500, 1_470) == "its learning curve extended to your 1,470 training images"  # aerial: 3.7 times
+    far = extension_words(483, 23_520)  # 33,600 tiles: 61 times the probe's 386 images
     assert far.startswith("its learning curve extended to your 23,520 training images (61 times the probe's 386: ")
     assert "rough guess, likely high" in far
-    assert "rough guess" not in extension_words(500, dataset(3_999)) and "rough guess" in extension_words(500, dataset(4_000))
+    assert "rough guess" not in extension_words(500, 3_999) and "rough guess" in extension_words(500, 4_000)
 
 
 def test_fine_tuning_is_expected_to_remove_a_share_of_the_remaining_errors() -> None:

@@ -98,19 +98,23 @@ def test_the_strength_is_chosen_on_a_sample_of_a_large_set_with_every_class_kept
 
     generator = np.random.default_rng(0)
     features = generator.normal(size=(9007, 4)) + labels[:, None]
-    seen = []  # the rows each of the grid's classifiers is fitted on
-    from sklearn.linear_model import LogisticRegression
-
-    fit = LogisticRegression.fit
-    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y, *rest, **named: (seen.append(len(x)), fit(self, x, y, *rest, **named))[1])
+    seen = rows_fitted(monkeypatch)
     monkeypatch.setattr(label_issues, "GRID_IMAGES", 900)
     choose_regularisation(features, labels, 5, seed=0)
     assert len(seen) == 5 * len(label_issues.REGULARISATION_GRID) and max(seen) <= 907 * 4 // 5 + 1
 
 
-def test_on_many_images_the_folds_train_without_the_mirror_images_and_answer_for_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def rows_fitted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows each logistic regression is fitted on from now on, in order."""
     from sklearn.linear_model import LogisticRegression
 
+    rows: list[int] = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y, *rest, **named: (rows.append(len(x)), fit(self, x, y, *rest, **named))[1])
+    return rows
+
+
+def test_on_many_images_the_folds_train_without_the_mirror_images_and_answer_for_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tl_core.insight import label_issues
 
     dataset = scan_dataset(planted(tmp_path / "data", {}))
@@ -120,10 +124,7 @@ def test_on_many_images_the_folds_train_without_the_mirror_images_and_answer_for
     labels = np.array([record.label for record in records])
     features = (generator.normal(size=(len(records), 6)) + 3 * np.eye(6)[labels]).astype(np.float32)
     mirrored = features + generator.normal(scale=0.1, size=features.shape).astype(np.float32)
-    rows = []
-    fit = LogisticRegression.fit
-    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y, *rest, **named: (rows.append(len(x)), fit(self, x, y, *rest, **named))[1])
-
+    rows = rows_fitted(monkeypatch)
     judge_labels(dataset, records, features, splits, mirrored=mirrored)  # few images: each fold trains on both views
     few = rows[-5:]
     rows.clear()

@@ -169,7 +169,7 @@ def _candidate(
         expected = base
         basis = f"measured: the probe{at} on the same {sample_size} of your images, its difference from the probe at the network's size added to that size's expectation"
     elif strategy == "feature_extraction":
-        expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, {extension_words(sample_size, dataset)}"
+        expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, {extension_words(sample_size, classify_size(dataset).train_images)}"
     elif strategy in WARMUP_STRATEGIES:  # fine-tuning from ImageNet weights
         expected = expected_fine_tune_accuracy(base, per_class, measurement.similarity_score)
         basis = (
@@ -183,13 +183,12 @@ def _candidate(
     return Candidate(strategy, expected, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size)
 
 
-def extension_words(sample_size: int, dataset: Dataset) -> str:
+def extension_words(sample_size: int, train_images: int) -> str:
     """How far the probe's learning curve was extended: to the training images, and a warning where that is far beyond the probe's.
 
     The probe learns from four fifths of its sample in each fold. Extended ``FAR_EXTENSION`` times or more, the curve
     is a guess: two points cannot see where it flattens (33,600 satellite tiles: extended 61 times, 9 points too high).
     """
-    train_images = sum(1 for record in dataset.records if record.split == "train")
     probe_images = max(1, sample_size * 4 // 5)
     words = f"its learning curve extended to your {train_images:,} training images"
     if train_images >= FAR_EXTENSION * probe_images:
