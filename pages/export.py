@@ -8,6 +8,7 @@ name cannot break the page) and classified there.
 
 import streamlit as st
 
+from tl_core.data.images import DEEP_MODES, STANDALONE_READER
 from tl_core.errors import TLError
 from tl_core.runs.folder import DOWNLOAD_FILES, H5_FILE, KERAS_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, RunFile
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
@@ -70,6 +71,11 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
     return True
 
 
+# The run's images had more than 8 bits per pixel: the snippets scale them as training did (tl_core.data.images.eight_bit_values).
+deep = bool(set((report.summary.data or {}).get("modes", {})) & DEEP_MODES)
+DEEP_READER = "\n\n" + STANDALONE_READER + "\n" if deep else "\n"
+OPEN = f'{"read" if deep else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))'
+
 st.subheader("Download")
 columns = st.columns(len(DOWNLOAD_FILES))
 for column, name in zip(columns, DOWNLOAD_FILES, strict=True):
@@ -80,17 +86,17 @@ for column, name in zip(columns, DOWNLOAD_FILES, strict=True):
 
 st.markdown(
     f"The model takes **RGB images with values 0-255, resized to {image_size}×{image_size}** (its preprocessing is built in), "
-    "and returns one probability per class in the order of `labels.json`. It loads in plain Python with only Keras installed:"
+    "and returns one probability per class in the order of `labels.json`. It loads in plain Python with only Keras installed"
+    + (" (your images have more than 8 bits per pixel: `read` stretches each one to 0-255, as training did):" if deep else ":")
 )
 st.code(
     f"""import json
 import keras
 import numpy as np
-from PIL import Image
-
+from PIL import Image{DEEP_READER}
 model = keras.models.load_model("model.h5", compile=False)
 labels = json.load(open("labels.json"))
-image = Image.open("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))
+image = {OPEN}
 probabilities = model.predict(np.asarray(image, dtype="float32")[None])[0]
 print(labels[probabilities.argmax()], f"{{probabilities.max():.0%}}")""",
     language="python",
@@ -140,12 +146,11 @@ with lite_tab:
 import json
 import numpy as np
 from PIL import Image
-from ai_edge_litert.interpreter import Interpreter
-
+from ai_edge_litert.interpreter import Interpreter{DEEP_READER}
 interpreter = Interpreter(model_path="model.tflite")
 interpreter.allocate_tensors()
 labels = json.load(open("labels.json"))
-image = Image.open("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))
+image = {OPEN}
 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.asarray(image, dtype="float32")[None])
 interpreter.invoke()
 probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
@@ -158,11 +163,10 @@ with onnx_tab:
 import json
 import numpy as np
 import onnxruntime
-from PIL import Image
-
+from PIL import Image{DEEP_READER}
 session = onnxruntime.InferenceSession("model.onnx")
 labels = json.load(open("labels.json"))
-image = Image.open("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))
+image = {OPEN}
 probabilities = session.run(None, {{"image": np.asarray(image, dtype="float32")[None]}})[0][0]
 print(labels[probabilities.argmax()], f"{{probabilities.max():.0%}}")""",
         language="python",

@@ -63,6 +63,22 @@ def test_every_run_file_has_a_download_button_labelled_with_its_size(tmp_path):
     assert 'json.load(open("labels.json"))' in code
 
 
+def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["cells", "debris"])
+    plain = open_export_page(run_dir)
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary["data"]["modes"] = {"I;16": 30, "L": 2}  # 16-bit microscope images
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    deep = open_export_page(run_dir)
+
+    assert not deep.exception
+    assert all("def read(" not in code.value and "Image.open(\"photo.jpg\")" in code.value for code in plain.code[:3])
+    for code in deep.code[:3]:  # Keras, LiteRT and ONNX Runtime
+        assert "def read(path):" in code.value and 'image = read("photo.jpg").convert("RGB")' in code.value
+        compile(code.value, "snippet", "exec")
+    assert "more than 8 bits per pixel" in texts(deep, "markdown")
+
+
 def test_the_try_section_offers_an_image_uploader(tmp_path):
     at = open_export_page(write_canned_run(tmp_path / "run", ["ants", "bees"]))
 

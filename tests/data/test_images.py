@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, ImageTooLargeError, load_image
+from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, STANDALONE_READER, ImageTooLargeError, eight_bit_values, load_image, to_rgb
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import ConfigError
 
@@ -47,6 +47,42 @@ def test_every_mode_becomes_rgb_of_the_requested_size(tmp_path: Path) -> None:
     assert load_image(cases["rgba.png"], 16)[8, 15].tolist() == [255, 0, 0]
     assert load_image(cases["deep.png"], 16)[0, 0].tolist() == [255, 255, 255]
     assert load_image(cases["rgb.jpg"], 16)[8, 8, 0] > 240
+
+
+def test_a_twelve_bit_image_in_a_sixteen_bit_file_keeps_its_grey_levels(tmp_path: Path) -> None:
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (8, 1))  # 256 grey levels of a 12-bit camera
+    for name, image_format in (("ramp.png", "PNG"), ("ramp.tif", "TIFF")):
+        path = _save(Image.fromarray(ramp), tmp_path / name, image_format)
+        assert Image.open(path).mode.startswith("I")
+        pixels = load_image(path, 256)[4, :, 0]
+        assert pixels.max() == 255 and len(np.unique(pixels)) > 200, name  # divided by 65,535 it kept 16 levels, all below 16
+
+
+def test_deep_values_are_stretched_to_the_brightest_pixel_and_eight_bit_values_kept() -> None:
+    assert eight_bit_values(np.array([[0, 2048, 4096]], dtype=np.uint16)).tolist() == [[0, 128, 255]]
+    assert eight_bit_values(np.array([[0, 65535]], dtype=np.uint16)).tolist() == [[0, 255]]
+    assert eight_bit_values(np.array([[3, 200]], dtype=np.uint16)).tolist() == [[3, 200]]  # 8-bit values in a 16-bit file
+    assert eight_bit_values(np.array([[0.0, 0.25, np.nan]], dtype=np.float32)).tolist() == [[0, 255, 0]]
+    assert eight_bit_values(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32)).tolist() == [[0, 128, 255]]
+    assert eight_bit_values(np.zeros((2, 2), dtype=np.uint16)).tolist() == [[0, 0], [0, 0]]
+
+
+def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp_path: Path) -> None:
+    namespace = {"Image": Image, "np": np}
+    exec(STANDALONE_READER, namespace)  # the code the Export page gives users whose images are deep
+    generator = np.random.default_rng(0)
+    cases = {
+        "twelve_bit.png": Image.fromarray(generator.integers(0, 4096, (9, 7)).astype(np.uint16)),
+        "eight_bit_values.tif": Image.fromarray(generator.integers(0, 200, (9, 7)).astype(np.uint16)),
+        "flat.png": Image.fromarray(np.full((9, 7), 900, dtype=np.uint16)),
+        "float.tif": Image.fromarray(generator.normal(0, 1, (9, 7)).astype(np.float32)),
+        "plain.png": Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)),
+    }
+    for name, image in cases.items():
+        path = _save(image, tmp_path / name, "PNG" if name.endswith("png") else "TIFF")
+        ours = np.asarray(to_rgb(Image.open(path)))
+        theirs = np.asarray(namespace["read"](path).convert("RGB"))
+        assert np.array_equal(ours, theirs), name
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def _write_meta(meta_path: Path, size: int, count: int, failed: list[SkippedFile
 
 def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
     """The cache key of these images decoded at this size (it also keys their features); labels play no part."""
-    return cache_key("images-v3", size, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin
+    return cache_key("images-v4", size, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin; v4: deep images stretched
 
 
 def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None) -> bool:

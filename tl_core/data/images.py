@@ -302,17 +302,52 @@ def reduce_while_decoding(image: Image.Image, size: int) -> None:
         image.draft("RGB", (DRAFT_MARGIN * size, DRAFT_MARGIN * size))
 
 
+# One value per pixel with more than 8 bits: 16-bit greyscale (PNG, TIFF), 32-bit integers, 32-bit floats.
+DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+
+
+def eight_bit_values(values: np.ndarray) -> np.ndarray:
+    """A greyscale image of more than 8 bits as 0-255: stretched from 0 (or its lowest value, when negative) to its brightest pixel.
+
+    Microscope and medical cameras mostly record 10 to 14 bits and save them in 16-bit files. Divided by
+    65,535, a 12-bit image would keep 16 grey levels out of 256 and look nearly black. So each image is
+    stretched to its own brightest pixel (Pillow before version 10 read 16-bit files as 32-bit integers,
+    which were stretched this way already). Integer images whose values all fit in 0-255 are kept as they
+    are. Missing values (NaN) count as 0. Prediction reads images through the same rule; outside this
+    package, scale a deep image the same way before giving it to the model (the Export page shows how).
+    """
+    integers = np.asarray(values).dtype.kind in "iub"
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if values.size == 0:
+        return np.zeros(values.shape, dtype=np.uint8)
+    low, high = min(0.0, float(values.min())), float(values.max())
+    if integers and low == 0.0 and high <= 255.0:
+        high = 255.0
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.clip(np.round((values - low) / (high - low) * 255.0), 0, 255).astype(np.uint8)
+
+
+# ``eight_bit_values`` for a user's own code, with Pillow and NumPy only (shown on the Export page; tested to agree).
+STANDALONE_READER = """def read(path):  # an image as the model was trained on it: 16-bit and 32-bit greyscale stretched to 0-255
+    image = Image.open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.nan_to_num(np.asarray(image, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = min(0.0, values.min()), values.max()
+        if image.mode != "F" and low == 0 and high <= 255:
+            high = 255.0
+        scaled = (values - low) / (high - low) * 255 if high > low else values * 0
+        image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype("uint8"))
+    return image
+"""
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Converts any Pillow mode to RGB; transparency is laid over white."""
+    """Converts any Pillow mode to RGB; transparency is laid over white, and more than 8 bits per pixel are stretched (``eight_bit_values``)."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
-        if image.mode == "I" and values.max() <= 255:
-            top = 255.0
-        scaled = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
+    if image.mode in DEEP_MODES:
+        return Image.fromarray(eight_bit_values(np.asarray(image))).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
