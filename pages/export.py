@@ -27,7 +27,7 @@ DESCRIPTIONS = {
     SUMMARY_FILE: ("Run summary: settings, data fingerprint, timings, versions.", "application/json"),
     METRICS_FILE: ("Evaluation on held-out images and the training history.", "application/json"),
 }
-IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff", "heic", "heif", "avif"]
 
 st.title("6 · Export and try")
 

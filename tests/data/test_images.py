@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tl_core.data import images
 from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, STANDALONE_READER, ImageTooLargeError, eight_bit_values, load_image, to_rgb
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import ConfigError
@@ -83,6 +84,39 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
         ours = np.asarray(to_rgb(Image.open(path)))
         theirs = np.asarray(namespace["read"](path).convert("RGB"))
         assert np.array_equal(ours, theirs), name
+
+
+def test_an_iphone_photo_in_heic_is_read(tmp_path: Path) -> None:
+    halves = np.zeros((40, 60, 3), dtype=np.uint8)
+    halves[:, :30, 0] = 220  # left red, right blue
+    halves[:, 30:, 2] = 220
+    for index in range(6):  # three per class: enough to split
+        path = _save(Image.fromarray(halves), tmp_path / "photos" / ("cat", "dog")[index % 2] / f"IMG_000{index}.{('HEIC', 'heic', 'heif')[index % 3]}", "HEIF")
+
+    summary = scan_dataset(tmp_path / "photos").summary()
+    assert summary["num_images"] == 6 and not summary["skipped"] and not summary["suspicious"]
+    pixels = load_image(path, 20).astype(int)
+    assert pixels[10, 3, 0] > 180 and pixels[10, 3, 2] < 40 and pixels[10, 16, 2] > 180 and pixels[10, 16, 0] < 40
+
+
+def test_files_of_a_known_kind_pillow_cannot_read_say_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "scans" / "normal"
+    folder.mkdir(parents=True)
+    (folder / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 64)
+    (folder / "b").write_bytes(b"\0" * 128 + b"DICM" + b"\2" * 64)  # a DICOM file without an extension
+    (folder / "c.heic").write_bytes(b"not really a photo")
+    (tmp_path / "scans" / "tumour").mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(folder / f"d{index}.png")
+        Image.new("RGB", (8, 8), "white").save(tmp_path / "scans" / "tumour" / f"e{index}.png")
+    monkeypatch.setattr(images, "READS_HEIF", False)  # as without pillow-heif
+
+    reasons = {Path(item["path"]).name: item["reason"] for item in scan_dataset(tmp_path / "scans").summary()["skipped"]}
+    assert "a DICOM scan: export it as PNG" in reasons["a.dcm"] and "a DICOM scan" in reasons["b"]
+    assert "install pillow-heif" in reasons["c.heic"]
+    monkeypatch.setattr(images, "READS_HEIF", True)  # read by pillow-heif, and still unreadable: damaged, not a missing reader
+    reasons = {Path(item["path"]).name: item["reason"] for item in scan_dataset(tmp_path / "scans").summary()["skipped"]}
+    assert "pillow-heif" not in reasons["c.heic"]
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

@@ -24,6 +24,25 @@ from PIL import Image, ImageOps
 
 from tl_core.errors import ConfigError, DataError
 
+
+def _read_phone_photos() -> bool:
+    """Teaches Pillow HEIC and HEIF (iPhones' photos) through ``pillow-heif``; False when it is not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+READS_HEIF = _read_phone_photos()
+# Files Pillow cannot read whose kind is known, with what to do (the scan lists them as skipped with this reason).
+_UNREADABLE_KINDS = {
+    ".heic": "an HEIC photo (iPhone): install pillow-heif (pip install pillow-heif) to read it, or export it as JPEG",
+    ".heif": "an HEIF photo: install pillow-heif (pip install pillow-heif) to read it, or export it as JPEG",
+    ".dcm": "a DICOM scan: export it as PNG (16-bit PNG keeps its grey levels), e.g. with pydicom, and use the PNG",
+}
+
 # EXIF orientations 5-8 rotate the picture by 90 degrees, so width and height swap.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -87,11 +106,26 @@ def probe_image(path: Path, pixel_limit: int) -> ImageProbe | str:
     except Image.DecompressionBombError as error:
         return f"image too large to open safely ({error})"
     except Image.UnidentifiedImageError:
-        return "not an image Pillow can read (unknown or unsupported format)"
+        kind = _unreadable_kind(path)
+        return f"not an image Pillow can read: {kind}" if kind else "not an image Pillow can read (unknown or unsupported format)"
     except (OSError, SyntaxError, ValueError) as error:
         return f"not a readable image: {error}"
     notes = [note for note in (_extension_note(path, image_format), _truncation_note(path, image_format, stat.st_size)) if note]
     return ImageProbe(width, height, image_format, mode, stat.st_size, stat.st_mtime_ns, "; ".join(notes))
+
+
+def _unreadable_kind(path: Path) -> str | None:
+    """What an unreadable file probably is, and what to do, from its extension or a DICOM file's marker; None when unknown."""
+    suffix = path.suffix.lower()
+    kind = None if suffix in (".heic", ".heif") and READS_HEIF else _UNREADABLE_KINDS.get(suffix)  # read, so this one is damaged
+    if kind is None:
+        try:
+            with open(path, "rb") as stream:
+                if stream.read(132)[128:] == b"DICM":  # DICOM's marker after a 128-byte preamble, whatever the name
+                    kind = _UNREADABLE_KINDS[".dcm"]
+        except OSError:
+            pass
+    return kind
 
 
 def content_hash(path: str | os.PathLike) -> str:

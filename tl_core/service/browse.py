@@ -18,7 +18,7 @@ from pathlib import Path
 from tl_core.data.records import is_system_file
 
 BROWSE_ROOT_VARIABLE = "TL_CORE_BROWSE_ROOT"
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm", ".heic", ".heif", ".avif"})
 # Directory entries looked at for one listing, across all its sub-folders.
 DEFAULT_ENTRY_BUDGET = 200_000
 
