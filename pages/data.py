@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from tl_core.data.images import DEEP_MODES
 from tl_core.errors import TLError
 from tl_core.service.upload import format_bytes
 from ui import state as session
@@ -155,6 +156,13 @@ if summary["imbalance_ratio"] >= 3:
     st.warning(
         f"The classes are imbalanced: the largest has {summary['imbalance_ratio']:.1f}× the images of the smallest. "
         "A model can score well by favouring the big classes; turn on class weights on the Setup page, or add images to the small classes."
+    )
+
+deep = sum(count for mode, count in summary.get("modes", {}).items() if mode in DEEP_MODES)
+if deep:
+    st.caption(
+        f"{'One image has' if deep == 1 else f'{deep:,} images have'} more than 8 bits per pixel (16- or 32-bit greyscale, as microscope and medical cameras save them). "
+        "Each is stretched from black to its brightest pixel, so it keeps its grey levels; the Export page shows the same reading for your own code."
     )
 
 DUPLICATE_WARNINGS = {

@@ -74,7 +74,7 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
 # The run's images had more than 8 bits per pixel: the snippets scale them as training did (tl_core.data.images.eight_bit_values).
 deep = bool(set((report.summary.data or {}).get("modes", {})) & DEEP_MODES)
 DEEP_READER = "\n\n" + STANDALONE_READER + "\n" if deep else "\n"
-OPEN = f'{"read" if deep else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}))'
+OPEN = f'{"read" if deep else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
 
 st.subheader("Download")
 columns = st.columns(len(DOWNLOAD_FILES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, make_class_folders
@@ -214,3 +215,24 @@ def test_a_folder_upload_keeps_the_name_of_the_chosen_folder(tmp_path: Path, mon
     run_json = json_module.loads((Path(at.session_state["job"].state().run_dir) / "run.json").read_text())
     assert Path(run_json["data"]["root"]).name == "my photos"
     assert "9 images in `my photos`" in " ".join(caption.value for caption in at.caption)
+
+
+def test_deep_greyscale_is_named_with_how_it_is_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = make_class_folders(tmp_path / "scans", {"normal": 3, "tumour": 3})
+    for index in range(4):
+        ramp = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))  # 12 bits in a 16-bit PNG
+        Image.fromarray(ramp).save(root / ("normal", "tumour")[index % 2] / f"scan_{index}.png")
+    at = _app()
+    at.radio(key="data_source").set_value("path").run()
+    at.text_input(key="data_path").set_value(str(root)).run()
+    at.button(key="use_typed_path").click().run()
+
+    assert not at.exception
+    assert any("4 images have more than 8 bits per pixel" in caption.value and "brightest pixel" in caption.value for caption in at.caption)
+    plain = _app()
+    plain.radio(key="data_source").set_value("path").run()
+    plain.text_input(key="data_path").set_value(str(make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}))).run()
+    plain.button(key="use_typed_path").click().run()
+    assert not any("8 bits" in caption.value for caption in plain.caption)

@@ -59,7 +59,7 @@ def test_every_run_file_has_a_download_button_labelled_with_its_size(tmp_path):
     assert "resized to 32×32" in texts(at, "markdown")
     code = at.code[0].value
     assert 'keras.models.load_model("model.h5", compile=False)' in code
-    assert ".resize((32, 32))" in code
+    assert ".resize((32, 32), Image.Resampling.BILINEAR)" in code
     assert 'json.load(open("labels.json"))' in code
 
 
@@ -74,7 +74,7 @@ def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
     assert not deep.exception
     assert all("def read(" not in code.value and "Image.open(\"photo.jpg\")" in code.value for code in plain.code[:3])
     for code in deep.code[:3]:  # Keras, LiteRT and ONNX Runtime
-        assert "def read(path):" in code.value and 'image = read("photo.jpg").convert("RGB")' in code.value
+        assert "def read(path):" in code.value and 'image = read("photo.jpg").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)' in code.value
         compile(code.value, "snippet", "exec")
     assert "more than 8 bits per pixel" in texts(deep, "markdown")
 
@@ -164,7 +164,7 @@ def test_portable_files_are_offered_with_their_check_and_missing_ones_can_be_mad
     assert "**ONNX**: :orange[tf2onnx could not convert this model: Unsupported op: MagicPool]" in markdown
     assert "**TensorFlow Lite, 8-bit weights**: not made yet" in markdown
     codes = [block.value for block in at.code]
-    assert any('Interpreter(model_path="model.tflite")' in code and ".resize((32, 32))" in code for code in codes)
+    assert any('Interpreter(model_path="model.tflite")' in code and ".resize((32, 32), Image.Resampling.BILINEAR)" in code for code in codes)
     assert any('session.run(None, {"image":' in code for code in codes)
 
     make = at.button(key="export_make")

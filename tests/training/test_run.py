@@ -48,6 +48,7 @@ def test_feature_extraction_on_ants_bees_is_accurate_and_reuses_its_cache(tmp_pa
     assert 0.5 <= metrics["roc_auc"] <= 1.0
     run_info = json.loads((tmp_path / "first" / "run.json").read_text())
     assert run_info["data"]["fingerprint"] and run_info["versions"]["keras"] and run_info["seconds"]["features"] > 0
+    assert run_info["data"]["modes"] == {"RGB": 397, "P": 1}  # how each image was stored, for the Export page's snippets
     assert json.loads((tmp_path / "first" / "labels.json").read_text()) == ["ants", "bees"]
     # The first model (the images' own features) is saved before the mirror images are computed; with 37
     # validation images they are expected to pay, so the model is trained on and saved again with the test-time flip.

@@ -423,6 +423,7 @@ def run_summary(run: RunContext, status: str, with_model: bool = True) -> RunSum
             "evaluation_split": dataset.evaluation_split,
             "selection_split": "val",  # early stopping and the kept epoch look at validation loss only
             "seed": dataset.seed,
+            "modes": data_summary.get("modes", {}),  # Pillow modes: the Export page's snippets stretch deep ones as training did
         },
         skipped=[{"path": item.path, "reason": item.reason} for item in dataset.skipped],
         duplicates=data_summary.get("duplicates", []),
