@@ -187,12 +187,13 @@ def extension_words(sample_size: int, train_images: int) -> str:
     """How far the probe's learning curve was extended: to the training images, and a warning where that is far beyond the probe's.
 
     The probe learns from four fifths of its sample in each fold. Extended ``FAR_EXTENSION`` times or more, the curve
-    is a guess: two points cannot see where it flattens (33,600 satellite tiles: extended 61 times, 9 points too high).
+    is a guess: two points a few hundred images apart say little about where it flattens (33,600 satellite tiles,
+    extended 61 times: 1.6 points low with the floor of ``extrapolated_accuracy``; a power law without it was 9 high).
     """
     probe_images = max(1, sample_size * 4 // 5)
     words = f"its learning curve extended to your {train_images:,} training images"
     if train_images >= FAR_EXTENSION * probe_images:
-        words += f" ({train_images / probe_images:.0f} times the probe's {probe_images:,}: this far out the estimate is a rough guess, likely high)"
+        words += f" ({train_images / probe_images:.0f} times the probe's {probe_images:,}: this far out the estimate is a rough guess)"
     return words
 
 

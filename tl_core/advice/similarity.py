@@ -104,7 +104,7 @@ class Measurement:
         forward_images_per_second: The frozen backbone's forward pass on this device, at its own size.
         feature_extraction_estimate: Feature extraction's expected accuracy with the whole training
             split: the probe's accuracy on half its images and on all of them, extended along
-            ``error = a * n ** -b`` to the training images (``extrapolated_accuracy``).
+            ``error = floor + a / sqrt(n)`` to the training images (``extrapolated_accuracy``).
     """
 
     sample_size: int
@@ -351,17 +351,24 @@ def _probes(
 def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_small: int, images_large: int, images_target: int) -> float:
     """Accuracy with ``images_target`` training images, from two points of a learning curve.
 
-    The error is taken to fall as a power of the training images, ``error = a * n ** -b``,
-    through the two measured points; ``b`` is at most 1 (error halving when the images
-    double), and the extended error is never below half the measured one, so a noisy
-    pair of points cannot promise much. A flat or rising curve is not extended.
+    The error is taken to be ``floor + a / sqrt(n)``: a part more images do not remove (classes that
+    overlap, as a small tile of grass may come from a golf course or a ball park) and a part that shrinks
+    with the square root of the images. The two measured points fix both. A floor below zero (a curve
+    steeper than that) is taken as zero, so the curve is never extended more steeply than ``1 / sqrt(n)``;
+    the extended error is never below half the measured one either, so a noisy pair of points cannot
+    promise much. A flat or rising curve is not extended.
+
+    On 33,600 satellite tiles (the curve extended 61 times) this expected 64.4 % where feature extraction
+    got 66.1 %; a power law without the floor had expected 75 %. On the five shared sets it moved the
+    estimates by at most 0.4 points (docs/benchmarks.md).
     """
     error_small, error_large = 1.0 - accuracy_small, 1.0 - accuracy_large
     if images_target <= images_large or images_small <= 0 or images_large <= images_small or error_large <= 0 or error_small <= error_large:
         return accuracy_large
-    exponent = min(1.0, math.log(error_small / error_large) / math.log(images_large / images_small))
-    error = max(error_large * (images_large / images_target) ** exponent, error_large / 2)
-    return 1.0 - error
+    shrink_small, shrink_large, shrink_target = (count**-0.5 for count in (images_small, images_large, images_target))
+    floor = max(0.0, error_large - (error_small - error_large) / (shrink_small - shrink_large) * shrink_large)
+    error = floor + (error_large - floor) * shrink_target / shrink_large
+    return 1.0 - max(error, error_large / 2)
 
 
 def _features_and_shift(backbone, spec, pixels: np.ndarray) -> tuple[np.ndarray, list[LayerShift]]:
