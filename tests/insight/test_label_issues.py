@@ -15,7 +15,7 @@ from tl_core.data.decisions import EXCLUDE, load_decisions
 from tl_core.data.images import load_image
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import DataError
-from tl_core.insight.label_issues import find_label_issues, judge_labels, judged_splits
+from tl_core.insight.label_issues import find_label_issues, judge_labels, judged_splits, typicality_scores
 
 from conftest import CLASSES, FLIPS, make_class_folders, planted, write_image
 
@@ -50,6 +50,24 @@ def test_clean_labels_give_no_other_suspects_and_an_odd_picture_stands_out(tmp_p
     assert [Path(odd.path).name for odd in report.odd_ones_out][:1] == ["placeholder.png"]
     assert report.odd_ones_out[0].deviations >= 4
     assert all(Path(suspect.path).name == "placeholder.png" for suspect in report.suspects)  # nothing else looks mislabelled
+
+
+def test_typicality_is_cleanlabs_outlier_score_computed_in_blocks() -> None:
+    import contextlib
+    import io
+
+    from cleanlab.outlier import OutOfDistribution
+
+    generator = np.random.default_rng(0)
+    features = np.abs(generator.normal(size=(1500, 48))).astype(np.float32)  # pooled features are never negative
+    features[7] = 0.0
+    features[7, :3] = 5.0  # a picture unlike the rest
+    features[100] = features[101]  # an exact copy: each is the other's nearest neighbour
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = OutOfDistribution().fit_score(features=features)
+    ours = typicality_scores(features)  # 1,500 images: more than one block of rows
+    assert np.allclose(ours, theirs, atol=1e-5)
+    assert int(np.argmin(ours)) == 7
 
 
 def test_identical_files_in_two_classes_are_listed_as_a_pair(tmp_path: Path) -> None:

