@@ -358,7 +358,7 @@ def extrapolated_accuracy(accuracy_small: float, accuracy_large: float, images_s
     the extended error is never below half the measured one either, so a noisy pair of points cannot
     promise much. A flat or rising curve is not extended.
 
-    On 33,600 satellite tiles (the curve extended 61 times) this expected 64.4 % where feature extraction
+    On 33,600 satellite tiles (the curve extended 61 times) this expects 64.5 % where feature extraction
     got 66.1 %; a power law without the floor had expected 75 %. On the five shared sets it moved the
     estimates by at most 0.4 points (docs/benchmarks.md).
     """

@@ -117,7 +117,8 @@ def probe_image(path: Path, pixel_limit: int) -> ImageProbe | str:
 def _unreadable_kind(path: Path) -> str | None:
     """What an unreadable file probably is, and what to do, from its extension or a DICOM file's marker; None when unknown."""
     suffix = path.suffix.lower()
-    kind = None if suffix in (".heic", ".heif") and READS_HEIF else _UNREADABLE_KINDS.get(suffix)  # read, so this one is damaged
+    # With pillow-heif installed an unreadable HEIC file is damaged, not waiting for a reader.
+    kind = None if suffix in (".heic", ".heif") and READS_HEIF else _UNREADABLE_KINDS.get(suffix)
     if kind is None:
         try:
             with open(path, "rb") as stream:
