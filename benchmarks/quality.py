@@ -11,7 +11,6 @@
 into the work folder first (``benchmarks.small_images``): the images cut into N px tiles
 at their own resolution (each image's tiles in one split), or shrunk to N px.
 
-
 Every recipe runs in a fresh cache folder, so each pays for decoding the
 images and running the backbone as a first run does, and its minutes are
 comparable. The rows:
@@ -89,8 +88,13 @@ def articles_recipe(data: Path, cache: Path, image_size: int, seed: int, backbon
     model = LogisticRegression(max_iter=2000).fit(features[train], labels[train])
     predicted = model.predict(features[held_out])
     minutes = (time.perf_counter() - started) / 60
-    return Row("articles", float(accuracy_score(labels[held_out], predicted)), float(f1_score(labels[held_out], predicted, average="macro")), minutes,
-               "frozen features + logistic regression (scikit-learn defaults)")
+    return Row(
+        "articles",
+        float(accuracy_score(labels[held_out], predicted)),
+        float(f1_score(labels[held_out], predicted, average="macro")),
+        minutes,
+        "frozen features + logistic regression (scikit-learn defaults)",
+    )
 
 
 def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: int, time_budget: float, overrides: dict) -> tuple[Row, dict]:
@@ -100,8 +104,16 @@ def our_recipe(name: str, data: Path, work: Path, image_size: int | None, seed: 
 
     strategy = "auto" if name == "auto" else name.removesuffix("_quick")
     config = TrainConfig(
-        data_dir=str(data), out_dir=str(work / name), strategy=strategy, image_size=image_size, seed=seed, cache_dir=str(work / f"cache_{name}"),
-        quick=name.endswith("_quick"), time_budget_minutes=time_budget, export_formats=(), **overrides,
+        data_dir=str(data),
+        out_dir=str(work / name),
+        strategy=strategy,
+        image_size=image_size,
+        seed=seed,
+        cache_dir=str(work / f"cache_{name}"),
+        quick=name.endswith("_quick"),
+        time_budget_minutes=time_budget,
+        export_formats=(),
+        **overrides,
     )
     notes = []
     started = time.perf_counter()
@@ -124,7 +136,9 @@ def comparison(data: Path, work: Path, image_size: int | None, seed: int, epochs
     from tl_core.advice.compare import best_row, compare_strategies
 
     started = time.perf_counter()
-    rows = compare_strategies(data, ["feature_extraction", "fine_tune"], work / "compare", backbone=backbone, epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed)
+    rows = compare_strategies(
+        data, ["feature_extraction", "fine_tune"], work / "compare", backbone=backbone, epochs=epochs, image_size=image_size, cache_dir=str(work / "cache_compare"), seed=seed
+    )
     minutes = (time.perf_counter() - started) / 60
     winner = best_row(rows)
     detail = ", ".join(f"{row.strategy} val {row.val_accuracy:.4f}" for row in rows if row.val_accuracy is not None)
@@ -189,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                 row, picked["compare"] = comparison(arguments.data, work, image_size, arguments.seed, 1 if arguments.smoke else arguments.compare_epochs, arguments.backbone)
                 rows.append(row)
             else:
-                row, summary = our_recipe(name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, {**(overrides if name != "auto" else {}), "backbone": arguments.backbone})
+                row, summary = our_recipe(
+                    name, arguments.data, work, image_size, arguments.seed, arguments.time_budget, {**(overrides if name != "auto" else {}), "backbone": arguments.backbone}
+                )
                 rows.append(row)
                 if name in ("feature_extraction", "fine_tune"):
                     full_runs[name] = row.accuracy
