@@ -45,11 +45,13 @@ except TLError as error:
     st.stop()
 
 files = engine.run_files(run_dir, [*DOWNLOAD_FILES, *PORTABLE_FORMATS.values()])
-image_size = report.summary.image_size
+image_size = report.summary.input_size
+middle = report.summary.image_size if image_size != report.summary.image_size else None  # a model with a centre crop keeps this middle
 backbone = report.summary.display_name or "model"
 st.markdown(
     f"**{backbone}**, {len(report.class_names)} classes ({', '.join(report.class_names[:8])}{', …' if len(report.class_names) > 8 else ''}), "
-    f"accuracy **{report.evaluation.accuracy:.1%}** on {report.evaluation.count:,} held-out images, input {image_size}×{image_size} px."
+    f"accuracy **{report.evaluation.accuracy:.1%}** on {report.evaluation.count:,} held-out images, input {image_size}×{image_size} px"
+    + (f" (the model keeps the middle {middle}×{middle} px itself, as it was trained)." if middle else ".")
 )
 
 

@@ -186,6 +186,10 @@ class TrainConfig:
         from_run: An earlier run folder to train again from (``tl_core.training.reuse``): its images
             keep their split, its decoded images and features are reused for the images
             still there, and training starts from its weights (the head, or the whole model when fine-tuning).
+        centre_crop: Train on, and answer from, the middle of each image (``tl_core.data.images.CENTRE_SHARE`` of each
+            side): the saved model takes images of ``framed_size(image_size)`` and keeps their middle ``image_size``
+            pixels. Objects photographed in the middle of the frame gain; scenes and surfaces, whose edges matter, lose.
+            None: off, except that ``auto`` follows the advice's measurement (``Advice.centre_crop``).
     """
 
     data_dir: str
@@ -220,6 +224,7 @@ class TrainConfig:
     time_budget_minutes: float = 10.0
     export_formats: tuple[str, ...] | None = None
     from_run: str | None = None
+    centre_crop: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -269,6 +274,18 @@ class TrainConfig:
             raise ConfigError("strategy from_scratch starts from random weights, so --weights PATH cannot be used with it. Use --strategy fine_tune or drop --weights.")
         formats = default_formats() if self.export_formats is None else parse_formats(self.export_formats)
         return with_recipe(replace(self, strategy=strategy, export_formats=formats))
+
+    @property
+    def crops_centre(self) -> bool:
+        """Images are read as their middles (``centre_crop`` is on)."""
+        return bool(self.centre_crop)
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the images the saved model takes: ``image_size``, or the larger frame whose middle it keeps."""
+        from tl_core.data.images import framed_size
+
+        return framed_size(self.image_size) if self.crops_centre and self.image_size else self.image_size
 
     @property
     def uses_warmup(self) -> bool:

@@ -65,7 +65,7 @@ def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(
         def keras_images_per_second(self, measured):
             return 50.0
 
-    monkeypatch.setattr(similarity, "_decoded_sample", lambda *arguments: (None, None, rows, labels, np.ones(len(labels), dtype=bool)))
+    monkeypatch.setattr(similarity, "decoded_sample", lambda *arguments, **options: (None, None, rows, labels, np.ones(len(labels), dtype=bool)))
     monkeypatch.setattr("tl_core.models.build.build_backbone", lambda spec, weights: None)
     monkeypatch.setattr("tl_core.models.build.build_feature_model", lambda spec, backbone, size: None)
     monkeypatch.setattr("tl_core.runtime.backbone_runner", lambda *arguments, **keywords: Runner())

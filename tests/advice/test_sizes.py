@@ -52,7 +52,7 @@ def test_the_typical_side_is_the_median_short_side(tmp_path: Path) -> None:
 
 def _advise_with_probes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: dict[int, float], joined: tuple[float, float, float] | None = None, size: int = 64,
-    turned: float | None = None, budget: float = 0.2, similarity: float = 0.9,
+    turned: float | None = None, budget: float = 0.2, similarity: float = 0.9, crop=None,
 ):
     """``advise`` on 60 generated 64 px images, with the measurements faked: the probe's accuracy at each size from ``accuracies``.
 
@@ -61,6 +61,7 @@ def _advise_with_probes(
     The forward pass runs at 100 images/s at 224 px and in proportion to the pixels at smaller sizes.
     ``turned``: the probe's accuracy on the images turned a quarter turn; ``budget``: the time budget in minutes;
     ``similarity``: the measured similarity score (0.9: ImageNet's kind of photos, where fine-tuning is expected to add nothing).
+    ``crop``: what the probe of the images' middles finds where it runs (``CropProbe``, or None).
     """
     import tl_core.advice.advise as advise_module
     from tl_core.models.blocks import layer_names
@@ -82,6 +83,7 @@ def _advise_with_probes(
         return SizeProbe(size, accuracies[size], 100.0 * (224 / size) ** 2)
 
     monkeypatch.setattr(advise_module, "probe_at_size", fake_probe)
+    monkeypatch.setattr(advise_module, "probe_centre_crop", lambda *arguments: crop)
     if joined is None:
         monkeypatch.setattr(advise_module, "joined_backbone", lambda spec: None)
     advice = advise_module.advise(dataset, cache_dir=str(tmp_path / "cache"), time_budget_minutes=budget)
@@ -220,3 +222,21 @@ def test_the_joined_networks_are_not_probed_where_feature_extraction_leaves_too_
     # 98 % expected: a third fewer errors would be 0.67 points, so the pair is probed.
     _, advice, probed = _advise_with_probes(tmp_path / "second", monkeypatch, {224: 0.96}, joined=(0.97, 0.96, 0.0), size=224, budget=10.0)
     assert probed == [JOINED] and not any("was not weighed" in reason for reason in advice.reasons)
+
+
+def test_where_the_middles_read_better_the_run_reads_them_and_every_candidate_is_credited_their_gain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tl_core.advice.framing import CropProbe
+
+    _, whole, _ = _advise_with_probes(tmp_path / "a", monkeypatch, {224: 0.90}, size=224, budget=10.0)
+    assert not whole.centre_crop and whole.crop_probe is None
+    _, middles, _ = _advise_with_probes(tmp_path / "b", monkeypatch, {224: 0.90}, size=224, budget=10.0, crop=CropProbe(0.93, 0.90, 0.01, 60))
+    assert middles.centre_crop and middles.crop_probe.images == 60
+    assert any("reads each image's middle" in reason for reason in middles.reasons)
+    for before, after in zip(whole.candidates, middles.candidates, strict=True):  # 2 points: 3 measured, less 1 of noise
+        if before.expected_accuracy is not None:
+            assert after.expected_accuracy == pytest.approx(min(1.0, before.expected_accuracy + 0.02))
+    _, noise, _ = _advise_with_probes(tmp_path / "c", monkeypatch, {224: 0.90}, size=224, budget=10.0, crop=CropProbe(0.905, 0.90, 0.01, 60))
+    assert not noise.centre_crop and any("the whole images are used" in reason for reason in noise.reasons)
+    paying = CropProbe(0.99, 0.97, 0.001, 60)
+    _, saturated, _ = _advise_with_probes(tmp_path / "d", monkeypatch, {224: 0.975}, size=224, budget=10.0, crop=paying)  # expected 99.5 %: not probed
+    assert saturated.crop_probe is None and not saturated.centre_crop

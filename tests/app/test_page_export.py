@@ -79,6 +79,19 @@ def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
     assert "more than 8 bits per pixel" in texts(deep, "markdown")
 
 
+def test_a_model_with_a_centre_crop_asks_for_the_larger_frame_everywhere(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary.setdefault("config", {})["centre_crop"] = True  # trained on the middle 32 px of images 40 px on a side
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    at = open_export_page(run_dir)
+
+    assert not at.exception
+    assert "input 40×40 px (the model keeps the middle 32×32 px itself, as it was trained)." in texts(at, "markdown")
+    assert "resized to 40×40" in texts(at, "markdown") and "RGB 0-255, 40×40" in texts(at, "markdown")
+    assert all(".resize((40, 40), Image.Resampling.BILINEAR)" in code.value for code in at.code[:3])
+
+
 def test_the_try_section_offers_an_image_uploader(tmp_path):
     at = open_export_page(write_canned_run(tmp_path / "run", ["ants", "bees"]))
 

@@ -461,3 +461,20 @@ def test_the_joined_networks_adopted_on_the_scenario_page_start_the_setup_and_on
     at.selectbox(key="setup_backbone").set_value("mobilenet_v2").run()
     assert at.radio(key="setup_strategy").value == "feature_extraction" and len(at.radio(key="setup_strategy").options) == 4
     assert at.session_state["chosen_backbone"] == "mobilenet_v2"
+
+
+def test_the_advice_ticks_the_middle_of_each_image_where_it_read_better(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    plain = _open_with_advice(folder, dataset, canned_advice(dataset, "low"))
+    assert not plain.checkbox(key="setup_centre_crop").value and plain.session_state["train_config"].centre_crop is False
+    assert "The advice did not find the middles" in plain.checkbox(key="setup_centre_crop").help
+
+    at = _open_with_advice(folder, dataset, replace(canned_advice(dataset, "low"), centre_crop=True))
+    assert not at.exception
+    assert at.checkbox(key="setup_centre_crop").value and "The advice measured that the middles read better" in at.checkbox(key="setup_centre_crop").help
+    assert at.session_state["train_config"].centre_crop is True
+    assert "the middle of each image (the model takes 280 px)" in at.success[0].value
+    at.checkbox(key="setup_centre_crop").uncheck().run()
+    assert at.session_state["train_config"].centre_crop is False

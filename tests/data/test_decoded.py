@@ -65,3 +65,18 @@ def test_a_cache_file_that_cannot_be_written_costs_only_the_cache(tmp_path: Path
     assert decoded.pixels.shape == (30, 32, 32, 3) and decoded.pixels.any()
     assert not decoded_images_cached(dataset.records, 32, tmp_path / "cache")
     assert list((tmp_path / "cache" / "images").iterdir()) == []  # no half-written file left behind
+
+
+def test_the_middles_are_cached_apart_from_the_whole_images_whose_key_is_unchanged(tmp_path: Path, tiny_dataset: Path) -> None:
+    from tl_core.data.decoded import decoded_images_key
+    from tl_core.data.records import files_fingerprint
+    from tl_core.files import cache_key
+
+    records = scan_dataset(tiny_dataset).records
+    assert decoded_images_key(records, 32) == cache_key("images-v4", 32, files_fingerprint(records, with_labels=False))  # earlier caches stay valid
+    whole = decode_images(records, 32, cache_dir=tmp_path)
+    assert not decoded_images_cached(records, 32, tmp_path, centre_crop=True)
+    middles = decode_images(records, 32, cache_dir=tmp_path, centre_crop=True)
+    assert middles.key != whole.key and not middles.from_cache and decoded_images_cached(records, 32, tmp_path, centre_crop=True)
+    np.testing.assert_array_equal(middles.pixels[3], load_image(records[3].path, 32, centre_crop=True))
+    assert not np.array_equal(middles.pixels, whole.pixels)

@@ -229,3 +229,18 @@ def test_reduced_decoding_changes_real_photos_less_than_the_choice_of_resize_fil
             reduced_difference.append(np.abs(load_image(photo, size).astype(np.int16) - bilinear).mean())
             filter_difference.append(np.abs(lanczos - bilinear).mean())
         assert np.mean(reduced_difference) < np.mean(filter_difference), size
+
+
+def test_the_middle_of_an_image_is_its_frame_a_quarter_larger_cropped_to_the_size(tmp_path: Path) -> None:
+    from tl_core.data.images import framed_size
+
+    assert [framed_size(size) for size in (224, 64, 96, 160, 32)] == [280, 80, 120, 200, 40]
+    # A grey picture in a black frame a twentieth of each side wide: the whole image shows the frame, its middle does not.
+    pixels = np.zeros((300, 400, 3), dtype=np.uint8)
+    pixels[15:285, 20:380] = 128
+    path = _save(Image.fromarray(pixels), tmp_path / "framed.png", "PNG")
+    whole, middle = load_image(path, 64), load_image(path, 64, centre_crop=True)
+    assert whole.shape == middle.shape == (64, 64, 3)
+    assert whole[0, 0].max() == 0 and whole[32, 32].min() == 128
+    assert middle.min() == 128 and middle.max() == 128
+    np.testing.assert_array_equal(middle, load_image(path, 80)[8:72, 8:72])  # what a model with a centre crop keeps of the image at its input

@@ -147,3 +147,24 @@ def test_every_view_layer_chain_shows_the_image_as_the_feature_pass_does_and_the
     np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
     model.save(tmp_path / "views.h5")
     np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "views.h5", safe_mode=True)(images)), expected, atol=1e-6)
+
+
+def test_the_centre_crop_model_takes_the_larger_frame_and_answers_for_its_middle(tmp_path: Path) -> None:
+    import keras
+
+    from tl_core.models.build import unwrap_test_time_flip, with_centre_crop, with_test_time_flip
+
+    size = 16
+    inputs = keras.Input((size, size, 3))
+    outputs = keras.layers.Dense(3, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=2))(keras.layers.Flatten()(inputs))
+    classifier = keras.Model(inputs, outputs)
+    flipped = with_test_time_flip(classifier, size)
+    model = with_centre_crop(flipped, size)
+    assert model.input_shape == (None, 20, 20, 3)
+    images = np.random.default_rng(3).uniform(0, 1, (4, 20, 20, 3)).astype("float32")
+    expected = np.asarray(flipped(images[:, 2:18, 2:18].copy()))
+    np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
+    assert unwrap_test_time_flip(model) is classifier
+    model.save(tmp_path / "middle.h5")
+    reloaded = keras.models.load_model(tmp_path / "middle.h5", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-6)

@@ -39,6 +39,7 @@ class SuggestedSettings:
         image_size: The input size the advice measured as best for this strategy (None: the backbone's own).
         image_size_reason: Why, in words.
         turns: Turned images show the same class (the advice measured it): feature extraction learns from the eight turned and mirrored views.
+        centre_crop: The images' middles read better than the whole images (the advice measured it, ``tl_core.advice.framing``).
     """
 
     strategy: str
@@ -57,6 +58,7 @@ class SuggestedSettings:
     image_size: int | None = None
     image_size_reason: str = ""
     turns: bool = False
+    centre_crop: bool = False
 
 
 def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bool = False, advice=None, layer_names: list[str] | None = None) -> SuggestedSettings:
@@ -104,6 +106,7 @@ def suggested_settings(dataset: Dataset, backbone: str, strategy: str, quick: bo
         image_size=image_size,
         image_size_reason=image_size_reason,
         turns=bool(advice is not None and advice.turns),
+        centre_crop=bool(advice is not None and advice.centre_crop),
     )
 
 

@@ -223,8 +223,7 @@ def measure_similarity(
     started = time.perf_counter()
     spec = get_backbone(backbone)
     size = spec.default_size
-    whole = len(dataset.records) <= sample_size
-    decoded, keep, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
+    decoded, keep, pixels, labels, labelled = decoded_sample(dataset, size, sample_size, cache_dir, seed)
     notes: list[str] = []
 
     pretrained = build_backbone(spec, "imagenet")
@@ -237,8 +236,9 @@ def measure_similarity(
     runner = backbone_runner(build_feature_model(spec, pretrained, size), spec, weights_identity(spec, "imagenet"), size, images_to_come, cache_dir=cache_dir)
     mirrored_features = forward_batches(runner.forward(MIRRORED), pixels, speeds=speeds)
     turned_features = forward_batches(runner.forward(QUARTER_TURN), pixels)
-    if whole and keep.all():
-        # The same keys training uses: a later feature-extraction run at this size reads these features.
+    if keep.all():
+        # The sample's keys: the probe of the images' middles (``tl_core.advice.framing``) reads these features, and where
+        # the sample is the whole dataset they are training's keys, so a later feature-extraction run at this size does too.
         keys = view_keys(spec, weights_identity(spec, "imagenet"), size, decoded.key)
         FeatureCache(cache_dir).save(keys[ORIGINAL], features)
         FeatureCache(cache_dir).save(keys[MIRRORED], mirrored_features)
@@ -278,11 +278,12 @@ def measure_similarity(
     return measurement, [layer.name for layer in pretrained.layers]
 
 
-def _decoded_sample(dataset: Dataset, size: int, sample_size: int, cache_dir: str | None, seed: int):
-    """The advice's sample decoded at ``size``: the decoded images, which of the sample decoded, their pixels and labels, and which the probes learn from."""
+def decoded_sample(dataset: Dataset, size: int, sample_size: int, cache_dir: str | None, seed: int, centre_crop: bool = False):
+    """The advice's sample decoded at ``size`` (``centre_crop``: their middles): the decoded images, which of the sample
+    decoded, their pixels and labels, and which the probes learn from."""
     records = dataset.records if len(dataset.records) <= sample_size else stratified_sample(dataset, sample_size, seed)
     labels = np.array([record.label for record in records])
-    decoded = decode_images(records, size, cache_dir=cache_dir, memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES)
+    decoded = decode_images(records, size, cache_dir=cache_dir, memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES, centre_crop=centre_crop)
     failed = {item.path for item in decoded.failed}
     keep = np.array([record.path not in failed for record in records])
     pixels, labels = decoded.pixels[keep] if not keep.all() else decoded.pixels, labels[keep]
@@ -309,19 +310,19 @@ def probe_at_size(
     from tl_core.runtime import backbone_runner
 
     spec = get_backbone(backbone)
-    _, _, pixels, labels, labelled = _decoded_sample(dataset, size, sample_size, cache_dir, seed)
+    _, _, pixels, labels, labelled = decoded_sample(dataset, size, sample_size, cache_dir, seed)
     model = build_feature_model(spec, build_backbone(spec, "imagenet"), size)
     runner = backbone_runner(model, spec, weights_identity(spec, "imagenet"), size, max(len(pixels), images_to_come or 0), cache_dir=cache_dir)
     speeds: list[float] = []
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
     mirrored = forward_batches(runner.forward(MIRRORED), pixels[labelled]) if mirrors else None
-    right = _probe_right(features, labels[labelled], seed, mirrored=mirrored)
+    right = probe_right(features, labels[labelled], seed, mirrored=mirrored)
     speed = runner.keras_images_per_second(speeds[0] if speeds else None)
     if not spec.members:
         return SizeProbe(size, float(right.mean()), speed, backbone=spec.name)
     # Two networks joined: the first network's part of the same features, on the same folds, is the baseline, image by image.
     first = spec.member_specs[0].feature_dim
-    alone = _probe_right(features[:, :first], labels[labelled], seed, mirrored=None if mirrored is None else mirrored[:, :first])
+    alone = probe_right(features[:, :first], labels[labelled], seed, mirrored=None if mirrored is None else mirrored[:, :first])
     differences = right.astype(np.float64) - alone
     error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
     return SizeProbe(size, float(right.mean()), speed, backbone=spec.name, baseline_accuracy=float(alone.mean()), difference_error=error)
@@ -425,10 +426,10 @@ def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrore
     does what feature extraction does with flips: it trains on both and averages its
     answers for an image and its mirror image.
     """
-    return float(_probe_right(features, labels, seed, mirrored).mean())
+    return float(probe_right(features, labels, seed, mirrored).mean())
 
 
-def _probe_right(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> np.ndarray:
+def probe_right(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> np.ndarray:
     """Which images ``_probe_accuracy``'s probe gets right (each answered by the folds that did not learn from it)."""
     folds = int(min(5, np.bincount(labels).min()))
     if folds < 2:

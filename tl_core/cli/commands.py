@@ -36,6 +36,7 @@ def train(arguments: argparse.Namespace) -> int:
         "backbone", "weights", "strategy", "freeze_layers", "epochs", "warmup_epochs", "image_size", "batch_size",
         "learning_rate", "fine_tune_learning_rate", "augment", "augment_views", "head_units", "dropout", "label_smoothing", "learning_rate_schedule", "test_time_flip", "class_weights",
         "early_stopping_patience", "seed", "val_fraction", "test_fraction", "cache_dir", "memory_budget_mb", "time_budget_minutes", "export_formats",
+        "centre_crop",
     )}
     if arguments.from_run:
         from tl_core.training.reuse import config_from_run

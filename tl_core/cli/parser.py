@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="turned images show the same class (aerial, microscope, surfaces): feature extraction also learns from and averages over the 8 turned and mirrored views "
         "(default: as the advice measures with --strategy auto, else off)",
     )
+    train.add_argument(
+        "--centre-crop", action=argparse.BooleanOptionalAction, default=None, dest="centre_crop",
+        help="train on and answer from the middle 80%% of each image (objects photographed in the middle of the frame); the model then takes "
+        "images 1.25x its size and crops them (default: as the advice measures with --strategy auto, else off)",
+    )
     train.add_argument("--rotation", type=float, default=0.1, help="augmentation: largest rotation as a fraction of a full turn (default 0.1 = 36 degrees)")
     train.add_argument("--zoom", type=float, default=0.2, help="augmentation: largest zoom as a fraction (default 0.2)")
     train.add_argument("--translation", type=float, default=0.1, help="augmentation: largest shift as a fraction (default 0.1)")

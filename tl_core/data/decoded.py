@@ -65,6 +65,7 @@ def decode_images(
     workers: int | None = None,
     on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
     chunk_rows: int = 64,
+    centre_crop: bool = False,
 ) -> DecodedImages:
     """Decodes and resizes every image once, reusing the on-disk cache when it is current.
 
@@ -82,11 +83,12 @@ def decode_images(
             on decoding later rows: a caller can run a model on the first images
             while the rest are still being read. Not called on a cache hit.
         chunk_rows: Rows per ``on_chunk`` call.
+        centre_crop: Keep the middle of each picture (``load_image``'s ``centre_crop``); cached apart.
 
     Returns:
         The pixels and the list of files that failed to decode.
     """
-    key = decoded_images_key(records, size)
+    key = decoded_images_key(records, size, centre_crop)
     folder, array_path, meta_path = _image_cache_paths(cache_dir, key)
     row_of = {record.path: index for index, record in enumerate(records)}
     total = len(records)
@@ -103,7 +105,7 @@ def decode_images(
     if math.prod(shape) <= memory_budget_bytes:
         # Decoded into memory and used from there; the cache file is written by a thread meanwhile.
         pixels = np.zeros(shape, dtype=np.uint8)
-        failed = _decode_into(pixels, records, size, on_progress, stop, workers, on_chunk, chunk_rows)
+        failed = _decode_into(pixels, records, size, on_progress, stop, workers, on_chunk, chunk_rows, centre_crop)
         pixels.flags.writeable = False
         _write_in_background(array_path, lambda: _save_cache_entry(pixels, failed, array_path, meta_path))
         return DecodedImages(pixels, row_of, failed, from_cache=False, in_memory=True, key=key)
@@ -112,7 +114,7 @@ def decode_images(
 
     def decode_to_file(temporary: str) -> None:
         target = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-        failures.extend(_decode_into(target, records, size, on_progress, stop, workers, on_chunk, chunk_rows))
+        failures.extend(_decode_into(target, records, size, on_progress, stop, workers, on_chunk, chunk_rows, centre_crop))
         target.flush()
         del target
 
@@ -122,12 +124,14 @@ def decode_images(
     return DecodedImages(pixels, row_of, failures, from_cache=False, in_memory=in_memory, key=key)
 
 
-def store_decoded_images(records: Sequence[ImageRecord], size: int, pixels: np.ndarray, failed: list[SkippedFile], cache_dir: Path | None = None) -> DecodedImages:
+def store_decoded_images(
+    records: Sequence[ImageRecord], size: int, pixels: np.ndarray, failed: list[SkippedFile], cache_dir: Path | None = None, centre_crop: bool = False
+) -> DecodedImages:
     """Decoded pixels assembled elsewhere (partly from an earlier run's entry) as the cache entry of ``records``.
 
     The entry is written by a thread, as a first decode's is; the returned images are used from memory meanwhile.
     """
-    key = decoded_images_key(records, size)
+    key = decoded_images_key(records, size, centre_crop)
     folder, array_path, meta_path = _image_cache_paths(cache_dir, key)
     folder.mkdir(parents=True, exist_ok=True)
     pixels.flags.writeable = False
@@ -176,14 +180,15 @@ def _write_meta(meta_path: Path, size: int, count: int, failed: list[SkippedFile
     atomic_write(meta_path, json.dumps({"size": size, "count": count, "failed": [vars(item) for item in failed], "created": time.time()}))
 
 
-def decoded_images_key(records: Sequence[ImageRecord], size: int) -> str:
-    """The cache key of these images decoded at this size (it also keys their features); labels play no part."""
-    return cache_key("images-v4", size, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin; v4: deep images stretched
+def decoded_images_key(records: Sequence[ImageRecord], size: int, centre_crop: bool = False) -> str:
+    """The cache key of these images decoded at this size, whole or their middles (it also keys their features); labels play no part."""
+    framing = ("centre",) if centre_crop else ()  # whole images keep the keys they had before centre crops
+    return cache_key("images-v4", size, *framing, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin; v4: deep images stretched
 
 
-def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None) -> bool:
+def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None, centre_crop: bool = False) -> bool:
     """True when ``decode_images`` would read these images from the cache instead of decoding them."""
-    _, array_path, meta_path = _image_cache_paths(cache_dir, decoded_images_key(records, size))
+    _, array_path, meta_path = _image_cache_paths(cache_dir, decoded_images_key(records, size, centre_crop))
     _wait_for_writing(array_path)
     return array_path.exists() and meta_path.exists()
 
@@ -202,6 +207,7 @@ def _decode_into(
     workers: int | None,
     on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
     chunk_rows: int = 64,
+    centre_crop: bool = False,
 ) -> list[SkippedFile]:
     """Fills ``target`` row by row using a pool of threads; returns the files that failed."""
     abandoned = threading.Event()  # set when the caller's loop ends early, so queued images are not decoded for nothing
@@ -211,7 +217,7 @@ def _decode_into(
             return None
         record = records[index]
         try:
-            target[index] = load_image(record.path, size)
+            target[index] = load_image(record.path, size, centre_crop=centre_crop)
         except Exception as error:  # noqa: BLE001 - any decoder failure is reported per file
             return SkippedFile(record.path, f"could not be decoded: {type(error).__name__}: {error}")
         return None

@@ -47,6 +47,10 @@ _UNREADABLE_KINDS = {
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
 MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE = "TL_CORE_MAX_IMAGE_PIXELS"
+# Objects photographed in the middle of the frame (pets, plants, products) read better from the middle of the photo
+# (feature extraction's probe: ants and bees +1.9 points, cat breeds +0.6); scenes and surfaces lose their edges
+# (aerial scenes -1.1), so the advice measures it on each set (``load_image``'s ``centre_crop``).
+CENTRE_SHARE = 0.8
 DRAFT_MARGIN = 2  # a JPEG is decoded at no less than twice the model's input size (see reduce_while_decoding)
 # Pillow's own refusal threshold at its default settings (twice Image.MAX_IMAGE_PIXELS):
 # every image Pillow opened before still opens, and the ones it refused are now refused
@@ -296,7 +300,15 @@ def _too_large_reason(size: tuple[int, int] | None, pixels: int, limit: int) -> 
     )
 
 
-def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
+def framed_size(size: int) -> int:
+    """The side an image is resized to before its middle ``size`` pixels are kept (``load_image``'s ``centre_crop``).
+
+    The middle is about ``CENTRE_SHARE`` of each side, with as many pixels cut on either side: 280 for 224, 80 for 64.
+    """
+    return size + 2 * round(size * (1 / CENTRE_SHARE - 1) / 2)
+
+
+def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None, centre_crop: bool = False) -> np.ndarray:
     """Reads an image as an RGB uint8 array of shape (size, size, 3).
 
     The picture is turned upright by its EXIF orientation, converted to RGB
@@ -305,10 +317,15 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None
     so nothing is cropped away). Training, evaluation and prediction all read
     pixels through this one function, so they see identical inputs.
 
+    With ``centre_crop`` the square is ``framed_size(size)`` on a side and its middle
+    ``size`` pixels are kept: the same pixels a saved model with a centre crop
+    (``tl_core.models.build.with_centre_crop``) uses of an image resized to its input.
+
     Args:
         path: The image file; its format is found from its content, not its name.
         size: Side of the square output in pixels.
         max_pixels: The pixel limit (see ``open_image``); None for ``max_image_pixels()``.
+        centre_crop: Keep the middle of the picture (``CENTRE_SHARE`` of each side) rather than all of it.
 
     Returns:
         The pixels, ``uint8``, shape ``(size, size, 3)``.
@@ -318,10 +335,14 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None
         OSError, ValueError: When the file cannot be decoded.
     """
     with open_image(path, max_pixels) as image:
-        reduce_while_decoding(image, size)
+        reduce_while_decoding(image, framed_size(size) if centre_crop else size)
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright picture
         rgb = to_rgb(image)
-        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        if not centre_crop:
+            return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        outer = framed_size(size)
+        margin = (outer - size) // 2
+        return np.asarray(rgb.resize((outer, outer), Image.Resampling.BILINEAR), dtype=np.uint8)[margin : margin + size, margin : margin + size]
 
 
 def reduce_while_decoding(image: Image.Image, size: int) -> None:

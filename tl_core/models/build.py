@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from tl_core.data.images import framed_size
 from tl_core.errors import ConfigError
 from tl_core.features import MIRRORED, ORIGINAL, VIEW_TRANSFORMS
 from tl_core.models.backbones import BackboneSpec
@@ -288,8 +289,23 @@ def with_test_time_flip(classifier: keras.Model, image_size: int, views: Sequenc
     return keras.Model(inputs, outputs, name=f"{classifier.name}_with_{'mirror' if name == 'mean_over_mirror' else 'views'}")
 
 
+def with_centre_crop(model: keras.Model, image_size: int) -> keras.Model:
+    """``model`` on the middle ``image_size`` pixels of larger images (``tl_core.data.images.framed_size``), as one model.
+
+    A user resizes the whole picture to the model's input, as for any model; the ``CenterCrop``
+    layer (a standard one, which loads in safe mode) keeps the same middle that training read
+    (``load_image``'s ``centre_crop``).
+    """
+    outer = framed_size(image_size)
+    inputs = keras.Input(shape=(outer, outer, 3), name="image")
+    middle = keras.layers.CenterCrop(image_size, image_size, name="centre_crop", dtype="float32")(inputs)
+    return keras.Model(inputs, model(middle), name=f"{model.name}_centre")
+
+
 def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
-    """The classifier inside a model made by ``with_test_time_flip`` (the model itself when it is not one)."""
+    """The classifier inside a model made by ``with_test_time_flip`` and/or ``with_centre_crop`` (the model itself when it is neither)."""
+    if any(layer.name == "centre_crop" for layer in model.layers):
+        model = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     if not any(layer.name in ("mean_over_mirror", "mean_over_views") for layer in model.layers):
         return model
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))

@@ -180,6 +180,15 @@ class RunSummary:
         return str(self.backbone.get("display_name") or self.config.get("backbone") or "")
 
     @property
+    def input_size(self) -> int | None:
+        """The side of the images the saved model takes: ``image_size``, or with a centre crop the larger frame whose middle it keeps."""
+        if self.image_size and self.config.get("centre_crop"):
+            from tl_core.data.images import framed_size
+
+            return framed_size(self.image_size)
+        return self.image_size
+
+    @property
     def planned_phase_epochs(self) -> dict[str, int]:
         """The most epochs each phase could run (``{"head": 200, "fine_tune": 8}``), from ``phases`` or the settings."""
         planned = {span["phase"]: span["planned_epochs"] for span in self.phases if isinstance(span, dict) and span.get("planned_epochs")}

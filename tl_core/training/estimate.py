@@ -434,13 +434,13 @@ def model_parts(
     parts: dict[str, float] = {"setup": SETUP_SECONDS}
     epochs: dict[str, int] = {}
 
-    images_cached = decoded_images_cached(dataset.records, size, config.cache_dir)
+    images_cached = decoded_images_cached(dataset.records, size, config.cache_dir, config.crops_centre)
     if not images_cached:
         per_image = decode_seconds if decode_seconds is not None else decode_seconds_per_image(dataset, size)
         parts["decode"] = images * per_image / cores
     if strategy != "from_scratch":
         weights = "none" if config.weights == "none" else "imagenet"
-        key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size))
+        key = feature_cache_key(spec, weights_identity(spec, weights), size, decoded_images_key(dataset.records, size, config.crops_centre))
         views = 1 + (strategy == "feature_extraction" and mirrored and (config.test_time_flip or (config.augment and not config.quick)))
         views = views if mirrors else 1  # foreseen not to pay: the run keeps its first model, on the images' own features
         deferred = False

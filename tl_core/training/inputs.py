@@ -37,9 +37,9 @@ def read_images(run: RunContext) -> None:
     config, dataset, size = run.config, run.dataset, run.image_size
     total = len(dataset.records)
     cache = FeatureCache(config.cache_dir)
-    keys = feature_keys(run, decoded_images_key(dataset.records, size))
+    keys = feature_keys(run, decoded_images_key(dataset.records, size, config.crops_centre))
     features_cached = cache.path(keys[ORIGINAL]).exists()
-    if not config.uses_features or run.warm_started or decoded_images_cached(dataset.records, size, config.cache_dir) or features_cached:
+    if not config.uses_features or run.warm_started or decoded_images_cached(dataset.records, size, config.cache_dir, config.crops_centre) or features_cached:
         # Feature extraction on cached features reads pixels only for the mirror images' pass, where that pays:
         # the cached array is mapped, not read (3,000 images at 224 px are 450 MB).
         run.decoded = decode(run, mapped=features_cached and config.strategy == "feature_extraction")
@@ -118,7 +118,10 @@ def decode(run: RunContext, mapped: bool = False) -> DecodedImages:
 def _decode_images(run: RunContext, memory_budget_bytes: int | None = None, **callbacks) -> DecodedImages:
     config = run.config
     budget = config.memory_budget_mb * 1024**2 if memory_budget_bytes is None else memory_budget_bytes
-    return decode_images(run.dataset.records, run.image_size, cache_dir=config.cache_dir, memory_budget_bytes=budget, stop=run.stop, chunk_rows=FEATURE_BATCH_SIZE, **callbacks)
+    return decode_images(
+        run.dataset.records, run.image_size, cache_dir=config.cache_dir, memory_budget_bytes=budget, stop=run.stop, chunk_rows=FEATURE_BATCH_SIZE,
+        centre_crop=config.crops_centre, **callbacks,
+    )
 
 
 def report_decoded(run: RunContext, decoded: DecodedImages, mapped: bool = False) -> None:

@@ -89,8 +89,14 @@ def read_images_reusing(run: RunContext) -> bool:
     config, dataset, size, earlier = run.config, run.dataset, run.image_size, run.earlier
     name = earlier.run_dir.name
     earlier_path = decoded_images_path(str(earlier.cache_keys.get("images", "")), config.cache_dir)
-    if earlier.summary.image_size != size or not earlier_path.is_file():
-        why = f"it used {earlier.summary.image_size} px" if earlier.summary.image_size != size else "its decoded images are no longer in the cache"
+    earlier_crop = bool(earlier.summary.config.get("centre_crop"))
+    if earlier.summary.image_size != size or earlier_crop != config.crops_centre or not earlier_path.is_file():
+        if earlier.summary.image_size != size:
+            why = f"it used {earlier.summary.image_size} px"
+        elif earlier_crop != config.crops_centre:
+            why = "it used the middle of each image" if earlier_crop else "it used whole images"
+        else:
+            why = "its decoded images are no longer in the cache"
         run.notice(f"Nothing reused from the earlier run '{name}' ({why}): every image is read again.")
         return False
     records, total = dataset.records, len(dataset.records)
@@ -116,11 +122,11 @@ def read_images_reusing(run: RunContext) -> bool:
         run.on_event(PhaseStarted("decode", f"Reading and resizing the {len(new)} new or changed images to {size}x{size}", total=len(new)))
         added = run.timed(
             "decode", decode_images, [records[index] for index in new], size, cache_dir=config.cache_dir,
-            memory_budget_bytes=config.memory_budget_mb * 1024**2, stop=run.stop, on_progress=progress_events(run, "decode"),
+            memory_budget_bytes=config.memory_budget_mb * 1024**2, stop=run.stop, on_progress=progress_events(run, "decode"), centre_crop=config.crops_centre,
         )
         pixels[new] = added.pixels
         failed = added.failed
-    run.decoded = store_decoded_images(records, size, pixels, failed, config.cache_dir)
+    run.decoded = store_decoded_images(records, size, pixels, failed, config.cache_dir, config.crops_centre)
     report_decoded(run, run.decoded)
     run.cache_use["images"] = "reused from the earlier run" if not new else "partly reused from the earlier run"
     through_backbone = 0

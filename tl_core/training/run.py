@@ -66,10 +66,10 @@ from tl_core.features import MIRRORED, ORIGINAL
 from tl_core.insight.curves import epochs_in_words, phase_spans
 from tl_core.insight.metrics import Evaluation, evaluate_predictions
 from tl_core.models.backbones import get_backbone
-from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_test_time_flip
+from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_centre_crop, with_test_time_flip
 from tl_core.models.weights import check_weights_option, weights_identity
 from tl_core.runs.folder import RunSummary, load_earlier_run, write_images_manifest, write_run_folder
-from tl_core.runs.portable import CHECK_IMAGES, FORMAT_TITLES, export_portable
+from tl_core.runs.portable import CHECK_IMAGES, FORMAT_TITLES, check_images, export_portable
 from tl_core.training.context import ModelParts, RunContext, RunResult
 from tl_core.training.estimate import estimate_run, forward_throughput
 from tl_core.training.fitting import fit_head, fit_on_images, unfreeze
@@ -293,7 +293,8 @@ def evaluate_model(run: RunContext) -> Evaluation:
 
 
 def exported_classifier(run: RunContext) -> keras.Model:
-    """The model that goes into the files (built once per run): float32, and averaged over the mirror image when test-time flipping is on."""
+    """The model that goes into the files (built once per run): float32, averaged over the mirror image when test-time
+    flipping is on, and on the middle of larger images with a centre crop."""
     if run.exported is None:
         classifier = _float32_copy(run) if run.device.mixed_precision else run.model.classifier
         if run.flips_at_test:
@@ -301,6 +302,8 @@ def exported_classifier(run: RunContext) -> keras.Model:
         else:
             # A new, uncompiled model over the same layers: the file then carries no training settings to restore.
             run.exported = keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
+        if run.config.crops_centre:
+            run.exported = with_centre_crop(run.exported, run.image_size)
     return run.exported
 
 
@@ -363,7 +366,10 @@ def export_portable_files(run: RunContext, model: keras.Model, records: list) ->
     formats = run.config.export_formats
     titles = " and ".join(dict.fromkeys(FORMAT_TITLES[name].split(",")[0] for name in formats))
     run.on_event(PhaseStarted("export", f"Converting the model to {titles} and checking the files on {len(records)} held-out images"))
-    pixels = run.decoded.pixels[run.decoded.rows(records)]
+    if run.config.crops_centre:  # the files take the whole images, a quarter larger, and keep their middles
+        pixels, _ = check_images([record.path for record in records], run.config.input_size)
+    else:
+        pixels = run.decoded.pixels[run.decoded.rows(records)]
     checks = export_portable(model, run.config.out_dir, formats, pixels, f"{run.dataset.evaluation_split} images")
     for check in checks:
         if not check.ok:
