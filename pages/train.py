@@ -214,7 +214,7 @@ if train_config is not None and dataset is not None:
         backbone.display_name if backbone else train_config.backbone,
         STRATEGY_TITLES.get(train_config.strategy, train_config.strategy).lower(),
         epochs,
-        f"{size}×{size} px" if size else "default size",
+        (f"{size}×{size} px" if size else "default size") + (" (the middle of each image)" if train_config.crops_centre else ""),
         f"batch {train_config.batch_size}",
         learning_rate_text(train_config),
         augmentation_text(train_config),

@@ -268,6 +268,8 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
         ({"strategy": "fine_tune"}, "learning rate 0.001 for the head, 0.0001 for the backbone", "learning rate 0.001 ·"),
         ({"strategy": "fine_tune", "fine_tune_learning_rate": 3e-5}, "learning rate 0.001 for the head, 3e-05 for the backbone", "0.0001"),
         ({}, "learning rate 0.001 ·", "for the backbone"),
+        ({"centre_crop": True}, "32×32 px (the middle of each image) ·", "32×32 px ·"),
+        ({}, "32×32 px ·", "the middle of each image"),
     ],
 )
 def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images(tmp_path, data_dir, settings, said, not_said):
