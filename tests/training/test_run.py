@@ -361,28 +361,28 @@ def test_a_centre_crop_run_saves_a_model_that_takes_whole_images_and_keeps_their
     from tl_core.training.run import train
 
     config = TrainConfig(
-        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, image_size=32, batch_size=8, cache_dir=str(tmp_path / "cache"),
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), epochs=3, batch_size=8, cache_dir=str(tmp_path / "cache"),
         centre_crop=True, export_formats=("tflite",),
-    )
+    )  # at the network's own size, as a user's run: the frame is found from it
     result = train(config)
-    assert result.summary.config["centre_crop"] is True and result.summary.input_size == 40
+    assert result.summary.config["centre_crop"] is True and result.summary.input_size == 280
     assert result.summary.exports["tflite"]["ok"], result.summary.exports
     run = load_run(tmp_path / "run")
-    assert run.model.input_shape[1:] == (40, 40, 3) and run.image_size == 40
-    evaluation, _ = evaluate_run(run, tiny_dataset)  # whole images at 40 px, cropped by the model
+    assert run.model.input_shape[1:] == (280, 280, 3) and run.image_size == 280
+    evaluation, _ = evaluate_run(run, tiny_dataset)  # whole images at 280 px, cropped by the model
     assert evaluation.confusion_matrix == result.evaluation.confusion_matrix
     confidences = {item["path"]: item["confidence"] for item in result.evaluation.to_dict()["misclassified"]}
     assert {item["path"]: pytest.approx(item["confidence"], abs=1e-4) for item in evaluation.to_dict()["misclassified"]} == confidences
     path = sorted((tiny_dataset / "circles").iterdir())[0]
     explanation, pixels = explain_file(run, path)
-    assert pixels.shape == (32, 32, 3) and np.array_equal(pixels, load_image(path, 32, centre_crop=True))
+    assert pixels.shape == (224, 224, 3) and np.array_equal(pixels, load_image(path, 224, centre_crop=True))
     # Trained again from it with whole images: nothing of the middles is reused.
     again = train(TrainConfig(
-        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "again"), epochs=1, image_size=32, batch_size=8, cache_dir=str(tmp_path / "cache"),
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "again"), epochs=1, batch_size=8, cache_dir=str(tmp_path / "cache"),
         from_run=str(tmp_path / "run"), centre_crop=False,
     ))
     assert any("it used the middle of each image" in note for note in again.summary.notes)
-    assert load_run(tmp_path / "again").model.input_shape[1:] == (32, 32, 3)
+    assert load_run(tmp_path / "again").model.input_shape[1:] == (224, 224, 3)
 
 
 def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:

@@ -46,6 +46,7 @@ import numpy as np
 
 from tl_core.backend import library_version
 from tl_core.config import AUTO_STRATEGY, IMBALANCE_FOR_CLASS_WEIGHTS, TrainConfig, class_weights_default
+from tl_core.data.images import framed_size
 from tl_core.data.scan import scan_dataset
 from tl_core.data.split import subsample_training_split
 from tl_core.device import detect_device, distribution_strategy
@@ -367,7 +368,7 @@ def export_portable_files(run: RunContext, model: keras.Model, records: list) ->
     titles = " and ".join(dict.fromkeys(FORMAT_TITLES[name].split(",")[0] for name in formats))
     run.on_event(PhaseStarted("export", f"Converting the model to {titles} and checking the files on {len(records)} held-out images"))
     if run.config.crops_centre:  # the files take the whole images, a quarter larger, and keep their middles
-        pixels, _ = check_images([record.path for record in records], run.config.input_size)
+        pixels, _ = check_images([record.path for record in records], framed_size(run.image_size))
     else:
         pixels = run.decoded.pixels[run.decoded.rows(records)]
     checks = export_portable(model, run.config.out_dir, formats, pixels, f"{run.dataset.evaluation_split} images")
