@@ -287,6 +287,7 @@ if st.button("Run the comparison", icon=":material/compare_arrows:", disabled=no
         rows = engine.compare(
             str(state["data_dir"] or dataset.root), candidates, state["workspace"].new_run_dir("compare"), int(compare_epochs), int(compare_size), int(compare_per_class),
             advice.fine_tune_freeze_layers if advice is not None else None, flip=advice.flip if advice is not None else "horizontal",
+            centre_crop=bool(advice is not None and advice.centre_crop),
             on_row=lambda row: progress.write(f"{STRATEGY_TITLES[row.strategy]}: validation accuracy {row.val_accuracy or 0:.1%} in {row.seconds:.0f} s"),
         )
     except TLError as error:

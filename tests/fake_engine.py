@@ -144,7 +144,8 @@ class FakeEngine(Engine):
         self.advised = getattr(self, "advised", 0) + 1
         return canned_advice(dataset, "low")
 
-    def compare(self, data_dir, strategies, out_root, epochs, image_size, per_class, freeze_layers, flip="horizontal", on_row=None):
+    def compare(self, data_dir, strategies, out_root, epochs, image_size, per_class, freeze_layers, flip="horizontal", on_row=None, centre_crop=False):
+        self.compared_with_centre_crop = centre_crop
         rows = canned_comparison(strategies)
         for row in rows:
             if on_row is not None:

@@ -96,3 +96,10 @@ def test_auto_reads_the_middles_where_the_advice_measured_them_better_unless_the
     assert not auto.resolve_auto(TrainConfig(data_dir=str(dataset.root), out_dir="o", strategy="auto").validated())[0].crops_centre
     assert TrainConfig(data_dir="d", out_dir="o", image_size=224, centre_crop=True).input_size == 280
     assert TrainConfig(data_dir="d", out_dir="o", image_size=224).input_size == 224
+
+
+def test_a_comparison_of_strategies_reads_the_images_as_the_advice_chose(tmp_path: Path) -> None:
+    from tl_core.advice.compare import comparison_config
+
+    assert comparison_config(tmp_path, "fine_tune", tmp_path / "run", 2, centre_crop=True).crops_centre
+    assert not comparison_config(tmp_path, "fine_tune", tmp_path / "run", 2).crops_centre

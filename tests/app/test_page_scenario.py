@@ -255,6 +255,7 @@ def test_comparison_table_and_adopting_the_winner(small_folder: Path) -> None:
     table = at.dataframe[0].value
     assert list(table["strategy"]) == ["Feature extraction", "Fine-tuning with the first layers frozen", "Training from scratch"]
     assert list(table["validation accuracy"]) == [0.81, 0.86, 0.40]
+    assert at.session_state["engine"].compared_with_centre_crop is False  # the canned advice keeps whole images
     adopt = at.button(key="compare_adopt")
     assert adopt.label == "Adopt the winner: fine-tuning with the first layers frozen"
     adopt.click().run()

@@ -53,12 +53,13 @@ class ComparisonRow:
 def comparison_config(
     data_dir: str | Path, strategy: str, out_dir: str | Path, epochs: int, backbone: str = "mobilenet_v2", image_size: int | None = None,
     train_images_per_class: int | None = None, freeze_layers: int | None = None, cache_dir: str | None = None, seed: int = 0, flip: str = "horizontal",
+    centre_crop: bool = False,
 ) -> TrainConfig:
     """The run a comparison makes of one strategy: its recipe, with ``epochs`` epochs wherever epochs cost a pass over the images.
 
     Feature extraction keeps its whole recipe: on cached features every epoch costs
     next to nothing, so it is compared at its best. Every run has the same split,
-    seed and image size, so the validation images are the same for all.
+    seed, image size and framing (``centre_crop``: the images' middles), so the validation images are the same for all.
     """
     return TrainConfig(
         data_dir=str(data_dir),
@@ -73,6 +74,7 @@ def comparison_config(
         export_formats=(),  # a comparison's runs are measured, not shipped
         cache_dir=cache_dir,
         seed=seed,
+        centre_crop=centre_crop,
     ).validated()
 
 
@@ -90,6 +92,7 @@ def compare_strategies(
     flip: str = "horizontal",
     on_row=None,
     stop=None,
+    centre_crop: bool = False,
 ) -> list[ComparisonRow]:
     """Trains each strategy on the same split (see ``comparison_config``) and reports validation accuracy and time.
 
@@ -109,6 +112,7 @@ def compare_strategies(
         cache_dir: Cache folder shared with training.
         seed: Seed of everything.
         flip: The augmentation's flips (``"none"`` where mirror images are another class).
+        centre_crop: Every run reads the images' middles (where the advice measured them better).
         on_row: Called with each finished row (for progress).
         stop: A ``StopRequest`` that ends the comparison after the current run.
 
@@ -127,7 +131,7 @@ def compare_strategies(
     for strategy in strategies:
         if stop is not None and stop.requested:
             break
-        config = comparison_config(data_dir, strategy, Path(out_root) / strategy, epochs, backbone, image_size, train_images_per_class, freeze_layers, cache_dir, seed, flip)
+        config = comparison_config(data_dir, strategy, Path(out_root) / strategy, epochs, backbone, image_size, train_images_per_class, freeze_layers, cache_dir, seed, flip, centre_crop)
         full_run = estimate_run(replace(config, epochs=None, warmup_epochs=None, max_train_images_per_class=None).validated(), dataset, throughput)
         started = time.perf_counter()
         try:

@@ -245,13 +245,14 @@ class Engine:
 
     def compare(
         self, data_dir: str, strategies: list[str], out_root: Path, epochs: int, image_size: int | None, per_class: int | None, freeze_layers: int | None,
-        flip: str = "horizontal", on_row=None,
+        flip: str = "horizontal", on_row=None, centre_crop: bool = False,
     ) -> list:
         """Trains each strategy on the same split (``tl_core.advice.compare.compare_strategies``)."""
         from tl_core.advice.compare import compare_strategies
 
         return compare_strategies(
-            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, flip=flip, on_row=on_row
+            data_dir, strategies, out_root, epochs=epochs, image_size=image_size, train_images_per_class=per_class, freeze_layers=freeze_layers, flip=flip, on_row=on_row,
+            centre_crop=centre_crop,
         )
 
     def missing_weights(self, backbone: str, with_classifier: bool = True) -> list:
