@@ -255,7 +255,6 @@ def _crop_reason(crop: CropProbe) -> str:
     return measured + "The middle does not read better by more than the probe's noise (the edges matter, as in scenes and surfaces), so the whole images are used."
 
 
-
 def _scenario_two_views(measurement: Measurement, measured_freeze_text: str) -> list[str]:
     """The two readings of small data unlike ImageNet (the articles disagree there): measurement decides between them."""
     return [
