@@ -323,9 +323,14 @@ def probe_at_size(
     # Two networks joined: the first network's part of the same features, on the same folds, is the baseline, image by image.
     first = spec.member_specs[0].feature_dim
     alone = probe_right(features[:, :first], labels[labelled], seed, mirrored=None if mirrored is None else mirrored[:, :first])
-    differences = right.astype(np.float64) - alone
-    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
-    return SizeProbe(size, float(right.mean()), speed, backbone=spec.name, baseline_accuracy=float(alone.mean()), difference_error=error)
+    return SizeProbe(size, float(right.mean()), speed, backbone=spec.name, baseline_accuracy=float(alone.mean()), difference_error=paired_error(right, alone))
+
+
+def paired_error(right: np.ndarray, baseline: np.ndarray) -> float:
+    """The standard error of the difference between two probes' accuracies read on the same images, image by image
+    (``right`` and ``baseline``: which images each got right)."""
+    differences = right.astype(np.float64) - baseline
+    return float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
 
 
 def _probes(
