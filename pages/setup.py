@@ -177,8 +177,10 @@ def choose_freeze_depth(spec, layer_map, previous: TrainConfig | None, suggested
     return frozen_layers
 
 
-def choose_augmentation(strategy: str, dataset: Dataset, defaults: TrainConfig, previous: TrainConfig | None, suggested) -> tuple[bool, int, AugmentConfig]:
-    """Section 3: whether and how training images are changed, with a preview; returns (augment, cached views, settings)."""
+def choose_augmentation(
+    strategy: str, dataset: Dataset, defaults: TrainConfig, previous: TrainConfig | None, suggested, centre_crop: bool
+) -> tuple[bool, int, AugmentConfig]:
+    """Section 3: whether and how training images are changed, with a preview (of the middles, with ``centre_crop``); returns (augment, cached views, settings)."""
     st.subheader("Augmentation")
     controls_column, preview_column = st.columns([1, 2], gap="large")
     with controls_column:
@@ -227,25 +229,27 @@ def choose_augmentation(strategy: str, dataset: Dataset, defaults: TrainConfig, 
                 + ("; quarter turns, with the answers averaged over the eight turned and mirrored views." if augmentation.turns else ".")
             )
     with preview_column:
-        show_preview(dataset, augment, augment_views, augmentation, strategy)
+        show_preview(dataset, augment, augment_views, augmentation, strategy, centre_crop)
     return augment, int(augment_views) if augment else 0, augmentation
 
 
-def show_preview(dataset: Dataset, augment: bool, augment_views: int, augmentation: AugmentConfig, strategy: str) -> None:
-    """A few training images and random versions of them, as the augmentation changes them."""
+def show_preview(dataset: Dataset, augment: bool, augment_views: int, augmentation: AugmentConfig, strategy: str, centre_crop: bool) -> None:
+    """A few training images and random versions of them, as the augmentation changes them (their middles, with ``centre_crop``)."""
     if not augment:
         st.info("Augmentation is off: the network sees every training image as it is. On small datasets, augmentation is one of the best guards against overfitting.")
         return
     state.setdefault("setup_preview_seed", 0)
     records = preview_records(dataset, PREVIEW_CLASSES)
     try:
-        grid = augmented_versions(engine, tuple(record.path for record in records), tuple(sorted(augmentation.to_dict().items())), state["setup_preview_seed"])
+        grid = augmented_versions(engine, tuple(record.path for record in records), tuple(sorted(augmentation.to_dict().items())), state["setup_preview_seed"], centre_crop)
     except TLError as error:
         st.error(str(error))
     else:
         if strategy == "feature_extraction" and not augment_views:
             extra = "their mirror images and turned views (the eight turns and mirrors)" if augmentation.turns else "their mirror images"
             st.caption(f"Preview only: with 0 augmented views, feature extraction trains on the original images and, with left-right flips, {extra}.")
+        if centre_crop:
+            st.caption("Shown as the network will see them: the middle of each image (the box *Middle of each image* below).")
         captions = ["original"] + [f"version {number}" for number in range(1, PREVIEW_VERSIONS + 1)]
         for record, versions in zip(records, grid, strict=True):
             st.markdown(f"**{record.class_name}** · `{Path(record.path).name}`")
@@ -264,9 +268,9 @@ def preview_records(dataset: Dataset, count: int) -> list[ImageRecord]:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def augmented_versions(_engine, paths: tuple[str, ...], settings: tuple, seed: int) -> np.ndarray:
+def augmented_versions(_engine, paths: tuple[str, ...], settings: tuple, seed: int, centre_crop: bool) -> np.ndarray:
     """Originals and augmented versions, remembered so that unrelated widget changes do not recompute them."""
-    return _engine.augment_preview(list(paths), PREVIEW_SIZE, AugmentConfig(**dict(settings)), versions=PREVIEW_VERSIONS, seed=seed)
+    return _engine.augment_preview(list(paths), PREVIEW_SIZE, AugmentConfig(**dict(settings)), versions=PREVIEW_VERSIONS, seed=seed, centre_crop=centre_crop)
 
 
 def choose_training(spec, strategy: str, dataset: Dataset, defaults: TrainConfig, previous: TrainConfig | None, mirrors: bool) -> dict:
@@ -310,7 +314,7 @@ def choose_training(spec, strategy: str, dataset: Dataset, defaults: TrainConfig
         "unless the images are small themselves: then a size near their own is as good and many times faster.",
     )
     centre_crop = first_row[2].checkbox(
-        "Middle of each image", key=remembered("setup_centre_crop", bool(defaults.centre_crop) if previous is not None else suggested.centre_crop),
+        "Middle of each image", key="setup_centre_crop",
         help="Learn from, and answer from, the middle 80 % of each side of the image: the subject then fills more of the network's view. "
         "It helps where the subject sits in the middle of the photo (pets, plants, products) and hurts where the edges matter (scenes, surfaces). "
         + ("The advice measured that the middles read better here." if suggested.centre_crop else "The advice did not find the middles to read better here."),
@@ -415,7 +419,9 @@ except TLError as error:
     st.error(str(error))
     st.stop()
 frozen_layers, layer_map = choose_what_trains(spec, strategy, dataset, previous, suggested)
-augment, augment_views, augmentation = choose_augmentation(strategy, dataset, defaults, previous, suggested)
+# The box sits with the training settings below; its key is seeded here so that the preview above shows the same framing.
+centre_crop_key = remembered("setup_centre_crop", bool(defaults.centre_crop) if previous is not None else suggested.centre_crop)
+augment, augment_views, augmentation = choose_augmentation(strategy, dataset, defaults, previous, suggested, bool(state[centre_crop_key]))
 training = choose_training(spec, strategy, dataset, defaults, previous, augmentation.mirrors)
 st.divider()
 try:

@@ -91,6 +91,7 @@ class FakeEngine(Engine):
     def __init__(self, access: Access | None = None) -> None:
         super().__init__(access)
         self.started_configs: list[TrainConfig] = []
+        self.previewed_middles: list[bool] = []  # each augmentation preview's centre_crop
 
     @staticmethod
     def fake_device() -> DeviceInfo:
@@ -124,7 +125,8 @@ class FakeEngine(Engine):
         passes = config.epochs + (config.warmup_epochs or 0) * 0.01 + (2 if config.test_time_flip else 1)
         return Estimate(12.0 * passes, {"features": 6.0, "head": 6.0 * passes}, "fake engine: 100 images/s")
 
-    def augment_preview(self, paths, image_size, augmentation, versions=4, seed=0) -> np.ndarray:
+    def augment_preview(self, paths, image_size, augmentation, versions=4, seed=0, centre_crop=False) -> np.ndarray:
+        self.previewed_middles.append(centre_crop)
         rng = np.random.default_rng(seed)
         return rng.integers(0, 256, size=(len(paths), versions + 1, image_size, image_size, 3), dtype=np.uint8)
 

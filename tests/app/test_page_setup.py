@@ -478,3 +478,18 @@ def test_the_advice_ticks_the_middle_of_each_image_where_it_read_better(folder: 
     assert "the middle of each image (the model takes 280 px)" in at.success[0].value
     at.checkbox(key="setup_centre_crop").uncheck().run()
     assert at.session_state["train_config"].centre_crop is False
+
+
+def test_the_augmentation_preview_shows_the_middles_when_the_box_is_ticked(folder: Path) -> None:
+    from fake_engine import canned_advice
+
+    dataset = scan_dataset(folder)
+    at = _open_with_advice(folder, dataset, replace(canned_advice(dataset, "low"), centre_crop=True))
+    at.checkbox(key="setup_augment").check().run()
+    engine = at.session_state["engine"]
+    assert engine.previewed_middles[-1] is True
+    assert any("the middle of each image" in caption.value for caption in at.caption)
+    at.checkbox(key="setup_centre_crop").uncheck().run()
+    assert not at.exception
+    assert engine.previewed_middles[-1] is False
+    assert not any("the middle of each image (the box" in caption.value for caption in at.caption)

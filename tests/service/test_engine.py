@@ -38,6 +38,13 @@ def test_augment_preview_puts_the_original_first(tiny_dataset: Path) -> None:
     np.testing.assert_array_equal(preview, Engine().augment_preview(paths, 40, AugmentConfig(rotation=0.2), versions=3, seed=1))
 
 
+def test_augment_preview_of_the_middles_shows_what_a_centre_cropped_run_learns_from(tiny_dataset: Path) -> None:
+    paths = [record.path for record in scan_dataset(tiny_dataset).records[:1]]
+    middles = Engine().augment_preview(paths, 40, AugmentConfig(rotation=0.2), versions=1, seed=1, centre_crop=True)
+    np.testing.assert_array_equal(middles[0, 0], load_image(paths[0], 40, centre_crop=True))
+    assert not np.array_equal(middles[0, 0], load_image(paths[0], 40))
+
+
 @pytest.mark.slow
 def test_the_suggested_freeze_depth_is_a_block_boundary_of_the_real_backbone(tiny_dataset: Path) -> None:
     engine = Engine()

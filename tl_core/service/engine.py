@@ -198,11 +198,14 @@ class Engine:
 
         return suggested_settings(dataset, backbone, strategy, quick, advice, layer_names=[layer.name for layer in self.layer_map(backbone).layers])
 
-    def augment_preview(self, paths: list[str], image_size: int, augmentation: AugmentConfig, versions: int = 4, seed: int = 0) -> np.ndarray:
-        """``uint8`` array (images, versions + 1, size, size, 3): the original first, then augmented versions."""
+    def augment_preview(self, paths: list[str], image_size: int, augmentation: AugmentConfig, versions: int = 4, seed: int = 0, centre_crop: bool = False) -> np.ndarray:
+        """``uint8`` array (images, versions + 1, size, size, 3): the original first, then augmented versions.
+
+        With ``centre_crop`` the images are the middles a run with ``TrainConfig.centre_crop`` learns from.
+        """
         from tl_core.models.augment import augment_preview
 
-        originals = np.stack([load_image(path, image_size) for path in paths])
+        originals = np.stack([load_image(path, image_size, centre_crop=centre_crop) for path in paths])
         changed = augment_preview(originals, augmentation, versions=versions, seed=seed)
         return np.concatenate([originals[:, None], changed], axis=1)
 
