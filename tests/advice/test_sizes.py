@@ -235,6 +235,7 @@ def test_where_the_middles_read_better_the_run_reads_them_and_every_candidate_is
     for before, after in zip(whole.candidates, middles.candidates, strict=True):  # 2 points: 3 measured, less 1 of noise
         if before.expected_accuracy is not None:
             assert after.expected_accuracy == pytest.approx(min(1.0, before.expected_accuracy + 0.02))
+            assert after.accuracy_basis == before.accuracy_basis + "; it includes the 2.0 points that reading the middle of each image measured beyond its noise"
     _, noise, _ = _advise_with_probes(tmp_path / "c", monkeypatch, {224: 0.90}, size=224, budget=10.0, crop=CropProbe(0.905, 0.90, 0.01, 60))
     assert not noise.centre_crop and any("the whole images are used" in reason for reason in noise.reasons)
     paying = CropProbe(0.99, 0.97, 0.001, 60)

@@ -195,6 +195,7 @@ def advise(
     turns_over_budget = turns and not any(row.within_budget for row in candidates if row.strategy == "feature_extraction" and row.backbone is None)
     if turns_over_budget:  # the turned views' six more passes would price feature extraction out of the budget: without them
         turns, candidates = False, plan(False)
+    candidates = _credited_middles(candidates, crop)
     chosen = next(row for row in candidates if row.recommended)
     size_why = size_reason(chosen, candidates, sizes, typical, spec.default_size)
     strategy = chosen.strategy
@@ -230,6 +231,14 @@ def _with_middles(measurement: Measurement, crop: CropProbe | None) -> Measureme
     if crop is None or not crop.pays:
         return measurement
     return replace(measurement, feature_extraction_estimate=min(1.0, measurement.feature_extraction_accuracy + crop.credited_difference))
+
+
+def _credited_middles(candidates: list[Candidate], crop: CropProbe | None) -> list[Candidate]:
+    """Each expected candidate's basis, naming the middles' gain it starts from (``_with_middles``), where they pay."""
+    if crop is None or not crop.pays:
+        return candidates
+    words = f"; it includes the {100 * crop.credited_difference:.1f} points that reading the middle of each image measured beyond its noise"
+    return [replace(row, accuracy_basis=row.accuracy_basis + words) if row.expected_accuracy is not None else row for row in candidates]
 
 
 def _view_reasons(measurement: Measurement, flip: str, turns: bool, turns_over_budget: bool, time_budget_minutes: float, crop: CropProbe | None) -> list[str]:
