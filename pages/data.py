@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tl_core.data.images import DEEP_MODES
+from tl_core.data.images import MORE_THAN_EIGHT_BITS
 from tl_core.errors import TLError
 from tl_core.service.upload import format_bytes
 from ui import state as session
@@ -158,11 +158,12 @@ if summary["imbalance_ratio"] >= 3:
         "A model can score well by favouring the big classes; turn on class weights on the Setup page, or add images to the small classes."
     )
 
-deep = sum(count for mode, count in summary.get("modes", {}).items() if mode in DEEP_MODES)
+deep = sum(count for mode, count in summary.get("modes", {}).items() if mode in MORE_THAN_EIGHT_BITS)
 if deep:
     st.caption(
-        f"{'One image has' if deep == 1 else f'{deep:,} images have'} more than 8 bits per pixel (16- or 32-bit greyscale, as microscope and medical cameras save them). "
-        "Each is stretched from black to its brightest pixel, so it keeps its grey levels; the Export page shows the same reading for your own code."
+        f"{'One image has' if deep == 1 else f'{deep:,} images have'} more than 8 bits per pixel (16- or 32-bit greyscale, or 16 bits per colour, "
+        "as microscope, medical and satellite cameras save them). Each is stretched from black to its brightest pixel, so it keeps its levels; "
+        "the Export page shows the same reading for your own code."
     )
 
 DUPLICATE_WARNINGS = {

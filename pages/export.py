@@ -8,7 +8,7 @@ name cannot break the page) and classified there.
 
 import streamlit as st
 
-from tl_core.data.images import DEEP_MODES, STANDALONE_READER
+from tl_core.data.images import MORE_THAN_EIGHT_BITS, STANDALONE_READER
 from tl_core.errors import TLError
 from tl_core.runs.folder import DOWNLOAD_FILES, H5_FILE, KERAS_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, RunFile
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
@@ -74,7 +74,7 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
 
 
 # The run's images had more than 8 bits per pixel: the snippets scale them as training did (tl_core.data.images.eight_bit_values).
-deep = bool(set((report.summary.data or {}).get("modes", {})) & DEEP_MODES)
+deep = bool(set((report.summary.data or {}).get("modes", {})) & MORE_THAN_EIGHT_BITS)
 DEEP_READER = "\n\n" + STANDALONE_READER + "\n" if deep else "\n"
 OPEN = f'{"read" if deep else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
 

@@ -130,6 +130,56 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _paeth(left: np.ndarray, up: np.ndarray, upper_left: np.ndarray) -> np.ndarray:
+    estimate = left + up - upper_left
+    near_left, near_up, near_corner = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - upper_left)
+    return np.where((near_left <= near_up) & (near_left <= near_corner), left, np.where(near_up <= near_corner, up, upper_left))
+
+
+def sixteen_bit_colour_png(path: Path, values: np.ndarray) -> Path:
+    """``values`` (height, width, 3 or 4; 0-65535) as a 16-bit-per-channel RGB(A) PNG, written by hand (Pillow cannot).
+
+    The rows take PNG's five filters in turn (none, sub, up, average, Paeth), so a reader must undo each of them.
+    """
+    height, width, channels = values.shape
+    step = 2 * channels  # bytes per pixel
+    rows = np.asarray(values, dtype=">u2").reshape(height, width * channels).view(np.uint8).astype(np.int32).reshape(height, -1)
+    previous = np.zeros(rows.shape[1], dtype=np.int32)
+    stream = bytearray()
+    for index, row in enumerate(rows):
+        left = np.concatenate([np.zeros(step, dtype=np.int32), row[:-step]])
+        corner = np.concatenate([np.zeros(step, dtype=np.int32), previous[:-step]])
+        kind = index % 5
+        guess = [0 * row, left, previous, (left + previous) // 2, _paeth(left, previous, corner)][kind]
+        stream += bytes([kind]) + ((row - guess) % 256).astype(np.uint8).tobytes()
+        previous = row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(stream))) + chunk(b"IEND", b""))
+    return path
+
+
+def sixteen_bit_colour_tiff(path: Path, values: np.ndarray, order: str = "<") -> Path:
+    """``values`` (height, width, 3; 0-65535) as an uncompressed 16-bit RGB TIFF in byte ``order`` (``<`` or ``>``), written by hand."""
+    height, width, _ = values.shape
+    pixels = np.asarray(values, dtype=f"{order}u2").tobytes()
+    entries = [  # tag, type (3 short, 4 long), count, value or offset
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, 8 + 2 + 10 * 12 + 4), (259, 3, 1, 1), (262, 3, 1, 2),
+        (273, 4, 1, 8 + 2 + 10 * 12 + 4 + 6), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1),
+    ]
+    data = (b"II" if order == "<" else b"MM") + struct.pack(f"{order}HI", 42, 8) + struct.pack(f"{order}H", len(entries))
+    for tag, kind, count, value in entries:
+        data += struct.pack(f"{order}HHI", tag, kind, count) + (struct.pack(f"{order}HH", value, 0) if kind == 3 and count == 1 else struct.pack(f"{order}I", value))
+    data += struct.pack(f"{order}I", 0) + struct.pack(f"{order}HHH", 16, 16, 16) + pixels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Keeps each phase's report on the test item, so a fixture's teardown can tell whether the test failed."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, make_class_folders
+from conftest import REPO, make_class_folders, sixteen_bit_colour_png
 from fake_engine import FakeEngine
 
 APP = str(REPO / "app.py")
@@ -224,13 +224,15 @@ def test_deep_greyscale_is_named_with_how_it_is_read(tmp_path: Path) -> None:
     for index in range(4):
         ramp = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))  # 12 bits in a 16-bit PNG
         Image.fromarray(ramp).save(root / ("normal", "tumour")[index % 2] / f"scan_{index}.png")
+    colours = np.stack([np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))] * 3, axis=2)  # 12 bits per colour in a 16-bit PNG
+    sixteen_bit_colour_png(root / "tumour" / "stained.png", colours)
     at = _app()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").set_value(str(root)).run()
     at.button(key="use_typed_path").click().run()
 
     assert not at.exception
-    assert any("4 images have more than 8 bits per pixel" in caption.value and "brightest pixel" in caption.value for caption in at.caption)
+    assert any("5 images have more than 8 bits per pixel" in caption.value and "brightest pixel" in caption.value for caption in at.caption)
     plain = _app()
     plain.radio(key="data_source").set_value("path").run()
     plain.text_input(key="data_path").set_value(str(make_class_folders(tmp_path / "photos", {"a": 3, "b": 3}))).run()

@@ -77,6 +77,9 @@ def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
         assert "def read(path):" in code.value and 'image = read("photo.jpg").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)' in code.value
         compile(code.value, "snippet", "exec")
     assert "more than 8 bits per pixel" in texts(deep, "markdown")
+    summary["data"]["modes"] = {"RGB;16": 30}  # 16 bits per colour (stained slides, satellite scenes)
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    assert all("def read(path):" in code.value for code in open_export_page(run_dir).code[:3])
 
 
 def test_a_model_with_a_centre_crop_asks_for_the_larger_frame_everywhere(tmp_path):

@@ -80,3 +80,21 @@ def test_the_middles_are_cached_apart_from_the_whole_images_whose_key_is_unchang
     assert middles.key != whole.key and not middles.from_cache and decoded_images_cached(records, 32, tmp_path, centre_crop=True)
     np.testing.assert_array_equal(middles.pixels[3], load_image(records[3].path, 32, centre_crop=True))
     assert not np.array_equal(middles.pixels, whole.pixels)
+
+
+def test_images_with_sixteen_bits_per_colour_get_keys_of_their_own(tmp_path: Path) -> None:
+    """Such sets were decoded at 8 bits before; their old cache entries must not be reused, and no other set's key moves."""
+    from dataclasses import replace
+
+    from tl_core.data.decoded import decoded_images_key
+
+    from conftest import make_class_folders, sixteen_bit_colour_png
+
+    root = make_class_folders(tmp_path / "slides", {"a": 3, "b": 3})
+    records = scan_dataset(root).records
+    plain = decoded_images_key(records, 32)
+    sixteen_bit_colour_png(Path(records[0].path).with_name("deep.png"), np.full((8, 8, 3), 4000, dtype=np.uint16))
+    deep = scan_dataset(root).records
+    assert any(record.mode == "RGB;16" for record in deep)
+    as_before = [replace(record, mode="RGB") if record.mode == "RGB;16" else record for record in deep]  # the same files as an older scan saw them
+    assert decoded_images_key(deep, 32) != decoded_images_key(as_before, 32) and decoded_images_key(records, 32) == plain

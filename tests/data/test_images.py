@@ -14,7 +14,7 @@ from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, STANDALON
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import ConfigError
 
-from conftest import bomb_reason, make_class_folders, png_claiming_size
+from conftest import bomb_reason, make_class_folders, png_claiming_size, sixteen_bit_colour_png, sixteen_bit_colour_tiff
 
 
 def _save(image: Image.Image, path: Path, image_format: str, **options) -> Path:
@@ -59,6 +59,41 @@ def test_a_twelve_bit_image_in_a_sixteen_bit_file_keeps_its_grey_levels(tmp_path
         assert pixels.max() == 255 and len(np.unique(pixels)) > 200, name  # divided by 65,535 it kept 16 levels, all below 16
 
 
+def _twelve_bit_colours(height: int = 9, width: int = 11) -> np.ndarray:
+    """A camera's 12 bits per colour (0-4095) in 16-bit values: every byte of each value matters."""
+    return np.random.default_rng(3).integers(0, 4096, (height, width, 3)).astype(np.uint16)
+
+
+def test_sixteen_bits_per_colour_are_read_whole_and_stretched_together(tmp_path: Path) -> None:
+    values = _twelve_bit_colours()
+    expected = eight_bit_values(values)  # the three colours stretched together to the brightest value
+    files = {
+        "png": sixteen_bit_colour_png(tmp_path / "colour.png", values),
+        "tiff, little-endian": sixteen_bit_colour_tiff(tmp_path / "little.tif", values, "<"),
+        "tiff, big-endian": sixteen_bit_colour_tiff(tmp_path / "big.tif", values, ">"),
+    }
+    for name, path in files.items():
+        assert Image.open(path).mode == "RGB" and np.asarray(Image.open(path)).max() < 16, name  # Pillow alone: the high bytes, nearly black
+        assert images.probe_image(path, 10**6).mode == "RGB;16", name
+        np.testing.assert_array_equal(load_image(path, 11)[:, :, :], np.asarray(Image.fromarray(expected).resize((11, 11), Image.Resampling.BILINEAR)), err_msg=name)
+    # With transparency: the colours as above, the alpha's high byte laid over white.
+    alpha = np.full((9, 11, 1), 65535, dtype=np.uint16)
+    alpha[:, :5] = 0
+    path = sixteen_bit_colour_png(tmp_path / "with_alpha.png", np.concatenate([values, alpha], axis=2))
+    assert images.probe_image(path, 10**6).mode == "RGBA;16"
+    picture = images.deep_colour(Image.open(path))
+    assert picture.mode == "RGBA" and np.array_equal(np.asarray(picture)[..., :3], expected)
+    assert np.asarray(to_rgb(picture))[:, :5].min() == 255 and np.array_equal(np.asarray(to_rgb(picture))[:, 5:], expected[:, 5:])
+
+
+def test_eight_bit_colour_and_sixteen_bit_grey_are_not_read_twice(tmp_path: Path) -> None:
+    plain = _save(Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)), tmp_path / "plain.png", "PNG")
+    grey = _save(Image.fromarray(np.zeros((4, 4), dtype=np.uint16)), tmp_path / "grey.png", "PNG")
+    for path in (plain, grey):
+        assert images.deep_colour(Image.open(path)) is None
+    assert images.probe_image(plain, 10**6).mode == "RGB"
+
+
 def test_deep_values_are_stretched_to_the_brightest_pixel_and_eight_bit_values_kept() -> None:
     assert eight_bit_values(np.array([[0, 2048, 4096]], dtype=np.uint16)).tolist() == [[0, 128, 255]]
     assert eight_bit_values(np.array([[0, 65535]], dtype=np.uint16)).tolist() == [[0, 255]]
@@ -79,11 +114,15 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
         "float.tif": Image.fromarray(generator.normal(0, 1, (9, 7)).astype(np.float32)),
         "plain.png": Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)),
     }
-    for name, image in cases.items():
-        path = _save(image, tmp_path / name, "PNG" if name.endswith("png") else "TIFF")
-        ours = np.asarray(to_rgb(Image.open(path)))
-        theirs = np.asarray(namespace["read"](path).convert("RGB"))
-        assert np.array_equal(ours, theirs), name
+    paths = [_save(image, tmp_path / name, "PNG" if name.endswith("png") else "TIFF") for name, image in cases.items()]
+    colours = _twelve_bit_colours()
+    paths += [sixteen_bit_colour_png(tmp_path / "colour.png", colours), sixteen_bit_colour_tiff(tmp_path / "colour.tif", colours, ">")]
+    alpha = np.full((9, 11, 1), 40000, dtype=np.uint16)
+    paths.append(sixteen_bit_colour_png(tmp_path / "colour_alpha.png", np.concatenate([colours, alpha], axis=2)))
+    for path in paths:
+        ours = load_image(path, 8)  # as training reads it: whole values, then resized
+        theirs = np.asarray(namespace["read"](path).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))
+        assert np.array_equal(ours, theirs), path.name
 
 
 def test_an_iphone_photo_in_heic_is_read(tmp_path: Path) -> None:

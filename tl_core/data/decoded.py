@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core.data.images import load_image
+from tl_core.data.images import DEEP_COLOUR_MODES, load_image
 from tl_core.data.records import ImageRecord, SkippedFile, files_fingerprint
 from tl_core.events import Interrupted, StopRequest
 from tl_core.files import atomic_write, cache_key, default_cache_dir
@@ -183,7 +183,9 @@ def _write_meta(meta_path: Path, size: int, count: int, failed: list[SkippedFile
 def decoded_images_key(records: Sequence[ImageRecord], size: int, centre_crop: bool = False) -> str:
     """The cache key of these images decoded at this size, whole or their middles (it also keys their features); labels play no part."""
     framing = ("centre",) if centre_crop else ()  # whole images keep the keys they had before centre crops
-    return cache_key("images-v4", size, *framing, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin; v4: deep images stretched
+    # Sets with 16-bit colour were read at 8 bits before ``deep_colour``; the others keep their keys.
+    depth = ("colour16",) if any(record.mode in DEEP_COLOUR_MODES for record in records) else ()
+    return cache_key("images-v4", size, *framing, *depth, files_fingerprint(records, with_labels=False))  # v3: JPEGs reduced while decoding keep a margin; v4: deep images stretched
 
 
 def decoded_images_cached(records: Sequence[ImageRecord], size: int, cache_dir: Path | None = None, centre_crop: bool = False) -> bool:

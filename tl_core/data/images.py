@@ -100,11 +100,11 @@ def probe_image(path: Path, pixel_limit: int) -> ImageProbe | str:
         return "empty file (0 bytes)"
     try:
         with open_image(path, pixel_limit) as image:
+            mode = deep_colour_mode(image)  # before anything reads the pixels
             width, height = image.size
             if _header_orientation(image) in _TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
             image_format = image.format or "unknown"
-            mode = image.mode
     except ImageTooLargeError as error:
         return error.reason
     except Image.DecompressionBombError as error:
@@ -336,6 +336,7 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None
     """
     with open_image(path, max_pixels) as image:
         reduce_while_decoding(image, framed_size(size) if centre_crop else size)
+        image = deep_colour(image) or image
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright picture
         rgb = to_rgb(image)
         if not centre_crop:
@@ -360,6 +361,65 @@ def reduce_while_decoding(image: Image.Image, size: int) -> None:
 
 # One value per pixel with more than 8 bits: 16-bit greyscale (PNG, TIFF), 32-bit integers, 32-bit floats.
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+# 16 bits per colour channel (PNG, uncompressed TIFF): Pillow opens them as "RGB" or "RGBA" and keeps the top 8 bits;
+# ``probe_image`` names them so, and ``deep_colour`` reads all 16.
+DEEP_COLOUR_MODES = frozenset({"RGB;16", "RGBA;16"})
+MORE_THAN_EIGHT_BITS = DEEP_MODES | DEEP_COLOUR_MODES
+# The raw modes of 16-bit colour that ``deep_colour`` reads again with the other byte order, in the decoders that
+# undo PNG's filters and TIFF's plain strips byte by byte (compressed TIFF goes through libtiff and keeps 8 bits).
+_SIXTEEN_BIT_CODECS = frozenset({"zip", "raw"})
+_OTHER_BYTE = {"16B": "16L", "16L": "16B"}
+
+
+def _sixteen_bit_colour_rawmode(image: Image.Image) -> str | None:
+    """The raw mode of an unread 16-bit-per-channel colour image (``RGB;16B``, ``RGBA;16L``...), None for any other."""
+    if image.mode not in ("RGB", "RGBA") or not getattr(image, "tile", None):
+        return None
+    codec, args = image.tile[0][0], image.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) else args
+    if codec not in _SIXTEEN_BIT_CODECS or not isinstance(rawmode, str) or rawmode[-3:] not in _OTHER_BYTE:
+        return None
+    return rawmode
+
+
+def _with_other_byte(tile):
+    """A decoder tile whose 16-bit raw mode reads the other byte of each value (the low one, where Pillow keeps the high one)."""
+    args = tile[3]
+    rawmode = args[0] if isinstance(args, tuple) else args
+    swapped = rawmode[:-3] + _OTHER_BYTE[rawmode[-3:]]
+    return (tile[0], tile[1], tile[2], (swapped, *args[1:]) if isinstance(args, tuple) else swapped)
+
+
+def deep_colour(image: Image.Image) -> Image.Image | None:
+    """A 16-bit-per-channel colour image, not yet read, as 8-bit RGB(A) with its colours stretched like ``eight_bit_values``; None for any other image.
+
+    Pillow reads such a file as 8-bit, keeping the high byte of each value: a camera's 12 bits in a 16-bit file
+    then keep 16 levels of 256 and look black. The file is decoded twice, the second time with the other byte
+    order, which gives the low bytes; the three colours are stretched together (their balance kept) to the
+    brightest value, and transparency keeps its high byte. Where the second decode is not possible (a file
+    object rather than a path, or a decoder without that raw mode), None: the image is read as Pillow reads it.
+    """
+    if _sixteen_bit_colour_rawmode(image) is None or not getattr(image, "filename", None):
+        return None
+    try:
+        with Image.open(image.filename) as other:
+            other.tile = [_with_other_byte(tile) for tile in other.tile]
+            low = np.asarray(other)
+    except (OSError, ValueError, SyntaxError, IndexError, TypeError):
+        return None
+    high = np.asarray(image)
+    if low.shape != high.shape:
+        return None
+    values = (high.astype(np.uint16) << 8) | low
+    colours = eight_bit_values(values[..., :3])
+    picture = Image.fromarray(np.dstack([colours, high[..., 3]]) if high.shape[-1] == 4 else colours, "RGBA" if high.shape[-1] == 4 else "RGB")
+    picture.info = dict(image.info)  # its EXIF orientation, where the file has one
+    return picture
+
+
+def deep_colour_mode(image: Image.Image) -> str:
+    """``image.mode``, or ``RGB;16`` / ``RGBA;16`` for an unread image with 16 bits per colour channel (``DEEP_COLOUR_MODES``)."""
+    return f"{image.mode};16" if _sixteen_bit_colour_rawmode(image) else image.mode
 
 
 def eight_bit_values(values: np.ndarray) -> np.ndarray:
@@ -384,16 +444,32 @@ def eight_bit_values(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round((values - low) / (high - low) * 255.0), 0, 255).astype(np.uint8)
 
 
-# ``eight_bit_values`` for a user's own code, with Pillow and NumPy only (shown on the Export page; tested to agree).
-STANDALONE_READER = """def read(path):  # an image as the model was trained on it: 16-bit and 32-bit greyscale stretched to 0-255
+# ``eight_bit_values`` and ``deep_colour`` for a user's own code, with Pillow and NumPy only (shown on the Export page; tested to agree).
+STANDALONE_READER = """def stretched(values, integers):  # to 0-255, from 0 (or the lowest value) to the brightest; 8-bit values kept
+    values = np.nan_to_num(np.asarray(values, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = min(0.0, values.min()), values.max()
+    if integers and low == 0 and high <= 255:
+        high = 255.0
+    scaled = (values - low) / (high - low) * 255 if high > low else values * 0
+    return np.clip(np.round(scaled), 0, 255).astype("uint8")
+
+
+def read(path):  # an image as the model was trained on it: more than 8 bits per pixel stretched to 0-255
     image = Image.open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.nan_to_num(np.asarray(image, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
-        low, high = min(0.0, values.min()), values.max()
-        if image.mode != "F" and low == 0 and high <= 255:
-            high = 255.0
-        scaled = (values - low) / (high - low) * 255 if high > low else values * 0
-        image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype("uint8"))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16- and 32-bit greyscale
+        return Image.fromarray(stretched(np.asarray(image), image.mode != "F"))
+    tile = image.tile[0] if image.mode in ("RGB", "RGBA") and image.tile else None
+    raw = tile and (tile[3][0] if isinstance(tile[3], tuple) else tile[3])
+    if tile and tile[0] in ("zip", "raw") and str(raw)[-3:] in ("16B", "16L"):  # 16 bits per colour: Pillow keeps the high byte
+        other = Image.open(path)  # decoded again with the other byte order: the low bytes
+        swap = raw[:-3] + ("16L" if raw.endswith("16B") else "16B")
+        other.tile = [(t[0], t[1], t[2], (swap, *t[3][1:]) if isinstance(t[3], tuple) else swap) for t in other.tile]
+        high = np.asarray(image)
+        colours = stretched(high[..., :3].astype("uint16") << 8 | np.asarray(other)[..., :3], True)
+        if image.mode == "RGB":
+            return Image.fromarray(colours)
+        picture = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA")  # transparency laid over white
+        return Image.alpha_composite(Image.new("RGBA", picture.size, (255, 255, 255, 255)), picture)
     return image
 """
 
