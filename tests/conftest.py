@@ -163,12 +163,16 @@ def sixteen_bit_colour_png(path: Path, values: np.ndarray) -> Path:
     return path
 
 
-def sixteen_bit_colour_tiff(path: Path, values: np.ndarray, order: str = "<") -> Path:
-    """``values`` (height, width, 3; 0-65535) as an uncompressed 16-bit RGB TIFF in byte ``order`` (``<`` or ``>``), written by hand."""
+def sixteen_bit_colour_tiff(path: Path, values: np.ndarray, order: str = "<", compressed: bool = False) -> Path:
+    """``values`` (height, width, 3; 0-65535) as a 16-bit RGB TIFF in byte ``order`` (``<`` or ``>``), written by hand.
+
+    ``compressed``: Deflate-compressed, which Pillow reads through libtiff (plain strips it reads itself).
+    """
     height, width, _ = values.shape
     pixels = np.asarray(values, dtype=f"{order}u2").tobytes()
+    pixels = zlib.compress(pixels) if compressed else pixels
     entries = [  # tag, type (3 short, 4 long), count, value or offset
-        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, 8 + 2 + 10 * 12 + 4), (259, 3, 1, 1), (262, 3, 1, 2),
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, 8 + 2 + 10 * 12 + 4), (259, 3, 1, 8 if compressed else 1), (262, 3, 1, 2),
         (273, 4, 1, 8 + 2 + 10 * 12 + 4 + 6), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1),
     ]
     data = (b"II" if order == "<" else b"MM") + struct.pack(f"{order}HI", 42, 8) + struct.pack(f"{order}H", len(entries))

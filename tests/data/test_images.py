@@ -71,6 +71,7 @@ def test_sixteen_bits_per_colour_are_read_whole_and_stretched_together(tmp_path:
         "png": sixteen_bit_colour_png(tmp_path / "colour.png", values),
         "tiff, little-endian": sixteen_bit_colour_tiff(tmp_path / "little.tif", values, "<"),
         "tiff, big-endian": sixteen_bit_colour_tiff(tmp_path / "big.tif", values, ">"),
+        "tiff, compressed (libtiff)": sixteen_bit_colour_tiff(tmp_path / "deflate.tif", values, ">", compressed=True),
     }
     for name, path in files.items():
         assert Image.open(path).mode == "RGB" and np.asarray(Image.open(path)).max() < 16, name  # Pillow alone: the high bytes, nearly black
@@ -117,6 +118,7 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
     paths = [_save(image, tmp_path / name, "PNG" if name.endswith("png") else "TIFF") for name, image in cases.items()]
     colours = _twelve_bit_colours()
     paths += [sixteen_bit_colour_png(tmp_path / "colour.png", colours), sixteen_bit_colour_tiff(tmp_path / "colour.tif", colours, ">")]
+    paths.append(sixteen_bit_colour_tiff(tmp_path / "deflate.tif", colours, "<", compressed=True))
     alpha = np.full((9, 11, 1), 40000, dtype=np.uint16)
     paths.append(sixteen_bit_colour_png(tmp_path / "colour_alpha.png", np.concatenate([colours, alpha], axis=2)))
     for path in paths:

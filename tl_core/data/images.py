@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,14 +362,14 @@ def reduce_while_decoding(image: Image.Image, size: int) -> None:
 
 # One value per pixel with more than 8 bits: 16-bit greyscale (PNG, TIFF), 32-bit integers, 32-bit floats.
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
-# 16 bits per colour channel (PNG, uncompressed TIFF): Pillow opens them as "RGB" or "RGBA" and keeps the top 8 bits;
+# 16 bits per colour channel (PNG, TIFF): Pillow opens them as "RGB" or "RGBA" and keeps the top 8 bits;
 # ``probe_image`` names them so, and ``deep_colour`` reads all 16.
 DEEP_COLOUR_MODES = frozenset({"RGB;16", "RGBA;16"})
 MORE_THAN_EIGHT_BITS = DEEP_MODES | DEEP_COLOUR_MODES
-# The raw modes of 16-bit colour that ``deep_colour`` reads again with the other byte order, in the decoders that
-# undo PNG's filters and TIFF's plain strips byte by byte (compressed TIFF goes through libtiff and keeps 8 bits).
-_SIXTEEN_BIT_CODECS = frozenset({"zip", "raw"})
-_OTHER_BYTE = {"16B": "16L", "16L": "16B"}
+# The decoders of 16-bit colour that ``deep_colour`` runs again with the other byte order: PNG's, TIFF's plain strips,
+# and libtiff (compressed TIFF), which hands over values in this machine's byte order (``16N``).
+_SIXTEEN_BIT_CODECS = frozenset({"zip", "raw", "libtiff"})
+_OTHER_BYTE = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
 
 
 def _sixteen_bit_colour_rawmode(image: Image.Image) -> str | None:
@@ -387,7 +388,8 @@ def _with_other_byte(tile):
     args = tile[3]
     rawmode = args[0] if isinstance(args, tuple) else args
     swapped = rawmode[:-3] + _OTHER_BYTE[rawmode[-3:]]
-    return (tile[0], tile[1], tile[2], (swapped, *args[1:]) if isinstance(args, tuple) else swapped)
+    args = (swapped, *args[1:]) if isinstance(args, tuple) else swapped
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (tile[0], tile[1], tile[2], args)  # Pillow 11 and later name the fields
 
 
 def deep_colour(image: Image.Image) -> Image.Image | None:
@@ -405,7 +407,7 @@ def deep_colour(image: Image.Image) -> Image.Image | None:
         with Image.open(image.filename) as other:
             other.tile = [_with_other_byte(tile) for tile in other.tile]
             low = np.asarray(other)
-    except (OSError, ValueError, SyntaxError, IndexError, TypeError):
+    except (OSError, ValueError, SyntaxError, IndexError, TypeError, AttributeError):
         return None
     high = np.asarray(image)
     if low.shape != high.shape:
@@ -454,16 +456,23 @@ STANDALONE_READER = """def stretched(values, integers):  # to 0-255, from 0 (or 
     return np.clip(np.round(scaled), 0, 255).astype("uint8")
 
 
+def with_raw_mode(tile, rawmode):  # a decoder tile that unpacks its bytes as another raw mode
+    args = (rawmode, *tile[3][1:]) if isinstance(tile[3], tuple) else rawmode
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
 def read(path):  # an image as the model was trained on it: more than 8 bits per pixel stretched to 0-255
     image = Image.open(path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16- and 32-bit greyscale
         return Image.fromarray(stretched(np.asarray(image), image.mode != "F"))
     tile = image.tile[0] if image.mode in ("RGB", "RGBA") and image.tile else None
     raw = tile and (tile[3][0] if isinstance(tile[3], tuple) else tile[3])
-    if tile and tile[0] in ("zip", "raw") and str(raw)[-3:] in ("16B", "16L"):  # 16 bits per colour: Pillow keeps the high byte
+    if tile and tile[0] in ("zip", "raw", "libtiff") and str(raw)[-3:] in ("16B", "16L", "16N"):  # 16 bits per colour: Pillow keeps the high byte
+        import sys  # libtiff's values come in this machine's byte order (16N)
+
+        order = {"16N": "16L" if sys.byteorder == "little" else "16B"}.get(raw[-3:], raw[-3:])
         other = Image.open(path)  # decoded again with the other byte order: the low bytes
-        swap = raw[:-3] + ("16L" if raw.endswith("16B") else "16B")
-        other.tile = [(t[0], t[1], t[2], (swap, *t[3][1:]) if isinstance(t[3], tuple) else swap) for t in other.tile]
+        other.tile = [with_raw_mode(t, raw[:-3] + ("16L" if order == "16B" else "16B")) for t in other.tile]
         high = np.asarray(image)
         colours = stretched(high[..., :3].astype("uint16") << 8 | np.asarray(other)[..., :3], True)
         if image.mode == "RGB":
