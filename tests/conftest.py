@@ -137,7 +137,7 @@ def _paeth(left: np.ndarray, up: np.ndarray, upper_left: np.ndarray) -> np.ndarr
 
 
 def sixteen_bit_colour_png(path: Path, values: np.ndarray) -> Path:
-    """``values`` (height, width, 3 or 4; 0-65535) as a 16-bit-per-channel RGB(A) PNG, written by hand (Pillow cannot).
+    """``values`` (height, width, 2, 3 or 4; 0-65535) as a 16-bit-per-channel PNG (grey and alpha, RGB, RGBA), written by hand (Pillow cannot).
 
     The rows take PNG's five filters in turn (none, sub, up, average, Paeth), so a reader must undo each of them.
     """
@@ -157,7 +157,7 @@ def sixteen_bit_colour_png(path: Path, values: np.ndarray) -> Path:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)  # grey and alpha, RGB, RGBA
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(stream))) + chunk(b"IEND", b""))
     return path

@@ -90,9 +90,11 @@ def test_sixteen_bits_per_colour_are_read_whole_and_stretched_together(tmp_path:
 def test_eight_bit_colour_and_sixteen_bit_grey_are_not_read_twice(tmp_path: Path) -> None:
     plain = _save(Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)), tmp_path / "plain.png", "PNG")
     grey = _save(Image.fromarray(np.zeros((4, 4), dtype=np.uint16)), tmp_path / "grey.png", "PNG")
-    for path in (plain, grey):
+    grey_alpha = sixteen_bit_colour_png(tmp_path / "grey_alpha.png", np.full((4, 4, 2), 4000, dtype=np.uint16))  # Pillow reads it at 8 bits only
+    for path in (plain, grey, grey_alpha):
         assert images.deep_colour(Image.open(path)) is None
-    assert images.probe_image(plain, 10**6).mode == "RGB"
+        assert load_image(path, 4).shape == (4, 4, 3)
+    assert images.probe_image(plain, 10**6).mode == "RGB" and images.probe_image(grey_alpha, 10**6).mode == "RGBA"
 
 
 def test_deep_values_are_stretched_to_the_brightest_pixel_and_eight_bit_values_kept() -> None:
@@ -119,6 +121,8 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
     colours = _twelve_bit_colours()
     paths += [sixteen_bit_colour_png(tmp_path / "colour.png", colours), sixteen_bit_colour_tiff(tmp_path / "colour.tif", colours, ">")]
     paths.append(sixteen_bit_colour_tiff(tmp_path / "deflate.tif", colours, "<", compressed=True))
+    opaque = np.full((9, 11, 1), 65535, dtype=np.uint16)
+    paths.append(sixteen_bit_colour_png(tmp_path / "grey_alpha.png", np.concatenate([colours[..., :1], opaque], axis=2)))  # read at 8 bits by both
     alpha = np.full((9, 11, 1), 40000, dtype=np.uint16)
     paths.append(sixteen_bit_colour_png(tmp_path / "colour_alpha.png", np.concatenate([colours, alpha], axis=2)))
     for path in paths:

@@ -380,7 +380,8 @@ def _sixteen_bit_colour_rawmode(image: Image.Image) -> str | None:
     rawmode = args[0] if isinstance(args, tuple) else args
     if codec not in _SIXTEEN_BIT_CODECS or not isinstance(rawmode, str) or rawmode[-3:] not in _OTHER_BYTE:
         return None
-    return rawmode
+    # Three colours (and transparency, or a padding channel); not 16-bit grey with transparency (LA;16B), which Pillow can only read at 8 bits.
+    return rawmode if rawmode[:-3] in ("RGB;", "RGBA;", "RGBX;") else None
 
 
 def _with_other_byte(tile):
@@ -467,7 +468,7 @@ def read(path):  # an image as the model was trained on it: more than 8 bits per
         return Image.fromarray(stretched(np.asarray(image), image.mode != "F"))
     tile = image.tile[0] if image.mode in ("RGB", "RGBA") and image.tile else None
     raw = tile and (tile[3][0] if isinstance(tile[3], tuple) else tile[3])
-    if tile and tile[0] in ("zip", "raw", "libtiff") and str(raw)[-3:] in ("16B", "16L", "16N"):  # 16 bits per colour: Pillow keeps the high byte
+    if tile and tile[0] in ("zip", "raw", "libtiff") and str(raw)[:-3] in ("RGB;", "RGBA;", "RGBX;") and raw[-3:] in ("16B", "16L", "16N"):  # 16 bits per colour: Pillow keeps the high byte
         import sys  # libtiff's values come in this machine's byte order (16N)
 
         order = {"16N": "16L" if sys.byteorder == "little" else "16B"}.get(raw[-3:], raw[-3:])
