@@ -8,7 +8,7 @@ name cannot break the page) and classified there.
 
 import streamlit as st
 
-from tl_core.data.images import MORE_THAN_EIGHT_BITS, STANDALONE_READER
+from tl_core.data.images import MAY_BE_TRANSPARENT, MORE_THAN_EIGHT_BITS, STANDALONE_READER
 from tl_core.errors import TLError
 from tl_core.runs.folder import DOWNLOAD_FILES, H5_FILE, KERAS_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, RunFile
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
@@ -73,10 +73,18 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
     return True
 
 
-# The run's images had more than 8 bits per pixel: the snippets scale them as training did (tl_core.data.images.eight_bit_values).
-deep = bool(set((report.summary.data or {}).get("modes", {})) & MORE_THAN_EIGHT_BITS)
-DEEP_READER = "\n\n" + STANDALONE_READER + "\n" if deep else "\n"
-OPEN = f'{"read" if deep else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
+# The run's images had more than 8 bits per pixel, or transparent areas: the snippets read them as training did
+# (tl_core.data.images.eight_bit_values, deep_colour, to_rgb); Image.open(...).convert("RGB") would not.
+modes = set((report.summary.data or {}).get("modes", {}))
+READ_WHY = " and ".join(
+    words for words, found in (
+        ("more than 8 bits per pixel (`read` stretches each one to 0-255)", modes & MORE_THAN_EIGHT_BITS),
+        ("transparent areas (`read` lays them over white)", modes & MAY_BE_TRANSPARENT),
+    ) if found
+)
+needs_read = bool(READ_WHY)
+READER = "\n\n" + STANDALONE_READER + "\n" if needs_read else "\n"
+OPEN = f'{"read" if needs_read else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
 
 st.subheader("Download")
 columns = st.columns(len(DOWNLOAD_FILES))
@@ -89,13 +97,13 @@ for column, name in zip(columns, DOWNLOAD_FILES, strict=True):
 st.markdown(
     f"The model takes **RGB images with values 0-255, resized to {image_size}×{image_size}** (its preprocessing is built in), "
     "and returns one probability per class in the order of `labels.json`. It loads in plain Python with only Keras installed"
-    + (" (your images have more than 8 bits per pixel: `read` stretches each one to 0-255, as training did):" if deep else ":")
+    + (f" (your images may have {READ_WHY}, as training did):" if needs_read else ":")
 )
 st.code(
     f"""import json
 import keras
 import numpy as np
-from PIL import Image{DEEP_READER}
+from PIL import Image{READER}
 model = keras.models.load_model("model.h5", compile=False)
 labels = json.load(open("labels.json"))
 image = {OPEN}
@@ -148,7 +156,7 @@ with lite_tab:
 import json
 import numpy as np
 from PIL import Image
-from ai_edge_litert.interpreter import Interpreter{DEEP_READER}
+from ai_edge_litert.interpreter import Interpreter{READER}
 interpreter = Interpreter(model_path="model.tflite")
 interpreter.allocate_tensors()
 labels = json.load(open("labels.json"))
@@ -165,7 +173,7 @@ with onnx_tab:
 import json
 import numpy as np
 import onnxruntime
-from PIL import Image{DEEP_READER}
+from PIL import Image{READER}
 session = onnxruntime.InferenceSession("model.onnx")
 labels = json.load(open("labels.json"))
 image = {OPEN}

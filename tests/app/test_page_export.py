@@ -82,6 +82,18 @@ def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
     assert all("def read(path):" in code.value for code in open_export_page(run_dir).code[:3])
 
 
+def test_with_transparent_images_the_snippets_lay_them_over_white_as_training_did(tmp_path):
+    run_dir = write_canned_run(tmp_path / "run", ["icons", "logos"])
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary["data"]["modes"] = {"RGBA": 20, "RGB": 5}  # cut-out product photos, icons
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    at = open_export_page(run_dir)
+
+    assert not at.exception
+    assert all("def read(path):" in code.value and 'read("photo.jpg")' in code.value for code in at.code[:3])
+    assert "transparent areas (`read` lays them over white)" in texts(at, "markdown") and "more than 8 bits" not in texts(at, "markdown")
+
+
 def test_a_model_with_a_centre_crop_asks_for_the_larger_frame_everywhere(tmp_path):
     run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
     summary = json.loads((run_dir / "run.json").read_text())

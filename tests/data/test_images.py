@@ -116,7 +116,12 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
         "flat.png": Image.fromarray(np.full((9, 7), 900, dtype=np.uint16)),
         "float.tif": Image.fromarray(generator.normal(0, 1, (9, 7)).astype(np.float32)),
         "plain.png": Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)),
+        "half_transparent.png": Image.fromarray(generator.integers(0, 256, (9, 7, 4)).astype(np.uint8), "RGBA"),  # its hidden colours are not white
+        "grey_transparent.png": Image.fromarray(generator.integers(0, 256, (9, 7, 2)).astype(np.uint8), "LA"),
     }
+    palette = Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)).convert("P")
+    palette.info["transparency"] = 0
+    cases["palette_transparent.png"] = palette
     paths = [_save(image, tmp_path / name, "PNG" if name.endswith("png") else "TIFF") for name, image in cases.items()]
     colours = _twelve_bit_colours()
     paths += [sixteen_bit_colour_png(tmp_path / "colour.png", colours), sixteen_bit_colour_tiff(tmp_path / "colour.tif", colours, ">")]

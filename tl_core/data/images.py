@@ -360,6 +360,8 @@ def reduce_while_decoding(image: Image.Image, size: int) -> None:
         image.draft("RGB", (DRAFT_MARGIN * size, DRAFT_MARGIN * size))
 
 
+# Modes whose transparent areas ``to_rgb`` lays over white (a palette image only where it names a transparent colour).
+MAY_BE_TRANSPARENT = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "P", "RGBA;16"})
 # One value per pixel with more than 8 bits: 16-bit greyscale (PNG, TIFF), 32-bit integers, 32-bit floats.
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # 16 bits per colour channel (PNG, TIFF): Pillow opens them as "RGB" or "RGBA" and keeps the top 8 bits;
@@ -447,7 +449,8 @@ def eight_bit_values(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round((values - low) / (high - low) * 255.0), 0, 255).astype(np.uint8)
 
 
-# ``eight_bit_values`` and ``deep_colour`` for a user's own code, with Pillow and NumPy only (shown on the Export page; tested to agree).
+# ``eight_bit_values``, ``deep_colour`` and ``to_rgb``'s transparency for a user's own code, with Pillow and NumPy only
+# (shown on the Export page where the run's images were deep or may be transparent; tested to agree).
 STANDALONE_READER = """def stretched(values, integers):  # to 0-255, from 0 (or the lowest value) to the brightest; 8-bit values kept
     values = np.nan_to_num(np.asarray(values, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = min(0.0, values.min()), values.max()
@@ -462,7 +465,7 @@ def with_raw_mode(tile, rawmode):  # a decoder tile that unpacks its bytes as an
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
-def read(path):  # an image as the model was trained on it: more than 8 bits per pixel stretched to 0-255
+def read(path):  # an image as the model was trained on it: more than 8 bits stretched to 0-255, transparency over white
     image = Image.open(path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16- and 32-bit greyscale
         return Image.fromarray(stretched(np.asarray(image), image.mode != "F"))
@@ -478,7 +481,9 @@ def read(path):  # an image as the model was trained on it: more than 8 bits per
         colours = stretched(high[..., :3].astype("uint16") << 8 | np.asarray(other)[..., :3], True)
         if image.mode == "RGB":
             return Image.fromarray(colours)
-        picture = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA")  # transparency laid over white
+        image = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):  # transparency laid over white
+        picture = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", picture.size, (255, 255, 255, 255)), picture)
     return image
 """
