@@ -97,6 +97,13 @@ def test_eight_bit_colour_and_sixteen_bit_grey_are_not_read_twice(tmp_path: Path
     assert images.probe_image(plain, 10**6).mode == "RGB" and images.probe_image(grey_alpha, 10**6).mode == "RGBA"
 
 
+def test_sixteen_bit_values_are_stretched_by_a_table_that_gives_the_general_rules_pixels() -> None:
+    generator = np.random.default_rng(0)
+    for top in (0, 1, 200, 255, 256, 1000, 4095, 65535):
+        values = generator.integers(0, top + 1, (20, 30, 3)).astype(np.uint16)
+        np.testing.assert_array_equal(eight_bit_values(values), eight_bit_values(values.astype(np.int64)), err_msg=str(top))  # int64: the general rule
+
+
 def test_deep_values_are_stretched_to_the_brightest_pixel_and_eight_bit_values_kept() -> None:
     assert eight_bit_values(np.array([[0, 2048, 4096]], dtype=np.uint16)).tolist() == [[0, 128, 255]]
     assert eight_bit_values(np.array([[0, 65535]], dtype=np.uint16)).tolist() == [[0, 255]]
