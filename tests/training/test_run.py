@@ -385,6 +385,23 @@ def test_a_centre_crop_run_saves_a_model_that_takes_whole_images_and_keeps_their
     assert load_run(tmp_path / "again").model.input_shape[1:] == (224, 224, 3)
 
 
+def test_fine_tuning_on_the_middles_is_evaluated_on_them_and_saved_with_its_crop(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """Fine-tuning evaluates the whole classifier on the decoded middles (not the file's model, which expects larger images)."""
+    from tl_core.runs.predict import evaluate_run
+    from tl_core.training.run import train
+
+    config = TrainConfig(
+        data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), strategy="fine_tune", epochs=1, warmup_epochs=1, image_size=32, batch_size=8,
+        cache_dir=str(tmp_path / "cache"), centre_crop=True,
+    )
+    result = train(config)
+    assert result.status == "finished" and result.summary.input_size == 40
+    run = load_run(tmp_path / "run")
+    assert run.model.input_shape[1:] == (40, 40, 3)
+    evaluation, _ = evaluate_run(run, tiny_dataset)  # whole images at 40 px, cropped by the model: the run's answers
+    assert evaluation.confusion_matrix == result.evaluation.confusion_matrix
+
+
 def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
     from tl_core.config import AugmentConfig
     from tl_core.training.run import train

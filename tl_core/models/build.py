@@ -302,10 +302,16 @@ def with_centre_crop(model: keras.Model, image_size: int) -> keras.Model:
     return keras.Model(inputs, model(middle), name=f"{model.name}_centre")
 
 
+def without_centre_crop(model: keras.Model) -> keras.Model:
+    """The model inside one made by ``with_centre_crop``, which reads the middles themselves (the model itself when it has no crop)."""
+    if any(layer.name == "centre_crop" for layer in model.layers):
+        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return model
+
+
 def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
     """The classifier inside a model made by ``with_test_time_flip`` and/or ``with_centre_crop`` (the model itself when it is neither)."""
-    if any(layer.name == "centre_crop" for layer in model.layers):
-        model = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    model = without_centre_crop(model)
     if not any(layer.name in ("mean_over_mirror", "mean_over_views") for layer in model.layers):
         return model
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))

@@ -67,7 +67,7 @@ from tl_core.features import MIRRORED, ORIGINAL
 from tl_core.insight.curves import epochs_in_words, phase_spans
 from tl_core.insight.metrics import Evaluation, evaluate_predictions
 from tl_core.models.backbones import get_backbone
-from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_centre_crop, with_test_time_flip
+from tl_core.models.build import build_backbone, build_classifier, build_head, freeze_layers, trainable_parameter_count, with_centre_crop, with_test_time_flip, without_centre_crop
 from tl_core.models.weights import check_weights_option, weights_identity
 from tl_core.runs.folder import RunSummary, load_earlier_run, write_images_manifest, write_run_folder
 from tl_core.runs.portable import CHECK_IMAGES, FORMAT_TITLES, check_images, export_portable
@@ -284,7 +284,8 @@ def evaluate_model(run: RunContext) -> Evaluation:
         probabilities = sum(model.head.predict(run.features[view][rows], batch_size=256, verbose=0) for view in views) / len(views)
     else:
         # Compiled once, batches sliced from the decoded images: eager calls of the model were several times slower.
-        probabilities = run_forward(run, exported_classifier(run), rows, "evaluate")
+        # With a centre crop the decoded images are the middles already: the model without its crop layer reads them.
+        probabilities = run_forward(run, without_centre_crop(exported_classifier(run)), rows, "evaluate")
     return evaluate_predictions(
         [record.label for record in records],
         np.asarray(probabilities, dtype=np.float64),
