@@ -272,7 +272,7 @@ def test_a_phase_without_a_count_says_when_it_takes_longer_than_estimated(tmp_pa
         ({}, "32×32 px ·", "the middle of each image"),
     ],
 )
-def test_the_plan_says_the_test_time_flip_is_as_conditional_as_the_mirror_images(tmp_path, data_dir, settings, said, not_said):
+def test_the_plan_names_the_settings_the_run_will_use(tmp_path, data_dir, settings, said, not_said):
     """Feature extraction flips at test time only where the mirror images' pass runs, and that pass runs only where it pays."""
     at = AppTest.from_file(APP, default_timeout=30)
     at.session_state["engine"] = FakeEngine()

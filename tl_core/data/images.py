@@ -360,8 +360,10 @@ def reduce_while_decoding(image: Image.Image, size: int) -> None:
         image.draft("RGB", (DRAFT_MARGIN * size, DRAFT_MARGIN * size))
 
 
-# Modes whose transparent areas ``to_rgb`` lays over white (a palette image only where it names a transparent colour).
-MAY_BE_TRANSPARENT = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "P", "RGBA;16"})
+# Modes with an alpha channel, which ``to_rgb`` lays over white; with the palette images (transparent only where they
+# name a transparent colour) and 16-bit RGBA, the modes whose images may be transparent.
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+MAY_BE_TRANSPARENT = ALPHA_MODES | {"P", "RGBA;16"}
 # One value per pixel with more than 8 bits: 16-bit greyscale (PNG, TIFF), 32-bit integers, 32-bit floats.
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # 16 bits per colour channel (PNG, TIFF): Pillow opens them as "RGB" or "RGBA" and keeps the top 8 bits;
@@ -415,9 +417,8 @@ def deep_colour(image: Image.Image) -> Image.Image | None:
     high = np.asarray(image)
     if low.shape != high.shape:
         return None
-    values = (high.astype(np.uint16) << 8) | low
-    colours = eight_bit_values(values[..., :3])
-    picture = Image.fromarray(np.dstack([colours, high[..., 3]]) if high.shape[-1] == 4 else colours, "RGBA" if high.shape[-1] == 4 else "RGB")
+    colours = eight_bit_values((high[..., :3].astype(np.uint16) << 8) | low[..., :3])
+    picture = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA") if high.shape[-1] == 4 else Image.fromarray(colours, "RGB")
     picture.info = dict(image.info)  # its EXIF orientation, where the file has one
     return picture
 
@@ -440,7 +441,7 @@ def eight_bit_values(values: np.ndarray) -> np.ndarray:
     instead of 2.3 s, and no array of floats eight times its size.
     """
     array = np.asarray(values)
-    if array.dtype.kind in "ub" and array.dtype.itemsize <= 2 and array.size:  # 16-bit files: one table of at most 65,536 entries
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2 and array.size:  # 16-bit files: one table of at most 65,536 entries
         top = max(int(array.max()), 255)  # the brightest pixel, or 255 where the values fit in 8 bits
         return np.clip(np.round(np.arange(top + 1, dtype=np.float64) / top * 255.0), 0, 255).astype(np.uint8)[array]
     integers = array.dtype.kind in "iub"
@@ -503,7 +504,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(eight_bit_values(np.asarray(image))).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode in ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
