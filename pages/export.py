@@ -78,8 +78,8 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
 modes = set((report.summary.data or {}).get("modes", {}))
 READ_WHY = " and ".join(
     words for words, found in (
-        ("more than 8 bits per pixel (`read` stretches each one to 0-255)", modes & MORE_THAN_EIGHT_BITS),
-        ("transparent areas (`read` lays them over white)", modes & MAY_BE_TRANSPARENT),
+        ("more than 8 bits per pixel, which `read` stretches to 0-255", modes & MORE_THAN_EIGHT_BITS),
+        ("transparent areas, which `read` lays over white", modes & MAY_BE_TRANSPARENT),
     ) if found
 )
 needs_read = bool(READ_WHY)
@@ -97,7 +97,7 @@ for column, name in zip(columns, DOWNLOAD_FILES, strict=True):
 st.markdown(
     f"The model takes **RGB images with values 0-255, resized to {image_size}×{image_size}** (its preprocessing is built in), "
     "and returns one probability per class in the order of `labels.json`. It loads in plain Python with only Keras installed"
-    + (f" (your images may have {READ_WHY}, as training did):" if needs_read else ":")
+    + (f". Your images may have {READ_WHY}, as training did:" if needs_read else ":")
 )
 st.code(
     f"""import json

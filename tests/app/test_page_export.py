@@ -91,7 +91,7 @@ def test_with_transparent_images_the_snippets_lay_them_over_white_as_training_di
 
     assert not at.exception
     assert all("def read(path):" in code.value and 'read("photo.jpg")' in code.value for code in at.code[:3])
-    assert "transparent areas (`read` lays them over white)" in texts(at, "markdown") and "more than 8 bits" not in texts(at, "markdown")
+    assert "Your images may have transparent areas, which `read` lays over white, as training did:" in texts(at, "markdown") and "more than 8 bits" not in texts(at, "markdown")
 
 
 def test_a_model_with_a_centre_crop_asks_for_the_larger_frame_everywhere(tmp_path):
