@@ -8,7 +8,7 @@ name cannot break the page) and classified there.
 
 import streamlit as st
 
-from tl_core.data.images import MAY_BE_TRANSPARENT, MORE_THAN_EIGHT_BITS, STANDALONE_READER
+from tl_core.data.images import MAY_BE_TRANSPARENT, MORE_THAN_EIGHT_BITS, OVER_WHITE_READER, STANDALONE_READER
 from tl_core.errors import TLError
 from tl_core.runs.folder import DOWNLOAD_FILES, H5_FILE, KERAS_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, RunFile
 from tl_core.runs.portable import FORMAT_TITLES as PORTABLE_TITLES
@@ -83,7 +83,8 @@ READ_WHY = " and ".join(
     ) if found
 )
 needs_read = bool(READ_WHY)
-READER = "\n\n" + STANDALONE_READER + "\n" if needs_read else "\n"
+# Only deep images need the long reader; transparent ones alone get the few lines that lay them over white.
+READER = "\n\n" + (STANDALONE_READER if modes & MORE_THAN_EIGHT_BITS else OVER_WHITE_READER) + "\n" if needs_read else "\n"
 OPEN = f'{"read" if needs_read else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
 
 st.subheader("Download")

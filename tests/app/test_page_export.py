@@ -74,7 +74,7 @@ def test_with_deep_images_every_snippet_reads_them_as_training_did(tmp_path):
     assert not deep.exception
     assert all("def read(" not in code.value and "Image.open(\"photo.jpg\")" in code.value for code in plain.code[:3])
     for code in deep.code[:3]:  # Keras, LiteRT and ONNX Runtime
-        assert "def read(path):" in code.value and 'image = read("photo.jpg").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)' in code.value
+        assert "def read(path):" in code.value and "def stretched(" in code.value and 'image = read("photo.jpg").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)' in code.value
         compile(code.value, "snippet", "exec")
     assert "more than 8 bits per pixel" in texts(deep, "markdown")
     summary["data"]["modes"] = {"RGB;16": 30}  # 16 bits per colour (stained slides, satellite scenes)
@@ -91,6 +91,7 @@ def test_with_transparent_images_the_snippets_lay_them_over_white_as_training_di
 
     assert not at.exception
     assert all("def read(path):" in code.value and 'read("photo.jpg")' in code.value for code in at.code[:3])
+    assert all("def stretched(" not in code.value for code in at.code[:3])  # the 16-bit part only where the images are deep
     assert "Your images may have transparent areas, which `read` lays over white, as training did:" in texts(at, "markdown") and "more than 8 bits" not in texts(at, "markdown")
 
 

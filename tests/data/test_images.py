@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tl_core.data import images
-from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, STANDALONE_READER, ImageTooLargeError, eight_bit_values, load_image, to_rgb
+from tl_core.data.images import MAX_IMAGE_PIXELS_ENVIRONMENT_VARIABLE, OVER_WHITE_READER, STANDALONE_READER, ImageTooLargeError, eight_bit_values, load_image, to_rgb
 from tl_core.data.scan import scan_dataset
 from tl_core.errors import ConfigError
 
@@ -141,6 +141,25 @@ def test_the_reader_shown_for_use_without_this_package_gives_the_same_pixels(tmp
         ours = load_image(path, 8)  # as training reads it: whole values, then resized
         theirs = np.asarray(namespace["read"](path).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))
         assert np.array_equal(ours, theirs), path.name
+
+
+def test_the_short_reader_for_transparent_images_gives_the_same_pixels(tmp_path: Path) -> None:
+    namespace = {"Image": Image}
+    exec(OVER_WHITE_READER, namespace)  # the code the Export page gives users whose images are transparent but 8-bit
+    generator = np.random.default_rng(1)
+    palette = Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)).convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))  # a colour some pixel has
+    cases = {
+        "half_transparent.png": Image.fromarray(generator.integers(0, 256, (9, 7, 4)).astype(np.uint8), "RGBA"),
+        "grey_transparent.png": Image.fromarray(generator.integers(0, 256, (9, 7, 2)).astype(np.uint8), "LA"),
+        "palette_transparent.png": palette,
+        "plain.png": Image.fromarray(generator.integers(0, 256, (9, 7, 3)).astype(np.uint8)),
+    }
+    for name, image in cases.items():
+        path = _save(image, tmp_path / name, "PNG")
+        theirs = np.asarray(namespace["read"](path).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))
+        assert np.array_equal(load_image(path, 8), theirs), name
+        assert not np.array_equal(theirs, np.asarray(Image.open(path).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))) or name == "plain.png", name  # plain opening would differ
 
 
 def test_an_iphone_photo_in_heic_is_read(tmp_path: Path) -> None:

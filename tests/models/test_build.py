@@ -11,7 +11,7 @@ import pytest
 def test_the_mirror_layers_mirror_exactly_and_the_flip_model_averages_both_answers(tmp_path: Path) -> None:
     import keras
 
-    from tl_core.models.build import mirror_layers, unwrap_test_time_flip, with_test_time_flip
+    from tl_core.models.build import inner_classifier, mirror_layers, with_test_time_flip
 
     size = 12
     inputs = keras.Input((size, size, 3))
@@ -28,7 +28,7 @@ def test_the_mirror_layers_mirror_exactly_and_the_flip_model_averages_both_answe
     np.testing.assert_array_equal(np.asarray(mirrored), images[:, :, ::-1])
 
     flip_model = with_test_time_flip(classifier, size)
-    assert unwrap_test_time_flip(flip_model) is classifier and unwrap_test_time_flip(classifier) is classifier
+    assert inner_classifier(flip_model) is classifier and inner_classifier(classifier) is classifier
     expected = (np.asarray(classifier(images)) + np.asarray(classifier(images[:, :, ::-1].copy()))) / 2
     np.testing.assert_allclose(np.asarray(flip_model(images)), expected, atol=1e-6)
     assert not np.allclose(expected, np.asarray(classifier(images)))  # the mirror image really changed the answer
@@ -124,7 +124,7 @@ def test_every_view_layer_chain_shows_the_image_as_the_feature_pass_does_and_the
     import keras
 
     from tl_core.features import VIEW_TRANSFORMS, view_of
-    from tl_core.models.build import unwrap_test_time_flip, view_layers, with_test_time_flip
+    from tl_core.models.build import inner_classifier, view_layers, with_test_time_flip
 
     size = 10
     images = np.random.default_rng(2).uniform(0, 1, (3, size, size, 3)).astype("float32")
@@ -142,7 +142,7 @@ def test_every_view_layer_chain_shows_the_image_as_the_feature_pass_does_and_the
     outputs = keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=3))(keras.layers.Flatten()(inputs))
     classifier = keras.Model(inputs, outputs)
     model = with_test_time_flip(classifier, size, list(VIEW_TRANSFORMS))
-    assert unwrap_test_time_flip(model) is classifier
+    assert inner_classifier(model) is classifier
     expected = np.mean([np.asarray(classifier(view_of(images, view))) for view in VIEW_TRANSFORMS], axis=0)
     np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
     model.save(tmp_path / "views.h5")
@@ -152,7 +152,7 @@ def test_every_view_layer_chain_shows_the_image_as_the_feature_pass_does_and_the
 def test_the_centre_crop_model_takes_the_larger_frame_and_answers_for_its_middle(tmp_path: Path) -> None:
     import keras
 
-    from tl_core.models.build import unwrap_test_time_flip, with_centre_crop, with_test_time_flip
+    from tl_core.models.build import inner_classifier, with_centre_crop, with_test_time_flip
 
     size = 16
     inputs = keras.Input((size, size, 3))
@@ -164,7 +164,7 @@ def test_the_centre_crop_model_takes_the_larger_frame_and_answers_for_its_middle
     images = np.random.default_rng(3).uniform(0, 1, (4, 20, 20, 3)).astype("float32")
     expected = np.asarray(flipped(images[:, 2:18, 2:18].copy()))
     np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
-    assert unwrap_test_time_flip(model) is classifier
+    assert inner_classifier(model) is classifier
     model.save(tmp_path / "middle.h5")
     reloaded = keras.models.load_model(tmp_path / "middle.h5", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-6)

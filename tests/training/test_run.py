@@ -145,7 +145,7 @@ def test_fine_tune_keeps_exactly_the_first_k_layers_unchanged(tmp_path: Path, ti
     import keras
 
     from tl_core.models.backbones import get_backbone
-    from tl_core.models.build import build_backbone, unwrap_test_time_flip
+    from tl_core.models.build import build_backbone, inner_classifier
 
     frozen = 60
     config = TrainConfig(
@@ -158,7 +158,7 @@ def test_fine_tune_keeps_exactly_the_first_k_layers_unchanged(tmp_path: Path, ti
     assert [event.phase for event in events if isinstance(event, PhaseStarted)] == ["features", "fine_tune", "evaluate", "export"]
     pretrained = build_backbone(get_backbone("mobilenet_v2"), "imagenet")
     exported = keras.models.load_model(tmp_path / "run" / "model.keras")
-    trained = unwrap_test_time_flip(exported).get_layer(pretrained.name)  # the file averages over mirror images (the recipe's test-time flip)
+    trained = inner_classifier(exported).get_layer(pretrained.name)  # the file averages over mirror images (the recipe's test-time flip)
     changed = []
     for index, (before, after) in enumerate(zip(pretrained.layers, trained.layers, strict=False)):
         if any(not np.array_equal(old, new) for old, new in zip(before.get_weights(), after.get_weights(), strict=False)):

@@ -456,8 +456,15 @@ def eight_bit_values(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round((values - low) / (high - low) * 255.0), 0, 255).astype(np.uint8)
 
 
+# ``to_rgb``'s transparency, the end of both readers below.
+_OVER_WHITE = """    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):  # transparency laid over white
+        picture = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", picture.size, (255, 255, 255, 255)), picture)
+    return image
+"""
+
 # ``eight_bit_values``, ``deep_colour`` and ``to_rgb``'s transparency for a user's own code, with Pillow and NumPy only
-# (shown on the Export page where the run's images were deep or may be transparent; tested to agree).
+# (shown on the Export page where the run's images were deep; tested to agree).
 STANDALONE_READER = """def stretched(values, integers):  # to 0-255, from 0 (or the lowest value) to the brightest; 8-bit values kept
     values = np.nan_to_num(np.asarray(values, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = min(0.0, values.min()), values.max()
@@ -489,11 +496,12 @@ def read(path):  # an image as the model was trained on it: more than 8 bits str
         if image.mode == "RGB":
             return Image.fromarray(colours)
         image = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):  # transparency laid over white
-        picture = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", picture.size, (255, 255, 255, 255)), picture)
-    return image
-"""
+""" + _OVER_WHITE
+
+# The same for images that are only transparent (8 bits per channel): the snippet then holds what they need.
+OVER_WHITE_READER = """def read(path):  # an image as the model was trained on it: transparency laid over white
+    image = Image.open(path)
+""" + _OVER_WHITE
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -54,9 +54,9 @@ def classifier_parts(model):
     """
     import keras
 
-    from tl_core.models.build import unwrap_test_time_flip
+    from tl_core.models.build import inner_classifier
 
-    classifier = unwrap_test_time_flip(model)
+    classifier = inner_classifier(model)
     layers = [layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)]
     # The backbone: the nested model whose (last) output is a feature map. It has several outputs when earlier layers' maps
     # are pooled into the features too (``tl_core.models.build.feature_maps``).
@@ -154,13 +154,13 @@ def explain_file(run, path: str | os.PathLike, class_name: str | None = None) ->
         DataError: When the image cannot be read.
     """
     from tl_core.data.images import load_image
-    from tl_core.models.build import unwrap_test_time_flip
+    from tl_core.models.build import inner_classifier
 
     class_index = None
     if class_name is not None:
         if class_name not in run.class_names:
             raise ConfigError(f"'{class_name}' is not a class of this run. Its classes: {', '.join(run.class_names)}.")
         class_index = run.class_names.index(class_name)
-    inner = unwrap_test_time_flip(run.model).input_shape[1]  # a model with a centre crop explains the middle it keeps
+    inner = inner_classifier(run.model).input_shape[1]  # a model with a centre crop explains the middle it keeps
     pixels = load_image(Path(path), inner, centre_crop=inner != run.image_size)
     return explain(run.model, pixels, class_index), pixels

@@ -309,8 +309,8 @@ def without_centre_crop(model: keras.Model) -> keras.Model:
     return model
 
 
-def unwrap_test_time_flip(model: keras.Model) -> keras.Model:
-    """The classifier inside a model made by ``with_test_time_flip`` and/or ``with_centre_crop`` (the model itself when it is neither)."""
+def inner_classifier(model: keras.Model) -> keras.Model:
+    """The classifier inside the views a saved model adds: the mirror images or turns of ``with_test_time_flip``, the crop of ``with_centre_crop`` (the model itself when it has none)."""
     model = without_centre_crop(model)
     if not any(layer.name in ("mean_over_mirror", "mean_over_views") for layer in model.layers):
         return model

@@ -30,7 +30,7 @@ from tl_core.data.decoded import decode_images, decoded_images_path, store_decod
 from tl_core.errors import RunError, TLError
 from tl_core.events import PhaseStarted
 from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, forward_batches
-from tl_core.models.build import unwrap_test_time_flip
+from tl_core.models.build import inner_classifier
 from tl_core.models.weights import weights_identity
 from tl_core.runs.folder import load_run, read_summary
 from tl_core.training.context import RunContext
@@ -64,7 +64,7 @@ def warm_start(run: RunContext) -> None:
         run.notice(f"The classes differ from the earlier run's ({', '.join(earlier.class_names)}), so the {what} starts from new weights.")
         return
     try:
-        trained = unwrap_test_time_flip(load_run(earlier.run_dir).model)
+        trained = inner_classifier(load_run(earlier.run_dir).model)
         if whole:
             run.model.classifier.set_weights(trained.get_weights())
         else:
