@@ -48,7 +48,7 @@ def test_mirror_images_help_follows_the_transfer_when_it_was_measured() -> None:
 
 
 def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The joined features hold the first network's as their first columns: the probe reads both on the same folds."""
+    """The joined features hold the first network's as their first columns: a probe per network, their answers averaged, against the first network's probe on the same folds."""
     import tl_core.advice.similarity as similarity
 
     rng = np.random.default_rng(0)
@@ -70,7 +70,11 @@ def test_the_joined_probe_compares_itself_with_its_first_network_image_by_image(
     monkeypatch.setattr("tl_core.models.build.build_feature_model", lambda spec, backbone, size: None)
     monkeypatch.setattr("tl_core.runtime.backbone_runner", lambda *arguments, **keywords: Runner())
     monkeypatch.setattr(similarity, "forward_batches", lambda forward, pixels, **keywords: forward(pixels))
+    widths = []
+    own_probe = similarity.probe_probabilities
+    monkeypatch.setattr(similarity, "probe_probabilities", lambda part, *arguments: widths.append(part.shape[1]) or own_probe(part, *arguments))
     probe = similarity.probe_at_size(None, "mobilenet_v2+mobilenet_0.75", 32, False)
+    assert widths == [first, 768]  # a probe per network, their answers averaged, as the joined head does
     assert probe.backbone == "mobilenet_v2+mobilenet_0.75" and probe.probe_accuracy >= 0.95
     assert probe.baseline_accuracy < 0.75 and 0.0 < probe.difference_error < 0.15
     assert probe.credited_difference == pytest.approx(probe.probe_accuracy - probe.baseline_accuracy - probe.difference_error)

@@ -153,7 +153,7 @@ def test_the_joined_networks_are_weighed_for_feature_extraction_and_chosen_where
     assert joined[0].expected_accuracy == pytest.approx(alone.expected_accuracy + 0.02)  # the gain less its standard error
     assert "83.0% against 80.0% (+3.0 ± 1.0 points)" in joined[0].accuracy_basis
     assert joined[0].seconds > alone.seconds  # both networks' forward passes
-    assert "MobileNetV2 + MobileNet (0.75 width), joined" in joined[0].title and "probe of" in joined[0].accuracy_basis
+    assert "MobileNetV2 + MobileNet (0.75 width), joined" in joined[0].title and "a probe per network" in joined[0].accuracy_basis
     assert joined[0].recommended and advice.chosen_backbone == JOINED and advice.to_dict()["chosen_backbone"] == JOINED
     assert advice.backbone == "mobilenet_v2"
 

@@ -168,3 +168,23 @@ def test_the_centre_crop_model_takes_the_larger_frame_and_answers_for_its_middle
     model.save(tmp_path / "middle.h5")
     reloaded = keras.models.load_model(tmp_path / "middle.h5", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-6)
+
+
+def test_a_joined_head_answers_with_the_mean_of_one_head_per_network_and_loads_in_safe_mode(tmp_path: Path) -> None:
+    import keras
+
+    from tl_core.models.build import build_head
+
+    head = build_head(7, 3, parts=(4, 3), seed=5)
+    features = np.random.default_rng(0).normal(size=(6, 7)).astype("float32")
+    first, second = (head.get_layer(f"part_{index}_predictions") for index in (0, 1))
+    assert first.kernel.shape == (4, 3) and second.kernel.shape == (3, 3)  # each head reads its own network's part only
+    expected = (keras.ops.softmax(features[:, :4] @ first.kernel + first.bias) + keras.ops.softmax(features[:, 4:] @ second.kernel + second.bias)) / 2
+    np.testing.assert_allclose(np.asarray(head(features)), np.asarray(expected), atol=1e-6)
+    changed = features.copy()
+    changed[:, 4:] += 3.0  # the second network's part moves: only the second head's answer changes
+    np.testing.assert_allclose(np.asarray(head(changed)) - np.asarray(head(features)), np.asarray(keras.ops.softmax(changed[:, 4:] @ second.kernel + second.bias) - keras.ops.softmax(features[:, 4:] @ second.kernel + second.bias)) / 2, atol=1e-6)
+    for name in ("head.keras", "head.h5"):
+        head.save(tmp_path / name)
+        np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / name, safe_mode=True)(features)), np.asarray(head(features)), atol=1e-6)
+    assert [layer.name for layer in build_head(7, 3).layers] == ["head_dropout", "predictions"]  # one network: the plain head

@@ -48,3 +48,22 @@ def test_smoothed_loss_for_fit_matches_the_formula() -> None:
     targets = np.eye(3)[labels] * 0.9 + 0.1 / 3
     expected = float(np.mean(-(targets * np.log(probabilities)).sum(axis=1)))
     assert float(SmoothedSparseCrossentropy(0.1)(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_each_head_of_a_joined_head_learns_as_if_trained_alone() -> None:
+    """One head per network, each learning from its own answer: the first network's head ends where a head trained on its part alone does."""
+    from tl_core.models.build import build_head
+    from tl_core.training.loops import HeadTrainer
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120)
+    informative = (rng.normal(size=(120, 6)) + np.eye(3)[labels].repeat(2, axis=1) * 2).astype("float32")
+    noise = rng.normal(size=(120, 5)).astype("float32")  # the second network sees nothing useful
+    joined = build_head(11, 3, dropout=0.0, seed=4, parts=(6, 5))
+    alone = build_head(6, 3, dropout=0.0, seed=4)
+    HeadTrainer(joined, 0.01, 16, seed=1).fit(np.concatenate([informative, noise], axis=1), labels, (np.concatenate([informative, noise], axis=1), labels), epochs=5)
+    HeadTrainer(alone, 0.01, 16, seed=1).fit(informative, labels, (informative, labels), epochs=5)
+    trained, reference = joined.get_layer("part_0_predictions").kernel, alone.get_layer("predictions").kernel
+    # Adam's steps do not depend on the loss's scale (the joined loss is the mean of two); only its epsilon tells them apart.
+    np.testing.assert_allclose(np.asarray(trained), np.asarray(reference), atol=2e-3)
+    assert float(np.abs(np.asarray(trained) - np.asarray(build_head(6, 3, dropout=0.0, seed=4).get_layer("predictions").kernel)).max()) > 0.02  # it did learn

@@ -412,3 +412,30 @@ def test_flips_off_means_no_mirror_anywhere(tmp_path: Path, tiny_dataset: Path, 
     result = train(config)
     assert result.summary.test_time_flip is False  # asked for by the recipe, but a mirror image is not a valid example here
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 1  # no mirror images' features either
+
+
+def test_two_networks_joined_train_a_head_each_and_the_file_averages_them(tmp_path: Path, tiny_dataset: Path, imagenet_weights: Path) -> None:
+    """The pair's saved model holds one head per network, averaged; it loads in safe mode and explains its answers."""
+    import keras
+
+    from tl_core.insight.explain import explain
+    from tl_core.models.build import MEAN_OVER_NETWORKS, inner_classifier
+
+    second = imagenet_weights.parent / get_backbone("mobilenet_0.75").weights_file
+    if not second.exists():
+        pytest.skip(f"skipped: MobileNet 0.75's ImageNet weights not found at {second}")
+    out = tmp_path / "pair"
+    config = TrainConfig(
+        data_dir=str(tiny_dataset), out_dir=str(out), backbone="mobilenet_v2+mobilenet_0.75", image_size=32, epochs=3, cache_dir=str(tmp_path / "cache"), seed=0
+    )
+    result, _ = _run(config)
+    assert result.status == "finished"
+    head = inner_classifier(keras.models.load_model(out / "model.h5", safe_mode=True)).get_layer("head")
+    assert [head.get_layer(f"part_{index}_predictions").kernel.shape for index in (0, 1)] == [(2192, 3), (768, 3)]
+    features = np.random.default_rng(0).normal(size=(4, 2960)).astype("float32")
+    parts = keras.Model(head.inputs, head.get_layer(MEAN_OVER_NETWORKS).input)(features)
+    np.testing.assert_allclose(np.asarray(head(features)), (np.asarray(parts[0]) + np.asarray(parts[1])) / 2, atol=1e-6)
+    run = load_run(out)
+    image = np.asarray(keras.utils.load_img(sorted((tiny_dataset / "squares").iterdir())[0], target_size=(32, 32)), dtype=np.float32)
+    explanation = explain(run.model, image)
+    assert explanation.heatmap.shape == (32, 32) and explanation.probabilities.sum() == pytest.approx(1.0, abs=1e-4)

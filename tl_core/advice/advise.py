@@ -26,7 +26,7 @@ from tl_core.data.scan import scan_dataset
 from tl_core.models.backbones import BackboneSpec, get_backbone, joined_backbone
 from tl_core.models.blocks import blocks_from_layer_names, freeze_wording
 
-# The most of feature extraction's errors the joined pair of networks is taken to remove (it removed 6-15 % on the
+# The most of feature extraction's errors the joined pair of networks is taken to remove (it removed 12-15 % on the
 # shared sets): where even this share stays under half a point, the pair is not probed.
 JOINED_BEST_ERROR_CUT = 1 / 3
 
@@ -309,9 +309,10 @@ def _remember_expectations(dataset: Dataset, spec: BackboneSpec, measurement: Me
 def _probe_joined(dataset: Dataset, spec: BackboneSpec, measurement: Measurement, sample_size: int, cache_dir: str | None, seed: int, device: str):
     """The probe of the joined backbone that starts with ``spec``'s network, where there is one and its weights are here, and a note in words ("" when none).
 
-    Two networks trained apart make different mistakes: on cat breeds and aerial scenes the joined features made
-    6-15 % fewer errors than MobileNetV2's alone, on ants and bees more (docs/benchmarks.md). The probe compares
-    the two on the same images and credits only the gain beyond its standard error (``SizeProbe.credited_difference``).
+    Two networks trained apart make different mistakes: on cat breeds and aerial scenes the pair made 12-15 % fewer
+    errors than MobileNetV2 alone, on ants and bees more (docs/benchmarks.md). The probe averages a probe per network,
+    as the pair's head averages a head per network, compares that with MobileNetV2's probe on the same images and
+    credits only the gain beyond its standard error (``SizeProbe.credited_difference``).
     Where feature extraction leaves so few errors that a third fewer would not reach ``WITHIN_HALF_A_POINT``, the
     pair cannot change the advice, and its probe (a second network over the sample) is skipped; the note says so.
     """

@@ -161,8 +161,8 @@ def _candidate(
     at = f" at {image_size} px" if image_size else ""
     if joined:
         basis = (
-            f"measured: a probe of both networks' features on the same {sample_size} of your images against {get_backbone(backbone).member_specs[0].display_name}'s part alone, "
-            f"on the same folds: {joined}, less its standard error, added to that network's expectation"
+            f"measured: a probe per network on the same {sample_size} of your images, their answers averaged as the model averages its two heads, "
+            f"against {get_backbone(backbone).member_specs[0].display_name}'s probe alone on the same folds: {joined}, less its standard error, added to that network's expectation"
         )
         return Candidate(strategy, base, basis, estimate.seconds, epochs, estimate.seconds <= budget, image_size=image_size, backbone=backbone)
     if strategy == "feature_extraction" and image_size:
@@ -198,7 +198,7 @@ def extension_words(sample_size: int, train_images: int) -> str:
 
 
 def _gain_words(probe: SizeProbe) -> str:
-    """``83.0% against 81.5% (+1.5 ± 1.2 points)``: a joined probe against its first network's part."""
+    """``83.0% against 81.5% (+1.5 ± 1.2 points)``: a joined probe against its first network's probe."""
     if probe.baseline_accuracy is None:
         return f"{probe.probe_accuracy:.1%}"
     difference = 100 * (probe.probe_accuracy - probe.baseline_accuracy)

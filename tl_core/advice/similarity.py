@@ -316,13 +316,17 @@ def probe_at_size(
     speeds: list[float] = []
     features = forward_batches(runner.forward(), pixels[labelled], speeds=speeds)
     mirrored = forward_batches(runner.forward(MIRRORED), pixels[labelled]) if mirrors else None
-    right = probe_right(features, labels[labelled], seed, mirrored=mirrored)
     speed = runner.keras_images_per_second(speeds[0] if speeds else None)
     if not spec.members:
-        return SizeProbe(size, float(right.mean()), speed, backbone=spec.name)
-    # Two networks joined: the first network's part of the same features, on the same folds, is the baseline, image by image.
-    first = spec.member_specs[0].feature_dim
-    alone = probe_right(features[:, :first], labels[labelled], seed, mirrored=None if mirrored is None else mirrored[:, :first])
+        return SizeProbe(size, float(probe_right(features, labels[labelled], seed, mirrored=mirrored).mean()), speed, backbone=spec.name)
+    # Two networks joined: a probe per network's part, their answers averaged as the joined head averages its heads
+    # (tl_core.models.build.joined_head); the first network's probe alone, on the same folds, is the baseline, image by image.
+    ends = np.cumsum(spec.member_dims)
+    answers = [
+        probe_probabilities(features[:, end - width : end], labels[labelled], seed, None if mirrored is None else mirrored[:, end - width : end])
+        for end, width in zip(ends, spec.member_dims, strict=True)
+    ]
+    right, alone = sum(answers).argmax(axis=1) == labels[labelled], answers[0].argmax(axis=1) == labels[labelled]
     return SizeProbe(size, float(right.mean()), speed, backbone=spec.name, baseline_accuracy=float(alone.mean()), difference_error=paired_error(right, alone))
 
 
@@ -436,11 +440,16 @@ def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, mirrore
 
 def probe_right(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> np.ndarray:
     """Which images ``_probe_accuracy``'s probe gets right (each answered by the folds that did not learn from it)."""
-    folds = int(min(5, np.bincount(labels).min()))
+    return probe_probabilities(features, labels, seed, mirrored).argmax(axis=1) == labels
+
+
+def probe_probabilities(features: np.ndarray, labels: np.ndarray, seed: int, mirrored: np.ndarray | None = None) -> np.ndarray:
+    """``_probe_accuracy``'s probe's class probabilities of each image, from the folds that did not learn from it
+    (every image given the largest class where a class has too few images for two folds)."""
+    folds, num_classes = int(min(5, np.bincount(labels).min())), int(labels.max()) + 1
     if folds < 2:
-        return labels == np.bincount(labels).argmax()
-    probabilities = out_of_fold_probabilities(features, labels, int(labels.max()) + 1, folds, seed, _probe_model, mirrored=mirrored)
-    return probabilities.argmax(axis=1) == labels
+        return np.tile(np.eye(num_classes)[np.bincount(labels).argmax()], (len(labels), 1))
+    return out_of_fold_probabilities(features, labels, num_classes, folds, seed, _probe_model, mirrored=mirrored)
 
 
 def _view_accuracies(features: np.ndarray, labels: np.ndarray, seed: int, views: list[np.ndarray]) -> list[float]:

@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from tl_core.backend import compiled, value_and_gradients
+from tl_core.models.build import MEAN_OVER_NETWORKS
 
 
 class HeadTrainer:
@@ -49,6 +50,10 @@ class HeadTrainer:
         seed: Seed of the shuffling.
         steps_per_call: Steps run by one call of the compiled loop.
         label_smoothing: Share of each target spread over all classes (0: none).
+
+    A head over a joined backbone (``tl_core.models.build.joined_head``) averages one head per
+    network; each of them learns from its own answer, as if trained alone, while the reported
+    losses, the accuracy and the kept epoch are the averaged answer's.
     """
 
     def __init__(
@@ -70,21 +75,28 @@ class HeadTrainer:
         self.steps_per_call = steps_per_call
         self.label_smoothing = label_smoothing
         self.num_classes = int(head.output_shape[-1])
+        self.learner = _member_answers(head)  # the model whose answers the loss is taken of
         # TensorFlow updates variables in place inside its compiled function (its optimizer has no stateless apply);
         # JAX's compiled functions must be pure, so there the weights travel through the loop as values.
         self.stateless = keras.config.backend() != "tensorflow"
         self.train_steps = compiled(self._stateless_steps if self.stateless else self._stateful_steps)
         self.evaluate = compiled(self._evaluate)
 
-    def _losses(self, probabilities, labels):
-        """Per-row plain cross-entropy, and the (smoothed) cross-entropy the head learns from."""
+    def _losses(self, answers, labels):
+        """The head's probabilities, their per-row plain cross-entropy, and the (smoothed) cross-entropy the head learns from.
+
+        ``answers``: the head's probabilities, or each joined network's (their mean is the head's); each then learns from its own.
+        """
+        answers = list(answers) if isinstance(answers, (list, tuple)) else [answers]
+        probabilities = answers[0] if len(answers) == 1 else ops.mean(ops.stack(answers), axis=0)
         targets = ops.one_hot(labels, self.num_classes)
-        logs = ops.log(ops.clip(probabilities, 1e-7, 1.0))
-        plain = -ops.sum(targets * logs, axis=1)
-        if not self.label_smoothing:
-            return plain, plain
-        smoothed = targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
-        return plain, -ops.sum(smoothed * logs, axis=1)
+        plain = -ops.sum(targets * ops.log(ops.clip(probabilities, 1e-7, 1.0)), axis=1)
+        if not self.label_smoothing and len(answers) == 1:
+            return probabilities, plain, plain
+        if self.label_smoothing:
+            targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        learned = [-ops.sum(targets * ops.log(ops.clip(answer, 1e-7, 1.0)), axis=1) for answer in answers]
+        return probabilities, plain, learned[0] if len(learned) == 1 else ops.mean(ops.stack(learned), axis=0)
 
     def _stateful_steps(self, state, features, labels, batches, weights):
         """One training step per row of ``batches``, updating the head's variables in place; returns the sums of the plain loss, the weights and the right answers."""
@@ -94,8 +106,7 @@ class HeadTrainer:
             batch_features, batch_labels = ops.take(features, indices, axis=0), ops.take(labels, indices, axis=0)
 
             def loss_of(variables):
-                probabilities = self.head(batch_features, training=True)
-                plain, learned = self._losses(probabilities, batch_labels)
+                probabilities, plain, learned = self._losses(self.learner(batch_features, training=True), batch_labels)
                 return ops.sum(learned * batch_weights) / ops.maximum(ops.sum(batch_weights), 1e-12), (probabilities, plain)
 
             _, (probabilities, plain), gradients = value_and_gradients(loss_of, self.head.trainable_variables)
@@ -121,8 +132,8 @@ class HeadTrainer:
             batch_features, batch_labels = ops.take(features, indices, axis=0), ops.take(labels, indices, axis=0)
 
             def loss_of(values):
-                probabilities, new_non_trainable = self.head.stateless_call(values, non_trainable, batch_features, training=True)
-                plain, learned = self._losses(probabilities, batch_labels)
+                answers, new_non_trainable = self.learner.stateless_call(values, non_trainable, batch_features, training=True)
+                probabilities, plain, learned = self._losses(answers, batch_labels)
                 loss = ops.sum(learned * batch_weights) / ops.maximum(ops.sum(batch_weights), 1e-12)
                 return loss, (probabilities, plain, new_non_trainable)
 
@@ -136,7 +147,7 @@ class HeadTrainer:
 
     def _evaluate(self, trainable, non_trainable, features, labels):
         probabilities, _ = self.head.stateless_call(trainable, non_trainable, features, training=False)
-        plain, _ = self._losses(probabilities, labels)
+        _, plain, _ = self._losses(probabilities, labels)
         accuracy = ops.mean(ops.cast(ops.equal(ops.argmax(probabilities, axis=1), labels), "float32"))
         return ops.mean(plain), accuracy
 
@@ -216,6 +227,17 @@ class HeadTrainer:
                 callback.on_epoch_end(epoch, logs)
             if self.head.stop_training:
                 break
+
+
+def _member_answers(head: keras.Model) -> keras.Model:
+    """The model over ``head``'s layers that gives each joined network's answer before the mean (``head`` itself when it has one answer)."""
+    if MEAN_OVER_NETWORKS not in [layer.name for layer in head.layers]:
+        return head
+    learner = keras.Model(head.inputs, head.get_layer(MEAN_OVER_NETWORKS).input, name="head_per_network")
+    for own, theirs in ((learner.trainable_variables, head.trainable_variables), (learner.non_trainable_variables, head.non_trainable_variables)):
+        if [variable.path for variable in own] != [variable.path for variable in theirs]:  # the stateless steps pass the head's values in its order
+            raise ValueError("The per-network model's variables are not in the head's order.")
+    return learner
 
 
 def image_batches(pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None, augmenter=None):

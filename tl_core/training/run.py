@@ -228,7 +228,7 @@ def build_model(run: RunContext) -> None:
     """Backbone (with its starting weights), a new head and the classifier joining them."""
     config, spec = run.config, run.spec
     backbone = run.timed("build", build_backbone, spec, run.weights)
-    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, seed=config.seed)
+    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, seed=config.seed, parts=spec.member_dims)
     classifier, feature_model = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.uses_features)
     run.model = ModelParts(classifier, feature_model, backbone, head)
     if run.earlier is not None:
@@ -314,7 +314,7 @@ def _float32_copy(run: RunContext) -> keras.Model:
     keras.mixed_precision.set_global_policy("float32")
     spec, config = run.spec, run.config
     backbone = build_backbone(spec, "none")
-    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout)
+    head = build_head(spec.feature_dim, run.dataset.num_classes, config.head_units, config.dropout, parts=spec.member_dims)
     classifier, _ = build_classifier(spec, backbone, head, run.image_size, backbone_in_inference_mode=config.uses_features)
     classifier.set_weights(run.model.classifier.get_weights())
     return classifier
