@@ -130,11 +130,13 @@ def choose_what_trains(spec, strategy: str, dataset: Dataset, previous: TrainCon
         frozen_layers = total if strategy == "feature_extraction" else 0
         frozen_text = f"Both networks ({', '.join(member.display_name for member in spec.member_specs)}) stay frozen" if spec.joined else f"All {total} layers stay frozen"
         st.caption({
-            "feature_extraction": f"{frozen_text}. Their output for each image is computed once and cached, and only the new head trains on it.",
+            "feature_extraction": f"{frozen_text}. Their output for each image is computed once and cached, and only "
+            + ("a new head per network trains on it; the model averages their answers." if spec.joined else "the new head trains on it."),
             "full_fine_tune": f"No layer is frozen: all {total} layers retrain at a low learning rate after the head's warm-up (BatchNorm layers excepted).",
             "from_scratch": f"Nothing is frozen and nothing pretrained is used: all {total} layers start from random weights and train with the head.",
         }[strategy])
-    head_parameters = spec.feature_dim * dataset.num_classes + dataset.num_classes
+    heads = len(spec.member_dims)  # a joined backbone has a head per network (tl_core.models.build.joined_head)
+    head_parameters = (spec.feature_dim + heads) * dataset.num_classes
     backbone_trains = 0 if strategy == "feature_extraction" else layer_map.trainable_parameters(frozen_layers, train_batchnorm=strategy == "from_scratch")
     picture_column, numbers_column = st.columns([3, 1], gap="medium")
     with picture_column:
@@ -143,7 +145,8 @@ def choose_what_trains(spec, strategy: str, dataset: Dataset, previous: TrainCon
     with numbers_column:
         st.metric(
             "Parameters that train", f"{backbone_trains + head_parameters:,}",
-            help=f"Backbone {backbone_trains:,} + new head {head_parameters:,} ({feature_wording(spec)} × {dataset.num_classes} classes + {dataset.num_classes} biases).",
+            help=f"Backbone {backbone_trains:,} + new head{'s' if heads > 1 else ''} {head_parameters:,} ({feature_wording(spec)} × {dataset.num_classes} classes "
+            + (f"+ {dataset.num_classes} biases per head)." if heads > 1 else f"+ {dataset.num_classes} biases)."),
         )
         st.metric("Layers frozen", f"{frozen_layers} of {total}")
         st.metric(

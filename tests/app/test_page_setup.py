@@ -454,7 +454,8 @@ def test_the_joined_networks_adopted_on_the_scenario_page_start_the_setup_and_on
     assert at.selectbox(key="setup_backbone").value == joined
     assert at.radio(key="setup_strategy_joined").options == ["Feature extraction · recommended"]
     assert any("This backbone joins two networks' features, so it only extracts features" in element.value for element in at.caption)
-    assert any(element.value.startswith("Both networks (MobileNetV2, MobileNet (0.75 width)) stay frozen.") for element in at.caption)
+    assert any(element.value.startswith("Both networks (MobileNetV2, MobileNet (0.75 width)) stay frozen.") and "a new head per network" in element.value for element in at.caption)
+    assert metric(at, "Parameters that train") == f"{(2192 + 768 + 2) * dataset.num_classes:,}"  # a head per network, each with its biases
     config = at.session_state["train_config"]
     assert (config.backbone, config.strategy, config.freeze_layers) == (joined, "feature_extraction", None)
     # Choosing one network again brings every strategy back, and the next visit starts from that choice.
