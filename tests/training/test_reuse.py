@@ -163,3 +163,33 @@ def test_a_run_whose_features_have_another_length_is_trained_again_on_new_featur
     assert result.summary.cache_keys["features"] != "features-of-before"
     features = np.load(old_cache / "features" / f"{result.summary.cache_keys['features']}.npy")
     assert features.shape == (20, get_backbone("mobilenet_v2").feature_dim) and not np.allclose(features, 1)
+
+
+def test_a_head_of_another_shape_is_not_taken_and_the_notice_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair of networks trained before its head became a head per network: the new run starts its heads afresh."""
+    from types import SimpleNamespace
+
+    import keras
+    import numpy as np
+
+    from tl_core.models.build import build_head
+
+    def classifier_with(head):
+        inputs = keras.Input((2960,))
+        return keras.Model(inputs, head(inputs))
+
+    notices: list[str] = []
+    run = SimpleNamespace(
+        earlier=SimpleNamespace(class_names=["a", "b"], run_dir=Path("earlier")), dataset=SimpleNamespace(class_names=["a", "b"]),
+        config=SimpleNamespace(strategy="feature_extraction"), model=SimpleNamespace(head=build_head(2960, 2, parts=(2192, 768))), notice=notices.append, warm_started=None,
+    )
+    monkeypatch.setattr(reuse, "load_run", lambda folder: SimpleNamespace(model=classifier_with(build_head(2960, 2))))
+    reuse.warm_start(run)
+    assert notices == [
+        "The head starts from new weights: the earlier run's head has another shape (one dense layer of 2,960 × 2; this run's: a head per network, 2,192 × 2 and 768 × 2)."
+    ]
+    same = build_head(2960, 2, parts=(2192, 768), seed=7)
+    monkeypatch.setattr(reuse, "load_run", lambda folder: SimpleNamespace(model=classifier_with(same)))
+    reuse.warm_start(run)  # the same shape: the earlier heads are taken
+    assert notices[-1] == "The head starts from the weights of the earlier run 'earlier'."
+    assert all(np.array_equal(mine, theirs) for mine, theirs in zip(run.model.head.get_weights(), same.get_weights(), strict=True))

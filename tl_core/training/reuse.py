@@ -67,6 +67,10 @@ def warm_start(run: RunContext) -> None:
         trained = inner_classifier(load_run(earlier.run_dir).model)
         if whole:
             run.model.classifier.set_weights(trained.get_weights())
+        elif [weight.shape for weight in trained.layers[-1].get_weights()] != [tuple(weight.shape) for weight in run.model.head.weights]:
+            # e.g. a pair of networks trained before its head became a head per network (tl_core.models.build.joined_head)
+            run.notice(f"The head starts from new weights: the earlier run's head has another shape ({_head_shape(trained.layers[-1])}; this run's: {_head_shape(run.model.head)}).")
+            return
         else:
             run.model.head.set_weights(trained.layers[-1].get_weights())
     except (TLError, ValueError) as error:
@@ -77,6 +81,13 @@ def warm_start(run: RunContext) -> None:
         run.notice(f"The model starts from the trained weights of the earlier run '{earlier.run_dir.name}' (backbone and head), so the head's warm-up is skipped.")
     else:
         run.notice(f"The head starts from the weights of the earlier run '{earlier.run_dir.name}'.")
+
+
+def _head_shape(head) -> str:
+    """``one dense layer of 2,960 × 12`` or ``a head per network, 2,192 × 12 and 768 × 12``: a head's dense layers in words."""
+    kernels = [weight.shape for weight in head.get_weights() if len(weight.shape) == 2]
+    sizes = " and ".join(f"{rows:,} × {columns:,}" for rows, columns in kernels)
+    return f"a head per network, {sizes}" if len(kernels) > 1 else f"one dense layer of {sizes}"
 
 
 def read_images_reusing(run: RunContext) -> bool:
