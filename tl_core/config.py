@@ -418,6 +418,8 @@ def epochs_plan(config: TrainConfig) -> str:
     stop = " until its validation loss stops improving" if config.early_stopping_patience else ""
     head = f"at most {config.head_epochs} epoch{'s' if config.head_epochs != 1 else ''},{stop}" if stop else f"{config.head_epochs} epochs"
     if config.strategy == "feature_extraction":
+        if _joined(config.backbone):  # tl_core.models.build.joined_head
+            return f"a head per network on cached features, their answers averaged ({head})"
         return f"the head on cached features ({head})"
     at_most = "at most " if config.early_stopping_patience and config.early_stopping_patience < (config.epochs or 0) else ""
     main = f"{at_most}{config.epochs} epoch{'s' if config.epochs != 1 else ''} of {'training from scratch' if config.strategy == 'from_scratch' else 'fine-tuning'}"

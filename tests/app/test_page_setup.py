@@ -458,6 +458,7 @@ def test_the_joined_networks_adopted_on_the_scenario_page_start_the_setup_and_on
     assert metric(at, "Parameters that train") == f"{(2192 + 768 + 2) * dataset.num_classes:,}"  # a head per network, each with its biases
     config = at.session_state["train_config"]
     assert (config.backbone, config.strategy, config.freeze_layers) == (joined, "feature_extraction", None)
+    assert "a head per network on cached features, their answers averaged (at most 200 epochs" in at.success[-1].value
     # Choosing one network again brings every strategy back, and the next visit starts from that choice.
     at.selectbox(key="setup_backbone").set_value("mobilenet_v2").run()
     assert at.radio(key="setup_strategy").value == "feature_extraction" and len(at.radio(key="setup_strategy").options) == 4
