@@ -76,15 +76,16 @@ def file_button(file: RunFile, mime: str, absent: str) -> bool:
 # The run's images had more than 8 bits per pixel, or transparent areas: the snippets read them as training did
 # (tl_core.data.images.eight_bit_values, deep_colour, to_rgb); Image.open(...).convert("RGB") would not.
 modes = set((report.summary.data or {}).get("modes", {}))
+deep = bool(modes & MORE_THAN_EIGHT_BITS)
 READ_WHY = " and ".join(
     words for words, found in (
-        ("more than 8 bits per pixel, which `read` stretches to 0-255", modes & MORE_THAN_EIGHT_BITS),
+        ("more than 8 bits per pixel, which `read` stretches to 0-255", deep),
         ("transparent areas, which `read` lays over white", modes & MAY_BE_TRANSPARENT),
     ) if found
 )
 needs_read = bool(READ_WHY)
 # Only deep images need the long reader; transparent ones alone get the few lines that lay them over white.
-READER = "\n\n" + (STANDALONE_READER if modes & MORE_THAN_EIGHT_BITS else OVER_WHITE_READER) + "\n" if needs_read else "\n"
+READER = "\n\n" + (STANDALONE_READER if deep else OVER_WHITE_READER) + "\n" if needs_read else "\n"
 OPEN = f'{"read" if needs_read else "Image.open"}("photo.jpg").convert("RGB").resize(({image_size}, {image_size}), Image.Resampling.BILINEAR)'  # as training resized
 
 st.subheader("Download")

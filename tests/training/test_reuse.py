@@ -186,10 +186,13 @@ def test_a_head_of_another_shape_is_not_taken_and_the_notice_says_why(monkeypatc
     monkeypatch.setattr(reuse, "load_run", lambda folder: SimpleNamespace(model=classifier_with(build_head(2960, 2))))
     reuse.warm_start(run)
     assert notices == [
-        "The head starts from new weights: the earlier run's head has another shape (one dense layer of 2,960 × 2; this run's: a head per network, 2,192 × 2 and 768 × 2)."
+        "The head starts from new weights: the earlier run's head has another shape (dense layers of 2,960 × 2; this run's: a head per network, 2,192 × 2 and 768 × 2)."
     ]
     same = build_head(2960, 2, parts=(2192, 768), seed=7)
     monkeypatch.setattr(reuse, "load_run", lambda folder: SimpleNamespace(model=classifier_with(same)))
     reuse.warm_start(run)  # the same shape: the earlier heads are taken
     assert notices[-1] == "The head starts from the weights of the earlier run 'earlier'."
     assert all(np.array_equal(mine, theirs) for mine, theirs in zip(run.model.head.get_weights(), same.get_weights(), strict=True))
+    monkeypatch.setattr(reuse, "load_run", lambda folder: SimpleNamespace(model=classifier_with(build_head(2960, 2, hidden_units=16))))
+    reuse.warm_start(run)  # one head with a hidden layer: two dense layers, not a head per network
+    assert notices[-1].endswith("(dense layers of 2,960 × 16 and 16 × 2; this run's: a head per network, 2,192 × 2 and 768 × 2).")

@@ -456,8 +456,8 @@ def eight_bit_values(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round((values - low) / (high - low) * 255.0), 0, 255).astype(np.uint8)
 
 
-# ``to_rgb``'s transparency, the end of both readers below.
-_OVER_WHITE = """    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):  # transparency laid over white
+# ``to_rgb``'s transparency, the end of both readers below (its modes written out from ``ALPHA_MODES``).
+_OVER_WHITE = f"""    if image.mode in {tuple(sorted(ALPHA_MODES))!r} or (image.mode == "P" and "transparency" in image.info):  # transparency laid over white
         picture = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", picture.size, (255, 255, 255, 255)), picture)
     return image

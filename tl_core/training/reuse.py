@@ -30,7 +30,7 @@ from tl_core.data.decoded import decode_images, decoded_images_path, store_decod
 from tl_core.errors import RunError, TLError
 from tl_core.events import PhaseStarted
 from tl_core.features import MIRRORED, ORIGINAL, FeatureCache, forward_batches
-from tl_core.models.build import inner_classifier
+from tl_core.models.build import MEAN_OVER_NETWORKS, inner_classifier
 from tl_core.models.weights import weights_identity
 from tl_core.runs.folder import load_run, read_summary
 from tl_core.training.context import RunContext
@@ -84,10 +84,10 @@ def warm_start(run: RunContext) -> None:
 
 
 def _head_shape(head) -> str:
-    """``one dense layer of 2,960 × 12`` or ``a head per network, 2,192 × 12 and 768 × 12``: a head's dense layers in words."""
-    kernels = [weight.shape for weight in head.get_weights() if len(weight.shape) == 2]
-    sizes = " and ".join(f"{rows:,} × {columns:,}" for rows, columns in kernels)
-    return f"a head per network, {sizes}" if len(kernels) > 1 else f"one dense layer of {sizes}"
+    """``dense layers of 2,960 × 12`` or ``a head per network, 2,192 × 12 and 768 × 12``: a head's dense layers in words."""
+    sizes = " and ".join(f"{rows:,} × {columns:,}" for rows, columns in (weight.shape for weight in head.get_weights() if len(weight.shape) == 2))
+    joined = any(layer.name == MEAN_OVER_NETWORKS for layer in head.layers)  # tl_core.models.build.joined_head
+    return f"a head per network, {sizes}" if joined else f"dense layers of {sizes}"
 
 
 def read_images_reusing(run: RunContext) -> bool:
