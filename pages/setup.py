@@ -141,7 +141,7 @@ def choose_what_trains(spec, strategy: str, dataset: Dataset, previous: TrainCon
     picture_column, numbers_column = st.columns([3, 1], gap="medium")
     with picture_column:
         unit = st.radio("Block width by", ["layers", "parameters"], horizontal=True, key="setup_block_unit", persist_state="session")
-        st.plotly_chart(freeze_figure(layer_map, frozen_layers, strategy, head_parameters, unit), width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(freeze_figure(layer_map, frozen_layers, strategy, head_parameters, unit, heads), width="stretch", config={"displayModeBar": False})
     with numbers_column:
         st.metric(
             "Parameters that train", f"{backbone_trains + head_parameters:,}",

@@ -267,7 +267,7 @@ def show_predictions(predictions: Sequence, previews: Sequence, names: Sequence[
                 answer_column.plotly_chart(confidence_bars(prediction.top), width="stretch", config={"displayModeBar": False}, key=f"prediction_bars_{index}")
 
 
-def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters: int, unit: str) -> go.Figure:
+def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters: int, unit: str, heads: int = 1) -> go.Figure:
     """The backbone as one horizontal bar of blocks, input on the left, coloured by whether each part trains.
 
     Every block is named under the bar (a line joins each name to its block, where the
@@ -278,8 +278,9 @@ def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters:
         layer_map: The backbone's layers and blocks (``tl_core.service.engine.LayerMap``).
         frozen_layers: Layers kept frozen (the freeze line is drawn for fine-tuning).
         strategy: The strategy (training from scratch colours every block as trained from random weights).
-        head_parameters: Parameters of the new head.
+        head_parameters: Parameters of the new head (of all of them, for a joined backbone).
         unit: ``"layers"`` or ``"parameters"``: what a block's width counts.
+        heads: How many heads: one per network of a joined backbone, whose answers the model averages.
     """
     trains_as = "trains from random weights" if strategy == "from_scratch" else "trains"
     figure = go.Figure()
@@ -310,7 +311,8 @@ def freeze_figure(layer_map, frozen_layers: int, strategy: str, head_parameters:
             position += width
         centres.append((block.name, (block_start + position) / 2))
     head_width = 4.0 if unit == "layers" else float(head_parameters)
-    add_segment("new head", head_width, f"<b>new head</b><br>pooling + dense layer for your classes<br>{head_parameters:,} parameters<br>trains")
+    what = "pooling + a dense layer per network, their answers averaged" if heads > 1 else "pooling + dense layer for your classes"
+    add_segment("new head", head_width, f"<b>new head{'s' if heads > 1 else ''}</b><br>{what}<br>{head_parameters:,} parameters<br>trains")
     centres.append(("head", position + head_width / 2))
     _name_blocks(figure, centres, position + head_width)
     if strategy == "fine_tune" and freeze_line is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -456,6 +457,9 @@ def test_the_joined_networks_adopted_on_the_scenario_page_start_the_setup_and_on
     assert any("This backbone joins two networks' features, so it only extracts features" in element.value for element in at.caption)
     assert any(element.value.startswith("Both networks (MobileNetV2, MobileNet (0.75 width)) stay frozen.") and "a new head per network" in element.value for element in at.caption)
     assert metric(at, "Parameters that train") == f"{(2192 + 768 + 2) * dataset.num_classes:,}"  # a head per network, each with its biases
+    freeze_map = json.loads(at.get("plotly_chart")[0].proto.spec)
+    head_bar = next(trace for trace in freeze_map["data"] if trace["name"] == "new head")
+    assert "<b>new heads</b><br>pooling + a dense layer per network, their answers averaged" in head_bar["hovertemplate"]
     config = at.session_state["train_config"]
     assert (config.backbone, config.strategy, config.freeze_layers) == (joined, "feature_extraction", None)
     assert "a head per network on cached features, their answers averaged (at most 200 epochs" in at.success[-1].value

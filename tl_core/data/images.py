@@ -464,7 +464,7 @@ _OVER_WHITE = f"""    if image.mode in {tuple(sorted(ALPHA_MODES))!r} or (image.
 """
 
 # ``eight_bit_values``, ``deep_colour`` and ``to_rgb``'s transparency for a user's own code, with Pillow and NumPy only
-# (shown on the Export page where the run's images were deep; tested to agree).
+# (shown on the Export page where the run's images were deep; tested to agree). Its greyscale modes are written out from ``DEEP_MODES``.
 STANDALONE_READER = """def stretched(values, integers):  # to 0-255, from 0 (or the lowest value) to the brightest; 8-bit values kept
     values = np.nan_to_num(np.asarray(values, dtype="float64"), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = min(0.0, values.min()), values.max()
@@ -481,7 +481,7 @@ def with_raw_mode(tile, rawmode):  # a decoder tile that unpacks its bytes as an
 
 def read(path):  # an image as the model was trained on it: more than 8 bits stretched to 0-255, transparency over white
     image = Image.open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16- and 32-bit greyscale
+    if image.mode in DEEP_MODES:  # 16- and 32-bit greyscale
         return Image.fromarray(stretched(np.asarray(image), image.mode != "F"))
     tile = image.tile[0] if image.mode in ("RGB", "RGBA") and image.tile else None
     raw = tile and (tile[3][0] if isinstance(tile[3], tuple) else tile[3])
@@ -496,7 +496,7 @@ def read(path):  # an image as the model was trained on it: more than 8 bits str
         if image.mode == "RGB":
             return Image.fromarray(colours)
         image = Image.fromarray(np.dstack([colours, high[..., 3]]), "RGBA")
-""" + _OVER_WHITE
+""".replace("DEEP_MODES", repr(tuple(sorted(DEEP_MODES)))) + _OVER_WHITE
 
 # The same for images that are only transparent (8 bits per channel): the snippet then holds what they need.
 OVER_WHITE_READER = """def read(path):  # an image as the model was trained on it: transparency laid over white
