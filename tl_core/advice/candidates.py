@@ -21,6 +21,11 @@ DEFAULT_TIME_BUDGET_MINUTES = 10.0
 # measured similarity (``unfamiliarity``): see ``expected_fine_tune_accuracy`` and docs/benchmarks.md.
 FINE_TUNE_ERROR_CUT = 0.35
 FULL_CUT_IMAGES_PER_CLASS = 100
+# Where turned images show the same class (``AugmentConfig.turns``), fine-tuning learns from every training image turned
+# too, and removes this further share of its own remaining errors. On aerial scenes (three seeds) it made 19-26 % fewer
+# errors with turns than without (0.973 -> 0.978 and 0.980), where feature extraction's turned views gained 0.2 points
+# (0.966 -> 0.968): frozen features only average the views, while unfrozen layers learn from them (docs/benchmarks.md).
+TURNED_COPIES_CUT = 0.2
 # Similarity scores at or above FAMILIAR_SIMILARITY count as ImageNet's own kind of images (no share for fine-tuning);
 # at or below FAMILIAR_SIMILARITY - UNFAMILIAR_SPAN, as wholly unlike them (the whole share).
 FAMILIAR_SIMILARITY = 0.9
@@ -72,21 +77,24 @@ def unfamiliarity(similarity_score: float) -> float:
     return min(1.0, max(0.0, (FAMILIAR_SIMILARITY - similarity_score) / UNFAMILIAR_SPAN))
 
 
-def fine_tune_error_cut(train_images_per_class: float, similarity_score: float) -> float:
+def fine_tune_error_cut(train_images_per_class: float, similarity_score: float, turns: bool = False) -> float:
     """The share of feature extraction's errors fine-tuning is expected to remove.
 
     Fine-tuning retrains the top of the network, so it removes the errors that come from
     features made for other images: the further the measured similarity is from ImageNet's
     own photos, the larger the share (``unfamiliarity``). With fewer than
     ``FULL_CUT_IMAGES_PER_CLASS`` training images per class the unfrozen layers have less to
-    learn from, so the share shrinks in proportion.
+    learn from, so the share shrinks in proportion. With ``turns`` (turned images show the
+    same class) it learns from the turned images too: ``TURNED_COPIES_CUT`` of the errors
+    left after that share go as well.
     """
-    return FINE_TUNE_ERROR_CUT * unfamiliarity(similarity_score) * min(1.0, train_images_per_class / FULL_CUT_IMAGES_PER_CLASS)
+    share = FINE_TUNE_ERROR_CUT * unfamiliarity(similarity_score) * min(1.0, train_images_per_class / FULL_CUT_IMAGES_PER_CLASS)
+    return 1.0 - (1.0 - share) * (1.0 - TURNED_COPIES_CUT) if turns else share
 
 
-def expected_fine_tune_accuracy(feature_extraction_accuracy: float, train_images_per_class: float, similarity_score: float) -> float:
+def expected_fine_tune_accuracy(feature_extraction_accuracy: float, train_images_per_class: float, similarity_score: float, turns: bool = False) -> float:
     """Fine-tuning's expected accuracy: feature extraction's, with ``fine_tune_error_cut`` of its errors removed."""
-    return feature_extraction_accuracy + (1.0 - feature_extraction_accuracy) * fine_tune_error_cut(train_images_per_class, similarity_score)
+    return feature_extraction_accuracy + (1.0 - feature_extraction_accuracy) * fine_tune_error_cut(train_images_per_class, similarity_score, turns)
 
 
 def plan_candidates(
@@ -171,11 +179,12 @@ def _candidate(
     elif strategy == "feature_extraction":
         expected, basis = base, f"measured: a cross-validated probe on {sample_size} of your images, {extension_words(sample_size, classify_size(dataset).train_images)}"
     elif strategy in WARMUP_STRATEGIES:  # fine-tuning from ImageNet weights
-        expected = expected_fine_tune_accuracy(base, per_class, measurement.similarity_score)
+        expected = expected_fine_tune_accuracy(base, per_class, measurement.similarity_score, turns)
+        turned = f", and it learns from your images turned too, which removed a further {TURNED_COPIES_CUT:.0%} of its errors on aerial scenes" if turns else ""
         basis = (
-            f"feature extraction's measured accuracy{at} with {fine_tune_error_cut(per_class, measurement.similarity_score):.0%} of its errors removed: "
+            f"feature extraction's measured accuracy{at} with {fine_tune_error_cut(per_class, measurement.similarity_score, turns):.0%} of its errors removed: "
             f"fine-tuning removes more where your images measure unlike ImageNet's (similarity {measurement.similarity_score:.2f}) "
-            f"and where each class has more training images ({per_class:.0f}); not probed itself: a short fine-tuning probe on a few hundred images "
+            f"and where each class has more training images ({per_class:.0f}){turned}; not probed itself: a short fine-tuning probe on a few hundred images "
             "could not tell a gain of a point from its noise"
         )
     else:
