@@ -142,8 +142,10 @@ def show_candidates(advice) -> None:
         "minutes here": st.column_config.NumberColumn(format="%.1f min"),
     })
     st.caption(
-        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's adds a share of its "
-        "errors that grows with how unlike ImageNet your images measured. Compare the strategies below to measure them all on the same split."
+        "Expected accuracies are estimates: feature extraction's is measured on your images; fine-tuning's is feature extraction's with a share "
+        "of its errors removed, a share that grows with how unlike ImageNet your images measured"
+        + (" and with the turned images fine-tuning learns from" if advice.turns else "")
+        + ". Compare the strategies below to measure them all on the same split."
     )
     bases = "\n".join(f"- **{row.title[0].upper() + row.title[1:]}**: {row.accuracy_basis}" for row in advice.candidates if row.accuracy_basis)
     if sized:

@@ -380,12 +380,13 @@ def matrix_figure(verdict, recommendation, measured_strategy: str | None = None)
             line={"color": "#1f2937" if highlighted else CELL_COLOURS[number], "width": 4 if highlighted else 1},
         )
         advice = f"<i>→ {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i>"
-        if highlighted and measured_strategy and measured_strategy != cell["strategy"]:
-            advice = f"<i>matrix: {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i><br><b>measured here: → {MATRIX_STRATEGY_NAMES[measured_strategy]}</b>"
+        overridden = highlighted and measured_strategy and measured_strategy != cell["strategy"]
+        if overridden:  # a line more, and the longest of all ("measured: → freeze early layers,"): a size smaller keeps it inside the cell
+            advice = f"<i>matrix: {MATRIX_STRATEGY_NAMES[cell['strategy']]}</i><br><b>measured: → {MATRIX_STRATEGY_NAMES[measured_strategy]}</b>"
         figure.add_annotation(
             x=left + 0.5, y=bottom + 0.76, showarrow=False, align="center",
             text=f"<b>Scenario {number}</b><br>{cell['title']}<br>{advice}",
-            font={"size": 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
+            font={"size": 13 if overridden else 14, "color": "#111827" if highlighted or ours is None else "#4b5563"},
         )
         # An invisible point per cell carries the hover text (shapes cannot be hovered).
         figure.add_trace(go.Scatter(

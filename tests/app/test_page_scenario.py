@@ -234,7 +234,7 @@ def test_measured_similarity_replaces_the_question_and_shows_its_components(smal
     heading = at.subheader[-1].value if "Scenario 2" in at.subheader[-1].value else next(header.value for header in at.subheader if "Scenario 2" in header.value)
     assert heading.endswith(": measured, use feature extraction (the matrix alone says fine-tuning with the first layers frozen)")
     cells = " ".join(annotation["text"] for annotation in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"])
-    assert "matrix: freeze early layers,<br>retrain the rest</i><br><b>measured here: → feature extraction" in cells
+    assert "matrix: freeze early layers,<br>retrain the rest</i><br><b>measured: → feature extraction" in cells
     candidates = at.dataframe[0].value
     assert "image size" not in candidates.columns  # images as large as the network's input: one size, no column
     assert list(candidates["strategy"]) == ["Feature extraction  ★ recommended", "Fine-tuning with the first layers frozen", "Training from scratch"]
@@ -317,3 +317,20 @@ def test_many_candidates_all_show_in_the_table_and_their_bases_fold_away(small_f
     bases = next(expander for expander in at.expander if expander.label == "Where each expected accuracy comes from")
     assert not bases.proto.expanded  # seven bases would push the reasons down; they fold away
     assert "**Fine-tuning at 128 px**: feature extraction's measured accuracy at 128 px" in " ".join(caption.value for caption in bases.caption)
+
+
+def test_the_caption_on_the_estimates_names_the_turned_images_where_fine_tuning_learns_from_them(small_folder: Path) -> None:
+    from dataclasses import replace
+
+    class TurnsEngine(FakeEngine):
+        def advise(self, dataset, backbone="mobilenet_v2", time_budget_minutes=10.0):
+            return replace(canned_advice(dataset, "low"), turns=True)
+
+    caption = "a share that grows with how unlike ImageNet your images measured"
+    plain = open_scenario(scan_dataset(small_folder), str(small_folder))
+    plain.button(key="scenario_measure").click().run()
+    assert caption + ". Compare the strategies" in all_text(plain)
+    at = open_scenario(scan_dataset(small_folder), str(small_folder), engine=TurnsEngine())
+    at.button(key="scenario_measure").click().run()
+    assert not at.exception
+    assert caption + " and with the turned images fine-tuning learns from. Compare the strategies" in all_text(at)
