@@ -90,7 +90,7 @@ def test_the_estimate_counts_the_start_up_of_the_runs_started_here(tmp_path: Pat
     engine = Engine()
     device = engine.device().key
     config = TrainConfig(data_dir=str(tiny_dataset), out_dir="", image_size=32, cache_dir=str(tmp_path / "cache")).validated()
-    remember_throughput(Throughput(device, "mobilenet_v2", 32, 500.0, time.time()))  # the default cache, where the engine's estimate looks
+    remember_throughput(Throughput(device, "mobilenet_v2", 32, 500.0, time.time()), config.cache_dir)  # the config's cache, where the estimate looks
     dataset = scan_dataset(tiny_dataset)
     before = engine.estimate(config, dataset)
     assert START_UP not in before.parts

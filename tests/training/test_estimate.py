@@ -222,3 +222,25 @@ def test_the_app_estimate_adds_the_start_up_its_runs_took_here(tmp_path: Path) -
     estimate = Estimate(20.0, {"features": 15.0, "head": 5.0}, "forward pass measured").with_start_up(6.0)
     assert estimate.seconds == 26.0 and list(estimate.parts) == [START_UP, "features", "head"]
     assert "starting the training process" in estimate.basis
+
+
+def test_a_run_times_itself_with_the_forward_speed_filed_in_its_own_cache_folder(tmp_path: Path, tiny_dataset: Path) -> None:
+    """The advice files its forward pass in the cache folder it was given; the run it advises reads the same one.
+
+    With ``--cache-dir`` the two used to read different files (the run the default folder), so the advice's minutes and
+    the run's own estimate disagreed by 2x on aerial scenes, with the same corrections learned from earlier runs.
+    """
+    import time
+
+    from tl_core.device import detect_device
+    from tl_core.events import StopRequest
+    from tl_core.training.context import RunContext
+    from tl_core.training.estimate import Throughput, remember_throughput
+    from tl_core.training.run import prepare
+
+    cache = tmp_path / "cache"
+    remember_throughput(Throughput(detect_device().key, "mobilenet_v2", 32, 1234.0, time.time()), cache)  # as the advice files its own pass
+    config = TrainConfig(data_dir=str(tiny_dataset), out_dir=str(tmp_path / "run"), image_size=32, cache_dir=str(cache))
+    run = RunContext(config, lambda event: None, StopRequest(), started=time.perf_counter())
+    prepare(run)
+    assert run.estimate.basis.startswith("forward pass measured at 1234 images/s")

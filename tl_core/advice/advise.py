@@ -182,7 +182,7 @@ def advise(
     else:
         from tl_core.training.estimate import forward_throughput
 
-        throughput = forward_throughput(spec.name, spec.default_size, device.key)
+        throughput = forward_throughput(spec.name, spec.default_size, device.key, cache_dir)
     typical, sizes, size_probes = _probes_at_other_sizes(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     joined_probes, joined_note = _probe_joined(dataset, spec, measurement, sample_size, cache_dir, seed, device.key)
     size_probes += joined_probes

@@ -126,7 +126,7 @@ def compare_strategies(
 
     dataset = scan_dataset(data_dir, seed=seed)
     size = image_size or get_backbone(backbone).default_size
-    throughput = forward_throughput(backbone, size, detect_device().key)
+    throughput = forward_throughput(backbone, size, detect_device().key, cache_dir)
     rows = []
     for strategy in strategies:
         if stop is not None and stop.requested:

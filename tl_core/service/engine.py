@@ -291,7 +291,7 @@ class Engine:
 
         spec = get_backbone(config.backbone)
         device = self.device().key
-        estimate = estimate_run(config, dataset, forward_throughput(spec.name, config.image_size or spec.default_size, device))
+        estimate = estimate_run(config, dataset, forward_throughput(spec.name, config.image_size or spec.default_size, device, config.cache_dir))
         start_up = learned_start_up(device, config.cache_dir)
         return estimate.with_start_up(start_up) if start_up else estimate
 

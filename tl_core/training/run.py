@@ -208,7 +208,7 @@ def prepare(run: RunContext) -> None:
     run.weights = "none" if not config.uses_features else check_weights_option(config.weights)
     keras.utils.set_random_seed(config.seed)
     run.device = detect_device()
-    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=None)
+    throughput = forward_throughput(spec.name, run.image_size, run.device.key, cache_dir=config.cache_dir)
     run.estimate = estimate_run(config, dataset, throughput)
     run.on_event(TrainingStarted(config=config.to_dict(), device=run.device.to_dict(), class_names=dataset.class_names, counts=dataset.counts(), estimate=run.estimate.to_dict()))
     for group in dataset.duplicate_groups():
