@@ -57,7 +57,10 @@ else:
         f"Every number below is measured on the {split} split, images the model never trained on; the same images chose the best epoch "
         "(the data had no separate test images), so the figures are slightly optimistic."
     )
-flip = " Each prediction averages the image and its mirror image (test-time flip)." if report.summary.test_time_flip else ""
+flip = ""
+if report.summary.test_time_flip:  # with turns, the saved model averages the eight views (tl_core.training.context.RunContext.test_views)
+    turns = ((report.summary.config or {}).get("augmentation") or {}).get("turns")
+    flip = " Each prediction averages the image's eight turned and mirrored views." if turns else " Each prediction averages the image and its mirror image (test-time flip)."
 st.caption(
     f"Run `{Path(run_dir).name}` · {report.summary.display_name or 'model'} · {report.summary.strategy.replace('_', ' ')} · "
     f"{len(names)} classes. {honesty}{flip}"

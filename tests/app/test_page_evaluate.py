@@ -206,6 +206,21 @@ def test_a_run_chosen_and_reported_on_the_same_split_says_its_figures_are_optimi
     assert "the same images chose the best epoch" in texts(at, "caption") and "slightly optimistic" in texts(at, "caption")
 
 
+def test_the_caption_names_the_views_each_prediction_averages(tmp_path):
+    captions = {}
+    for name, turns in (("mirror", False), ("turns", True)):
+        run_dir = write_canned_run(tmp_path / name, ["ants", "bees"])
+        summary = json.loads((run_dir / "run.json").read_text())
+        summary.update(test_time_flip=True, config={"augmentation": {"flip": "horizontal", "turns": turns}})
+        (run_dir / "run.json").write_text(json.dumps(summary))
+        at = open_evaluate_page(run_dir)
+        assert not at.exception
+        captions[name] = texts(at, "caption")
+    assert "Each prediction averages the image and its mirror image (test-time flip)." in captions["mirror"]
+    assert "Each prediction averages the image's eight turned and mirrored views." in captions["turns"] and "its mirror image" not in captions["turns"]
+    assert "Each prediction averages" not in texts(open_evaluate_page(write_canned_run(tmp_path / "none", ["ants", "bees"])), "caption")
+
+
 def test_attention_maps_of_the_mistakes_for_the_true_and_the_predicted_class(tmp_path):
     run_dir = write_canned_run(tmp_path / "run", ["ants", "bees"])
     at = open_evaluate_page(run_dir)
