@@ -35,6 +35,13 @@ def test_the_mirror_layers_mirror_exactly_and_the_flip_model_averages_both_answe
     flip_model.save(tmp_path / "flip.h5")
     reloaded = keras.models.load_model(tmp_path / "flip.h5", safe_mode=True)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-6)
+    # The reversed identity is the layer's weight, not its initializer's values written into the model's description.
+    reverse = next(layer for layer in flip_model.layers if layer.name == "mirror_reverse_width")
+    assert reverse.get_config()["kernel_initializer"]["class_name"] == "Zeros"
+    np.testing.assert_array_equal(np.asarray(reverse.kernel), np.eye(size)[::-1])
+    flip_model.save(tmp_path / "flip.keras")
+    again = keras.models.load_model(tmp_path / "flip.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again(images)), expected, atol=1e-6)
 
 
 def test_the_features_pool_the_earlier_layers_too_and_the_saved_model_loads_without_this_package(tmp_path: Path) -> None:

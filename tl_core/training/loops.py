@@ -261,10 +261,13 @@ def training_model(classifier: keras.Model, augmenter, augmented_in_data: bool) 
     """The model ``fit`` trains: the classifier, after the augmenter when the batches are not augmented already.
 
     The augmenter acts only while training (``training=True``); the classifier's
-    layers are shared, so the trained weights are the classifier's.
+    layers are shared, so the trained weights are the classifier's. It is always a
+    model of its own, which ``compile`` gives the optimizer: compiled itself, the
+    classifier would carry the optimizer's state (twice the weights that train)
+    into the saved ``model.keras``.
     """
     if augmenter is None or augmented_in_data:
-        return classifier
+        return keras.Model(classifier.inputs, classifier.outputs, name=f"{classifier.name}_trained")
     inputs = keras.Input(classifier.input_shape[1:], name="image")
     return keras.Model(inputs, classifier(augmenter(inputs)), name=f"{classifier.name}_augmented")
 
